@@ -1,0 +1,78 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '../util/log.js';
+
+export type AdminHandler = (request: http.IncomingMessage, body: string) => Promise<AdminResponse> | AdminResponse;
+
+export interface AdminResponse {
+  status: number;
+  body: string | Buffer;
+  contentType?: string;
+}
+
+/**
+ * The admin HTTP port: a small router from "METHOD /path" to handlers. The handlers live with
+ * what they report on (app.ts wires them); this file only serves them.
+ */
+export class AdminServer {
+  private server: http.Server | undefined;
+  private readonly routes = new Map<string, AdminHandler>();
+
+  constructor(private readonly log: Logger) {}
+
+  route(method: string, path: string, handler: AdminHandler): this {
+    this.routes.set(`${method} ${path}`, handler);
+    return this;
+  }
+
+  listen(host: string, port: number): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const server = http.createServer((request, response) => void this.serve(request, response));
+      server.keepAliveTimeout = 5000;
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        this.server = server;
+        resolve(server.address() as AddressInfo);
+      });
+    });
+  }
+
+  private async serve(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
+    const path = (request.url ?? '/').split('?')[0]!;
+    const handler = this.routes.get(`${request.method} ${path}`);
+    try {
+      if (!handler) {
+        const allowed = [...this.routes.keys()].filter((k) => k.endsWith(` ${path}`));
+        send(response, allowed.length > 0 ? { status: 405, body: 'method not allowed\n' } : { status: 404, body: 'not found\n' });
+        return;
+      }
+      let body = '';
+      for await (const chunk of request) {
+        body += chunk;
+        if (body.length > 1 << 20) throw new Error('request body too large');
+      }
+      send(response, await handler(request, body));
+    } catch (error) {
+      this.log.warn({ path, err: error instanceof Error ? error.message : String(error) }, 'admin request failed');
+      send(response, { status: 500, body: JSON.stringify({ error: error instanceof Error ? error.message : String(error) }) + '\n', contentType: 'application/json' });
+    }
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server) return resolve();
+      this.server.closeAllConnections();
+      this.server.close(() => resolve());
+    });
+  }
+}
+
+function send(response: http.ServerResponse, result: AdminResponse): void {
+  response.writeHead(result.status, { 'content-type': result.contentType ?? 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+  response.end(result.body);
+}
+
+export function json(status: number, value: unknown): AdminResponse {
+  return { status, body: JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n', contentType: 'application/json' };
+}

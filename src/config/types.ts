@@ -1,0 +1,116 @@
+/**
+ * The validated, defaulted configuration. The YAML keys are in DESIGN.md ("Contracts"); the loader
+ * (load.ts) turns a file into this shape or throws ConfigError naming the key and the line.
+ * Durations are milliseconds, sizes are bytes.
+ */
+export type NodeRole = 'primary' | 'standby' | 'replica';
+export type PoolMode = 'transaction' | 'session';
+export type Consistency = 'eventual' | 'session' | 'global';
+export type Balance = 'latency' | 'round_robin' | 'random' | 'least_connections' | 'weighted';
+export type Fallback = 'primary' | 'error';
+export type FailoverMode = 'managed' | 'follow' | 'patroni' | 'off';
+export type AuthMethod = 'scram-sha-256' | 'md5' | 'trust';
+
+export interface NodeConfig {
+  /** unique, non-empty; used in metrics labels and the admin API */
+  name: string;
+  host: string;
+  /** default 5432 */
+  port: number;
+  /**
+   * default `replica`. A starting hint (the servers' recovery state is the truth). Outside patroni
+   * mode exactly one node is `primary`. Several `standby` nodes are allowed: the first one (in file
+   * order) that is up is the failover target.
+   */
+  role: NodeRole;
+  /** relative share of reads under `weighted` balancing; default 1; ≥ 0 (0 = never chosen while others qualify) */
+  weight: number;
+}
+
+export interface UserConfig {
+  name: string;
+  /** what the client must present to pgrelay */
+  password: string;
+  /** credentials pgrelay uses towards the servers; default: the same name and password */
+  server_user?: string;
+  server_password?: string;
+}
+
+export interface Config {
+  listen: { host: string; port: number };
+  admin: { host: string; port: number };
+  nodes: NodeConfig[];
+  users: UserConfig[];
+  auth: { method: AuthMethod };
+  pool: {
+    mode: PoolMode;
+    /** server connections per node, user and database */
+    size: number;
+    /** how long a client waits for a server connection before 53300 */
+    checkout_timeout_ms: number;
+    /** idle server connections are closed after this long; 0 = never */
+    idle_timeout_ms: number;
+    /** connect + authenticate timeout towards a server */
+    connect_timeout_ms: number;
+  };
+  client: {
+    max_connections: number;
+    startup_timeout_ms: number;
+    /** a client message larger than this is refused with 08P01 */
+    max_message_bytes: number;
+  };
+  routing: {
+    consistency: Consistency;
+    max_lag_ms: number;
+    /** 0 = no byte limit */
+    max_lag_bytes: number;
+    balance: Balance;
+    fallback: Fallback;
+    lag_interval_ms: number;
+    /** force functions: names listed under primary route to the primary, under replica may go to replicas */
+    functions: { primary: string[]; replica: string[] };
+    /** how often pg_proc volatility is re-read from the primary */
+    volatility_refresh_ms: number;
+  };
+  health: { interval_ms: number; timeout_ms: number; failures: number };
+  /** `wait_ms`: how long units for the primary wait during a failover; 0 = fail at once */
+  failover: { mode: FailoverMode; wait_ms: number; allow_data_loss: boolean };
+  /** Patroni REST API base URLs (http:// or https://); required non-empty when failover.mode is patroni */
+  patroni: { endpoints: string[]; poll_ms: number };
+  /**
+   * client-facing TLS: PEM file paths, both or neither; `required` refuses plaintext clients and
+   * needs both. loadConfig resolves relative paths against the config file's directory and checks
+   * that the files exist.
+   */
+  tls: { cert?: string; key?: string; required: boolean };
+  /** server-facing TLS; `ca` is a PEM file path (resolved like tls.cert) */
+  server_tls: { mode: 'disable' | 'prefer' | 'require'; ca?: string };
+  log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'pretty' };
+}
+
+/** Defaults for the keys of one `nodes` entry (name and host are required). */
+export const nodeDefaults = { port: 5432, role: 'replica', weight: 1 } as const satisfies Omit<NodeConfig, 'name' | 'host'>;
+
+export const defaults = {
+  listen: { host: '127.0.0.1', port: 6432 },
+  admin: { host: '127.0.0.1', port: 9930 },
+  auth: { method: 'scram-sha-256' },
+  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000 },
+  client: { max_connections: 10_000, startup_timeout_ms: 10_000, max_message_bytes: 256 * 1024 * 1024 },
+  routing: {
+    consistency: 'session',
+    max_lag_ms: 1000,
+    max_lag_bytes: 0,
+    balance: 'latency',
+    fallback: 'primary',
+    lag_interval_ms: 250,
+    functions: { primary: [], replica: [] },
+    volatility_refresh_ms: 60_000,
+  },
+  health: { interval_ms: 1000, timeout_ms: 1000, failures: 3 },
+  failover: { mode: 'managed', wait_ms: 30_000, allow_data_loss: false },
+  patroni: { endpoints: [], poll_ms: 1000 },
+  tls: { required: false },
+  server_tls: { mode: 'disable' },
+  log: { level: 'info', format: 'json' },
+} as const satisfies Omit<Config, 'nodes' | 'users' | 'tls' | 'server_tls'> & Record<string, unknown>;

@@ -1,0 +1,77 @@
+import { stringify } from 'yaml';
+import { App } from './app.js';
+import { parseConfig } from './config/load.js';
+import type { Config } from './config/types.js';
+import { LocalCluster, type LocalNode } from './local/cluster.js';
+import { createLogger } from './util/log.js';
+
+export interface DemoOptions {
+  replicas: number;
+  standby: boolean;
+  port: number;
+  adminPort: number;
+  /** where SIGINT/SIGTERM come from (the process, in main.ts) */
+  signals: NodeJS.EventEmitter;
+  out: NodeJS.WritableStream;
+}
+
+/**
+ * `pgrelay demo`: a local RDS-like cluster (primary, synchronous standby, async replicas) from the
+ * machine's PostgreSQL binaries, and pgrelay in front of it. Ctrl-C stops both and removes the
+ * cluster's files.
+ */
+export async function runDemo(options: DemoOptions): Promise<number> {
+  const { out } = options;
+  const started = Date.now();
+  out.write(`pgrelay demo: building a local cluster (primary${options.standby ? ', synchronous standby' : ''}, ${options.replicas} async replica${options.replicas === 1 ? '' : 's'})\n`);
+  const cluster = await LocalCluster.create({
+    replicas: options.replicas,
+    standby: options.standby,
+    onProgress: (step) => out.write(`  … ${step}\n`),
+  });
+  let app: App | undefined;
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      out.write('pgrelay demo: stopping pgrelay and the cluster\n');
+      await app?.stop(2000);
+      await cluster.stop();
+      out.write('pgrelay demo: stopped, nothing left running\n');
+    })());
+  try {
+    const config = demoConfig(cluster, options);
+    app = await App.start(config, { log: createLogger({ level: 'warn', pretty: true }) });
+    const address = app.listenAddress!;
+    out.write(`  … pgrelay listening (admin http://${app.adminAddress!.address}:${app.adminAddress!.port}/status) after ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`);
+    out.write(nodeTable(cluster.nodes));
+    out.write(`\npgrelay ready postgres://${cluster.user}:${cluster.password}@${address.address}:${address.port}/${cluster.database}\n`);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  await new Promise<void>((resolve) => {
+    const onSignal = () => void stop().then(resolve);
+    options.signals.once('SIGINT', onSignal);
+    options.signals.once('SIGTERM', onSignal);
+  });
+  return 0;
+}
+
+export function demoConfig(cluster: LocalCluster, options: { port: number; adminPort: number }): Config {
+  const document = {
+    listen: { host: '127.0.0.1', port: options.port },
+    admin: { host: '127.0.0.1', port: options.adminPort },
+    nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
+    users: [{ name: cluster.user, password: cluster.password }],
+    log: { level: 'warn', format: 'pretty' },
+  };
+  return parseConfig(stringify(document), { source: 'demo' });
+}
+
+function nodeTable(nodes: readonly LocalNode[]): string {
+  const rows = nodes.map((n) => [n.name, n.role === 'standby' ? 'standby (sync)' : n.role === 'replica' ? 'replica (async)' : n.role, `${n.host}:${n.port}`]);
+  const header = ['node', 'role', 'address'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => '  ' + cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n';
+  return line(header) + rows.map(line).join('');
+}

@@ -1,0 +1,316 @@
+import { randomInt } from 'node:crypto';
+import net from 'node:net';
+import type tls from 'node:tls';
+import type { Classifier } from '../classify/classifier.js';
+import type { Config } from '../config/types.js';
+import type { NodeStatus, Topology } from '../cluster/topology.js';
+import { ProxyError, SqlState } from '../errors.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { PoolSet } from '../pool/pool-set.js';
+import { runInternalQuery } from '../pool/internal-query.js';
+import { sendCancel, type ServerConnection } from '../pool/server-connection.js';
+import { backendKeyData, errorResponse, parameterStatus, readyIdle } from '../protocol/messages.js';
+import type { ReadConstraints, Router } from '../routing/router.js';
+import type { UserDirectory } from '../auth/user-directory.js';
+import type { Logger } from '../util/log.js';
+import { clientHandshake, type Handshake } from './client-handshake.js';
+import { StatementRegistry } from './prepared-statements.js';
+import type { SessionContext } from './session-context.js';
+import { ClientSession } from './session.js';
+import { stateTransition } from './session-state.js';
+
+export interface FrontendDeps {
+  config: () => Config;
+  pools: PoolSet;
+  router: Router;
+  topology: Topology;
+  classifier: Classifier;
+  metrics: Metrics;
+  log: Logger;
+  users: UserDirectory;
+  tls: () => tls.SecureContext | undefined;
+  /** read-your-writes constraints (the freshness module), if any */
+  readConstraints?: (session: ClientSession) => ReadConstraints | undefined;
+  /** a data-path connection broke: health checks should look at the node now */
+  nodeBroken?: (node: string, error: Error | undefined) => void;
+}
+
+/** Parameters a client must not be told about by a server connection that happens to serve it. */
+const HIDDEN_PARAMETERS = new Set(['in_hot_standby']);
+
+/**
+ * The client-facing side: accepts connections, runs the handshake, starts sessions, and keeps the
+ * map of sessions by pgrelay's own backend key for CancelRequests.
+ */
+export class Frontend implements SessionContext {
+  readonly statements = new StatementRegistry();
+  private server: net.Server | undefined;
+  private readonly sessions = new Map<number, ClientSession>();
+  private readonly sockets = new Set<net.Socket>();
+  private pinnedCount = 0;
+  private readonly unitCounters = new Map<string, { inc(): void }>();
+  private primaryWaiters: { callback: (error?: Error) => void; timer: NodeJS.Timeout }[] = [];
+  private accepting = true;
+
+  readonly pools: PoolSet;
+  readonly router: Router;
+  readonly topology: Topology;
+  readonly classifier: Classifier;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+
+  constructor(private readonly deps: FrontendDeps) {
+    this.pools = deps.pools;
+    this.router = deps.router;
+    this.topology = deps.topology;
+    this.classifier = deps.classifier;
+    this.metrics = deps.metrics;
+    this.log = deps.log;
+    this.topology.on('change', () => this.wakePrimaryWaiters());
+  }
+
+  config(): Config {
+    return this.deps.config();
+  }
+
+  listen(host: string, port: number): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        server.on('error', (error) => this.log.error({ err: error.message }, 'listener error'));
+        this.server = server;
+        resolve(server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  get clientCount(): number {
+    return this.sockets.size;
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  private onConnection(socket: net.Socket): void {
+    const config = this.config();
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 60_000);
+    socket.on('error', () => socket.destroy());
+    if (!this.accepting) {
+      this.refuse(socket, SqlState.cannotConnectNow, 'pgrelay is shutting down', 'shutdown');
+      return;
+    }
+    if (this.sockets.size >= config.client.max_connections) {
+      this.refuse(socket, SqlState.tooManyConnections, 'sorry, too many clients already', 'max_connections');
+      return;
+    }
+    this.sockets.add(socket);
+    this.metrics.clientConnections.set(this.sockets.size);
+    this.metrics.clientConnectionsTotal.inc();
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.metrics.clientConnections.set(this.sockets.size);
+    });
+    const timer = setTimeout(() => {
+      this.metrics.clientsRefused.labels('startup_timeout').inc();
+      socket.end(errorResponse({ severity: 'FATAL', code: SqlState.protocolViolation, message: 'canceling authentication due to timeout' }));
+      socket.destroy();
+    }, config.client.startup_timeout_ms);
+    clientHandshake(socket, {
+      authMethod: config.auth.method,
+      users: this.deps.users,
+      tls: this.deps.tls(),
+      tlsRequired: config.tls.required,
+      maxStartupBytes: 10_000,
+      onCancel: (processId, secretKey) => this.cancelByKey(processId, secretKey),
+    })
+      .then((handshake) => {
+        if (!handshake) {
+          clearTimeout(timer);
+          return;
+        }
+        return this.startSession(handshake).finally(() => clearTimeout(timer));
+      })
+      .catch((error: unknown) => {
+        clearTimeout(timer);
+        if (error instanceof ProxyError && error.sqlstate === SqlState.invalidPassword) this.metrics.authFailures.inc();
+        this.sendFatal(socket, error);
+      });
+  }
+
+  private refuse(socket: net.Socket, code: string, text: string, reason: string): void {
+    this.metrics.clientsRefused.labels(reason).inc();
+    socket.end(errorResponse({ severity: 'FATAL', code, message: text }));
+    setTimeout(() => socket.destroy(), 1000).unref();
+  }
+
+  private sendFatal(socket: net.Socket, error: unknown): void {
+    const proxyError = error instanceof ProxyError ? error : new ProxyError(SqlState.protocolViolation, 'invalid startup sequence');
+    if (!(error instanceof ProxyError)) this.log.warn({ err: error instanceof Error ? error.message : String(error) }, 'client handshake failed');
+    if (!socket.destroyed) {
+      socket.end(errorResponse({ severity: 'FATAL', code: proxyError.sqlstate, message: proxyError.message }));
+      setTimeout(() => socket.destroy(), 1000).unref();
+    }
+  }
+
+  /** After authentication: checks the startup settings on a server, tells the client its parameters. */
+  private async startSession(handshake: Handshake): Promise<void> {
+    const { socket } = handshake;
+    let processId: number;
+    do processId = randomInt(1, 0x7fffffff);
+    while (this.sessions.has(processId));
+    const session = new ClientSession(this, socket, handshake.user, handshake.database, handshake.params, { processId, secretKey: randomInt(-0x80000000, 0x7fffffff) });
+    this.sessions.set(processId, session);
+    try {
+      const params = await this.startupParameters(session);
+      if (socket.destroyed) {
+        this.sessions.delete(processId);
+        return;
+      }
+      const out: Buffer[] = [];
+      for (const [name, value] of params) if (!HIDDEN_PARAMETERS.has(name)) out.push(parameterStatus(name, value));
+      out.push(backendKeyData(session.processId, session.secretKey), readyIdle);
+      socket.write(Buffer.concat(out));
+      if (session.isPinned) this.pinned(+1);
+      session.start(handshake.leftover);
+    } catch (error) {
+      this.sessions.delete(processId);
+      throw error;
+    }
+  }
+
+  /**
+   * The ParameterStatus set for a new client: what the primary reports, with the client's own
+   * startup settings applied on a server connection (which also checks that they are valid).
+   */
+  private async startupParameters(session: ClientSession): Promise<Map<string, string>> {
+    const choice = await this.primaryChoice();
+    const pool = this.pools.get(choice.name, session.user, session.database);
+    const wanted = session.stateSql();
+    if (pool.serverParams && wanted === '') return new Map(pool.serverParams);
+    const conn = await new Promise<ServerConnection>((resolve, reject) => pool.acquire((error, c) => (error || !c ? reject(error) : resolve(c))));
+    const params = new Map(pool.serverParams ?? conn.params);
+    if (wanted === '' || conn.appliedState === wanted) {
+      pool.release(conn);
+      return params;
+    }
+    let result;
+    try {
+      result = await runInternalQuery(conn, stateTransition(conn.appliedState, wanted));
+    } catch (error) {
+      pool.discard(conn);
+      throw new ProxyError(SqlState.connectionFailure, `node ${choice.name} failed during connection startup`, { severity: 'FATAL', cause: error });
+    }
+    if (result.error) {
+      // the settings are invalid: the connection's state is unknown, and the client is refused as PostgreSQL would
+      conn.appliedState = '\0dirty';
+      pool.release(conn);
+      throw new ProxyError(result.error.get('C') ?? SqlState.invalidParameterValue, result.error.get('M') ?? 'invalid startup parameter', { severity: 'FATAL' });
+    }
+    conn.appliedState = wanted;
+    pool.release(conn);
+    for (const [name, value] of result.params) params.set(name, value);
+    return params;
+  }
+
+  private primaryChoice(): Promise<NodeStatus> {
+    const choice = this.router.choose('primary');
+    if (choice) return Promise.resolve(choice.node);
+    return new Promise((resolve, reject) =>
+      this.waitForPrimary((error) => {
+        const next = this.router.choose('primary');
+        if (error || !next) reject(error ?? new ProxyError(SqlState.cannotConnectNow, 'no primary available', { severity: 'FATAL' }));
+        else resolve(next.node);
+      }),
+    );
+  }
+
+  // ---------------------------------------------------------------- SessionContext
+
+  readConstraints(session: ClientSession): ReadConstraints | undefined {
+    return this.deps.readConstraints?.(session);
+  }
+
+  waitForPrimary(callback: (error?: Error) => void): void {
+    if (this.topology.primary()) {
+      callback();
+      return;
+    }
+    const waitMs = this.config().failover.wait_ms;
+    const waiter = {
+      callback,
+      timer: setTimeout(() => {
+        this.primaryWaiters = this.primaryWaiters.filter((w) => w !== waiter);
+        callback(new ProxyError(SqlState.cannotConnectNow, `no primary is available (waited ${waitMs} ms for failover)`, { retryable: true }));
+      }, waitMs),
+    };
+    this.primaryWaiters.push(waiter);
+  }
+
+  private wakePrimaryWaiters(): void {
+    if (this.primaryWaiters.length === 0 || !this.topology.primary()) return;
+    const waiters = this.primaryWaiters;
+    this.primaryWaiters = [];
+    for (const waiter of waiters) {
+      clearTimeout(waiter.timer);
+      waiter.callback();
+    }
+  }
+
+  nodeBroken(node: string, error: Error | undefined): void {
+    this.deps.nodeBroken?.(node, error);
+  }
+
+  countUnit(node: NodeStatus, route: string): void {
+    const key = `${node.name}\0${route}`;
+    let counter = this.unitCounters.get(key);
+    if (!counter) {
+      counter = this.metrics.queries.labels(node.name, route);
+      this.unitCounters.set(key, counter);
+    }
+    counter.inc();
+  }
+
+  pinned(delta: number): void {
+    this.pinnedCount += delta;
+    this.metrics.pinnedSessions.set(this.pinnedCount);
+  }
+
+  cancel(server: ServerConnection): void {
+    void sendCancel(server.endpoint, server.processId, server.secretKey);
+  }
+
+  private cancelByKey(processId: number, secretKey: number): void {
+    const session = this.sessions.get(processId);
+    // a wrong key cancels nothing, and says nothing (as PostgreSQL)
+    if (session && session.secretKey === secretKey) session.cancel();
+  }
+
+  sessionClosed(session: ClientSession): void {
+    if (this.sessions.get(session.processId) === session) this.sessions.delete(session.processId);
+  }
+
+  /** Stops accepting; existing sessions go on until `closeAll`. */
+  stopAccepting(): Promise<void> {
+    this.accepting = false;
+    return new Promise((resolve) => {
+      if (!this.server) return resolve();
+      this.server.close(() => resolve());
+    });
+  }
+
+  /** Waits (bounded) for sessions to finish their transactions, then closes every client. */
+  async closeAll(graceMs = 0): Promise<void> {
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && [...this.sessions.values()].some((s) => s.runningOn() !== undefined)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const session of this.sessions.values()) session.shutdown();
+    for (const socket of this.sockets) socket.destroy();
+    for (const waiter of this.primaryWaiters) clearTimeout(waiter.timer);
+    this.primaryWaiters = [];
+  }
+}

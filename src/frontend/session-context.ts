@@ -1,0 +1,32 @@
+import type { Classifier } from '../classify/classifier.js';
+import type { Config } from '../config/types.js';
+import type { NodeStatus, Topology } from '../cluster/topology.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { PoolSet } from '../pool/pool-set.js';
+import type { ServerConnection } from '../pool/server-connection.js';
+import type { ReadConstraints, Router } from '../routing/router.js';
+import type { Logger } from '../util/log.js';
+import type { StatementRegistry } from './prepared-statements.js';
+import type { ClientSession } from './session.js';
+
+/** What a client session needs from the rest of pgrelay (implemented by the frontend). */
+export interface SessionContext {
+  config(): Config;
+  readonly pools: PoolSet;
+  readonly router: Router;
+  readonly topology: Topology;
+  readonly classifier: Classifier;
+  readonly statements: StatementRegistry;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  /** freshness a read of this session needs (read-your-writes), if any */
+  readConstraints(session: ClientSession): ReadConstraints | undefined;
+  /** calls back when a primary is known again, or with an error after failover.wait_ms */
+  waitForPrimary(callback: (error?: Error) => void): void;
+  /** a data-path connection to the node broke or could not be opened */
+  nodeBroken(node: string, error: Error | undefined): void;
+  countUnit(node: NodeStatus, route: string): void;
+  pinned(delta: number): void;
+  cancel(server: ServerConnection): void;
+  sessionClosed(session: ClientSession): void;
+}

@@ -1,0 +1,1015 @@
+import type net from 'node:net';
+import type { Classification, SessionEffect } from '../classify/classifier.js';
+import { splitStatements } from '../classify/classifier.js';
+import type { NodeStatus } from '../cluster/topology.js';
+import { ProxyError, SqlState } from '../errors.js';
+import type { ServerConnection, ServerDataHandler } from '../pool/server-connection.js';
+import { BackendCode, FrontendCode, TxStatus } from '../protocol/codes.js';
+import { FrameReader } from '../protocol/frame-reader.js';
+import {
+  closeComplete,
+  commandComplete,
+  errorResponse,
+  message,
+  parseComplete,
+  readCString,
+  readyForQuery,
+} from '../protocol/messages.js';
+import type { Target } from '../routing/router.js';
+import type { SessionContext } from './session-context.js';
+import { Expect, ResponseQueue, SWALLOW, kindOf } from './response-queue.js';
+import { renameInMessage, type ServerStatement } from './prepared-statements.js';
+import { SessionState, stateTransition } from './session-state.js';
+
+/** Per-unit bookkeeping attached to the queue entries that complete a statement. */
+interface StatementPayload {
+  classification: Classification;
+  /** the text the classification was made from, for the values of SET effects */
+  text: string;
+}
+
+let unnamedTokens = 0;
+
+/** Outcome of getting a server connection for a message. */
+const OK = 0; // attached: go on
+const WAIT = 1; // the session waits; the message is handled again later
+const FAILED = 2; // pgrelay answered the unit with an error; the message is consumed
+type Ready = typeof OK | typeof WAIT | typeof FAILED;
+
+/** Client input beyond this is not read from the socket while the session waits. */
+const MAX_BUFFERED_INPUT = 1 << 20;
+
+/**
+ * One client after authentication: reads its messages, cuts them into units, sends each unit to a
+ * server connection chosen by the router, and streams the answers back.
+ *
+ * The unit boundary is explicit: a unit starts with the first message after the previous unit's
+ * Sync (or a simple Query / FunctionCall on its own) and holds one server connection until the
+ * server says ReadyForQuery; outside a transaction (status I) the connection then goes back to its
+ * pool (transaction pooling). Inside a transaction, or when pinned, units stick to it.
+ *
+ * Server → client traffic is forwarded as received; only message headers are looked at, plus the
+ * bodies of ReadyForQuery and ParameterStatus.
+ */
+export class ClientSession implements ServerDataHandler {
+  readonly processId: number;
+  readonly secretKey: number;
+  private readonly reader: FrameReader;
+  private readonly state: SessionState;
+  private server: ServerConnection | undefined;
+  private serverNode: NodeStatus | undefined;
+  private readonly queue = new ResponseQueue<StatementPayload>();
+  /** an extended-protocol unit has started and its Sync has not come yet */
+  private unitOpen = false;
+  /** the client is pinned to its server connection for the rest of its life */
+  private pinned = false;
+  /** the session is waiting (for a server connection, or for a pipeline to drain) */
+  private waiting: 'none' | 'acquire' | 'drain' = 'none';
+  /** after an error pgrelay raised in an extended unit: drop messages until Sync */
+  private skipUntilSync = false;
+  /** the server connection of an open transaction was lost: the client must roll back */
+  private orphanedTransaction = false;
+  private closed = false;
+  private pumping = false;
+  /** the transaction status the client last saw */
+  private clientTxStatus: number = TxStatus.Idle;
+  /** SET effects of the open transaction, applied when it commits */
+  private txEffects: { effect: SessionEffect; text: string }[] = [];
+  /** the transaction of the open unit is read-only by the session's default */
+  private defaultReadOnly = false;
+  private readonly statements = new Map<string, ServerStatement>();
+  private lastUnnamedParse: Buffer | undefined;
+  private lastUnnamedPayload: StatementPayload | undefined;
+  private unnamedToken = 0;
+  /** classification of the portal bound last (for Execute) */
+  private portalPayload: StatementPayload | undefined;
+  /** the current unit's classification decided its node; later units of a pipeline follow it */
+  private unitStartedAt = 0;
+  private unitHadError = false;
+  private releaseAfterChunk = false;
+
+  /** the server socket corked during this pump, uncorked at its end */
+  private corked: net.Socket | undefined;
+  /** an error for the unit being started, raised while the session waited */
+  private deferredError: Error | undefined;
+  /** the code of the client message being handled */
+  private clientCode = 0;
+
+  // forwarding run: contiguous client messages not yet written to the server
+  private runBuffer: Buffer | undefined;
+  private runStart = 0;
+  private runEnd = 0;
+
+  // server stream scanner state (per attached connection)
+  /** bytes of the current server message still to pass */
+  private need = 0;
+  /** the current server message is being swallowed */
+  private dropping = false;
+  /** the code of the current server message (when split across chunks) */
+  private currentCode = 0;
+  private readonly header = Buffer.allocUnsafe(5);
+  private headerLength = 0;
+  /** a ReadyForQuery/ParameterStatus body being collected across chunks */
+  private small: Buffer | undefined;
+  private smallLength = 0;
+
+  constructor(
+    private readonly ctx: SessionContext,
+    readonly socket: net.Socket,
+    readonly user: string,
+    readonly database: string,
+    startupParams: ReadonlyMap<string, string>,
+    keys: { processId: number; secretKey: number },
+  ) {
+    this.processId = keys.processId;
+    this.secretKey = keys.secretKey;
+    this.reader = new FrameReader(ctx.config().client.max_message_bytes);
+    this.state = new SessionState(startupParams);
+    if (ctx.config().pool.mode === 'session') this.pinned = true;
+  }
+
+  /** Starts reading client messages; `leftover` are bytes that came with the startup packet. */
+  start(leftover: Buffer): void {
+    this.socket.on('data', (chunk: Buffer) => this.onClientData(chunk));
+    this.socket.on('drain', () => this.server?.socket.resume());
+    this.socket.on('close', () => this.close());
+    this.socket.on('error', () => this.close());
+    if (leftover.length > 0) this.onClientData(leftover);
+  }
+
+  /** The session state SQL, so that the startup check can apply it. */
+  stateSql(): string {
+    return this.state.sql();
+  }
+
+  get isPinned(): boolean {
+    return this.pinned;
+  }
+
+  /** The server connection running this client's work, if any (for cancel). */
+  runningOn(): ServerConnection | undefined {
+    return this.server && this.queue.length > 0 ? this.server : undefined;
+  }
+
+  // ---------------------------------------------------------------- client → server
+
+  private onClientData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.ctx.metrics.bytesIn.inc(chunk.length);
+    this.reader.push(chunk);
+    this.pump();
+  }
+
+  /** Handles buffered client messages until one has to wait. */
+  private pump(): void {
+    if (this.pumping || this.closed) return;
+    this.pumping = true;
+    try {
+      while (this.waiting === 'none' && !this.closed && this.reader.next()) {
+        if (!this.handle(this.reader.code, this.reader.buffer, this.reader.start, this.reader.end)) {
+          this.reader.rewind();
+          break;
+        }
+      }
+      this.flushRun();
+    } catch (error) {
+      this.fatal(error);
+    } finally {
+      this.pumping = false;
+      const corked = this.corked;
+      this.corked = undefined;
+      corked?.uncork();
+    }
+    if (this.waiting !== 'none' && this.reader.pending > MAX_BUFFERED_INPUT) this.socket.pause();
+    else if (this.socket.isPaused() && this.waiting === 'none') this.socket.resume();
+  }
+
+  /** Handles one client message; false = wait and see this message again later. */
+  private handle(code: number, b: Buffer, start: number, end: number): boolean {
+    this.clientCode = code;
+    if (this.skipUntilSync) {
+      if (code === FrontendCode.Sync) {
+        this.skipUntilSync = false;
+        this.unitOpen = false;
+        this.sendToClient(readyForQuery(this.clientTxStatus));
+      } else if (code === FrontendCode.Terminate) this.close();
+      return true;
+    }
+    switch (code) {
+      case FrontendCode.Query:
+        return this.onQuery(b, start, end);
+      case FrontendCode.Parse:
+        return this.onParse(b, start, end);
+      case FrontendCode.Bind:
+        return this.onBind(b, start, end);
+      case FrontendCode.Describe:
+        return this.onDescribeOrClose(code, b, start, end);
+      case FrontendCode.Close:
+        return this.onDescribeOrClose(code, b, start, end);
+      case FrontendCode.Execute: {
+        const ready = this.beginExtendedUnit(undefined);
+        if (ready !== OK) return ready === FAILED;
+        this.forward(b, start, end);
+        this.queue.push(Expect.Execute, this.portalPayload);
+        return true;
+      }
+      case FrontendCode.Flush:
+        if (this.server) this.forward(b, start, end);
+        return true;
+      case FrontendCode.Sync:
+        return this.onSync(b, start, end);
+      case FrontendCode.FunctionCall: {
+        if (this.orphanedTransaction) {
+          this.answerOrphaned(undefined, true);
+          return true;
+        }
+        const ready = this.beginSimpleUnit('primary', 'function call');
+        if (ready !== OK) return ready === FAILED;
+        this.forward(b, start, end);
+        this.queue.push(Expect.Query);
+        return true;
+      }
+      case FrontendCode.CopyData:
+      case FrontendCode.CopyDone:
+      case FrontendCode.CopyFail:
+        if (this.server) this.forward(b, start, end);
+        return true;
+      case FrontendCode.Terminate:
+        this.close();
+        return true;
+      default:
+        throw new ProxyError(SqlState.protocolViolation, `invalid frontend message type ${code}`, { severity: 'FATAL' });
+    }
+  }
+
+  private onQuery(b: Buffer, start: number, end: number): boolean {
+    const text = b.toString('utf8', start, end - 1);
+    const classification = this.ctx.classifier.classify(text);
+    if (this.orphanedTransaction) {
+      this.answerOrphaned(classification, true);
+      return true;
+    }
+    if (this.answerDeallocate(classification)) return true;
+    const payload: StatementPayload = { classification, text };
+    const ready = this.beginSimpleUnit(this.targetOf(classification), classification.route);
+    if (ready !== OK) return ready === FAILED;
+    this.forward(b, start, end);
+    this.queue.push(Expect.Query, payload);
+    return true;
+  }
+
+  private onParse(b: Buffer, start: number, end: number): boolean {
+    const [name, textStart] = readCString(b, start, end);
+    const [text] = readCString(b, textStart, end);
+    const classification = this.ctx.classifier.classify(text);
+    const payload: StatementPayload = { classification, text };
+    const ready = this.beginExtendedUnit(classification);
+    if (ready !== OK) return ready === FAILED;
+    if (name === '') {
+      this.lastUnnamedParse = Buffer.from(b.subarray(start - 5, end));
+      this.lastUnnamedPayload = payload;
+      this.unnamedToken = ++unnamedTokens;
+      this.server!.unnamedToken = this.unnamedToken;
+      this.forward(b, start, end);
+      this.queue.push(Expect.Parse);
+      return true;
+    }
+    const statement = this.ctx.statements.intern(text, b.subarray(textStart, end), classification);
+    this.statements.set(name, statement);
+    if (this.server!.prepared.has(statement.name)) {
+      this.queue.push(Expect.SyntheticParseComplete);
+      this.emitSynthetic();
+    } else {
+      this.inject(statement.parse);
+      this.server!.prepared.add(statement.name);
+      this.queue.push(Expect.Parse);
+    }
+    return true;
+  }
+
+  private onBind(b: Buffer, start: number, end: number): boolean {
+    const [, statementStart] = readCString(b, start, end);
+    const [name, afterName] = readCString(b, statementStart, end);
+    if (name === '') {
+      const ready = this.beginExtendedUnit(this.lastUnnamedPayload?.classification);
+      if (ready !== OK) return ready === FAILED;
+      this.restoreUnnamed();
+      this.forward(b, start, end);
+      this.portalPayload = this.lastUnnamedPayload;
+      this.queue.push(Expect.Bind);
+      return true;
+    }
+    const statement = this.statements.get(name);
+    const ready = this.beginExtendedUnit(statement?.classification);
+    if (ready !== OK) return ready === FAILED;
+    if (!statement) {
+      // unknown to pgrelay: let the server report it (26000) and skip to Sync as it does
+      this.forward(b, start, end);
+      this.queue.push(Expect.Bind);
+      return true;
+    }
+    this.prepareOnServer(statement);
+    this.inject(renameInMessage(FrontendCode.Bind, b, start, statementStart, afterName, end, statement.name));
+    this.portalPayload = { classification: statement.classification, text: statement.text };
+    this.queue.push(Expect.Bind);
+    return true;
+  }
+
+  /** Describe or Close: 'S' names a statement (renamed), 'P' a portal (passed through). */
+  private onDescribeOrClose(code: number, b: Buffer, start: number, end: number): boolean {
+    const kind = b[start];
+    const [name] = readCString(b, start + 1, end);
+    const expect = code === FrontendCode.Describe ? Expect.Describe : Expect.Close;
+    if (kind !== 0x53 || name === '') {
+      const ready = this.beginExtendedUnit(kind === 0x53 ? this.lastUnnamedPayload?.classification : undefined);
+      if (ready !== OK) return ready === FAILED;
+      if (kind === 0x53 && code === FrontendCode.Describe) this.restoreUnnamed();
+      this.forward(b, start, end);
+      this.queue.push(expect);
+      return true;
+    }
+    const statement = this.statements.get(name);
+    if (code === FrontendCode.Close) {
+      // the server-side statement is shared with other clients: only the client's name goes
+      this.statements.delete(name);
+      if (!this.server && !this.unitOpen) {
+        this.unitOpen = true;
+        this.sendToClient(closeComplete);
+        return true;
+      }
+      const ready = this.beginExtendedUnit(undefined);
+      if (ready !== OK) return ready === FAILED;
+      this.queue.push(Expect.SyntheticCloseComplete);
+      this.emitSynthetic();
+      return true;
+    }
+    const ready = this.beginExtendedUnit(statement?.classification);
+    if (ready !== OK) return ready === FAILED;
+    if (!statement) {
+      this.forward(b, start, end);
+      this.queue.push(expect);
+      return true;
+    }
+    this.prepareOnServer(statement);
+    this.inject(renameInMessage(code, b, start, start + 1, end - 1, end, statement.name));
+    this.queue.push(expect);
+    return true;
+  }
+
+  private onSync(b: Buffer, start: number, end: number): boolean {
+    if (this.orphanedTransaction && !this.server) {
+      this.unitOpen = false;
+      this.sendToClient(readyForQuery(this.clientTxStatus));
+      return true;
+    }
+    if (!this.server) {
+      // nothing of this unit needed a server (e.g. only a Close of a statement)
+      this.unitOpen = false;
+      this.sendToClient(readyForQuery(this.clientTxStatus));
+      return true;
+    }
+    this.forward(b, start, end);
+    this.queue.push(Expect.Sync);
+    this.unitOpen = false;
+    return true;
+  }
+
+  /** Where a statement wants to run, given the session's transaction defaults. */
+  private targetOf(classification: Classification | undefined): Target | 'any' {
+    if (!classification) return 'any';
+    if (classification.route === 'replica') return 'replica';
+    if (classification.route === 'any') {
+      for (const effect of classification.effects) if (effect.type === 'begin' && (effect.readOnly || this.defaultReadOnly)) return 'replica';
+      return 'any';
+    }
+    if (this.defaultReadOnly && classification.effects.length === 1 && classification.effects[0]!.type === 'begin') return 'replica';
+    return 'primary';
+  }
+
+  private beginSimpleUnit(target: Target | 'any', route: string): Ready {
+    // a Query inside an extended unit runs on the unit's connection
+    const ready = this.ensureServer(this.unitOpen ? undefined : target);
+    if (ready === OK && !this.unitOpen) this.ctx.countUnit(this.serverNode!, route);
+    return ready;
+  }
+
+  private beginExtendedUnit(classification: Classification | undefined): Ready {
+    if (this.orphanedTransaction) {
+      this.answerOrphaned(classification, false);
+      return FAILED;
+    }
+    if (this.unitOpen && this.server) return OK;
+    const ready = this.ensureServer(this.targetOf(classification));
+    if (ready === OK) {
+      this.unitOpen = true;
+      this.ctx.countUnit(this.serverNode!, classification?.route ?? 'any');
+    }
+    return ready;
+  }
+
+  /**
+   * Makes sure a server connection suitable for `target` is attached (undefined = whatever is
+   * attached, else any node).
+   */
+  private ensureServer(target: Target | 'any' | undefined): Ready {
+    if (this.deferredError) {
+      const error = this.deferredError;
+      this.deferredError = undefined;
+      this.failUnit(error);
+      return FAILED;
+    }
+    const server = this.server;
+    if (server) {
+      if (this.pinned || this.unitOpen || server.txStatus !== TxStatus.Idle || target === undefined || target === 'any') return OK;
+      const onPrimary = server.node === this.ctx.topology.primaryName;
+      if (this.queue.length > 0) {
+        // pipelining: later units follow on the same connection, unless a write needs another node
+        if (target === 'replica' || onPrimary) return OK;
+        this.waiting = 'drain';
+        return WAIT;
+      }
+      if (target === 'primary' && onPrimary) return OK;
+      this.detach(true);
+    }
+    return this.acquire(target ?? 'any');
+  }
+
+  private acquire(target: Target | 'any'): Ready {
+    let choice;
+    try {
+      choice = this.ctx.router.choose(target === 'replica' ? 'replica' : 'primary', target === 'replica' ? this.ctx.readConstraints(this) : undefined);
+    } catch (error) {
+      this.failUnit(error);
+      return FAILED;
+    }
+    if (!choice) {
+      this.waitForPrimary();
+      return WAIT;
+    }
+    if (choice.fallback) this.ctx.metrics.primaryReads.labels(choice.fallback).inc();
+    const node = choice.node;
+    let pool;
+    try {
+      pool = this.ctx.pools.get(node.name, this.user, this.database);
+    } catch (error) {
+      this.failUnit(error);
+      return FAILED;
+    }
+    let sync = true;
+    let result = WAIT as Ready;
+    this.waiting = 'acquire';
+    pool.acquire((error, conn) => {
+      if (this.closed) {
+        if (conn) pool.release(conn);
+        return;
+      }
+      this.waiting = 'none';
+      if (error || !conn) {
+        if (error instanceof ProxyError && error.sqlstate === SqlState.tooManyConnections) this.ctx.metrics.poolWaitTimeouts.labels(node.name).inc();
+        else this.ctx.nodeBroken(node.name, error);
+        this.deferredError = error ?? new Error('no server connection');
+      } else this.attach(conn, node);
+      if (sync) result = this.deferredError ? FAILED : OK;
+      else this.pump();
+    });
+    sync = false;
+    if (result === FAILED) {
+      const error = this.deferredError;
+      this.deferredError = undefined;
+      this.failUnit(error);
+    } else if (result === WAIT) this.ctx.metrics.poolWaits.labels(node.name).inc();
+    return result;
+  }
+
+  private waitForPrimary(): void {
+    this.waiting = 'acquire';
+    this.ctx.waitForPrimary((error) => {
+      if (this.closed) return;
+      this.waiting = 'none';
+      if (error) this.deferredError = error;
+      this.pump();
+    });
+  }
+
+  private attach(conn: ServerConnection, node: NodeStatus): void {
+    this.server = conn;
+    this.serverNode = node;
+    this.need = 0;
+    this.dropping = false;
+    this.headerLength = 0;
+    this.small = undefined;
+    conn.setHandler(this);
+    node.inflight++;
+    this.unitStartedAt = performance.now();
+    const wanted = this.state.sql();
+    if (conn.appliedState !== wanted) {
+      this.inject(message(FrontendCode.Query, (w) => w.cstring(stateTransition(conn.appliedState, wanted))));
+      this.queue.push(Expect.Query | SWALLOW);
+      conn.appliedState = wanted;
+    }
+  }
+
+  /** Gives the server connection back (to its pool, or destroys it when its state is unknown). */
+  private detach(reusable: boolean): void {
+    const conn = this.server;
+    if (!conn) return;
+    const node = this.serverNode!;
+    this.flushRun();
+    if (this.corked === conn.socket) {
+      this.corked = undefined;
+      conn.socket.uncork();
+    }
+    this.server = undefined;
+    this.serverNode = undefined;
+    node.inflight--;
+    const elapsedMs = performance.now() - this.unitStartedAt;
+    node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
+    this.ctx.metrics.queryDuration.labels(node.name).observe(elapsedMs / 1000);
+    this.queue.clear();
+    conn.socket.resume();
+    const pool = this.ctx.pools.get(node.name, this.user, this.database);
+    if (reusable && !conn.closed && this.need === 0 && this.headerLength === 0) pool.release(conn);
+    else pool.discard(conn);
+  }
+
+  /** Writes an unnamed statement's Parse again when the unit landed on another connection. */
+  private restoreUnnamed(): void {
+    const server = this.server!;
+    if (this.lastUnnamedParse && server.unnamedToken !== this.unnamedToken) {
+      this.inject(this.lastUnnamedParse);
+      server.unnamedToken = this.unnamedToken;
+      this.queue.push(Expect.Parse | SWALLOW);
+    }
+  }
+
+  private prepareOnServer(statement: ServerStatement): void {
+    const server = this.server!;
+    if (server.prepared.has(statement.name)) return;
+    this.inject(statement.parse);
+    server.prepared.add(statement.name);
+    this.queue.push(Expect.Parse | SWALLOW);
+  }
+
+  /** Adds a client message to the run of bytes to forward unchanged. */
+  private forward(b: Buffer, start: number, end: number): void {
+    const frameStart = start - 5;
+    if (this.runBuffer === b && this.runEnd === frameStart) {
+      this.runEnd = end;
+      return;
+    }
+    this.flushRun();
+    this.runBuffer = b;
+    this.runStart = frameStart;
+    this.runEnd = end;
+  }
+
+  /** Writes a message pgrelay made (or rewrote), in order with the forwarded ones. */
+  private inject(data: Buffer): void {
+    this.flushRun();
+    this.writeServer(data);
+  }
+
+  private flushRun(): void {
+    if (this.runBuffer === undefined) return;
+    const data = this.runBuffer.subarray(this.runStart, this.runEnd);
+    this.runBuffer = undefined;
+    this.writeServer(data);
+  }
+
+  private writeServer(data: Buffer): void {
+    const server = this.server;
+    if (!server || server.closed) return;
+    if (this.pumping && this.corked === undefined) {
+      this.corked = server.socket;
+      server.socket.cork();
+    }
+    if (!server.write(data)) {
+      this.socket.pause();
+      server.socket.once('drain', () => {
+        if (!this.closed && this.waiting === 'none') this.socket.resume();
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------- server → client
+
+  onServerData(conn: ServerConnection, chunk: Buffer): void {
+    if (conn !== this.server || this.closed) return;
+    const length = chunk.length;
+    let at = 0;
+    /** start of the bytes not yet written to the client that are to be forwarded */
+    let fwdStart = 0;
+    this.socket.cork();
+    try {
+      while (at < length) {
+        if (this.need > 0) {
+          // the rest of a message begun in an earlier chunk
+          const take = Math.min(this.need, length - at);
+          if (this.small) {
+            chunk.copy(this.small, this.smallLength, at, at + take);
+            this.smallLength += take;
+          }
+          at += take;
+          this.need -= take;
+          if (this.dropping || this.small) fwdStart = at;
+          if (this.need === 0) this.finishMessage(this.currentCode, this.small, this.smallLength, false);
+          continue;
+        }
+        let code: number;
+        let declared: number;
+        let headerInChunk: boolean;
+        if (this.headerLength > 0 || length - at < 5) {
+          // a header split across chunks: held back until its type is known
+          if (fwdStart < at) this.sendToClient(chunk.subarray(fwdStart, at));
+          const take = Math.min(5 - this.headerLength, length - at);
+          chunk.copy(this.header, this.headerLength, at, at + take);
+          this.headerLength += take;
+          at += take;
+          fwdStart = at;
+          if (this.headerLength < 5) break;
+          this.headerLength = 0;
+          code = this.header[0]!;
+          declared = this.header.readInt32BE(1);
+          headerInChunk = false;
+        } else {
+          code = chunk[at]!;
+          declared = chunk.readInt32BE(at + 1);
+          at += 5;
+          headerInChunk = true;
+        }
+        const bodyLength = declared - 4;
+        if (bodyLength < 0) throw new ProxyError(SqlState.protocolViolation, `node ${conn.node} sent an invalid message length`);
+        const messageStart = headerInChunk ? at - 5 : at;
+        const drop = this.shouldDrop(code);
+        const small = code === BackendCode.ReadyForQuery || code === BackendCode.ParameterStatus;
+        this.currentCode = code;
+        this.dropping = drop;
+        if (small && length - at >= bodyLength) {
+          // whole here: decide, then either leave it in the forwarded run or cut it out
+          const keep = this.onSmallMessage(code, chunk, at, at + bodyLength, drop);
+          if (!keep || !headerInChunk) {
+            if (fwdStart < messageStart) this.sendToClient(chunk.subarray(fwdStart, messageStart));
+            if (keep) this.sendToClient(framed(code, chunk.subarray(at, at + bodyLength), bodyLength));
+            fwdStart = at + bodyLength;
+          }
+          at += bodyLength;
+          this.endMessage(code);
+          continue;
+        }
+        if (drop || small) {
+          if (fwdStart < messageStart) this.sendToClient(chunk.subarray(fwdStart, messageStart));
+        } else if (!headerInChunk) {
+          this.sendToClient(Buffer.from(this.header));
+        }
+        this.small = small ? Buffer.allocUnsafe(bodyLength) : undefined;
+        this.smallLength = 0;
+        const take = Math.min(bodyLength, length - at);
+        if (this.small) {
+          chunk.copy(this.small, 0, at, at + take);
+          this.smallLength = take;
+        }
+        at += take;
+        if (drop || small) fwdStart = at;
+        if (take === bodyLength) this.finishMessage(code, undefined, 0, true);
+        else this.need = bodyLength - take;
+      }
+      if (fwdStart < at) this.sendToClient(chunk.subarray(fwdStart, at));
+    } catch (error) {
+      this.ctx.log.error({ node: conn.node, err: error instanceof Error ? error.message : String(error) }, 'bad data from server');
+      this.fatal(error);
+    } finally {
+      this.socket.uncork();
+      if (this.releaseAfterChunk && this.server === conn) {
+        this.releaseAfterChunk = false;
+        this.maybeRelease();
+      }
+    }
+  }
+
+  /** A message whose body has fully passed (a collected small body is decided now). */
+  private finishMessage(code: number, small: Buffer | undefined, smallLength: number, bodyWasForwarded: boolean): void {
+    if (small && !bodyWasForwarded) {
+      this.small = undefined;
+      if (this.onSmallMessage(code, small, 0, smallLength, this.dropping)) this.sendToClient(framed(code, small, smallLength));
+    }
+    this.endMessage(code);
+  }
+
+  /** Whether the server message starting now is swallowed (an answer to what pgrelay sent). */
+  private shouldDrop(code: number): boolean {
+    const head = this.queue.peek();
+    if ((head & SWALLOW) === 0) return false;
+    // an error in an injected extended message (a re-sent Parse) is the client's error too
+    if (code === BackendCode.ErrorResponse && kindOf(head) !== Expect.Query) return false;
+    return true;
+  }
+
+  /** ReadyForQuery / ParameterStatus bodies; returns whether to pass the message on. */
+  private onSmallMessage(code: number, b: Buffer, start: number, end: number, drop: boolean): boolean {
+    if (code === BackendCode.ReadyForQuery) {
+      const status = b[start]!;
+      if (this.server) this.server.txStatus = status;
+      if (drop) return false;
+      this.clientTxStatus = status;
+      return true;
+    }
+    if (drop) return false;
+    const [name] = readCString(b, start, end);
+    // a replica would tell the client it is in hot standby; pgrelay is one logical primary
+    return name !== 'in_hot_standby';
+  }
+
+  /** Queue bookkeeping once a server message has fully passed. */
+  private endMessage(code: number): void {
+    this.dropping = false;
+    const kind = this.queue.peekKind();
+    switch (code) {
+      case BackendCode.ParseComplete:
+        if (kind === Expect.Parse) this.queue.shift();
+        break;
+      case BackendCode.BindComplete:
+        if (kind === Expect.Bind) this.queue.shift();
+        break;
+      case BackendCode.CloseComplete:
+        if (kind === Expect.Close) this.queue.shift();
+        break;
+      case BackendCode.RowDescription:
+      case BackendCode.NoData:
+        if (kind === Expect.Describe) this.queue.shift();
+        break;
+      case BackendCode.CommandComplete:
+      case BackendCode.EmptyQueryResponse:
+      case BackendCode.PortalSuspended:
+        if (kind === Expect.Execute) {
+          this.collectEffects(this.queue.peekPayload());
+          this.queue.shift();
+        }
+        break;
+      case BackendCode.ErrorResponse:
+        this.unitHadError = true;
+        if (kind !== Expect.Query && kind !== 0) {
+          // extended protocol: the server skips everything up to Sync
+          while (this.queue.length > 0 && this.queue.peekKind() !== Expect.Sync && this.queue.peekKind() !== Expect.Query) this.queue.shift();
+        }
+        break;
+      case BackendCode.ReadyForQuery: {
+        const head = this.queue.peek();
+        if (kindOf(head) === Expect.Query && (head & SWALLOW) === 0) this.collectEffects(this.queue.peekPayload());
+        this.queue.shift();
+        if ((head & SWALLOW) === 0) this.unitDone();
+        break;
+      }
+      default:
+        break;
+    }
+    this.emitSynthetic();
+  }
+
+  /** Answers pgrelay makes itself, once everything before them is answered. */
+  private emitSynthetic(): void {
+    for (;;) {
+      const kind = this.queue.peekKind();
+      if (kind === Expect.SyntheticParseComplete) this.sendToClient(parseComplete);
+      else if (kind === Expect.SyntheticCloseComplete) this.sendToClient(closeComplete);
+      else return;
+      this.queue.shift();
+    }
+  }
+
+  private pendingEffects: { effect: SessionEffect; text: string }[] = [];
+
+  private collectEffects(payload: StatementPayload | undefined): void {
+    if (!payload || this.unitHadError) return;
+    const c = payload.classification;
+    if (c.pin && !this.pinned) {
+      this.pinned = true;
+      this.ctx.pinned(+1);
+    }
+    for (const effect of c.effects) this.pendingEffects.push({ effect, text: payload.text });
+  }
+
+  /** A unit's ReadyForQuery arrived: apply its session effects, maybe release the connection. */
+  private unitDone(): void {
+    const status = this.server?.txStatus ?? TxStatus.Idle;
+    const effects = this.pendingEffects;
+    const failed = this.unitHadError;
+    this.pendingEffects = [];
+    this.unitHadError = false;
+    if (effects.length > 0 || this.txEffects.length > 0) this.applyEffects(effects, status, failed);
+    this.releaseAfterChunk = true;
+  }
+
+  private applyEffects(effects: { effect: SessionEffect; text: string }[], status: number, failed: boolean): void {
+    let rolledBack = failed && status === TxStatus.Idle;
+    for (const { effect } of effects) if (effect.type === 'rollback') rolledBack = true;
+    if (status !== TxStatus.Idle) {
+      this.txEffects.push(...effects);
+      return;
+    }
+    const all = rolledBack ? effects.filter(({ effect }) => effect.type !== 'set' && effect.type !== 'reset' && effect.type !== 'reset_all') : [...this.txEffects, ...effects];
+    this.txEffects = [];
+    let onlySets = true;
+    for (const { effect, text } of all) {
+      switch (effect.type) {
+        case 'set': {
+          const statement = effect.statement === 0 && !text.includes(';') ? text : splitStatements(text)[effect.statement] ?? text;
+          this.state.set(effect.name, statement);
+          break;
+        }
+        case 'reset':
+          this.state.reset(effect.name);
+          onlySets = false;
+          break;
+        case 'reset_all':
+          this.state.resetAll();
+          onlySets = false;
+          break;
+        case 'discard_all':
+          this.state.resetAll();
+          this.statements.clear();
+          this.defaultReadOnly = false;
+          if (this.server) {
+            this.server.prepared.clear();
+            this.server.unnamedToken = 0;
+          }
+          onlySets = false;
+          break;
+        case 'deallocate':
+          if (effect.name === null) {
+            this.statements.clear();
+            this.server?.prepared.clear();
+          }
+          break;
+        case 'default_read_only':
+          this.defaultReadOnly = effect.value;
+          break;
+        default:
+          break;
+      }
+    }
+    if (this.server) this.server.appliedState = onlySets ? this.state.sql() : '\0dirty';
+  }
+
+  private maybeRelease(): void {
+    const server = this.server;
+    if (!server || this.pinned || this.unitOpen || this.queue.length > 0 || server.txStatus !== TxStatus.Idle) {
+      if (this.waiting === 'drain' && server && this.queue.length === 0) {
+        this.waiting = 'none';
+        this.pump();
+      }
+      return;
+    }
+    this.detach(true);
+    if (this.waiting === 'drain') {
+      this.waiting = 'none';
+      this.pump();
+    }
+  }
+
+  onServerClose(conn: ServerConnection, error: Error | undefined): void {
+    if (conn !== this.server || this.closed) return;
+    const node = this.serverNode!;
+    const midMessage = (this.need > 0 && !this.dropping) || this.headerLength > 0;
+    const hadWork = this.queue.length > 0 || this.unitOpen;
+    const inTransaction = conn.txStatus !== TxStatus.Idle;
+    this.ctx.nodeBroken(node.name, error);
+    this.ctx.metrics.serverErrors.labels(node.name).inc();
+    this.server = undefined;
+    this.serverNode = undefined;
+    node.inflight--;
+    this.queue.clear();
+    this.pendingEffects = [];
+    this.unitHadError = false;
+    this.need = 0;
+    this.headerLength = 0;
+    this.ctx.pools.get(node.name, this.user, this.database).discard(conn);
+    if (midMessage) {
+      // the client holds part of a message: its stream cannot be repaired
+      this.sendToClient(errorResponse({ severity: 'FATAL', code: SqlState.connectionFailure, message: `connection to node ${node.name} lost in the middle of a result` }));
+      this.close();
+      return;
+    }
+    if (this.pinned) {
+      this.sendToClient(errorResponse({ severity: 'FATAL', code: SqlState.connectionFailure, message: `server connection to node ${node.name} lost; this session's state (temporary tables, LISTEN, session locks) is gone` }));
+      this.close();
+      return;
+    }
+    if (!hadWork && !inTransaction) return;
+    if (inTransaction) this.orphanedTransaction = true;
+    this.clientTxStatus = inTransaction ? TxStatus.Failed : TxStatus.Idle;
+    if (hadWork) {
+      this.sendToClient(
+        errorResponse({
+          severity: 'ERROR',
+          code: SqlState.connectionFailure,
+          message: `connection to node ${node.name} lost${inTransaction ? '; the transaction was rolled back' : ''}`,
+          hint: inTransaction ? 'The transaction did not commit unless it was already acknowledged. Issue ROLLBACK and retry.' : 'The statement may or may not have completed. It is safe to retry reads.',
+        }),
+      );
+      if (this.unitOpen) this.skipUntilSync = true;
+      else this.sendToClient(readyForQuery(this.clientTxStatus));
+    }
+    if (this.waiting === 'drain') this.waiting = 'none';
+    this.pump();
+  }
+
+  // ---------------------------------------------------------------- answers pgrelay makes itself
+
+  /** The server connection of the client's transaction was lost: only ROLLBACK (or COMMIT) ends it. */
+  private answerOrphaned(classification: Classification | undefined, simple: boolean): void {
+    const ends = classification?.effects.some((e) => e.type === 'rollback' || e.type === 'commit') ?? false;
+    if (ends && simple) {
+      this.orphanedTransaction = false;
+      this.clientTxStatus = TxStatus.Idle;
+      this.txEffects = [];
+      this.sendToClient(commandComplete('ROLLBACK'));
+      this.sendToClient(readyForQuery(TxStatus.Idle));
+      return;
+    }
+    this.sendToClient(errorResponse({ severity: 'ERROR', code: SqlState.inFailedTransaction, message: 'current transaction is aborted, commands ignored until end of transaction block' }));
+    if (simple) this.sendToClient(readyForQuery(TxStatus.Failed));
+    else {
+      this.unitOpen = true;
+      this.skipUntilSync = true;
+    }
+  }
+
+  /** DEALLOCATE of a protocol-level statement: only the client's name goes (the server one is shared). */
+  private answerDeallocate(classification: Classification): boolean {
+    if (classification.effects.length !== 1) return false;
+    const effect = classification.effects[0]!;
+    if (effect.type !== 'deallocate' || effect.name === null || !this.statements.has(effect.name)) return false;
+    if (this.server && (this.queue.length > 0 || this.unitOpen)) return false;
+    this.statements.delete(effect.name);
+    this.sendToClient(commandComplete('DEALLOCATE'));
+    this.sendToClient(readyForQuery(this.clientTxStatus));
+    return true;
+  }
+
+  /** An error pgrelay raises for the unit that is starting (nothing of it reached a server). */
+  private failUnit(error: unknown): void {
+    const proxyError = toProxyError(error);
+    this.ctx.log.warn({ user: this.user, sqlstate: proxyError.sqlstate, err: proxyError.message }, 'unit failed in pgrelay');
+    this.sendToClient(errorResponse({ severity: 'ERROR', code: proxyError.sqlstate, message: proxyError.message }));
+    const code = this.clientCode;
+    if (code === FrontendCode.Query || code === FrontendCode.FunctionCall) {
+      this.sendToClient(readyForQuery(this.clientTxStatus));
+    } else {
+      this.unitOpen = true;
+      this.skipUntilSync = true;
+    }
+  }
+
+  private sendToClient(data: Buffer): void {
+    if (this.closed) return;
+    this.ctx.metrics.bytesOut.inc(data.length);
+    if (!this.socket.write(data) && this.server) this.server.socket.pause();
+  }
+
+  private fatal(error: unknown): void {
+    const proxyError = toProxyError(error);
+    if (!(error instanceof ProxyError)) this.ctx.log.error({ err: error instanceof Error ? error.message : String(error), user: this.user }, 'session failed');
+    this.sendToClient(errorResponse({ severity: 'FATAL', code: proxyError.sqlstate, message: proxyError.message }));
+    this.close();
+  }
+
+  /** Cancels the query this client is running, on the server connection running it. */
+  cancel(): void {
+    const server = this.runningOn();
+    if (server) this.ctx.cancel(server);
+  }
+
+  /** pgrelay is stopping: the client is told why, then closed. */
+  shutdown(): void {
+    if (this.closed) return;
+    this.sendToClient(errorResponse({ severity: 'FATAL', code: SqlState.adminShutdown, message: 'terminating connection: pgrelay is shutting down' }));
+    this.close();
+  }
+
+  /** Ends the session: an unfinished transaction's connection is destroyed (the server rolls it back). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.server) {
+      const clean = this.queue.length === 0 && !this.unitOpen && this.server.txStatus === TxStatus.Idle && !this.pinned;
+      this.detach(clean);
+    }
+    if (this.pinned) this.ctx.pinned(-1);
+    this.socket.end();
+    this.socket.destroySoon?.();
+    this.ctx.sessionClosed(this);
+  }
+}
+
+function framed(code: number, body: Buffer, length: number): Buffer {
+  const out = Buffer.allocUnsafe(5 + length);
+  out[0] = code;
+  out.writeInt32BE(length + 4, 1);
+  body.copy(out, 5, 0, length);
+  return out;
+}
+
+function toProxyError(error: unknown): ProxyError {
+  if (error instanceof ProxyError) return error;
+  return new ProxyError(SqlState.systemError, 'pgrelay internal error');
+}

@@ -1,0 +1,133 @@
+/**
+ * Process entry: the command line and signals. The only file that touches process.* for control.
+ *
+ *   pgrelay start --config FILE     run the proxy
+ *   pgrelay demo [--replicas N] [--standby 0|1] [--port P] [--admin-port P]
+ *   pgrelay classify                JSON string per line on stdin → decision per line on stdout
+ *   pgrelay check-config FILE
+ *   pgrelay status [--admin URL]
+ */
+import { App } from './app.js';
+import { runClassifyCli } from './classify/cli.js';
+import { checkConfigCommand } from './config/check.js';
+import { loadConfig } from './config/load.js';
+import { InvalidConfigError } from './config/issues.js';
+import { runDemo } from './demo.js';
+import { printStatus } from './admin/status-command.js';
+import { createLogger } from './util/log.js';
+
+const USAGE = `usage:
+  pgrelay start --config FILE
+  pgrelay demo [--replicas N] [--standby 0|1] [--port PORT] [--admin-port PORT]
+  pgrelay classify            (one JSON string per line on stdin)
+  pgrelay check-config FILE
+  pgrelay status [--admin http://127.0.0.1:9930]
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const flags = parseFlags(rest);
+  switch (command) {
+    case 'start':
+      return start(flags.get('config') ?? flags.get('_0'));
+    case 'demo':
+      return runDemo({
+        replicas: intFlag(flags, 'replicas', 2),
+        standby: intFlag(flags, 'standby', 1) !== 0,
+        port: intFlag(flags, 'port', 6432),
+        adminPort: intFlag(flags, 'admin-port', 9930),
+        signals: process,
+        out: process.stdout,
+      });
+    case 'classify':
+      await runClassifyCli(process.stdin, process.stdout);
+      return 0;
+    case 'check-config': {
+      const file = flags.get('_0') ?? flags.get('config');
+      if (!file) return usage();
+      return checkConfigCommand(file, process.stdout, process.stderr);
+    }
+    case 'status':
+      return printStatus(flags.get('admin') ?? 'http://127.0.0.1:9930', process.stdout, process.stderr);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return 0;
+    default:
+      return usage();
+  }
+}
+
+function usage(): number {
+  process.stderr.write(USAGE);
+  return 2;
+}
+
+async function start(path: string | undefined): Promise<number> {
+  if (!path) return usage();
+  let config;
+  try {
+    config = loadConfig(path);
+  } catch (error) {
+    if (error instanceof InvalidConfigError) {
+      for (const line of error.lines()) process.stderr.write(`${line}\n`);
+      return 1;
+    }
+    throw error;
+  }
+  const log = createLogger({ level: config.log.level, pretty: config.log.format === 'pretty' });
+  const app = await App.start(config, { log });
+  const address = app.listenAddress!;
+  const user = config.users[0]!.name;
+  process.stdout.write(`pgrelay ready postgres://${user}:***@${address.address}:${address.port}/${user}\n`);
+  process.on('SIGHUP', () => {
+    try {
+      app.reload(loadConfig(path));
+    } catch (error) {
+      log.error({ err: error instanceof Error ? error.message : String(error) }, 'configuration reload rejected; keeping the running configuration');
+    }
+  });
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      log.info('stopping: waiting for running transactions');
+      void app.stop(10_000).then(resolve);
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  return 0;
+}
+
+function parseFlags(args: string[]): Map<string, string> {
+  const flags = new Map<string, string>();
+  let positional = 0;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      if (eq > 0) flags.set(arg.slice(2, eq), arg.slice(eq + 1));
+      else flags.set(arg.slice(2), args[++i] ?? '');
+    } else flags.set(`_${positional++}`, arg);
+  }
+  return flags;
+}
+
+function intFlag(flags: Map<string, string>, name: string, fallback: number): number {
+  const value = flags.get(name);
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} expects a whole number, got "${value}"`);
+  return n;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`pgrelay: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

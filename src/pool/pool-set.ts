@@ -1,0 +1,103 @@
+import type { Config, NodeConfig, UserConfig } from '../config/types.js';
+import { Pool, type PoolOptions } from './pool.js';
+
+/**
+ * Every pool, keyed by node, user and database. Pools are made on first use; removing a node
+ * closes its pools (their lent connections are destroyed when returned).
+ */
+export class PoolSet {
+  private readonly pools = new Map<string, Pool>();
+  private nodes = new Map<string, NodeConfig>();
+  private users = new Map<string, UserConfig>();
+  private options: PoolOptions;
+  /** told when any pool of a node sees a broken connection (for immediate health checks) */
+  onNodeBroken: ((node: string, error: Error | undefined) => void) | undefined;
+
+  constructor(config: Config) {
+    this.options = poolOptions(config);
+    this.configure(config);
+  }
+
+  configure(config: Config): void {
+    this.nodes = new Map(config.nodes.map((n) => [n.name, n]));
+    this.users = new Map(config.users.map((u) => [u.name, u]));
+    const next = poolOptions(config);
+    const resized = next.size !== this.options.size;
+    this.options = next;
+    for (const [key, pool] of this.pools) {
+      const node = this.nodes.get(pool.endpoint.node);
+      const user = this.users.get(userOf(key));
+      if (!node || !user || node.host !== pool.endpoint.host || node.port !== pool.endpoint.port || serverPassword(user) !== pool.login.password) {
+        pool.close();
+        this.pools.delete(key);
+      } else if (resized) pool.resize(next.size);
+    }
+  }
+
+  /** Adds or moves a node at run time (topology discovered from Patroni, or an added replica). */
+  upsertNode(node: NodeConfig): void {
+    const old = this.nodes.get(node.name);
+    this.nodes.set(node.name, node);
+    if (old && (old.host !== node.host || old.port !== node.port)) this.closeNode(node.name);
+  }
+
+  get(nodeName: string, user: string, database: string): Pool {
+    const key = `${nodeName}\0${user}\0${database}`;
+    let pool = this.pools.get(key);
+    if (pool) return pool;
+    const node = this.nodes.get(nodeName);
+    const userConfig = this.users.get(user);
+    if (!node) throw new Error(`unknown node ${nodeName}`);
+    if (!userConfig) throw new Error(`unknown user ${user}`);
+    pool = new Pool(
+      { node: node.name, host: node.host, port: node.port },
+      { user: userConfig.server_user ?? userConfig.name, password: serverPassword(userConfig), database },
+      this.options,
+    );
+    pool.onBroken = (error) => this.onNodeBroken?.(nodeName, error);
+    this.pools.set(key, pool);
+    return pool;
+  }
+
+  /** Pools of one node (for metrics and status). */
+  ofNode(nodeName: string): Pool[] {
+    return [...this.pools.values()].filter((p) => p.endpoint.node === nodeName);
+  }
+
+  all(): Pool[] {
+    return [...this.pools.values()];
+  }
+
+  /** Closes every pool of a node (it went down, was fenced or removed). */
+  closeNode(nodeName: string): void {
+    for (const [key, pool] of this.pools) {
+      if (pool.endpoint.node === nodeName) {
+        pool.close();
+        this.pools.delete(key);
+      }
+    }
+  }
+
+  close(): void {
+    for (const pool of this.pools.values()) pool.close();
+    this.pools.clear();
+  }
+}
+
+function userOf(key: string): string {
+  return key.split('\0')[1]!;
+}
+
+function serverPassword(user: UserConfig): string {
+  return user.server_password ?? user.password;
+}
+
+function poolOptions(config: Config): PoolOptions {
+  return {
+    size: config.pool.size,
+    checkoutTimeoutMs: config.pool.checkout_timeout_ms,
+    idleTimeoutMs: config.pool.idle_timeout_ms,
+    connectTimeoutMs: config.pool.connect_timeout_ms,
+    tls: config.server_tls,
+  };
+}

@@ -1,0 +1,228 @@
+import { ProxyError, SqlState } from '../errors.js';
+import { ServerConnection, type ServerConnectOptions, type ServerDataHandler, type ServerEndpoint, type ServerLogin } from './server-connection.js';
+
+export interface PoolOptions extends ServerConnectOptions {
+  size: number;
+  checkoutTimeoutMs: number;
+  idleTimeoutMs: number;
+}
+
+export type AcquireCallback = (error: Error | undefined, conn: ServerConnection | undefined) => void;
+
+interface Waiter {
+  callback: AcquireCallback;
+  timer: NodeJS.Timeout;
+  done: boolean;
+}
+
+export interface PoolStats {
+  idle: number;
+  active: number;
+  connecting: number;
+  waiting: number;
+}
+
+/**
+ * Server connections to one node for one (user, database). A connection is in exactly one place:
+ * idle (a LIFO stack, so warm connections are reused), active (lent to a session), or being
+ * opened. Clients wait in FIFO order when all `size` connections are lent, and get 53300 after
+ * `checkoutTimeoutMs`.
+ */
+export class Pool implements ServerDataHandler {
+  private readonly idle: ServerConnection[] = [];
+  private readonly active = new Set<ServerConnection>();
+  private connecting = 0;
+  private readonly waiters: Waiter[] = [];
+  private waiterHead = 0;
+  private closed = false;
+  private readonly sweeper: NodeJS.Timeout;
+  /** parameters reported by the first server connection, for the clients' startup */
+  serverParams: Map<string, string> | undefined;
+  /** connection failures in a row; reset by a successful connect */
+  consecutiveFailures = 0;
+  /** observers of broken connections (health checks are told at once) */
+  onBroken: ((error: Error | undefined) => void) | undefined;
+
+  constructor(
+    readonly endpoint: ServerEndpoint,
+    readonly login: ServerLogin,
+    private options: PoolOptions,
+  ) {
+    this.sweeper = setInterval(() => this.closeIdleExpired(), Math.min(options.idleTimeoutMs, 10_000));
+    this.sweeper.unref();
+  }
+
+  get size(): number {
+    return this.options.size;
+  }
+
+  resize(size: number): void {
+    this.options = { ...this.options, size };
+    while (this.idle.length > 0 && this.total > size) this.idle.pop()!.terminate();
+    this.serveWaiters();
+  }
+
+  private get total(): number {
+    return this.idle.length + this.active.size + this.connecting;
+  }
+
+  stats(): PoolStats {
+    return { idle: this.idle.length, active: this.active.size, connecting: this.connecting, waiting: this.waiters.length - this.waiterHead };
+  }
+
+  /** Lends a connection: synchronously when one is idle, else after connecting or waiting. */
+  acquire(callback: AcquireCallback): void {
+    if (this.closed) {
+      callback(new ProxyError(SqlState.adminShutdown, `pool for node ${this.endpoint.node} is closed`), undefined);
+      return;
+    }
+    const conn = this.idle.pop();
+    if (conn) {
+      this.active.add(conn);
+      callback(undefined, conn);
+      return;
+    }
+    if (this.total < this.options.size) {
+      this.open(callback);
+      return;
+    }
+    const waiter: Waiter = {
+      callback,
+      done: false,
+      timer: setTimeout(() => {
+        if (waiter.done) return;
+        waiter.done = true;
+        callback(
+          new ProxyError(SqlState.tooManyConnections, `no server connection to node ${this.endpoint.node} became free within ${this.options.checkoutTimeoutMs} ms (pool size ${this.options.size})`, { retryable: true }),
+          undefined,
+        );
+      }, this.options.checkoutTimeoutMs),
+    };
+    this.waiters.push(waiter);
+  }
+
+  private open(callback: AcquireCallback): void {
+    this.connecting++;
+    ServerConnection.connect(this.endpoint, this.login, this.options).then(
+      (conn) => {
+        this.connecting--;
+        this.consecutiveFailures = 0;
+        this.serverParams ??= new Map(conn.params);
+        if (this.closed) {
+          conn.terminate();
+          callback(new ProxyError(SqlState.adminShutdown, `pool for node ${this.endpoint.node} is closed`), undefined);
+          return;
+        }
+        this.active.add(conn);
+        callback(undefined, conn);
+      },
+      (error: Error) => {
+        this.connecting--;
+        this.consecutiveFailures++;
+        this.onBroken?.(error);
+        callback(error, undefined);
+        // a waiter may now get a slot to try again
+        this.serveWaiters();
+      },
+    );
+  }
+
+  /** Takes a connection back; it must be idle at a message boundary outside a transaction. */
+  release(conn: ServerConnection): void {
+    if (!this.active.delete(conn)) return;
+    if (conn.closed || this.closed || this.total >= this.options.size) {
+      conn.terminate();
+      this.serveWaiters();
+      return;
+    }
+    const waiter = this.nextWaiter();
+    if (waiter) {
+      this.active.add(conn);
+      waiter.callback(undefined, conn);
+      return;
+    }
+    conn.setHandler(this);
+    conn.lastUsedAt = Date.now();
+    this.idle.push(conn);
+  }
+
+  /** Drops a lent connection that is broken or in an unknown state. */
+  discard(conn: ServerConnection): void {
+    this.active.delete(conn);
+    conn.setHandler(undefined);
+    conn.destroy();
+    this.serveWaiters();
+  }
+
+  private nextWaiter(): Waiter | undefined {
+    while (this.waiterHead < this.waiters.length) {
+      const waiter = this.waiters[this.waiterHead]!;
+      this.waiters[this.waiterHead++] = undefined as never;
+      if (this.waiterHead > 64 && this.waiterHead * 2 > this.waiters.length) {
+        this.waiters.splice(0, this.waiterHead);
+        this.waiterHead = 0;
+      }
+      if (waiter.done) continue;
+      waiter.done = true;
+      clearTimeout(waiter.timer);
+      return waiter;
+    }
+    return undefined;
+  }
+
+  private serveWaiters(): void {
+    while (this.waiterHead < this.waiters.length && (this.idle.length > 0 || this.total < this.options.size)) {
+      const waiter = this.nextWaiter();
+      if (!waiter) return;
+      const conn = this.idle.pop();
+      if (conn) {
+        this.active.add(conn);
+        waiter.callback(undefined, conn);
+      } else this.open(waiter.callback);
+    }
+  }
+
+  // An idle connection that speaks or closes is broken (e.g. the server was shut down).
+  onServerData(conn: ServerConnection): void {
+    this.removeIdle(conn);
+    conn.destroy();
+  }
+
+  onServerClose(conn: ServerConnection, error: Error | undefined): void {
+    this.removeIdle(conn);
+    this.onBroken?.(error);
+    this.serveWaiters();
+  }
+
+  private removeIdle(conn: ServerConnection): void {
+    const at = this.idle.indexOf(conn);
+    if (at >= 0) this.idle.splice(at, 1);
+  }
+
+  private closeIdleExpired(): void {
+    const cutoff = Date.now() - this.options.idleTimeoutMs;
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const conn = this.idle[i]!;
+      if (conn.lastUsedAt < cutoff) {
+        this.idle.splice(i, 1);
+        conn.terminate();
+      }
+    }
+  }
+
+  /** Closes idle connections now; lent ones are closed as they come back. */
+  drainIdle(): void {
+    for (const conn of this.idle.splice(0)) conn.terminate();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
+    this.drainIdle();
+    for (const conn of this.active) conn.destroy();
+    this.active.clear();
+    let waiter: Waiter | undefined;
+    while ((waiter = this.nextWaiter())) waiter.callback(new ProxyError(SqlState.adminShutdown, `pool for node ${this.endpoint.node} is closed`), undefined);
+  }
+}

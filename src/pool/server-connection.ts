@@ -1,0 +1,254 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import { serialize } from 'pg-protocol';
+import { ScramClientExchange } from '../auth/scram.js';
+import { md5PasswordHash } from '../auth/md5.js';
+import { AuthCode, BackendCode } from '../protocol/codes.js';
+import { FrameReader } from '../protocol/frame-reader.js';
+import { readCString, readErrorFields } from '../protocol/messages.js';
+import { ProxyError, SqlState } from '../errors.js';
+
+export interface ServerEndpoint {
+  node: string;
+  host: string;
+  port: number;
+}
+
+export interface ServerLogin {
+  user: string;
+  password: string;
+  database: string;
+}
+
+export interface ServerConnectOptions {
+  connectTimeoutMs: number;
+  tls: { mode: 'disable' | 'prefer' | 'require'; ca?: string };
+}
+
+/** Receives a server connection's bytes while a client session (or the pool) owns it. */
+export interface ServerDataHandler {
+  onServerData(conn: ServerConnection, chunk: Buffer): void;
+  onServerClose(conn: ServerConnection, error: Error | undefined): void;
+}
+
+let nextId = 1;
+
+/**
+ * One authenticated connection to a node. After `connect` resolves it is idle at a message
+ * boundary; whoever owns it installs a handler and streams bytes through. It knows nothing about
+ * clients: the session keeps the protocol bookkeeping; this class keeps what belongs to the
+ * server side (its backend key, its prepared statements, the session state applied to it).
+ */
+export class ServerConnection {
+  readonly id = nextId++;
+  readonly params = new Map<string, string>();
+  processId = 0;
+  secretKey = 0;
+  /** server-side names of statements prepared on this connection */
+  readonly prepared = new Set<string>();
+  /** the session-state SQL last applied here ('' = none since connect) */
+  appliedState = '';
+  /** token of the client unnamed statement that is currently parsed here */
+  unnamedToken = 0;
+  closed = false;
+  lastUsedAt = Date.now();
+  /** transaction status from the last ReadyForQuery */
+  txStatus = 0x49;
+  private handler: ServerDataHandler | undefined;
+
+  private constructor(
+    readonly endpoint: ServerEndpoint,
+    readonly login: ServerLogin,
+    readonly socket: net.Socket,
+  ) {}
+
+  get node(): string {
+    return this.endpoint.node;
+  }
+
+  static connect(endpoint: ServerEndpoint, login: ServerLogin, options: ServerConnectOptions): Promise<ServerConnection> {
+    return new Promise((resolve, reject) => {
+      const raw = net.connect({ host: endpoint.host, port: endpoint.port });
+      raw.setNoDelay(true);
+      let settled = false;
+      const timer = setTimeout(() => fail(new ProxyError(SqlState.connectionFailure, `timeout connecting to node ${endpoint.node} after ${options.connectTimeoutMs} ms`, { retryable: true })), options.connectTimeoutMs);
+      const fail = (error: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        raw.destroy();
+        reject(error instanceof ProxyError ? error : new ProxyError(SqlState.connectionFailure, `cannot connect to node ${endpoint.node}: ${error.message}`, { retryable: true, cause: error }));
+      };
+      raw.once('error', fail);
+      raw.once('close', () => fail(new Error('connection closed during startup')));
+      raw.once('connect', () => {
+        negotiateTls(raw, endpoint, options)
+          .then((socket) => {
+            socket.on('error', fail);
+            socket.once('close', () => fail(new Error('connection closed during startup')));
+            const conn = new ServerConnection(endpoint, login, socket);
+            return conn.startup();
+          })
+          .then((conn) => {
+            if (settled) {
+              conn.destroy();
+              return;
+            }
+            settled = true;
+            clearTimeout(timer);
+            raw.removeAllListeners('error');
+            raw.removeAllListeners('close');
+            conn.socket.removeAllListeners('error');
+            conn.socket.removeAllListeners('close');
+            conn.listen();
+            resolve(conn);
+          })
+          .catch(fail);
+      });
+    });
+  }
+
+  /** StartupMessage, authentication, then ParameterStatus/BackendKeyData until ReadyForQuery. */
+  private startup(): Promise<ServerConnection> {
+    return new Promise((resolve, reject) => {
+      const reader = new FrameReader();
+      let scram: ScramClientExchange | undefined;
+      const onData = (chunk: Buffer) => {
+        try {
+          reader.push(chunk);
+          while (reader.next()) {
+            const { buffer: b, start, end } = reader;
+            switch (reader.code) {
+              case BackendCode.Authentication: {
+                const kind = b.readInt32BE(start);
+                if (kind === AuthCode.Ok) break;
+                if (kind === AuthCode.CleartextPassword) this.socket.write(serialize.password(this.login.password));
+                else if (kind === AuthCode.MD5Password) this.socket.write(serialize.password(md5PasswordHash(this.login.user, this.login.password, b.subarray(start + 4, start + 8))));
+                else if (kind === AuthCode.SASL) {
+                  const mechanisms = b.toString('utf8', start + 4, end).split('\0');
+                  if (!mechanisms.includes('SCRAM-SHA-256')) throw new Error(`server offers no supported SASL mechanism (${mechanisms.filter(Boolean).join(', ')})`);
+                  scram = new ScramClientExchange(this.login.password);
+                  this.socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
+                } else if (kind === AuthCode.SASLContinue) {
+                  if (!scram) throw new Error('unexpected SASL continue');
+                  this.socket.write(serialize.sendSCRAMClientFinalMessage(scram.handleServerFirst(b.toString('utf8', start + 4, end))));
+                } else if (kind === AuthCode.SASLFinal) {
+                  scram?.verifyServerFinal(b.toString('utf8', start + 4, end));
+                } else throw new Error(`unsupported authentication request ${kind}`);
+                break;
+              }
+              case BackendCode.ParameterStatus: {
+                const [name, next] = readCString(b, start, end);
+                const [value] = readCString(b, next, end);
+                this.params.set(name, value);
+                break;
+              }
+              case BackendCode.BackendKeyData:
+                this.processId = b.readInt32BE(start);
+                this.secretKey = b.readInt32BE(start + 4);
+                break;
+              case BackendCode.ErrorResponse: {
+                const fields = readErrorFields(b, start, end);
+                throw new ProxyError(fields.get('C') ?? SqlState.connectionFailure, fields.get('M') ?? 'server refused the connection', {
+                  severity: 'FATAL',
+                  retryable: fields.get('C') === SqlState.cannotConnectNow,
+                });
+              }
+              case BackendCode.NoticeResponse:
+              case BackendCode.NegotiateProtocolVersion:
+                break;
+              case BackendCode.ReadyForQuery:
+                this.socket.off('data', onData);
+                if (reader.pending > 0) throw new Error('unexpected data after ReadyForQuery');
+                resolve(this);
+                return;
+              default:
+                throw new Error(`unexpected message ${String.fromCharCode(reader.code)} during startup`);
+            }
+          }
+        } catch (error) {
+          this.socket.off('data', onData);
+          reject(error);
+        }
+      };
+      this.socket.on('data', onData);
+      this.socket.write(serialize.startup({ user: this.login.user, database: this.login.database }));
+    });
+  }
+
+  private listen(): void {
+    this.socket.on('data', (chunk: Buffer) => {
+      if (this.handler) this.handler.onServerData(this, chunk);
+    });
+    const onGone = (error?: Error) => {
+      if (this.closed) return;
+      this.closed = true;
+      this.handler?.onServerClose(this, error);
+    };
+    this.socket.on('error', onGone);
+    this.socket.on('close', () => onGone(undefined));
+  }
+
+  setHandler(handler: ServerDataHandler | undefined): void {
+    this.handler = handler;
+  }
+
+  write(data: Buffer): boolean {
+    return this.socket.write(data);
+  }
+
+  destroy(): void {
+    if (!this.closed) {
+      this.closed = true;
+      this.handler?.onServerClose(this, undefined);
+    }
+    this.socket.destroy();
+  }
+
+  /** Polite close: Terminate, then end the socket. */
+  terminate(): void {
+    if (!this.closed) {
+      this.closed = true;
+      this.socket.end(TERMINATE);
+    }
+  }
+}
+
+const TERMINATE = serialize.end();
+
+function negotiateTls(raw: net.Socket, endpoint: ServerEndpoint, options: ServerConnectOptions): Promise<net.Socket> {
+  if (options.tls.mode === 'disable') return Promise.resolve(raw);
+  return new Promise((resolve, reject) => {
+    raw.once('data', (answer: Buffer) => {
+      if (answer[0] === 0x53) {
+        const secure = tls.connect({
+          socket: raw,
+          servername: net.isIP(endpoint.host) ? undefined : endpoint.host,
+          ca: options.tls.ca,
+          rejectUnauthorized: options.tls.ca !== undefined,
+        });
+        secure.setNoDelay(true);
+        secure.once('secureConnect', () => resolve(secure));
+        secure.once('error', reject);
+      } else if (options.tls.mode === 'require') {
+        reject(new ProxyError(SqlState.connectionFailure, `node ${endpoint.node} does not support TLS`));
+      } else resolve(raw);
+    });
+    raw.write(serialize.requestSsl());
+  });
+}
+
+/** Sends a CancelRequest for a server backend over a fresh connection. */
+export function sendCancel(endpoint: ServerEndpoint, processId: number, secretKey: number): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: endpoint.host, port: endpoint.port });
+    const done = () => {
+      socket.destroy();
+      resolve();
+    };
+    socket.setTimeout(5000, done);
+    socket.once('error', done);
+    socket.once('close', done);
+    socket.once('connect', () => socket.end(serialize.cancel(processId, secretKey)));
+  });
+}

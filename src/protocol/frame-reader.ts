@@ -1,0 +1,125 @@
+import { ProxyError, SqlState } from '../errors.js';
+
+/**
+ * Cuts a byte stream into typed messages (1 code byte + int32 length that includes itself).
+ * Framing is by cursor: when nothing is left over, the socket chunk is adopted as is; only a
+ * partial trailing frame is copied. A frame larger than `maxMessageBytes` is refused before any of
+ * its body is buffered.
+ *
+ * Usage: `reader.push(chunk)`, then `while (reader.next()) { reader.code, reader.buffer,
+ * reader.start, reader.end }` — the body is `buffer[start, end)` and is valid until the next call.
+ */
+export class FrameReader {
+  code = 0;
+  buffer: Buffer = EMPTY;
+  /** offset of the first byte of the current message (its code byte) */
+  frameStart = 0;
+  /** body of the current message: [start, end) */
+  start = 0;
+  end = 0;
+
+  private chunk: Buffer = EMPTY;
+  private offset = 0;
+  private length = 0;
+
+  constructor(private readonly maxMessageBytes: number = 1 << 30) {}
+
+  push(data: Buffer): void {
+    if (this.offset >= this.length) {
+      this.chunk = data;
+      this.offset = 0;
+      this.length = data.length;
+      return;
+    }
+    const remaining = this.length - this.offset;
+    const merged = Buffer.allocUnsafe(remaining + data.length);
+    this.chunk.copy(merged, 0, this.offset, this.length);
+    data.copy(merged, remaining);
+    this.chunk = merged;
+    this.offset = 0;
+    this.length = merged.length;
+  }
+
+  /** Advances to the next complete message; false when more bytes are needed. */
+  next(): boolean {
+    const available = this.length - this.offset;
+    if (available < 5) return false;
+    const chunk = this.chunk;
+    const at = this.offset;
+    const declared = chunk.readInt32BE(at + 1);
+    if (declared < 4 || declared > this.maxMessageBytes) {
+      throw new ProxyError(
+        SqlState.protocolViolation,
+        declared < 4 ? `invalid message length ${declared}` : `message of ${declared} bytes exceeds the limit of ${this.maxMessageBytes}`,
+        { severity: 'FATAL' },
+      );
+    }
+    if (available < declared + 1) return false;
+    this.code = chunk[at]!;
+    this.buffer = chunk;
+    this.frameStart = at;
+    this.start = at + 5;
+    this.end = at + 1 + declared;
+    this.offset = this.end;
+    return true;
+  }
+
+  /** Steps back to the start of the current message, so that next() returns it again. */
+  rewind(): void {
+    this.offset = this.frameStart;
+  }
+
+  /** Bytes received but not yet returned as messages. */
+  get pending(): number {
+    return this.length - this.offset;
+  }
+
+  /** Takes the unread bytes out (used when a TLS upgrade or a hand-off changes the reader). */
+  drain(): Buffer {
+    const rest = this.chunk.subarray(this.offset, this.length);
+    this.chunk = EMPTY;
+    this.offset = 0;
+    this.length = 0;
+    return rest;
+  }
+}
+
+/**
+ * The untyped first packet of a connection: int32 length (including itself), then int32 code and
+ * a body. Returns the packet or undefined when more bytes are needed.
+ */
+export function readStartupPacket(data: Buffer, maxBytes: number): { code: number; body: Buffer; consumed: number } | undefined {
+  if (data.length < 8) {
+    if (data.length >= 4) checkStartupLength(data.readInt32BE(0), maxBytes);
+    return undefined;
+  }
+  const length = data.readInt32BE(0);
+  checkStartupLength(length, maxBytes);
+  if (data.length < length) return undefined;
+  return { code: data.readInt32BE(4), body: data.subarray(8, length), consumed: length };
+}
+
+function checkStartupLength(length: number, maxBytes: number): void {
+  if (length < 8 || length > maxBytes) {
+    throw new ProxyError(SqlState.protocolViolation, `invalid startup packet length ${length}`, { severity: 'FATAL' });
+  }
+}
+
+/** Parses the key/value pairs of a StartupMessage body (after the protocol code). */
+export function parseStartupParameters(body: Buffer): Map<string, string> {
+  const params = new Map<string, string>();
+  let at = 0;
+  for (;;) {
+    const keyEnd = body.indexOf(0, at);
+    if (keyEnd < 0) throw new ProxyError(SqlState.protocolViolation, 'invalid startup packet layout: missing terminator', { severity: 'FATAL' });
+    if (keyEnd === at) break; // the final empty name
+    const key = body.toString('utf8', at, keyEnd);
+    const valueEnd = body.indexOf(0, keyEnd + 1);
+    if (valueEnd < 0) throw new ProxyError(SqlState.protocolViolation, `invalid startup packet layout: missing value for "${key.slice(0, 64)}"`, { severity: 'FATAL' });
+    params.set(key, body.toString('utf8', keyEnd + 1, valueEnd));
+    at = valueEnd + 1;
+  }
+  return params;
+}
+
+const EMPTY = Buffer.alloc(0);

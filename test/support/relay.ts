@@ -1,0 +1,50 @@
+import { stringify } from 'yaml';
+import { App } from '../../src/app.js';
+import { parseConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/types.js';
+import { createLogger, silentLogger } from '../../src/util/log.js';
+import type { SharedCluster } from './shared-cluster.js';
+
+export interface Relay {
+  app: App;
+  port: number;
+  adminUrl: string;
+  config: Config;
+  /** a connection string through pgrelay */
+  url(options?: { user?: string; password?: string; database?: string; params?: string }): string;
+  stop(): Promise<void>;
+}
+
+type Overrides = Record<string, unknown>;
+
+/** The YAML document a test relay runs with: the cluster's nodes and user, ports picked by the OS. */
+export function relayDocument(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'password'>, overrides: Overrides = {}): Record<string, unknown> {
+  const base: Record<string, unknown> = {
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
+    nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
+    users: [{ name: cluster.user, password: cluster.password }],
+  };
+  for (const [key, value] of Object.entries(overrides)) {
+    const current = base[key];
+    base[key] = current && typeof current === 'object' && !Array.isArray(current) && value && typeof value === 'object' && !Array.isArray(value) ? { ...current, ...value } : value;
+  }
+  return base;
+}
+
+/** Starts pgrelay in this process in front of `cluster`. Stop it in afterAll/afterEach. */
+export async function startRelay(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'password' | 'database'>, overrides: Overrides = {}): Promise<Relay> {
+  const config = parseConfig(stringify(relayDocument(cluster, overrides)), { source: 'test' });
+  const log = process.env.PGRELAY_TEST_LOG ? createLogger({ level: process.env.PGRELAY_TEST_LOG, pretty: true }) : silentLogger;
+  const app = await App.start(config, { log, processMetrics: false });
+  const port = app.listenAddress!.port;
+  return {
+    app,
+    port,
+    config,
+    adminUrl: `http://127.0.0.1:${app.adminAddress!.port}`,
+    url: (options = {}) =>
+      `postgres://${encodeURIComponent(options.user ?? cluster.user)}:${encodeURIComponent(options.password ?? cluster.password)}@127.0.0.1:${port}/${options.database ?? cluster.database}${options.params ? `?${options.params}` : ''}`,
+    stop: () => app.stop(),
+  };
+}
