@@ -72,9 +72,17 @@ export interface Config {
     /** how often pg_proc volatility is re-read from the primary */
     volatility_refresh_ms: number;
   };
-  health: { interval_ms: number; timeout_ms: number; failures: number };
+  /**
+   * `user`/`password`: the role health checks and the lag monitor log in as (pg_monitor is
+   * enough); default: the first of `users` with its server credentials.
+   */
+  health: { interval_ms: number; timeout_ms: number; failures: number; user?: string; password?: string };
   /** `wait_ms`: how long units for the primary wait during a failover; 0 = fail at once */
-  failover: { mode: FailoverMode; wait_ms: number; allow_data_loss: boolean };
+  /**
+   * `user`/`password`: the role that promotes (pg_promote) and re-points replicas (ALTER SYSTEM):
+   * a superuser; default: health's credentials.
+   */
+  failover: { mode: FailoverMode; wait_ms: number; allow_data_loss: boolean; user?: string; password?: string };
   /** Patroni REST API base URLs (http:// or https://); required non-empty when failover.mode is patroni */
   patroni: { endpoints: string[]; poll_ms: number };
   /**
