@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import { AdminServer, json } from './admin/admin-server.js';
+import { AdminServer } from './admin/admin-server.js';
+import { registerAdminRoutes } from './admin/routes.js';
 import { UserDirectory } from './auth/user-directory.js';
 import { Classifier } from './classify/classifier.js';
 import { Topology } from './cluster/topology.js';
 import type { Config } from './config/types.js';
-import { redactConfig } from './config/redact.js';
 import { Frontend } from './frontend/frontend.js';
 import { Metrics } from './metrics/metrics.js';
 import { PoolSet } from './pool/pool-set.js';
@@ -61,16 +61,7 @@ export class App {
       tls: () => this.secureContext,
     });
     this.admin = new AdminServer(this.log);
-    this.admin
-      .route('GET', '/metrics', async () => {
-        this.refreshGauges();
-        return { status: 200, body: await this.metrics.registry.metrics(), contentType: this.metrics.registry.contentType };
-      })
-      .route('GET', '/health', () => {
-        const primary = this.topology.primary();
-        return primary ? json(200, { status: 'ok', primary: primary.name }) : json(503, { status: 'unavailable', reason: 'no primary is available for writes' });
-      })
-      .route('GET', '/status', () => json(200, this.status()));
+    registerAdminRoutes(this.admin, this);
   }
 
   static async start(config: Config, options: AppOptions = {}): Promise<App> {
@@ -100,48 +91,6 @@ export class App {
     this.pools.configure(next);
     this.secureContext = loadTls(next);
     this.log.info({ nodes: next.nodes.map((n) => n.name) }, 'configuration reloaded');
-  }
-
-  status(): Record<string, unknown> {
-    return {
-      primary: this.topology.primaryName ?? null,
-      consistency: this.config.routing.consistency,
-      clients: this.frontend.clientCount,
-      nodes: [...this.topology.nodes.values()].map((n) => ({
-        name: n.name,
-        host: n.host,
-        port: n.port,
-        role: n.role,
-        configured_role: n.configuredRole,
-        up: n.up,
-        fenced: n.fenced,
-        timeline: n.timeline ?? null,
-        lag_bytes: n.lagBytes ?? null,
-        lag_seconds: n.lagSeconds ?? null,
-        fresh: n.fresh,
-        stale_reason: n.staleReason ?? null,
-        inflight: n.inflight,
-        pools: this.pools.ofNode(n.name).map((p) => ({ user: p.login.user, database: p.login.database, ...p.stats() })),
-      })),
-      config: redactConfig(this.config),
-    };
-  }
-
-  private refreshGauges(): void {
-    this.metrics.poolConnections.reset();
-    for (const node of this.topology.nodes.values()) {
-      const sum = { idle: 0, active: 0, connecting: 0 };
-      for (const pool of this.pools.ofNode(node.name)) {
-        const s = pool.stats();
-        sum.idle += s.idle;
-        sum.active += s.active;
-        sum.connecting += s.connecting;
-      }
-      for (const [state, value] of Object.entries(sum)) this.metrics.poolConnections.labels(node.name, state).set(value);
-      this.metrics.nodeUp.labels(node.name, node.role).set(node.up ? 1 : 0);
-    }
-    this.metrics.classifyCacheHits.set(this.classifier.stats.hits);
-    this.metrics.classifyCacheMisses.set(this.classifier.stats.misses);
   }
 
   /** Stops accepting, lets running transactions finish (bounded by graceMs), then closes everything. */

@@ -63,6 +63,7 @@ export function demoConfig(cluster: LocalCluster, options: { port: number; admin
     admin: { host: '127.0.0.1', port: options.adminPort },
     nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
     users: [{ name: cluster.user, password: cluster.password }],
+    failover: { user: cluster.superuser, password: cluster.superuserPassword },
     log: { level: 'warn', format: 'pretty' },
   };
   return parseConfig(stringify(document), { source: 'demo' });

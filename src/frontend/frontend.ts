@@ -31,6 +31,8 @@ export interface FrontendDeps {
   tls: () => tls.SecureContext | undefined;
   /** read-your-writes constraints (the freshness module), if any */
   readConstraints?: (session: ClientSession) => ReadConstraints | undefined;
+  /** a client's write committed on the primary (read-your-writes bookkeeping) */
+  wroteOnPrimary?: (session: ClientSession) => void;
   /** a data-path connection broke: health checks should look at the node now */
   nodeBroken?: (node: string, error: Error | undefined) => void;
 }
@@ -258,6 +260,10 @@ export class Frontend implements SessionContext {
       clearTimeout(waiter.timer);
       waiter.callback();
     }
+  }
+
+  wroteOnPrimary(session: ClientSession): void {
+    this.deps.wroteOnPrimary?.(session);
   }
 
   nodeBroken(node: string, error: Error | undefined): void {

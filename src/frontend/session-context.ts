@@ -21,6 +21,8 @@ export interface SessionContext {
   readonly log: Logger;
   /** freshness a read of this session needs (read-your-writes), if any */
   readConstraints(session: ClientSession): ReadConstraints | undefined;
+  /** a unit that went to the primary for a write has completed outside a transaction (committed) */
+  wroteOnPrimary(session: ClientSession): void;
   /** calls back when a primary is known again, or with an error after failover.wait_ms */
   waitForPrimary(callback: (error?: Error) => void): void;
   /** a data-path connection to the node broke or could not be opened */

@@ -87,6 +87,8 @@ export class ClientSession implements ServerDataHandler {
   private unitStartedAt = 0;
   private unitHadError = false;
   private releaseAfterChunk = false;
+  /** what the unit that attached the current server connection asked for */
+  private attachTarget: Target | 'any' = 'any';
 
   /** the server socket corked during this pump, uncorked at its end */
   private corked: net.Socket | undefined;
@@ -457,6 +459,7 @@ export class ClientSession implements ServerDataHandler {
     }
     let sync = true;
     let result = WAIT as Ready;
+    this.attachTarget = target;
     this.waiting = 'acquire';
     pool.acquire((error, conn) => {
       if (this.closed) {
@@ -796,6 +799,8 @@ export class ClientSession implements ServerDataHandler {
     this.pendingEffects = [];
     this.unitHadError = false;
     if (effects.length > 0 || this.txEffects.length > 0) this.applyEffects(effects, status, failed);
+    // a write that reached the primary and is now committed: reads that follow must see it
+    if (status === TxStatus.Idle && this.attachTarget === 'primary') this.ctx.wroteOnPrimary(this);
     this.releaseAfterChunk = true;
   }
 

@@ -18,12 +18,13 @@ export interface Relay {
 type Overrides = Record<string, unknown>;
 
 /** The YAML document a test relay runs with: the cluster's nodes and user, ports picked by the OS. */
-export function relayDocument(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'password'>, overrides: Overrides = {}): Record<string, unknown> {
+export function relayDocument(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'password'> & Partial<Pick<SharedCluster, 'superuser' | 'superuserPassword'>>, overrides: Overrides = {}): Record<string, unknown> {
   const base: Record<string, unknown> = {
     listen: { host: '127.0.0.1', port: 0 },
     admin: { host: '127.0.0.1', port: 0 },
     nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
     users: [{ name: cluster.user, password: cluster.password }],
+    ...(cluster.superuser ? { failover: { user: cluster.superuser, password: cluster.superuserPassword } } : {}),
   };
   for (const [key, value] of Object.entries(overrides)) {
     const current = base[key];
@@ -33,7 +34,7 @@ export function relayDocument(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'p
 }
 
 /** Starts pgrelay in this process in front of `cluster`. Stop it in afterAll/afterEach. */
-export async function startRelay(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'password' | 'database'>, overrides: Overrides = {}): Promise<Relay> {
+export async function startRelay(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'password' | 'database'> & Partial<Pick<SharedCluster, 'superuser' | 'superuserPassword'>>, overrides: Overrides = {}): Promise<Relay> {
   const config = parseConfig(stringify(relayDocument(cluster, overrides)), { source: 'test' });
   const log = process.env.PGRELAY_TEST_LOG ? createLogger({ level: process.env.PGRELAY_TEST_LOG, pretty: true }) : silentLogger;
   const app = await App.start(config, { log, processMetrics: false });
