@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import net from 'node:net';
 import type tls from 'node:tls';
-import type { Classifier } from '../classify/classifier.js';
+import type { Classification, Classifier } from '../classify/classifier.js';
 import type { Config } from '../config/types.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
@@ -30,7 +30,7 @@ export interface FrontendDeps {
   users: UserDirectory;
   tls: () => tls.SecureContext | undefined;
   /** read-your-writes constraints (the freshness module), if any */
-  readConstraints?: (session: ClientSession) => ReadConstraints | undefined;
+  readConstraints?: (session: ClientSession, classification: Classification | undefined) => ReadConstraints | undefined;
   /** a client's write committed on the primary (read-your-writes bookkeeping) */
   wroteOnPrimary?: (session: ClientSession) => void;
   /** a data-path connection broke: health checks should look at the node now */
@@ -232,8 +232,8 @@ export class Frontend implements SessionContext {
 
   // ---------------------------------------------------------------- SessionContext
 
-  readConstraints(session: ClientSession): ReadConstraints | undefined {
-    return this.deps.readConstraints?.(session);
+  readConstraints(session: ClientSession, classification: Classification | undefined): ReadConstraints | undefined {
+    return this.deps.readConstraints?.(session, classification);
   }
 
   waitForPrimary(callback: (error?: Error) => void): void {

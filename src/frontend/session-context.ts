@@ -1,4 +1,4 @@
-import type { Classifier } from '../classify/classifier.js';
+import type { Classification, Classifier } from '../classify/classifier.js';
 import type { Config } from '../config/types.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -20,7 +20,7 @@ export interface SessionContext {
   readonly metrics: Metrics;
   readonly log: Logger;
   /** freshness a read of this session needs (read-your-writes), if any */
-  readConstraints(session: ClientSession): ReadConstraints | undefined;
+  readConstraints(session: ClientSession, classification: Classification | undefined): ReadConstraints | undefined;
   /** a unit that went to the primary for a write has completed outside a transaction (committed) */
   wroteOnPrimary(session: ClientSession): void;
   /** calls back when a primary is known again, or with an error after failover.wait_ms */

@@ -87,6 +87,8 @@ export class ClientSession implements ServerDataHandler {
   private unitStartedAt = 0;
   private unitHadError = false;
   private releaseAfterChunk = false;
+  /** the classification of the unit being started (for per-statement hints such as max_lag_ms) */
+  private startingClassification: Classification | undefined;
   /** what the unit that attached the current server connection asked for */
   private attachTarget: Target | 'any' = 'any';
 
@@ -253,6 +255,7 @@ export class ClientSession implements ServerDataHandler {
     }
     if (this.answerDeallocate(classification)) return true;
     const payload: StatementPayload = { classification, text };
+    this.startingClassification = classification;
     const ready = this.beginSimpleUnit(this.targetOf(classification), classification.route);
     if (ready !== OK) return ready === FAILED;
     this.forward(b, start, end);
@@ -401,6 +404,7 @@ export class ClientSession implements ServerDataHandler {
       return FAILED;
     }
     if (this.unitOpen && this.server) return OK;
+    this.startingClassification = classification;
     const ready = this.ensureServer(this.targetOf(classification));
     if (ready === OK) {
       this.unitOpen = true;
@@ -439,7 +443,7 @@ export class ClientSession implements ServerDataHandler {
   private acquire(target: Target | 'any'): Ready {
     let choice;
     try {
-      choice = this.ctx.router.choose(target === 'replica' ? 'replica' : 'primary', target === 'replica' ? this.ctx.readConstraints(this) : undefined);
+      choice = this.ctx.router.choose(target === 'replica' ? 'replica' : 'primary', target === 'replica' ? this.ctx.readConstraints(this, this.startingClassification) : undefined);
     } catch (error) {
       this.failUnit(error);
       return FAILED;
