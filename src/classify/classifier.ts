@@ -1,0 +1,172 @@
+/**
+ * The statement classifier: SQL text → { route, pin, reason, effects }. Pure and synchronous on
+ * the hot path: the text is masked by a JS lexer (its *shape*), the shape's decision comes from an
+ * LRU cache, and only a new shape pays for PostgreSQL's parser. Two things are applied after the
+ * cache, per text: the volatility of the user functions the shape calls, and routing hints.
+ *
+ * User functions (calls that are neither known built-in reads nor known writers):
+ * - `routing.functions.primary` / `.replica` decide first (at analysis time);
+ * - then the volatility map (setVolatility): 'v' → primary; 's' or 'i' → may go to a replica;
+ *   a name the map does not hold → a read (the map covers the database's functions, so the name is
+ *   a built-in or does not exist);
+ * - before the map has been set at all, a user function → primary (nothing is known yet).
+ *
+ * Hints: `/* pgrelay:primary *\/` sends anything to the primary. `/* pgrelay:replica *\/` sends a
+ * read, a session statement, or a call of a volatile user function to a replica, but never a
+ * statement known to write (or pin): that stays on the primary and the reason says the hint was
+ * ignored. Empty texts stay `any` whatever the hint.
+ */
+import { loadModule } from 'libpg-query';
+import { analyze, type AnalyzeOptions, type ShapeDecision } from './analyze.js';
+import { maskLiterals, type Hint } from './lexer.js';
+import type { Classification, ClassifierOptions, Route, Volatility } from './types.js';
+
+export type { Classification, ClassifierOptions, Route, SessionEffect, Volatility } from './types.js';
+export { maskLiterals, splitStatements } from './lexer.js';
+
+/** Texts whose key is longer than this are not cached (bulk INSERTs are rarely one shape twice). */
+const MAX_KEY_LENGTH = 16_384;
+
+interface CacheEntry {
+  readonly decision: ShapeDecision;
+  /** when the entry last moved to the young end of the LRU order (in cache insertions) */
+  stamp: number;
+  /** the hint-free classification, valid while `generation` matches the volatility map's */
+  resolved: Classification | undefined;
+  generation: number;
+}
+
+const EMPTY: Classification = Object.freeze({ route: 'any', pin: false, reason: 'empty query', effects: [], statements: 0, userFunctions: [] });
+
+export class Classifier {
+  readonly stats = { hits: 0, misses: 0 };
+  private readonly cache = new Map<string, CacheEntry>();
+  private volatility: ReadonlyMap<string, Volatility> | undefined;
+  private generation = 0;
+  /** counts moves to the young end of the LRU order */
+  private clock = 0;
+
+  private constructor(
+    private readonly cacheSize: number,
+    private readonly analyzeOptions: AnalyzeOptions,
+  ) {}
+
+  /** Loads the parser (WASM) once; then every call is synchronous. */
+  static async create(options: ClassifierOptions = {}): Promise<Classifier> {
+    await loadModule();
+    // as written (a quoted "MyFunc") and folded to lower case (an unquoted MyFunc)
+    const lower = (names: readonly string[] | undefined): Set<string> => new Set((names ?? []).flatMap((n) => [n, n.toLowerCase()]));
+    return new Classifier(Math.max(0, options.cacheSize ?? 5000), {
+      forcedPrimary: lower(options.functions?.primary),
+      forcedReplica: lower(options.functions?.replica),
+    });
+  }
+
+  /**
+   * The volatility of the database's functions: name → pg_proc.provolatile. Keys are bare names
+   * (`f`) or schema-qualified ones (`app.f`); a call written `app.f()` looks up `app.f`, then `f`.
+   * With overloads, give a name its most volatile value.
+   */
+  setVolatility(map: ReadonlyMap<string, Volatility>): void {
+    this.volatility = map;
+    this.generation++;
+  }
+
+  classify(sql: string): Classification {
+    const masked = maskLiterals(sql);
+    if (masked.empty) {
+      return masked.hint === undefined && masked.maxLagMs === undefined ? EMPTY : withHints(EMPTY, masked.hint, masked.maxLagMs);
+    }
+    const entry = this.lookup(masked.key, sql);
+    if (entry.resolved === undefined || entry.generation !== this.generation) {
+      entry.resolved = this.resolve(entry.decision);
+      entry.generation = this.generation;
+    }
+    if (masked.hint === undefined && masked.maxLagMs === undefined) return entry.resolved;
+    return this.applyHint(entry.decision, entry.resolved, masked.hint, masked.maxLagMs);
+  }
+
+  private lookup(key: string, sql: string): CacheEntry {
+    const cached = this.cache.get(key);
+    if (cached !== undefined) {
+      this.stats.hits++;
+      // Refresh its place in the LRU order, but only once it is in the older half: hot shapes
+      // then cost one Map lookup, and an entry still cannot be evicted while it is being used.
+      if (this.clock - cached.stamp >= this.cacheSize >> 1) {
+        this.cache.delete(key);
+        this.cache.set(key, cached);
+        cached.stamp = ++this.clock;
+      }
+      return cached;
+    }
+    this.stats.misses++;
+    const entry: CacheEntry = { decision: analyze(sql, this.analyzeOptions), stamp: ++this.clock, resolved: undefined, generation: -1 };
+    if (this.cacheSize > 0 && entry.decision.cacheable && key.length <= MAX_KEY_LENGTH) {
+      if (this.cache.size >= this.cacheSize) {
+        const oldest = this.cache.keys().next();
+        if (!oldest.done) this.cache.delete(oldest.value);
+      }
+      this.cache.set(key, entry);
+    }
+    return entry;
+  }
+
+  /** The shape's decision with the volatility of its user functions applied. */
+  private resolve(d: ShapeDecision): Classification {
+    let route: Route = d.route;
+    let reason = d.reason;
+    if (route !== 'primary') {
+      const volatile = this.firstVolatile(d.userFunctions);
+      if (volatile !== undefined) {
+        route = 'primary';
+        reason = volatile;
+      }
+    }
+    return Object.freeze({
+      route,
+      pin: d.pin,
+      reason,
+      effects: Object.freeze(d.effects),
+      statements: d.statements,
+      userFunctions: Object.freeze(d.userFunctions),
+    });
+  }
+
+  /** Why the first user function that may write sends the text to the primary, if one does. */
+  private firstVolatile(functions: readonly string[]): string | undefined {
+    const map = this.volatility;
+    for (const name of functions) {
+      if (map === undefined) return `calls ${name}() whose volatility is not known yet`;
+      let v = map.get(name);
+      if (v === undefined) {
+        const dot = name.lastIndexOf('.');
+        if (dot >= 0) v = map.get(name.slice(dot + 1));
+      }
+      if (v === 'v') return `calls volatile function ${name}()`;
+    }
+    return undefined;
+  }
+
+  private applyHint(d: ShapeDecision, resolved: Classification, hint: Hint | undefined, maxLagMs: number | undefined): Classification {
+    let { route, reason } = resolved;
+    if (hint === 'primary' && route !== 'primary') {
+      route = 'primary';
+      reason = 'hint pgrelay:primary';
+    } else if (hint === 'replica') {
+      if (d.route === 'primary' || d.pin) reason = `${reason} (pgrelay:replica hint ignored: the statement writes)`;
+      else if (route !== 'replica') {
+        route = 'replica';
+        reason = 'hint pgrelay:replica';
+      }
+    }
+    return withHints({ ...resolved, route, reason }, hint, maxLagMs);
+  }
+}
+
+function withHints(c: Classification, hint: Hint | undefined, maxLagMs: number | undefined): Classification {
+  return {
+    ...c,
+    ...(hint !== undefined ? { hint } : {}),
+    ...(maxLagMs !== undefined ? { maxLagMs } : {}),
+  };
+}

@@ -1,0 +1,290 @@
+import { readFileSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { Classifier, splitStatements } from '../../src/classify/classifier.js';
+import { runClassifyCli } from '../../src/classify/cli.js';
+
+interface CorpusCase {
+  sql: string;
+  route: 'primary' | 'replica' | 'any';
+  pin?: boolean;
+}
+
+function corpus(name: string): CorpusCase[] {
+  return parse(readFileSync(new URL(`../fixtures/${name}`, import.meta.url), 'utf8')) as CorpusCase[];
+}
+
+let classifier: Classifier;
+beforeAll(async () => {
+  classifier = await Classifier.create();
+});
+
+describe.each(['routing-corpus.yaml', 'routing-corpus-extra.yaml'])('%s', (name) => {
+  const cases = corpus(name);
+  it('has cases', () => expect(cases.length).toBeGreaterThan(10));
+  it.each(cases)('$sql → $route', ({ sql, route, pin }) => {
+    const c = classifier.classify(sql);
+    expect({ route: c.route, pin: c.pin }, c.reason).toEqual({ route, pin: pin ?? false });
+    // a cached answer is the same answer
+    expect(classifier.classify(sql)).toEqual(c);
+  });
+});
+
+describe('reasons', () => {
+  it.each([
+    ['SELECT 1', 'SELECT without writes'],
+    ['INSERT INTO t VALUES (1)', 'INSERT writes'],
+    ["SELECT nextval('s')", 'calls nextval()'],
+    ['SELECT * FROM t FOR UPDATE', 'SELECT … FOR UPDATE locks rows'],
+    ['/* pgrelay:primary */ SELECT 1', 'hint pgrelay:primary'],
+    ['SELECT 1; DELETE FROM t', 'statement 2 of 2: DELETE writes'],
+  ])('%s: %s', (sql, reason) => {
+    expect(classifier.classify(sql).reason).toBe(reason);
+  });
+
+  it('a parse error goes to the primary without quoting the text', () => {
+    const c = classifier.classify("SELEC 'secret-value'");
+    expect(c.route).toBe('primary');
+    expect(c.reason).toMatch(/^parse error/);
+    expect(c.reason).not.toContain('secret');
+    expect(classifier.classify("SELECT 'unterminated secret").reason).not.toContain('secret');
+  });
+});
+
+describe('effects', () => {
+  it('multi-statement SETs carry their statement index into splitStatements', () => {
+    const sql = "SET search_path = 'a;b'; SELECT 1; /* c; */ SET statement_timeout TO 5; RESET work_mem; SET LOCAL lock_timeout = 1";
+    const c = classifier.classify(sql);
+    expect(c.route).toBe('replica');
+    expect(c.statements).toBe(5);
+    expect(c.effects).toEqual([
+      { type: 'set', name: 'search_path', statement: 0 },
+      { type: 'set', name: 'statement_timeout', statement: 2 },
+      { type: 'reset', name: 'work_mem', statement: 3 },
+    ]);
+    const parts = splitStatements(sql);
+    expect(parts[0]).toBe("SET search_path = 'a;b'");
+    expect(parts[2]).toBe('SET statement_timeout TO 5');
+    expect(parts[3]).toBe('RESET work_mem');
+  });
+
+  it('statement indexes survive multi-byte characters and empty statements', () => {
+    const sql = "SELECT 'é€😀';; SET application_name = 'ü'";
+    expect(classifier.classify(sql).effects).toEqual([{ type: 'set', name: 'application_name', statement: 1 }]);
+    expect(splitStatements(sql)[1]).toBe("SET application_name = 'ü'");
+  });
+
+  it('statement indexes skip a BEGIN ATOMIC body', () => {
+    const sql = 'CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END; SET x.y = 1';
+    const c = classifier.classify(sql);
+    expect(c.statements).toBe(2);
+    expect(c.effects).toEqual([{ type: 'set', name: 'x.y', statement: 1 }]);
+    expect(splitStatements(sql)).toHaveLength(2);
+  });
+
+  it.each([
+    ['SET TIME ZONE \'UTC\'', [{ type: 'set', name: 'timezone', statement: 0 }]],
+    ['SET SESSION search_path TO app', [{ type: 'set', name: 'search_path', statement: 0 }]],
+    ['SET ROLE bob', [{ type: 'set', name: 'role', statement: 0 }]],
+    ['SET LOCAL search_path TO app', []],
+    ['RESET ALL', [{ type: 'reset_all' }, { type: 'default_read_only', value: false }]],
+    ['DISCARD ALL', [{ type: 'discard_all' }, { type: 'default_read_only', value: false }]],
+    ['DISCARD PLANS', []],
+    ['DEALLOCATE p1', [{ type: 'deallocate', name: 'p1' }]],
+    ['DEALLOCATE PREPARE p2', [{ type: 'deallocate', name: 'p2' }]],
+    ['DEALLOCATE ALL', [{ type: 'deallocate', name: null }]],
+    ['BEGIN', [{ type: 'begin', readOnly: false }]],
+    ['START TRANSACTION READ WRITE', [{ type: 'begin', readOnly: false }]],
+    ['BEGIN READ ONLY', [{ type: 'begin', readOnly: true }]],
+    ['COMMIT', [{ type: 'commit' }]],
+    ['END', [{ type: 'commit' }]],
+    ["PREPARE TRANSACTION 'x'", [{ type: 'commit' }]],
+    ['ROLLBACK', [{ type: 'rollback' }]],
+    ['ROLLBACK TO SAVEPOINT a', []],
+    ['SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY', [{ type: 'set_transaction_read_only' }]],
+    ['SET TRANSACTION READ WRITE', []],
+    ['SET transaction_read_only = on', [{ type: 'set_transaction_read_only' }]],
+    ['SET default_transaction_read_only = on', [{ type: 'set', name: 'default_transaction_read_only', statement: 0 }, { type: 'default_read_only', value: true }]],
+    ["SET default_transaction_read_only = 'off'", [{ type: 'set', name: 'default_transaction_read_only', statement: 0 }, { type: 'default_read_only', value: false }]],
+    ['SET default_transaction_read_only TO DEFAULT', [{ type: 'set', name: 'default_transaction_read_only', statement: 0 }, { type: 'default_read_only', value: false }]],
+    ['RESET default_transaction_read_only', [{ type: 'reset', name: 'default_transaction_read_only', statement: 0 }, { type: 'default_read_only', value: false }]],
+    ['SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY', [{ type: 'set', name: 'session_characteristics', statement: 0 }, { type: 'default_read_only', value: true }]],
+    ['SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE', [{ type: 'set', name: 'session_characteristics', statement: 0 }, { type: 'default_read_only', value: false }]],
+    ['BEGIN; INSERT INTO t VALUES (1); COMMIT', [{ type: 'begin', readOnly: false }, { type: 'commit' }]],
+  ])('%s', (sql, effects) => {
+    const c = classifier.classify(sql);
+    expect(c.effects).toEqual(effects);
+  });
+
+  it('literal values that change an effect are not taken from the cache', () => {
+    const on = classifier.classify("SET default_transaction_read_only = 'on'");
+    const off = classifier.classify("SET default_transaction_read_only = 'off'");
+    expect(on.effects[1]).toEqual({ type: 'default_read_only', value: true });
+    expect(off.effects[1]).toEqual({ type: 'default_read_only', value: false });
+    expect(classifier.classify("EXPLAIN (ANALYZE 'off') DELETE FROM t").route).toBe('replica');
+    expect(classifier.classify("EXPLAIN (ANALYZE 'on') DELETE FROM t").route).toBe('primary');
+  });
+});
+
+describe('hints', () => {
+  it('a replica hint sends a read or session statement to a replica', () => {
+    const c = classifier.classify('/* pgrelay:replica */ SELECT 1');
+    expect(c).toMatchObject({ route: 'replica', hint: 'replica' });
+    expect(classifier.classify('/* pgrelay:replica */ SET search_path = a').route).toBe('replica');
+  });
+
+  it('a replica hint cannot send a write to a replica', () => {
+    for (const sql of ['/* pgrelay:replica */ DELETE FROM t', "/* pgrelay:replica */ SELECT nextval('s')", '/* pgrelay:replica */ LISTEN x']) {
+      const c = classifier.classify(sql);
+      expect(c.route, sql).toBe('primary');
+      expect(c.reason).toContain('pgrelay:replica hint ignored');
+    }
+  });
+
+  it('a primary hint wins over a replica hint', () => {
+    expect(classifier.classify('/* pgrelay:replica */ /* pgrelay:primary */ SELECT 1').route).toBe('primary');
+  });
+
+  it('hints are read from comments anywhere, not from strings or identifiers', () => {
+    expect(classifier.classify('SELECT 1 /* pgrelay:primary */').route).toBe('primary');
+    expect(classifier.classify('SELECT 1 -- pgrelay:primary').route).toBe('primary');
+    expect(classifier.classify("SELECT '/* pgrelay:primary */'")).toMatchObject({ route: 'replica' });
+    expect(classifier.classify("SELECT '/* pgrelay:primary */'").hint).toBeUndefined();
+    expect(classifier.classify('SELECT 1 AS "/* pgrelay:primary */"').route).toBe('replica');
+    expect(classifier.classify("SELECT $$ /* pgrelay:primary */ $$").route).toBe('replica');
+  });
+
+  it('max_lag_ms', () => {
+    const c = classifier.classify('/* pgrelay:max_lag_ms=500 */ SELECT * FROM t');
+    expect(c).toMatchObject({ route: 'replica', maxLagMs: 500 });
+    expect(c.hint).toBeUndefined();
+    expect(classifier.classify('/* pgrelay:replica max_lag_ms=2000 */ SELECT 1')).toMatchObject({ route: 'replica', hint: 'replica', maxLagMs: 2000 });
+    expect(classifier.classify('SELECT 1').maxLagMs).toBeUndefined();
+  });
+
+  it('hints do not split the cache: the shape is shared', async () => {
+    const k = await Classifier.create();
+    k.classify('SELECT * FROM t WHERE a = 1');
+    k.classify('/* pgrelay:primary */ SELECT * FROM t WHERE a = 2');
+    expect(k.stats).toEqual({ hits: 1, misses: 1 });
+  });
+});
+
+describe('user functions and volatility', () => {
+  it('collects non-builtin functions, schema-qualified if written so', () => {
+    const c = classifier.classify('SELECT lower(a), app.score(a), my_fn(b), count(*) FROM t');
+    expect(c.userFunctions).toEqual(['app.score', 'my_fn']);
+  });
+
+  it('before the volatility map is known, a user function goes to the primary', async () => {
+    const k = await Classifier.create();
+    const c = k.classify('SELECT my_fn(1)');
+    expect(c.route).toBe('primary');
+    expect(c.reason).toContain('my_fn');
+  });
+
+  it('volatile → primary, stable/immutable → replica, absent → replica', async () => {
+    const k = await Classifier.create();
+    k.setVolatility(new Map([['v_fn', 'v'], ['s_fn', 's'], ['i_fn', 'i'], ['app.q', 'v']]));
+    expect(k.classify('SELECT v_fn()')).toMatchObject({ route: 'primary', reason: 'calls volatile function v_fn()' });
+    expect(k.classify('SELECT s_fn(), i_fn()').route).toBe('replica');
+    expect(k.classify('SELECT not_in_map()').route).toBe('replica');
+    expect(k.classify('SELECT app.q()').route).toBe('primary');
+    // a qualified call falls back to the bare name
+    expect(k.classify('SELECT other.v_fn()').route).toBe('primary');
+    expect(k.classify('SELECT * FROM t WHERE x = s_fn(v_fn())').route).toBe('primary');
+  });
+
+  it('a new volatility map re-decides cached shapes', async () => {
+    const k = await Classifier.create();
+    k.setVolatility(new Map([['f', 's']]));
+    expect(k.classify('SELECT f(1)').route).toBe('replica');
+    k.setVolatility(new Map([['f', 'v']]));
+    expect(k.classify('SELECT f(2)').route).toBe('primary');
+    expect(k.stats).toEqual({ hits: 1, misses: 1 });
+  });
+
+  it('a replica hint overrides a volatile user function', async () => {
+    const k = await Classifier.create();
+    k.setVolatility(new Map([['f', 'v']]));
+    expect(k.classify('/* pgrelay:replica */ SELECT f()').route).toBe('replica');
+  });
+
+  it('config forces functions either way', async () => {
+    const k = await Classifier.create({ functions: { primary: ['reads_but_writes', 'app.audit'], replica: ['my_volatile_read', 'nextval'] } });
+    k.setVolatility(new Map([['my_volatile_read', 'v'], ['reads_but_writes', 's']]));
+    expect(k.classify('SELECT my_volatile_read()').route).toBe('replica');
+    expect(k.classify('SELECT reads_but_writes()').route).toBe('primary');
+    expect(k.classify('SELECT app.audit()').route).toBe('primary');
+    expect(k.classify('SELECT other.audit()').route).toBe('replica');
+    expect(k.classify("SELECT nextval('s')").route).toBe('replica');
+    expect(k.classify('SELECT lower(x) FROM t').route).toBe('replica');
+  });
+});
+
+describe('cache', () => {
+  it('two texts differing only in literals: one miss, one hit', async () => {
+    const k = await Classifier.create();
+    const a = k.classify('SELECT * FROM pgbench_accounts WHERE aid = 12345');
+    const b = k.classify('SELECT * FROM pgbench_accounts WHERE aid = 678');
+    expect(k.stats).toEqual({ hits: 1, misses: 1 });
+    expect(b).toEqual(a);
+    k.classify("SELECT * FROM pgbench_accounts WHERE aid = 'x' /* a comment */");
+    expect(k.stats).toEqual({ hits: 1, misses: 2 });
+    k.classify("SELECT * FROM pgbench_accounts WHERE aid = E'y\\'z' /* another comment */");
+    expect(k.stats).toEqual({ hits: 2, misses: 2 });
+  });
+
+  it('different identifiers are different shapes', async () => {
+    const k = await Classifier.create();
+    k.classify('SELECT a FROM t');
+    k.classify('SELECT A FROM t');
+    expect(k.stats.misses).toBe(2);
+  });
+
+  it('is an LRU of cacheSize shapes', async () => {
+    const k = await Classifier.create({ cacheSize: 2 });
+    k.classify('SELECT a FROM t');
+    k.classify('SELECT b FROM t');
+    k.classify('SELECT a FROM t'); // hit: a becomes newest
+    k.classify('SELECT c FROM t'); // evicts b
+    k.classify('SELECT a FROM t'); // hit
+    k.classify('SELECT b FROM t'); // miss
+    expect(k.stats).toEqual({ hits: 2, misses: 4 });
+  });
+
+  it('cacheSize 0 disables the cache', async () => {
+    const k = await Classifier.create({ cacheSize: 0 });
+    k.classify('SELECT 1');
+    k.classify('SELECT 1');
+    expect(k.stats).toEqual({ hits: 0, misses: 2 });
+  });
+
+  it('empty texts do not touch the cache', async () => {
+    const k = await Classifier.create();
+    expect(k.classify('')).toMatchObject({ route: 'any', pin: false, statements: 0, reason: 'empty query' });
+    expect(k.classify(' /* x */ -- y\n')).toMatchObject({ route: 'any' });
+    expect(k.stats).toEqual({ hits: 0, misses: 0 });
+  });
+});
+
+describe('runClassifyCli', () => {
+  it('answers one JSON object per line, errors included', async () => {
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const chunks: string[] = [];
+    output.on('data', (b: Buffer) => chunks.push(b.toString()));
+    const done = runClassifyCli(input, output, { classifier });
+    input.end(['"SELECT 1"', 'not json', '42', JSON.stringify('LISTEN x'), '', JSON.stringify('SET a.b = 1')].join('\n') + '\n');
+    await done;
+    const lines = chunks.join('').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(6);
+    expect(lines[0]).toEqual({ route: 'replica', pin: false, reason: 'SELECT without writes' });
+    expect(lines[1]).toHaveProperty('error');
+    expect(lines[2]).toHaveProperty('error');
+    expect(lines[3]).toEqual({ route: 'primary', pin: true, reason: 'LISTEN pins the session' });
+    expect(lines[4]).toHaveProperty('error');
+    expect(lines[5]).toMatchObject({ route: 'any', pin: false });
+  });
+});
