@@ -323,7 +323,7 @@ export class ClientSession implements ServerDataHandler {
   /** Describe or Close: 'S' names a statement (renamed), 'P' a portal (passed through). */
   private onDescribeOrClose(code: number, b: Buffer, start: number, end: number): boolean {
     const kind = b[start];
-    const [name] = readCString(b, start + 1, end);
+    const [name, afterName] = readCString(b, start + 1, end);
     const expect = code === FrontendCode.Describe ? Expect.Describe : Expect.Close;
     if (kind !== 0x53 || name === '') {
       const ready = this.beginExtendedUnit(kind === 0x53 ? this.lastUnnamedPayload?.classification : undefined);
@@ -356,7 +356,7 @@ export class ClientSession implements ServerDataHandler {
       return true;
     }
     this.prepareOnServer(statement);
-    this.inject(renameInMessage(code, b, start, start + 1, end - 1, end, statement.name));
+    this.inject(renameInMessage(code, b, start, start + 1, afterName, end, statement.name));
     this.queue.push(expect);
     return true;
   }
