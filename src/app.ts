@@ -11,6 +11,8 @@ import { Frontend } from './frontend/frontend.js';
 import { Metrics } from './metrics/metrics.js';
 import { PoolSet } from './pool/pool-set.js';
 import { Router } from './routing/router.js';
+import { VolatilityLoader } from './routing/volatility.js';
+import { monitorCredentials } from './cluster/credentials.js';
 import { silentLogger, type Logger } from './util/log.js';
 
 export interface AppOptions {
@@ -31,6 +33,7 @@ export class App {
   readonly users: UserDirectory;
   readonly frontend: Frontend;
   readonly admin: AdminServer;
+  readonly volatility: VolatilityLoader;
   readonly log: Logger;
   private secureContext: tls.SecureContext | undefined;
   listenAddress: AddressInfo | undefined;
@@ -60,6 +63,7 @@ export class App {
       users: this.users,
       tls: () => this.secureContext,
     });
+    this.volatility = new VolatilityLoader(this.topology, this.classifier, () => monitorCredentials(this.config), config.routing.volatility_refresh_ms, this.log);
     this.admin = new AdminServer(this.log);
     registerAdminRoutes(this.admin, this);
   }
@@ -68,6 +72,7 @@ export class App {
     const classifier = await Classifier.create({ functions: config.routing.functions });
     const app = new App(config, classifier, options);
     try {
+      await app.volatility.start();
       app.adminAddress = await app.admin.listen(config.admin.host, config.admin.port);
       app.listenAddress = await app.frontend.listen(config.listen.host, config.listen.port);
     } catch (error) {
@@ -88,6 +93,7 @@ export class App {
     this.users.configure(next.users);
     this.topology.configure(next.nodes);
     this.router.configure(routerOptions(next));
+    this.volatility.configure(next.routing.volatility_refresh_ms);
     this.pools.configure(next);
     this.secureContext = loadTls(next);
     this.log.info({ nodes: next.nodes.map((n) => n.name) }, 'configuration reloaded');
@@ -99,6 +105,7 @@ export class App {
     this.stopped = true;
     await this.frontend.stopAccepting();
     await this.frontend.closeAll(graceMs);
+    this.volatility.stop();
     this.pools.close();
     await this.admin.close();
     this.log.info('pgrelay stopped');

@@ -6,9 +6,10 @@
  *
  * User functions (calls that are neither known built-in reads nor known writers):
  * - `routing.functions.primary` / `.replica` decide first (at analysis time);
- * - then the volatility map (setVolatility): 'v' → primary; 's' or 'i' → may go to a replica;
- *   a name the map does not hold → a read (the map covers the database's functions, so the name is
- *   a built-in or does not exist);
+ * - then the volatility map (setVolatility, which covers pg_catalog too): 'v' → primary; 's' or
+ *   'i' → may go to a replica; a name the map does not hold → primary (a function created since
+ *   the map was read, or one that does not exist and will fail there), and onUnknownFunction is
+ *   told so that the map is read again;
  * - before the map has been set at all, a user function → primary (nothing is known yet).
  *
  * Hints: `/* pgrelay:primary *\/` sends anything to the primary. `/* pgrelay:replica *\/` sends a
@@ -67,6 +68,9 @@ export class Classifier {
    * (`f`) or schema-qualified ones (`app.f`); a call written `app.f()` looks up `app.f`, then `f`.
    * With overloads, give a name its most volatile value.
    */
+  /** told when a statement calls a function the volatility map does not hold (so it can be re-read) */
+  onUnknownFunction: ((name: string) => void) | undefined;
+
   setVolatility(map: ReadonlyMap<string, Volatility>): void {
     this.volatility = map;
     this.generation++;
@@ -143,6 +147,11 @@ export class Classifier {
         if (dot >= 0) v = map.get(name.slice(dot + 1));
       }
       if (v === 'v') return `calls volatile function ${name}()`;
+      if (v === undefined) {
+        // not in pg_proc when last read: created since, or a typo the server will report
+        this.onUnknownFunction?.(name);
+        return `calls ${name}() whose volatility is not known yet`;
+      }
     }
     return undefined;
   }

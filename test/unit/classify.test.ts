@@ -184,12 +184,15 @@ describe('user functions and volatility', () => {
     expect(c.reason).toContain('my_fn');
   });
 
-  it('volatile → primary, stable/immutable → replica, absent → replica', async () => {
+  it('volatile → primary, stable/immutable → replica, absent → primary and a re-read is asked for', async () => {
     const k = await Classifier.create();
+    const unknown: string[] = [];
+    k.onUnknownFunction = (name) => unknown.push(name);
     k.setVolatility(new Map([['v_fn', 'v'], ['s_fn', 's'], ['i_fn', 'i'], ['app.q', 'v']]));
     expect(k.classify('SELECT v_fn()')).toMatchObject({ route: 'primary', reason: 'calls volatile function v_fn()' });
     expect(k.classify('SELECT s_fn(), i_fn()').route).toBe('replica');
-    expect(k.classify('SELECT not_in_map()').route).toBe('replica');
+    expect(k.classify('SELECT not_in_map()').route).toBe('primary');
+    expect(unknown).toEqual(['not_in_map']);
     expect(k.classify('SELECT app.q()').route).toBe('primary');
     // a qualified call falls back to the bare name
     expect(k.classify('SELECT other.v_fn()').route).toBe('primary');
@@ -213,7 +216,7 @@ describe('user functions and volatility', () => {
 
   it('config forces functions either way', async () => {
     const k = await Classifier.create({ functions: { primary: ['reads_but_writes', 'app.audit'], replica: ['my_volatile_read', 'nextval'] } });
-    k.setVolatility(new Map([['my_volatile_read', 'v'], ['reads_but_writes', 's']]));
+    k.setVolatility(new Map([['my_volatile_read', 'v'], ['reads_but_writes', 's'], ['audit', 's']]));
     expect(k.classify('SELECT my_volatile_read()').route).toBe('replica');
     expect(k.classify('SELECT reads_but_writes()').route).toBe('primary');
     expect(k.classify('SELECT app.audit()').route).toBe('primary');

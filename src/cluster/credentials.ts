@@ -1,0 +1,23 @@
+import type { Config } from '../config/types.js';
+
+export interface Credentials {
+  user: string;
+  password: string;
+}
+
+/**
+ * The role pgrelay's own monitoring connections (health checks, lag monitor, pg_proc look-ups) log
+ * in as: `health.user/password`, else the first configured user with its server credentials.
+ */
+export function monitorCredentials(config: Config): Credentials {
+  if (config.health.user) return { user: config.health.user, password: config.health.password ?? '' };
+  const first = config.users[0];
+  if (!first) throw new Error('no users configured: set health.user for monitoring connections');
+  return { user: first.server_user ?? first.name, password: first.server_password ?? first.password };
+}
+
+/** The role that promotes and re-points nodes (a superuser): `failover.user/password`, else the monitor's. */
+export function adminCredentials(config: Config): Credentials {
+  if (config.failover.user) return { user: config.failover.user, password: config.failover.password ?? '' };
+  return monitorCredentials(config);
+}

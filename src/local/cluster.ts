@@ -1,0 +1,701 @@
+/**
+ * A local, RDS-like PostgreSQL cluster built from the machine's server binaries: a primary, a
+ * synchronous standby (Multi-AZ) and asynchronous read replicas, each a base backup of the
+ * primary streaming through its own replication slot. Used by `pgrelay demo`, the integration
+ * tests and the benchmarks.
+ *
+ * Layout: baseDir/<node>/{data/, postgresql.log, .s.PGSQL.<port>} and baseDir/pgpass (the libpq
+ * passfile used for replication and rewind, so no password is ever on a command line).
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { registerForExitCleanup, unregisterForExitCleanup, type ExitCleanup } from './exit-cleanup.js';
+import { findFreePort } from './free-port.js';
+import { conninfo, passfile, synchronousStandbyNames, type Settings } from './node-config.js';
+import {
+  findProcessesIn,
+  killProcessesInSync,
+  releaseOrphanSharedMemory,
+  runningPostmasterPid,
+  signalProcesses,
+  waitForExit,
+} from './node-processes.js';
+import {
+  baseBackup,
+  initdbPrimary,
+  isStandby,
+  NodeStartError,
+  rewind,
+  startPostgres,
+  stopPostgres,
+  stopPostgresSync,
+  updateAutoConf,
+  type NodeFiles,
+} from './node-setup.js';
+import { PgBinaries } from './pg-binaries.js';
+
+export type LocalRole = 'primary' | 'standby' | 'replica';
+
+export interface LocalNode {
+  name: string;
+  role: LocalRole;
+  host: string;
+  port: number;
+  dataDir: string;
+  logFile: string;
+}
+
+export interface LocalClusterOptions {
+  /** Default: a fresh directory under os.tmpdir(). */
+  baseDir?: string;
+  /** Asynchronous read replicas; default 2. */
+  replicas?: number;
+  /** A synchronous standby; default true. */
+  standby?: boolean;
+  /** Application credentials; default app/app/app. */
+  user?: string;
+  password?: string;
+  database?: string;
+  /** Default postgres/postgres. */
+  superuser?: string;
+  superuserPassword?: string;
+  /** Extra postgresql.conf settings for every node. */
+  settings?: Record<string, string | number>;
+  /** One call per visible step ("initdb primary", "base backup replica1", …). */
+  onProgress?: (step: string) => void;
+  /** Use these server binaries instead of searching for the newest installed. */
+  binDir?: string;
+}
+
+export type SignalName = 'SIGKILL' | 'SIGSTOP' | 'SIGCONT' | 'SIGTERM';
+
+const HOST = '127.0.0.1';
+/** Node names double as replication slot and application names: keep them to [a-z0-9_]. */
+const NODE_NAME = /^[a-z][a-z0-9_]{0,39}$/;
+const MAX_NODE_NAME_LENGTH = 40;
+/** sockaddr_un.sun_path holds 108 bytes including the terminating NUL. */
+const MAX_SOCKET_PATH = 107;
+const SOCKET_FILE_LENGTH = '/.s.PGSQL.65535'.length;
+const START_ATTEMPTS = 5;
+const POLL_MS = 25;
+const QUERY_TIMEOUT_MS = 60_000;
+
+interface NodeRecord {
+  node: LocalNode;
+  files: NodeFiles;
+  /** The node this one streams from (undefined for a primary). */
+  upstream: string | undefined;
+}
+
+interface BaseDirLayout {
+  baseDir: string;
+  /** The topmost directory we created for baseDir (baseDir or a parent): stop() removes it whole. */
+  createdDir: string | undefined;
+  /** A short directory under /tmp for sockets when baseDir is too long for a socket path. */
+  socketRoot: string | undefined;
+}
+
+export class LocalCluster implements ExitCleanup {
+  readonly baseDir: string;
+  readonly nodes: LocalNode[] = [];
+  readonly user: string;
+  readonly password: string;
+  readonly database: string;
+  readonly superuser: string;
+  readonly superuserPassword: string;
+
+  private readonly records = new Map<string, NodeRecord>();
+  private readonly passFile: string;
+  private readonly replicationUser: string;
+  private readonly replicationPassword: string;
+  private readonly settings: Record<string, string | number>;
+  private readonly progress: (step: string) => void;
+  private primaryName = 'primary';
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    private readonly bins: PgBinaries,
+    private readonly layout: BaseDirLayout,
+    options: LocalClusterOptions,
+  ) {
+    this.baseDir = layout.baseDir;
+    this.user = options.user ?? 'app';
+    this.password = options.password ?? 'app';
+    this.database = options.database ?? 'app';
+    this.superuser = options.superuser ?? 'postgres';
+    this.superuserPassword = options.superuserPassword ?? 'postgres';
+    this.settings = options.settings ?? {};
+    this.progress = options.onProgress ?? (() => {});
+    this.passFile = path.join(this.baseDir, 'pgpass');
+    // A dedicated replication role, unless the application or superuser already has that name.
+    const useSuperuser = [this.user, this.superuser].includes('replicator');
+    this.replicationUser = useSuperuser ? this.superuser : 'replicator';
+    this.replicationPassword = useSuperuser ? this.superuserPassword : randomBytes(18).toString('base64url');
+  }
+
+  /** Builds and starts the whole cluster; on failure everything built so far is torn down. */
+  static async create(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+    const bins = PgBinaries.find(options.binDir);
+    const layout = prepareBaseDir(bins, options.baseDir);
+    const cluster = new LocalCluster(bins, layout, options);
+    registerForExitCleanup(cluster);
+    try {
+      await cluster.build(options.standby ?? true, options.replicas ?? 2);
+    } catch (err) {
+      await cluster.stop().catch(() => {});
+      throw err;
+    }
+    return cluster;
+  }
+
+  node(name: string): LocalNode {
+    return this.record(name).node;
+  }
+
+  /** The node currently in the primary role (moved by promote()). */
+  primary(): LocalNode {
+    return this.record(this.primaryName).node;
+  }
+
+  url(name: string, opts: { superuser?: boolean; database?: string } = {}): string {
+    const node = this.node(name);
+    const [user, password] = opts.superuser ? [this.superuser, this.superuserPassword] : [this.user, this.password];
+    const database = opts.database ?? this.database;
+    const credentials = `${encodeURIComponent(user)}:${encodeURIComponent(password)}`;
+    return `postgres://${credentials}@${node.host}:${node.port}/${encodeURIComponent(database)}`;
+  }
+
+  /** Runs one statement on its own short-lived connection and returns the rows. */
+  async query<T = any>(
+    name: string,
+    sql: string,
+    params: unknown[] = [],
+    opts: { superuser?: boolean; database?: string } = {},
+  ): Promise<T[]> {
+    return this.withClient(name, opts, async (client) => (await client.query(sql, params)).rows as T[]);
+  }
+
+  async stopNode(name: string, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    this.progress(`stop ${name}`);
+    await stopPostgres(this.bins, this.record(name).files, mode);
+  }
+
+  /** Starts a stopped node on its port; copes with a stale postmaster.pid and lingering backends. */
+  async startNode(name: string): Promise<void> {
+    this.progress(`start ${name}`);
+    await startPostgres(this.bins, this.record(name).files);
+  }
+
+  /**
+   * SIGKILL and SIGTERM go to the postmaster only (SIGKILL is "kill -9 the primary": its backends
+   * then die on their own, or are killed by stopNode/startNode). SIGSTOP and SIGCONT go to every
+   * process of the node: freezing only the postmaster would leave open connections working.
+   */
+  async signalNode(name: string, signal: SignalName): Promise<void> {
+    const { files } = this.record(name);
+    if (signal === 'SIGSTOP' || signal === 'SIGCONT') {
+      const pids = findProcessesIn(files.dataDir);
+      if (pids.length === 0) throw new Error(`node ${name} is not running`);
+      signalProcesses(pids, signal);
+      return;
+    }
+    const pid = runningPostmasterPid(files.dataDir);
+    if (pid === undefined) throw new Error(`node ${name} is not running`);
+    process.kill(pid, signal);
+    if (signal === 'SIGKILL' && !(await waitForExit(pid, 5_000))) {
+      throw new Error(`postmaster ${pid} of ${name} survived SIGKILL`);
+    }
+  }
+
+  postmasterPid(name: string): number | undefined {
+    return runningPostmasterPid(this.record(name).files.dataDir);
+  }
+
+  /** Pauses WAL replay; returns once the node reports it paused (no new rows become visible). */
+  async pauseReplay(name: string): Promise<void> {
+    await this.superQuery(name, 'SELECT pg_wal_replay_pause()');
+    await this.pollUntil(`${name} to pause replay`, 10_000, async () => {
+      const [row] = await this.superQuery<{ state: string }>(name, 'SELECT pg_get_wal_replay_pause_state() AS state');
+      return row?.state === 'paused' ? true : undefined;
+    });
+  }
+
+  async resumeReplay(name: string): Promise<void> {
+    await this.superQuery(name, 'SELECT pg_wal_replay_resume()');
+  }
+
+  /**
+   * Promotes a standby or replica and makes it the primary. The former primary is counted as a
+   * 'replica' from then on: stop it, remove it, or rejoin it with repoint() (which rewinds it).
+   * The new primary has no synchronous standby until one is repointed to it or added.
+   */
+  async promote(name: string): Promise<void> {
+    const record = this.record(name);
+    if (name === this.primaryName) return;
+    this.progress(`promote ${name}`);
+    const args = ['promote', '-w', '-t', '60', '-s', '-D', record.files.dataDir];
+    await this.bins.run('pg_ctl', args, { cwd: record.files.nodeDir });
+    // PostgreSQL 15 promotes without waiting for a checkpoint, so pg_control still names the old
+    // timeline; pg_rewind (and anything reading pg_control_checkpoint()) would be misled by it.
+    await this.query(name, 'CHECKPOINT', [], { superuser: true, database: 'postgres' });
+    const former = this.records.get(this.primaryName);
+    if (former !== undefined) former.node.role = 'replica';
+    record.node.role = 'primary';
+    record.upstream = undefined;
+    this.primaryName = name;
+  }
+
+  /**
+   * Makes `name` stream from `primaryName`, through a slot created there. A standby just gets a
+   * new primary_conninfo and a reload (recovery_target_timeline='latest' makes it follow the new
+   * timeline). A node that is not a standby (a former primary) is stopped, rewound with
+   * pg_rewind onto the new timeline, and started as a standby.
+   */
+  async repoint(name: string, primaryName: string): Promise<void> {
+    const record = this.record(name);
+    const target = this.record(primaryName);
+    if (name === primaryName) throw new Error(`cannot repoint ${name} to itself`);
+    if (name === this.primaryName) throw new Error(`${name} is the primary; promote another node first`);
+    this.progress(`repoint ${name} to ${primaryName}`);
+    await this.ensureSlot(primaryName, name);
+    const upstreamSettings: Settings = {
+      primary_conninfo: this.primaryConninfo(name, target.node),
+      primary_slot_name: name,
+    };
+    if (!isStandby(record.files)) {
+      await this.rejoin(record, target.node, upstreamSettings);
+    } else if (runningPostmasterPid(record.files.dataDir) !== undefined) {
+      await this.alterSystem(name, upstreamSettings);
+    } else {
+      updateAutoConf(this.bins, record.files, upstreamSettings);
+    }
+    record.upstream = primaryName;
+    if (record.node.role === 'primary') record.node.role = 'replica';
+    await this.applySynchronousStandbys();
+  }
+
+  /** A new standby or replica of the current primary; a standby becomes its synchronous standby. */
+  async addNode(role: 'standby' | 'replica', opts: { name?: string } = {}): Promise<LocalNode> {
+    const name = opts.name ?? this.nextNodeName(role === 'standby' ? 'standby' : 'replica');
+    const record = await this.buildFollower(name, role, this.primaryName);
+    await this.applySynchronousStandbys();
+    await this.waitForStreaming([name]);
+    return record.node;
+  }
+
+  /** Stops a node, drops its slot on the primary (and its upstream) and deletes its files. */
+  async removeNode(name: string): Promise<void> {
+    const record = this.record(name);
+    if (name === this.primaryName) throw new Error(`${name} is the primary; promote another node first`);
+    this.progress(`remove ${name}`);
+    this.forget(name);
+    // First release the primary from waiting on it, should it be its synchronous standby.
+    await this.applySynchronousStandbys();
+    await stopPostgres(this.bins, record.files, 'immediate');
+    for (const holder of new Set([this.primaryName, record.upstream])) {
+      if (holder !== undefined && this.records.has(holder) && this.postmasterPid(holder) !== undefined) {
+        await this.dropSlot(holder, name);
+      }
+    }
+    removeNodeDirs(record);
+  }
+
+  /**
+   * Waits until the node has replayed everything the primary had written when called. LSNs alone
+   * would mislead across a failover: a node stuck on a diverged old timeline can be "ahead" of
+   * the new primary, so the node must also be receiving the primary's timeline.
+   */
+  async waitForReplay(name: string, timeoutMs = 30_000): Promise<void> {
+    if (name === this.primaryName) return;
+    const [row] = await this.superQuery<{ lsn: string; timeline: number }>(
+      this.primaryName,
+      `SELECT pg_current_wal_lsn()::text AS lsn,
+              ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline`,
+    );
+    const { lsn, timeline } = row!;
+    await this.pollUntil(`${name} to replay up to ${lsn} on timeline ${timeline}`, timeoutMs, async () => {
+      const [replay] = await this.superQuery<{ done: boolean | null }>(
+        name,
+        `SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn
+                AND (SELECT received_tli FROM pg_stat_wal_receiver) = $2 AS done`,
+        [lsn, timeline],
+      );
+      return replay?.done === true ? true : undefined;
+    });
+  }
+
+  /** Stops every node (immediate), kills leftovers and removes the files. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.progress('stop cluster');
+      const records = [...this.records.values()];
+      await Promise.all(records.map((record) => stopPostgres(this.bins, record.files, 'immediate').catch(() => {})));
+      this.stopSync(); // kills anything still there and removes the files
+    })();
+    return this.stopping;
+  }
+
+  /** Synchronous teardown for the process-exit safety net (ExitCleanup). */
+  stopSync(): void {
+    unregisterForExitCleanup(this);
+    for (const record of this.records.values()) {
+      stopPostgresSync(this.bins, record.files);
+      killProcessesInSync(record.files.dataDir);
+      releaseOrphanSharedMemory(record.files.dataDir);
+      removeNodeDirs(record);
+    }
+    fs.rmSync(this.passFile, { force: true });
+    if (this.layout.createdDir !== undefined) fs.rmSync(this.layout.createdDir, { recursive: true, force: true });
+    else removeIfEmpty(this.baseDir);
+    if (this.layout.socketRoot !== undefined) fs.rmSync(this.layout.socketRoot, { recursive: true, force: true });
+  }
+
+  // ---- building ----
+
+  private async build(standby: boolean, replicas: number): Promise<void> {
+    this.bins.writeFile(
+      this.passFile,
+      passfile([
+        { host: HOST, user: this.replicationUser, password: this.replicationPassword },
+        { host: HOST, user: this.superuser, password: this.superuserPassword },
+      ]),
+    );
+    const primary = await this.defineNode('primary', 'primary', undefined);
+    await this.initPrimary(primary);
+    this.progress('start primary');
+    await this.startNew(primary);
+    this.progress('create roles and database');
+    await this.createRoles();
+
+    const followers: [string, 'standby' | 'replica'][] = [];
+    if (standby) followers.push(['standby1', 'standby']);
+    for (let i = 1; i <= replicas; i++) followers.push([`replica${i}`, 'replica']);
+    // Base backups run side by side: each is mostly waiting on its own checkpoint and copy. All
+    // must have settled before a failure tears the cluster down, or a node could start after it.
+    const built = await Promise.allSettled(followers.map(([name, role]) => this.buildFollower(name, role, 'primary')));
+    const failure = built.find((result) => result.status === 'rejected');
+    if (failure !== undefined) throw failure.reason;
+    await this.applySynchronousStandbys();
+    await this.waitForStreaming(followers.map(([name]) => name));
+  }
+
+  private async initPrimary(record: NodeRecord): Promise<void> {
+    this.progress('initdb primary');
+    const passwordFile = path.join(this.baseDir, '.initdb-password');
+    this.bins.writeFile(passwordFile, `${this.superuserPassword}\n`);
+    try {
+      await initdbPrimary(this.bins, record.files, { superuser: this.superuser, passwordFile, settings: this.settings });
+    } finally {
+      fs.rmSync(passwordFile, { force: true });
+    }
+    updateAutoConf(this.bins, record.files, this.ownSettings(record));
+  }
+
+  private async createRoles(): Promise<void> {
+    await this.withClient('primary', { superuser: true, database: 'postgres' }, async (client) => {
+      const user = client.escapeIdentifier(this.user);
+      if (this.user !== this.superuser) {
+        await client.query(`CREATE ROLE ${user} LOGIN PASSWORD ${client.escapeLiteral(this.password)}`);
+        // Lets the application (and pgrelay's lag monitor) read pg_stat_replication and friends.
+        await client.query(`GRANT pg_monitor TO ${user}`);
+      }
+      if (this.database !== 'postgres') {
+        await client.query(`CREATE DATABASE ${client.escapeIdentifier(this.database)} OWNER ${user}`);
+      }
+      if (this.replicationUser !== this.superuser) {
+        const role = client.escapeIdentifier(this.replicationUser);
+        await client.query(`CREATE ROLE ${role} LOGIN REPLICATION PASSWORD ${client.escapeLiteral(this.replicationPassword)}`);
+      }
+    });
+  }
+
+  /** Base backup of `sourceName` through a new slot there, per-node settings, start. */
+  private async buildFollower(name: string, role: 'standby' | 'replica', sourceName: string): Promise<NodeRecord> {
+    const source = this.record(sourceName).node;
+    const record = await this.defineNode(name, role, sourceName);
+    await this.ensureSlot(sourceName, name);
+    this.progress(`base backup ${name}`);
+    await baseBackup(this.bins, record.files, {
+      sourceConninfo: this.primaryConninfo(name, source),
+      slotName: name,
+      passFile: this.passFile,
+    });
+    updateAutoConf(this.bins, record.files, this.ownSettings(record));
+    this.progress(`start ${name}`);
+    await this.startNew(record);
+    return record;
+  }
+
+  /** Registers a node with a free port and creates its directories. */
+  private async defineNode(name: string, role: LocalRole, upstream: string | undefined): Promise<NodeRecord> {
+    if (!NODE_NAME.test(name)) {
+      throw new Error(`invalid node name "${name}": use [a-z][a-z0-9_]*, at most ${MAX_NODE_NAME_LENGTH} characters`);
+    }
+    if (this.records.has(name)) throw new Error(`node ${name} already exists`);
+    const nodeDir = path.join(this.baseDir, name);
+    const socketDir = this.layout.socketRoot === undefined ? nodeDir : path.join(this.layout.socketRoot, name);
+    const node: LocalNode = {
+      name,
+      role,
+      host: HOST,
+      port: await findFreePort(HOST),
+      dataDir: path.join(nodeDir, 'data'),
+      logFile: path.join(nodeDir, 'postgresql.log'),
+    };
+    const files: NodeFiles = { name, nodeDir, dataDir: node.dataDir, logFile: node.logFile, socketDir };
+    const record: NodeRecord = { node, files, upstream };
+    this.records.set(name, record);
+    this.nodes.push(node);
+    this.bins.mkdir(nodeDir);
+    if (socketDir !== nodeDir) this.bins.mkdir(socketDir);
+    return record;
+  }
+
+  /** First start of a new node: a port taken since we picked it is replaced by another. */
+  private async startNew(record: NodeRecord): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await startPostgres(this.bins, record.files);
+        return;
+      } catch (err) {
+        if (!(err instanceof NodeStartError && err.portInUse) || attempt >= START_ATTEMPTS) throw err;
+        record.node.port = await findFreePort(HOST);
+        updateAutoConf(this.bins, record.files, { port: record.node.port });
+      }
+    }
+  }
+
+  /**
+   * Settings that belong to one node and must not be inherited through a base backup or rewind.
+   * In particular synchronous_standby_names is cleared: a copy of the primary's would make this
+   * node, once promoted, wait forever for a synchronous partner on every commit.
+   */
+  private ownSettings(record: NodeRecord): Settings {
+    const settings: Settings = {
+      port: record.node.port,
+      unix_socket_directories: record.files.socketDir,
+      cluster_name: record.node.name,
+      synchronous_standby_names: '',
+    };
+    if (record.upstream !== undefined) {
+      settings['primary_conninfo'] = this.primaryConninfo(record.node.name, this.record(record.upstream).node);
+      settings['primary_slot_name'] = record.node.name;
+    }
+    return settings;
+  }
+
+  /** How `name` connects to its upstream; application_name is what synchronous_standby_names matches. */
+  private primaryConninfo(name: string, upstream: LocalNode): string {
+    return conninfo({
+      host: upstream.host,
+      port: upstream.port,
+      user: this.replicationUser,
+      passfile: this.passFile,
+      application_name: name,
+    });
+  }
+
+  // ---- topology changes ----
+
+  private async rejoin(record: NodeRecord, target: LocalNode, upstreamSettings: Settings): Promise<void> {
+    this.progress(`rewind ${record.node.name}`);
+    await stopPostgres(this.bins, record.files, 'fast');
+    // pg_rewind reads the source's timeline from its pg_control, which a freshly promoted node
+    // (promoted by us or by pgrelay's pg_promote()) only updates at its next checkpoint.
+    await this.query(target.name, 'CHECKPOINT', [], { superuser: true, database: 'postgres' });
+    const source = conninfo({ host: target.host, port: target.port, user: this.superuser, dbname: 'postgres' });
+    await rewind(this.bins, record.files, source, this.passFile);
+    updateAutoConf(this.bins, record.files, { ...this.ownSettings(record), ...upstreamSettings });
+    await startPostgres(this.bins, record.files);
+  }
+
+  /** Points the primary's synchronous_standby_names at the standbys that follow it. */
+  private async applySynchronousStandbys(): Promise<void> {
+    const primary = this.records.get(this.primaryName);
+    if (primary === undefined || this.postmasterPid(this.primaryName) === undefined) return;
+    const standbys = [...this.records.values()]
+      .filter((r) => r.node.role === 'standby' && r.upstream === this.primaryName)
+      .map((r) => r.node.name);
+    const wanted = synchronousStandbyNames(standbys);
+    const [row] = await this.superQuery<{ value: string }>(
+      this.primaryName,
+      "SELECT current_setting('synchronous_standby_names') AS value",
+    );
+    if (row?.value === wanted) return;
+    this.progress(`synchronous standby ${standbys.join(', ') || 'none'}`);
+    await this.alterSystem(this.primaryName, { synchronous_standby_names: wanted });
+  }
+
+  /** ALTER SYSTEM SET … then a reload; returns once a new session sees the values. */
+  private async alterSystem(name: string, settings: Settings): Promise<void> {
+    await this.withClient(name, { superuser: true, database: 'postgres' }, async (client) => {
+      for (const [key, value] of Object.entries(settings)) {
+        await client.query(`ALTER SYSTEM SET ${client.escapeIdentifier(key)} = ${client.escapeLiteral(String(value))}`);
+      }
+      await client.query('SELECT pg_reload_conf()');
+    });
+    await this.pollUntil(`${name} to reload its configuration`, 10_000, async () => {
+      for (const [key, value] of Object.entries(settings)) {
+        const [row] = await this.superQuery<{ value: string }>(name, 'SELECT current_setting($1) AS value', [key]);
+        if (row?.value !== String(value)) return undefined;
+      }
+      return true;
+    });
+  }
+
+  private async ensureSlot(holder: string, slotName: string): Promise<void> {
+    await this.superQuery(
+      holder,
+      `SELECT pg_create_physical_replication_slot($1, true)
+        WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`,
+      [slotName],
+    );
+  }
+
+  /** Drops a slot once its walsender has noticed the node is gone (an active slot cannot be dropped). */
+  private async dropSlot(holder: string, slotName: string): Promise<void> {
+    await this.pollUntil(`slot ${slotName} on ${holder} to be dropped`, 15_000, async () => {
+      const rows = await this.superQuery<{ active: boolean }>(
+        holder,
+        `SELECT active, CASE WHEN NOT active THEN pg_drop_replication_slot(slot_name) END
+           FROM pg_replication_slots WHERE slot_name = $1`,
+        [slotName],
+      );
+      return rows.length === 0 || rows.every((row) => !row.active) ? true : undefined;
+    });
+  }
+
+  /** Until the primary streams to each named node, and a synchronous standby (if any) is 'sync'. */
+  private async waitForStreaming(names: readonly string[]): Promise<void> {
+    this.progress('wait for streaming');
+    const followsPrimary = (record: NodeRecord) => record.upstream === this.primaryName;
+    const expectSync = [...this.records.values()].some((r) => r.node.role === 'standby' && followsPrimary(r));
+    await this.pollUntil(`streaming to ${names.join(', ')}`, 60_000, async () => {
+      const rows = await this.query<{ application_name: string; state: string; sync_state: string }>(
+        this.primaryName,
+        'SELECT application_name, state, sync_state FROM pg_stat_replication',
+      );
+      const streaming = new Set(rows.filter((r) => r.state === 'streaming').map((r) => r.application_name));
+      const expected = names.filter((name) => this.records.has(name) && followsPrimary(this.record(name)));
+      if (!expected.every((name) => streaming.has(name))) return undefined;
+      if (expectSync && !rows.some((r) => r.sync_state === 'sync')) return undefined;
+      return true;
+    });
+  }
+
+  // ---- helpers ----
+
+  private record(name: string): NodeRecord {
+    const record = this.records.get(name);
+    if (record === undefined) {
+      throw new Error(`no node named "${name}" in this cluster (nodes: ${[...this.records.keys()].join(', ')})`);
+    }
+    return record;
+  }
+
+  private forget(name: string): void {
+    this.records.delete(name);
+    const index = this.nodes.findIndex((node) => node.name === name);
+    if (index >= 0) this.nodes.splice(index, 1);
+  }
+
+  private nextNodeName(prefix: string): string {
+    for (let i = 1; ; i++) if (!this.records.has(`${prefix}${i}`)) return `${prefix}${i}`;
+  }
+
+  private superQuery<T>(name: string, sql: string, params: unknown[] = []): Promise<T[]> {
+    return this.query<T>(name, sql, params, { superuser: true });
+  }
+
+  private async withClient<T>(
+    name: string,
+    opts: { superuser?: boolean; database?: string },
+    use: (client: pg.Client) => Promise<T>,
+  ): Promise<T> {
+    const node = this.node(name);
+    const client = new pg.Client({
+      host: node.host,
+      port: node.port,
+      user: opts.superuser ? this.superuser : this.user,
+      password: opts.superuser ? this.superuserPassword : this.password,
+      database: opts.database ?? this.database,
+      connectionTimeoutMillis: 10_000,
+      query_timeout: QUERY_TIMEOUT_MS,
+    });
+    client.on('error', () => {}); // a node killed under an idle client must not crash the process
+    try {
+      await client.connect();
+      return await use(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  /** Retries `check` (errors count as "not yet") until it returns a value or time runs out. */
+  private async pollUntil<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    let lastError: unknown;
+    for (;;) {
+      try {
+        const result = await check();
+        if (result !== undefined) return result;
+      } catch (err) {
+        lastError = err;
+      }
+      if (Date.now() > deadline) {
+        const detail = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+  }
+}
+
+/**
+ * The cluster's base directory, owned by the server user. Its parents must be traversable by that
+ * user (a mkdtemp under /root would not be), which is checked here with a clear message.
+ */
+function prepareBaseDir(bins: PgBinaries, requested: string | undefined): BaseDirLayout {
+  let createdDir: string | undefined;
+  if (requested === undefined) {
+    createdDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-'));
+  } else {
+    createdDir = fs.mkdirSync(requested, { recursive: true });
+  }
+  // /proc/PID/cwd shows resolved paths; node processes are found by comparing with it.
+  if (createdDir !== undefined) createdDir = fs.realpathSync(createdDir);
+  const baseDir = fs.realpathSync(requested ?? createdDir!);
+  fs.chmodSync(baseDir, 0o755);
+  bins.chown(baseDir);
+  if (!bins.canUseDirectory(baseDir)) {
+    if (createdDir !== undefined) fs.rmSync(createdDir, { recursive: true, force: true });
+    throw new Error(
+      `the ${bins.runAs?.name ?? 'current'} OS user cannot write to ${baseDir}: every parent directory must be ` +
+        'traversable (chmod o+x), or pass another baseDir',
+    );
+  }
+  const longestSocketPath = path.join(baseDir, 'x'.repeat(MAX_NODE_NAME_LENGTH)).length + SOCKET_FILE_LENGTH;
+  let socketRoot: string | undefined;
+  if (longestSocketPath > MAX_SOCKET_PATH) {
+    socketRoot = fs.mkdtempSync('/tmp/pgr-');
+    fs.chmodSync(socketRoot, 0o755);
+    bins.chown(socketRoot);
+  }
+  return { baseDir, createdDir, socketRoot };
+}
+
+function removeNodeDirs(record: NodeRecord): void {
+  fs.rmSync(record.files.nodeDir, { recursive: true, force: true });
+  if (record.files.socketDir !== record.files.nodeDir) fs.rmSync(record.files.socketDir, { recursive: true, force: true });
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    fs.rmdirSync(dir);
+  } catch {
+    // not empty or already gone: leave what is not ours
+  }
+}
