@@ -29,6 +29,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     standby: options.standby,
     onProgress: (step) => out.write(`  … ${step}\n`),
   });
+  out.write(`  … cluster files in ${cluster.baseDir} (removed on stop)\n`);
   let app: App | undefined;
   let stopping: Promise<void> | undefined;
   const stop = () =>
