@@ -33,28 +33,10 @@ export interface NodeStatus {
   lastError: string | undefined;
 }
 
-/**
- * A change of primary, recorded by the failover module once writes flow on the new primary; shown
- * by /status and the topology page, counted in pgrelay_failovers_total and
- * pgrelay_failover_duration_seconds.
- */
-export interface FailoverRecord {
-  kind: 'failover' | 'switchover' | 'follow';
-  from: string | undefined;
-  to: string;
-  /** why, in words (e.g. "primary down: 3 health checks failed") */
-  reason: string;
-  /** epoch milliseconds when the failover began (detection or switchover request) */
-  startedAt: number;
-  durationMs: number;
-}
-
 export class Topology extends EventEmitter {
   readonly nodes = new Map<string, NodeStatus>();
   /** the node that takes writes, if any is known to be up */
   primaryName: string | undefined;
-  /** the last failover or switchover (see recordFailover) */
-  lastFailover: FailoverRecord | undefined;
   /** bumped on every change that can affect routing */
   version = 0;
 
@@ -124,12 +106,6 @@ export class Topology extends EventEmitter {
       }
     }
     this.changed();
-  }
-
-  /** The failover module reports a completed change of primary (emits 'failover'). */
-  recordFailover(record: FailoverRecord): void {
-    this.lastFailover = record;
-    this.emit('failover', record);
   }
 
   changed(): void {
