@@ -12,6 +12,8 @@ export interface ServerStatement {
   /** the complete Parse message with the server-side name, ready to write */
   readonly parse: Buffer;
   readonly classification: Classification;
+  /** a server accepted this Parse once: later Parses of it are answered without a server */
+  parsed: boolean;
 }
 
 export class StatementRegistry {
@@ -30,7 +32,7 @@ export class StatementRegistry {
     if (statement) return statement;
     if (this.byKey.size >= this.maxEntries) this.byKey.clear(); // names stay unique: counter keeps going
     const name = `pgrelay_${(++this.counter).toString(36)}`;
-    statement = { name, text, parse: buildParse(name, rest), classification };
+    statement = { name, text, parse: buildParse(name, rest), classification, parsed: false };
     this.byKey.set(key, statement);
     return statement;
   }

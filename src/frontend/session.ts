@@ -26,6 +26,8 @@ interface StatementPayload {
   classification: Classification;
   /** the text the classification was made from, for the values of SET effects */
   text: string;
+  /** on a Parse entry: the shared statement it prepares (marked parsed, or forgotten on error) */
+  statement?: ServerStatement;
 }
 
 let unnamedTokens = 0;
@@ -267,6 +269,18 @@ export class ClientSession implements ServerDataHandler {
     const [name, textStart] = readCString(b, start, end);
     const [text] = readCString(b, textStart, end);
     const classification = this.ctx.classifier.classify(text);
+    if (name !== '' && !this.orphanedTransaction) {
+      const statement = this.ctx.statements.intern(text, b.subarray(textStart, end), classification);
+      if (statement.parsed) {
+        // The text parsed on a server before: map the client's name and answer ParseComplete
+        // without a server connection; each connection prepares it when a Bind or Describe needs
+        // it there. A client that prepares (Parse + Sync) while its other work holds every
+        // server connection, as pgbench -M prepared does, must not wait for one.
+        this.statements.set(name, statement);
+        this.answerParseComplete();
+        return true;
+      }
+    }
     const payload: StatementPayload = { classification, text };
     const ready = this.beginExtendedUnit(classification);
     if (ready !== OK) return ready === FAILED;
@@ -287,9 +301,21 @@ export class ClientSession implements ServerDataHandler {
     } else {
       this.inject(statement.parse);
       this.server!.prepared.add(statement.name);
-      this.queue.push(Expect.Parse);
+      this.queue.push(Expect.Parse, { classification, text, statement });
     }
     return true;
+  }
+
+  /** ParseComplete made by pgrelay, in order with what the server still owes. */
+  private answerParseComplete(): void {
+    if (this.server) {
+      this.queue.push(Expect.SyntheticParseComplete);
+      this.emitSynthetic();
+      return;
+    }
+    // nothing in flight: the unit has begun without a server connection (its Sync is answered here)
+    this.unitOpen = true;
+    this.sendToClient(parseComplete);
   }
 
   private onBind(b: Buffer, start: number, end: number): boolean {
@@ -554,7 +580,7 @@ export class ClientSession implements ServerDataHandler {
     if (server.prepared.has(statement.name)) return;
     this.inject(statement.parse);
     server.prepared.add(statement.name);
-    this.queue.push(Expect.Parse | SWALLOW);
+    this.queue.push(Expect.Parse | SWALLOW, { classification: statement.classification, text: statement.text, statement });
   }
 
   /** Adds a client message to the run of bytes to forward unchanged. */
@@ -728,11 +754,16 @@ export class ClientSession implements ServerDataHandler {
 
   /** Queue bookkeeping once a server message has fully passed. */
   private endMessage(code: number): void {
+    const dropped = this.dropping;
     this.dropping = false;
     const kind = this.queue.peekKind();
     switch (code) {
       case BackendCode.ParseComplete:
-        if (kind === Expect.Parse) this.queue.shift();
+        if (kind === Expect.Parse) {
+          const statement = this.queue.peekPayload()?.statement;
+          if (statement) statement.parsed = true;
+          this.queue.shift();
+        }
         break;
       case BackendCode.BindComplete:
         if (kind === Expect.Bind) this.queue.shift();
@@ -753,10 +784,16 @@ export class ClientSession implements ServerDataHandler {
         }
         break;
       case BackendCode.ErrorResponse:
-        this.unitHadError = true;
+        // an error of pgrelay's own state replay is not the client's unit failing
+        if (!dropped) this.unitHadError = true;
         if (kind !== Expect.Query && kind !== 0) {
-          // extended protocol: the server skips everything up to Sync
-          while (this.queue.length > 0 && this.queue.peekKind() !== Expect.Sync && this.queue.peekKind() !== Expect.Query) this.queue.shift();
+          // extended protocol: the server skips everything up to Sync; a Parse that failed or was
+          // skipped left no statement behind on this connection
+          while (this.queue.length > 0 && this.queue.peekKind() !== Expect.Sync && this.queue.peekKind() !== Expect.Query) {
+            const statement = this.queue.peekKind() === Expect.Parse ? this.queue.peekPayload()?.statement : undefined;
+            if (statement) this.server?.prepared.delete(statement.name);
+            this.queue.shift();
+          }
         }
         break;
       case BackendCode.ReadyForQuery: {
