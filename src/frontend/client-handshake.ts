@@ -28,6 +28,8 @@ export interface HandshakeOptions {
   maxStartupBytes: number;
   /** a CancelRequest arrived: the handshake ends there */
   onCancel(processId: number, secretKey: number): void;
+  /** the connection is now TLS: what pgrelay says from here on (errors too) goes through `socket` */
+  onTls?(socket: tls.TLSSocket): void;
 }
 
 export interface Handshake {
@@ -90,6 +92,7 @@ export function clientHandshake(initial: net.Socket, options: HandshakeOptions):
                 socket.off('close', onClose);
                 socket = tlsSocket;
                 secure = true;
+                options.onTls?.(tlsSocket);
                 socket.on('data', onData);
                 socket.on('close', onClose);
                 socket.on('error', (error) => finish(new ProxyError(SqlState.protocolViolation, `TLS handshake failed: ${error.message}`, { severity: 'FATAL' })));
@@ -171,14 +174,16 @@ function startAuth(options: HandshakeOptions, user: string, socket: net.Socket):
     if (!entry) throw new ProxyError(SqlState.invalidAuthorization, `role "${user}" is not allowed to connect through pgrelay`, { severity: 'FATAL' });
     return { done: true, step() {} };
   }
-  if (options.authMethod === 'md5' && entry?.password !== undefined) {
+  // md5: an unknown user is asked for an md5 password too, and refused the same way as a wrong
+  // password (the method asked for must not tell which users exist)
+  if (options.authMethod === 'md5' && (entry === undefined || entry.password !== undefined)) {
     const salt = randomBytes(4);
     socket.write(authenticationMd5(salt));
     return {
       done: false,
       step(body) {
         const [response] = readCString(body, 0, body.length);
-        if (!verifyMd5Response(user, entry.password!, salt, response)) throw passwordFailed(user);
+        if (entry?.password === undefined || !verifyMd5Response(user, entry.password, salt, response)) throw passwordFailed(user);
         this.done = true;
       },
     };

@@ -116,9 +116,11 @@ export class Frontend implements SessionContext {
       this.sockets.delete(socket);
       this.metrics.clientConnections.set(this.sockets.size);
     });
+    // the socket pgrelay answers on: the TLS socket once the client asked for TLS
+    let current: net.Socket = socket;
     const timer = setTimeout(() => {
       this.metrics.clientsRefused.labels('startup_timeout').inc();
-      socket.end(errorResponse({ severity: 'FATAL', code: SqlState.protocolViolation, message: 'canceling authentication due to timeout' }));
+      current.end(errorResponse({ severity: 'FATAL', code: SqlState.protocolViolation, message: 'canceling authentication due to timeout' }));
       socket.destroy();
     }, config.client.startup_timeout_ms);
     clientHandshake(socket, {
@@ -128,6 +130,7 @@ export class Frontend implements SessionContext {
       tlsRequired: config.tls.required,
       maxStartupBytes: 10_000,
       onCancel: (processId, secretKey) => this.cancelByKey(processId, secretKey),
+      onTls: (tlsSocket) => (current = tlsSocket),
     })
       .then((handshake) => {
         if (!handshake) {
@@ -139,7 +142,7 @@ export class Frontend implements SessionContext {
       .catch((error: unknown) => {
         clearTimeout(timer);
         if (error instanceof ProxyError && error.sqlstate === SqlState.invalidPassword) this.metrics.authFailures.inc();
-        this.sendFatal(socket, error);
+        this.sendFatal(current, error);
       });
   }
 

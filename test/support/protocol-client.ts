@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { serialize } from 'pg-protocol';
 import { ScramClientExchange } from '../../src/auth/scram.js';
@@ -5,7 +6,7 @@ import type { SharedCluster } from './shared-cluster.js';
 
 /**
  * A minimal PostgreSQL wire client for protocol-level tests: the startup (any protocol version,
- * any packet), login with SCRAM-SHA-256 or trust, then raw messages. Frontend
+ * any packet), login (SCRAM-SHA-256, md5, cleartext or trust), then raw messages. Frontend
  * messages come from pg-protocol's serializer; backend messages are cut here, independently of
  * pgrelay's own framing code.
  */
@@ -89,6 +90,8 @@ export class RawClient {
             this.send(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
           } else if (kind === 11) this.send(serialize.sendSCRAMClientFinalMessage(scram!.handleServerFirst(m.body.toString('utf8', 4))));
           else if (kind === 12) scram!.verifyServerFinal(m.body.toString('utf8', 4));
+          else if (kind === 5) this.send(serialize.password(md5Response(login.user, login.password, m.body.subarray(4, 8))));
+          else if (kind === 3) this.send(serialize.password(login.password));
           else if (kind !== 0) throw new Error(`unsupported authentication request ${kind}`);
           break;
         }
@@ -186,6 +189,12 @@ export class ServerError extends Error {
     this.code = fields.get('C') ?? '';
     this.severity = fields.get('S') ?? '';
   }
+}
+
+/** libpq's md5 answer: "md5" + md5(md5(password + user) + salt), computed here independently. */
+function md5Response(user: string, password: string, salt: Buffer): string {
+  const inner = createHash('md5').update(password + user).digest('hex');
+  return `md5${createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex')}`;
 }
 
 /** Fields of an ErrorResponse/NoticeResponse body by their one-letter code. */
