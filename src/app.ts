@@ -19,6 +19,8 @@ export interface AppOptions {
   log?: Logger;
   /** collect process metrics (off in tests that start many apps in one process) */
   processMetrics?: boolean;
+  /** the file the config came from: SIGHUP and POST /admin/reload re-read it */
+  configPath?: string;
 }
 
 /**
@@ -39,6 +41,8 @@ export class App {
   listenAddress: AddressInfo | undefined;
   adminAddress: AddressInfo | undefined;
   private stopped = false;
+  readonly configPath: string | undefined;
+  readonly startedAt = Date.now();
 
   private constructor(
     private config: Config,
@@ -46,6 +50,7 @@ export class App {
     options: AppOptions,
   ) {
     this.log = options.log ?? silentLogger;
+    this.configPath = options.configPath;
     this.metrics = new Metrics({ processMetrics: options.processMetrics ?? true });
     this.topology = new Topology(config.nodes);
     this.router = new Router(this.topology, routerOptions(config));
@@ -89,14 +94,20 @@ export class App {
 
   /** Applies a new config without dropping clients (listen/admin addresses need a restart). */
   reload(next: Config): void {
+    // the one step that can fail (reading the certificate files) comes before anything is applied
+    const secureContext = loadTls(next);
     this.config = next;
     this.users.configure(next.users);
     this.topology.configure(next.nodes);
     this.router.configure(routerOptions(next));
     this.volatility.configure(next.routing.volatility_refresh_ms);
     this.pools.configure(next);
-    this.secureContext = loadTls(next);
-    this.log.info({ nodes: next.nodes.map((n) => n.name) }, 'configuration reloaded');
+    this.secureContext = secureContext;
+  }
+
+  /** stop() was called: /health answers 503 from then on */
+  get stopping(): boolean {
+    return this.stopped;
   }
 
   /** Stops accepting, lets running transactions finish (bounded by graceMs), then closes everything. */

@@ -1,7 +1,8 @@
 /**
  * Process entry: the command line and signals. The only file that touches process.* for control.
  *
- *   pgrelay start --config FILE     run the proxy
+ *   pgrelay start --config FILE [--grace-ms MS]
+ *                                   run the proxy; SIGHUP reloads FILE, SIGTERM/SIGINT stop gracefully
  *   pgrelay demo [--replicas N] [--standby 0|1] [--port P] [--admin-port P]
  *   pgrelay classify                JSON string per line on stdin → decision per line on stdout
  *   pgrelay check-config FILE
@@ -14,10 +15,14 @@ import { loadConfig } from './config/load.js';
 import { InvalidConfigError } from './config/issues.js';
 import { runDemo } from './demo.js';
 import { printStatus } from './admin/status-command.js';
+import { handleSignals } from './admin/signal-handlers.js';
 import { createLogger } from './util/log.js';
 
+/** SIGTERM lets running transactions finish for this long (below Kubernetes' 30 s default grace). */
+const DEFAULT_GRACE_MS = 20_000;
+
 const USAGE = `usage:
-  pgrelay start --config FILE
+  pgrelay start --config FILE [--grace-ms 20000]
   pgrelay demo [--replicas N] [--standby 0|1] [--port PORT] [--admin-port PORT]
   pgrelay classify            (one JSON string per line on stdin)
   pgrelay check-config FILE
@@ -29,7 +34,7 @@ async function main(argv: string[]): Promise<number> {
   const flags = parseFlags(rest);
   switch (command) {
     case 'start':
-      return start(flags.get('config') ?? flags.get('_0'));
+      return start(flags.get('config') ?? flags.get('_0'), intFlag(flags, 'grace-ms', DEFAULT_GRACE_MS));
     case 'demo':
       return runDemo({
         replicas: intFlag(flags, 'replicas', 2),
@@ -65,7 +70,7 @@ function usage(): number {
   return 2;
 }
 
-async function start(path: string | undefined): Promise<number> {
+async function start(path: string | undefined, graceMs: number): Promise<number> {
   if (!path) return usage();
   let config;
   try {
@@ -78,25 +83,18 @@ async function start(path: string | undefined): Promise<number> {
     throw error;
   }
   const log = createLogger({ level: config.log.level, pretty: config.log.format === 'pretty' });
-  const app = await App.start(config, { log });
+  const app = await App.start(config, { log, configPath: path });
   const address = app.listenAddress!;
   const user = config.users[0]!.name;
   process.stdout.write(`pgrelay ready postgres://${user}:***@${address.address}:${address.port}/${user}\n`);
-  process.on('SIGHUP', () => {
-    try {
-      app.reload(loadConfig(path));
-    } catch (error) {
-      log.error({ err: error instanceof Error ? error.message : String(error) }, 'configuration reload rejected; keeping the running configuration');
-    }
+  const signals = handleSignals(app, {
+    signals: process,
+    configPath: path,
+    graceMs,
+    onForcedExit: () => process.exit(1),
   });
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      log.info('stopping: waiting for running transactions');
-      void app.stop(10_000).then(resolve);
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  await signals.stopped;
+  signals.dispose();
   return 0;
 }
 

@@ -1,44 +1,66 @@
 import type { TextSink } from '../config/check.js';
+import type { StatusDocument, StatusNode } from './status.js';
 
-interface StatusNode {
-  name: string;
-  role: string;
-  host: string;
-  port: number;
-  up: boolean;
-  fenced: boolean;
-  lag_bytes: number | null;
-  lag_seconds: number | null;
-  fresh: boolean;
-  inflight: number;
-  pools: { idle: number; active: number; waiting: number }[];
-}
+/** What the table needs from /status (older or newer pgrelays may send more or less). */
+type StatusForTable = Pick<StatusDocument, 'primary' | 'consistency' | 'clients'> &
+  Partial<Pick<StatusDocument, 'health' | 'max_lag_ms' | 'last_failover' | 'draining_pools'>> & {
+    nodes: (Pick<StatusNode, 'name' | 'role' | 'host' | 'port' | 'up' | 'fenced' | 'fresh' | 'lag_bytes' | 'lag_seconds' | 'inflight'> &
+      Partial<Pick<StatusNode, 'health' | 'stale_reason' | 'units'>> & { pools: { idle: number; active: number; waiting: number }[] })[];
+  };
 
-/** `pgrelay status`: the admin API's /status as a table. */
+/** `pgrelay status`: the admin API's /status as a table. Exit code 0 when it could be read. */
 export async function printStatus(adminUrl: string, out: TextSink, err: TextSink): Promise<number> {
-  let status: { primary: string | null; consistency: string; clients: number; nodes: StatusNode[] };
+  let status: StatusForTable;
   try {
-    const response = await fetch(new URL('/status', adminUrl));
+    const response = await fetch(new URL('/status', adminUrl), { signal: AbortSignal.timeout(5000) });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    status = (await response.json()) as typeof status;
+    status = (await response.json()) as StatusForTable;
   } catch (error) {
-    err.write(`pgrelay status: cannot read ${adminUrl}/status: ${error instanceof Error ? error.message : String(error)}\n`);
+    err.write(`pgrelay status: cannot read ${adminUrl.replace(/\/$/, '')}/status: ${error instanceof Error ? error.message : String(error)}\n`);
     return 1;
   }
   out.write(formatStatusTable(status));
   return 0;
 }
 
-export function formatStatusTable(status: { primary: string | null; consistency: string; clients: number; nodes: StatusNode[] }): string {
-  const header = ['node', 'role', 'address', 'state', 'lag', 'inflight', 'pool active/idle'];
+export function formatStatusTable(status: StatusForTable): string {
+  const header = ['NODE', 'ROLE', 'ADDRESS', 'HEALTH', 'LAG', 'IN FLIGHT', 'POOL ACT/IDLE/WAIT', 'UNITS R/W'];
   const rows = status.nodes.map((n) => {
     const active = n.pools.reduce((s, p) => s + p.active, 0);
     const idle = n.pools.reduce((s, p) => s + p.idle, 0);
-    const state = n.fenced ? 'fenced' : !n.up ? 'down' : n.role !== 'primary' && !n.fresh ? 'stale' : 'up';
-    const lag = n.role === 'primary' ? '-' : n.lag_seconds === null ? '?' : `${(n.lag_seconds * 1000).toFixed(0)}ms/${n.lag_bytes ?? 0}B`;
-    return [n.name, n.role, `${n.host}:${n.port}`, state, lag, String(n.inflight), `${active}/${idle}`];
+    const waiting = n.pools.reduce((s, p) => s + p.waiting, 0);
+    const health = n.health ?? (n.fenced ? 'fenced' : !n.up ? 'down' : n.role !== 'primary' && !n.fresh ? 'stale' : 'up');
+    const lag = n.role === 'primary' ? '-' : n.lag_seconds === null ? '?' : `${formatMs(n.lag_seconds * 1000)} / ${formatBytes(n.lag_bytes)}`;
+    const units = n.units ? `${n.units.reads}/${n.units.writes}` : '-';
+    return [n.name, n.role, `${n.host}:${n.port}`, health, lag, String(n.inflight), `${active}/${idle}/${waiting}`, units];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n';
-  return `primary: ${status.primary ?? 'none'}   consistency: ${status.consistency}   clients: ${status.clients}\n` + line(header) + rows.map(line).join('');
+  const facts = [
+    `primary: ${status.primary ?? 'none'}`,
+    status.health ? `writes: ${status.health.ok ? 'ok' : `NO (${status.health.reason ?? 'unknown'})`}` : undefined,
+    `consistency: ${status.consistency}`,
+    status.max_lag_ms !== undefined ? `max lag: ${formatMs(status.max_lag_ms)}` : undefined,
+    `clients: ${status.clients}`,
+  ].filter((fact) => fact !== undefined);
+  let text = facts.join('   ') + '\n' + line(header) + rows.map(line).join('');
+  const stale = status.nodes.filter((n) => n.stale_reason && n.health !== 'up');
+  for (const n of stale) text += `  ${n.name}: ${n.stale_reason}\n`;
+  if (status.draining_pools && status.draining_pools.length > 0) {
+    text += `draining (removed by a reload): ${status.draining_pools.map((p) => `${p.node} ${p.active} active`).join(', ')}\n`;
+  }
+  const f = status.last_failover;
+  text += `last failover: ${f ? `${String(f.from ?? '?')} -> ${String(f.to)} (${String(f.kind)}${typeof f.durationMs === 'number' ? `, ${(f.durationMs / 1000).toFixed(1)} s` : ''}${f.at ? `, ${String(f.at)}` : ''})` : 'none'}\n`;
+  return text;
+}
+
+function formatMs(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)}ms` : `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 0)}s`;
+}
+
+function formatBytes(bytes: number | null): string {
+  if (bytes === null) return '?';
+  if (bytes < 1024) return `${bytes}B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)}kB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)}MB`;
 }

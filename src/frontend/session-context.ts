@@ -27,7 +27,8 @@ export interface SessionContext {
   waitForPrimary(callback: (error?: Error) => void): void;
   /** a data-path connection to the node broke or could not be opened */
   nodeBroken(node: string, error: Error | undefined): void;
-  countUnit(node: NodeStatus, route: string): void;
+  /** a unit starts on `node`; `route` is what its statement asked for, `classification` why (metrics) */
+  countUnit(node: NodeStatus, route: string, classification: Classification | undefined): void;
   pinned(delta: number): void;
   cancel(server: ServerConnection): void;
   sessionClosed(session: ClientSession): void;

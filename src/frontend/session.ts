@@ -152,6 +152,12 @@ export class ClientSession implements ServerDataHandler {
     return this.pinned;
   }
 
+  /** A unit or a transaction is under way on a server connection (graceful shutdown waits for it). */
+  get busy(): boolean {
+    const server = this.server;
+    return server !== undefined && (this.queue.length > 0 || this.unitOpen || server.txStatus !== TxStatus.Idle);
+  }
+
   /** The server connection running this client's work, if any (for cancel). */
   runningOn(): ServerConnection | undefined {
     return this.server && this.queue.length > 0 ? this.server : undefined;
@@ -420,7 +426,7 @@ export class ClientSession implements ServerDataHandler {
   private beginSimpleUnit(target: Target | 'any', route: string): Ready {
     // a Query inside an extended unit runs on the unit's connection
     const ready = this.ensureServer(this.unitOpen ? undefined : target);
-    if (ready === OK && !this.unitOpen) this.ctx.countUnit(this.serverNode!, route);
+    if (ready === OK && !this.unitOpen) this.ctx.countUnit(this.serverNode!, route, this.startingClassification);
     return ready;
   }
 
@@ -434,7 +440,7 @@ export class ClientSession implements ServerDataHandler {
     const ready = this.ensureServer(this.targetOf(classification));
     if (ready === OK) {
       this.unitOpen = true;
-      this.ctx.countUnit(this.serverNode!, classification?.route ?? 'any');
+      this.ctx.countUnit(this.serverNode!, classification?.route ?? 'any', classification);
     }
     return ready;
   }
@@ -557,7 +563,7 @@ export class ClientSession implements ServerDataHandler {
     node.inflight--;
     const elapsedMs = performance.now() - this.unitStartedAt;
     node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
-    this.ctx.metrics.queryDuration.labels(node.name).observe(elapsedMs / 1000);
+    this.ctx.metrics.observeUnit(node.name, elapsedMs / 1000);
     this.queue.clear();
     conn.socket.resume();
     const pool = this.ctx.pools.get(node.name, this.user, this.database);

@@ -2,41 +2,89 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 /**
  * Every Prometheus metric pgrelay exports, in one place. Labels stay low-cardinality: node names,
- * roles, routes and reasons, never a query text or a client address.
+ * roles, routes, states and fixed reason words, never a query text or a client address.
+ *
+ * Who moves what: the frontend and sessions move the traffic counters as they go (per unit or per
+ * socket chunk, never per data row); the gauges that describe state (pools, node health, lag,
+ * classification cache) are read from their owners when Prometheus scrapes (`collectState`, see
+ * state-metrics.ts), so nothing on the hot path keeps them current.
  */
 export class Metrics {
   readonly registry = new Registry();
 
+  // ---------------------------------------------------------------- clients
   readonly clientConnections = new Gauge({ name: 'pgrelay_client_connections', help: 'Client connections currently open.', registers: [this.registry] });
   readonly clientConnectionsTotal = new Counter({ name: 'pgrelay_client_connections_total', help: 'Client connections accepted since start.', registers: [this.registry] });
-  readonly authFailures = new Counter({ name: 'pgrelay_auth_failures_total', help: 'Client authentications that failed.', registers: [this.registry] });
-  readonly clientsRefused = new Counter({ name: 'pgrelay_clients_refused_total', help: 'Clients refused before authentication, by reason.', labelNames: ['reason'], registers: [this.registry] });
-  readonly queries = new Counter({ name: 'pgrelay_queries_total', help: 'Units (a simple Query or an extended-protocol run up to Sync) sent to a node, by route.', labelNames: ['node', 'route'], registers: [this.registry] });
-  readonly unitsByReason = new Counter({ name: 'pgrelay_units_total', help: 'Units by where they went and why.', labelNames: ['route', 'reason'], registers: [this.registry] });
+  readonly authFailures = new Counter({ name: 'pgrelay_auth_failures_total', help: 'Client authentications that failed (wrong password, unknown role, TLS required).', registers: [this.registry] });
+  readonly clientsRefused = new Counter({ name: 'pgrelay_clients_refused_total', help: 'Clients refused before or during authentication, by reason (max_connections, shutdown, startup_timeout).', labelNames: ['reason'], registers: [this.registry] });
+  readonly bytesIn = new Counter({ name: 'pgrelay_client_bytes_received_total', help: 'Bytes received from clients.', registers: [this.registry] });
+  readonly bytesOut = new Counter({ name: 'pgrelay_client_bytes_sent_total', help: 'Bytes sent to clients.', registers: [this.registry] });
+  readonly pinnedSessions = new Gauge({ name: 'pgrelay_pinned_sessions', help: 'Clients pinned to one server connection (temp tables, LISTEN, session locks, session pooling).', registers: [this.registry] });
+
+  // ---------------------------------------------------------------- units (routing)
+  readonly queries = new Counter({ name: 'pgrelay_queries_total', help: 'Units (a simple Query or an extended-protocol run up to Sync) sent to a node, by the route their statement asked for (primary, replica, any, function call).', labelNames: ['node', 'route'], registers: [this.registry] });
+  readonly unitsByReason = new Counter({ name: 'pgrelay_units_total', help: 'Units by the role of the node that ran them (primary, replica) and why (read, write, function, transaction_control, session, hint, pin, parse_error, function_call, unclassified).', labelNames: ['route', 'reason'], registers: [this.registry] });
   readonly queryDuration = new Histogram({
     name: 'pgrelay_query_duration_seconds',
-    help: 'Time from a unit reaching a server connection to its ReadyForQuery.',
+    help: 'Time from a unit reaching a server connection to its ReadyForQuery, by node.',
     labelNames: ['node'],
     buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
   readonly primaryReads = new Counter({ name: 'pgrelay_primary_reads_total', help: 'Reads sent to the primary instead of a replica, by reason (no_replica, lag, consistency).', labelNames: ['reason'], registers: [this.registry] });
-  readonly replicaLagSeconds = new Gauge({ name: 'pgrelay_replica_lag_seconds', help: 'How long ago the primary was at the replica\u2019s replay position.', labelNames: ['node'], registers: [this.registry] });
-  readonly replicaLagBytes = new Gauge({ name: 'pgrelay_replica_lag_bytes', help: 'WAL bytes between the primary\u2019s current position and the replica\u2019s replay position.', labelNames: ['node'], registers: [this.registry] });
-  readonly nodeUp = new Gauge({ name: 'pgrelay_node_up', help: '1 when the node passes its health check.', labelNames: ['node', 'role'], registers: [this.registry] });
-  readonly failovers = new Counter({ name: 'pgrelay_failovers_total', help: 'Primary changes (failover or switchover) carried out or followed.', registers: [this.registry] });
-  readonly failoverDuration = new Gauge({ name: 'pgrelay_last_failover_duration_seconds', help: 'Duration of the last failover, from detection to writes flowing.', registers: [this.registry] });
+
+  // ---------------------------------------------------------------- nodes, lag, failover
+  readonly nodeUp = new Gauge({ name: 'pgrelay_node_up', help: '1 when the node passes its health check, 0 when it is down; role as the servers report it.', labelNames: ['node', 'role'], registers: [this.registry] });
+  readonly nodeFenced = new Gauge({ name: 'pgrelay_node_fenced', help: '1 when the node is fenced (a former primary that must not take writes).', labelNames: ['node'], registers: [this.registry] });
+  readonly nodeFresh = new Gauge({ name: 'pgrelay_node_fresh', help: '1 when the lag monitor lets the replica serve reads.', labelNames: ['node'], registers: [this.registry] });
+  readonly nodeInflight = new Gauge({ name: 'pgrelay_node_inflight_units', help: 'Units running on the node now.', labelNames: ['node'], registers: [this.registry] });
+  readonly replicaLagSeconds = new Gauge({ name: 'pgrelay_replica_lag_seconds', help: 'How long ago the primary was at the replica\u2019s replay position (absent until the lag monitor has measured it).', labelNames: ['node'], registers: [this.registry] });
+  readonly replicaLagBytes = new Gauge({ name: 'pgrelay_replica_lag_bytes', help: 'WAL bytes between the primary\u2019s current position and the replica\u2019s replay position (absent until measured).', labelNames: ['node'], registers: [this.registry] });
+  readonly failovers = new Counter({ name: 'pgrelay_failovers_total', help: 'Primary changes (failover, switchover, or one followed) carried out or followed.', registers: [this.registry] });
+  readonly failoverDuration = new Gauge({ name: 'pgrelay_last_failover_duration_seconds', help: 'Duration of the last failover or switchover, from detection to writes flowing on the new primary (0 until one happened).', registers: [this.registry] });
+
+  // ---------------------------------------------------------------- pools
   readonly poolConnections = new Gauge({ name: 'pgrelay_pool_connections', help: 'Server connections by node and state (idle, active, connecting).', labelNames: ['node', 'state'], registers: [this.registry] });
+  readonly poolWaiting = new Gauge({ name: 'pgrelay_pool_waiting_clients', help: 'Units waiting for a free server connection now.', labelNames: ['node'], registers: [this.registry] });
   readonly poolWaits = new Counter({ name: 'pgrelay_pool_waits_total', help: 'Units that had to wait for a free server connection.', labelNames: ['node'], registers: [this.registry] });
   readonly poolWaitTimeouts = new Counter({ name: 'pgrelay_pool_wait_timeouts_total', help: 'Units refused with 53300 after waiting for a server connection.', labelNames: ['node'], registers: [this.registry] });
-  readonly pinnedSessions = new Gauge({ name: 'pgrelay_pinned_sessions', help: 'Clients pinned to one server connection (temp tables, LISTEN, session locks, ...).', registers: [this.registry] });
-  readonly bytesIn = new Counter({ name: 'pgrelay_client_bytes_received_total', help: 'Bytes received from clients.', registers: [this.registry] });
-  readonly bytesOut = new Counter({ name: 'pgrelay_client_bytes_sent_total', help: 'Bytes sent to clients.', registers: [this.registry] });
-  readonly serverErrors = new Counter({ name: 'pgrelay_server_connection_errors_total', help: 'Server connections that broke or could not be opened.', labelNames: ['node'], registers: [this.registry] });
-  readonly classifyCacheHits = new Gauge({ name: 'pgrelay_classify_cache_hits', help: 'Classification cache hits since start.', registers: [this.registry] });
-  readonly classifyCacheMisses = new Gauge({ name: 'pgrelay_classify_cache_misses', help: 'Classification cache misses (statement shapes parsed) since start.', registers: [this.registry] });
+  readonly serverErrors = new Counter({ name: 'pgrelay_server_connection_errors_total', help: 'Server connections in the data path that broke.', labelNames: ['node'], registers: [this.registry] });
+
+  // ---------------------------------------------------------------- classification cache
+  readonly classifyCacheHits = new Counter({ name: 'pgrelay_classify_cache_hits_total', help: 'Statements whose routing decision came from the classification cache.', registers: [this.registry] });
+  readonly classifyCacheMisses = new Counter({ name: 'pgrelay_classify_cache_misses_total', help: 'Statements whose shape had to be parsed (classification cache misses).', registers: [this.registry] });
+  readonly classifyCacheHitRatio = new Gauge({ name: 'pgrelay_classify_cache_hit_ratio', help: 'Classification cache hits / lookups since start (absent before the first lookup).', registers: [this.registry] });
+
+  // ---------------------------------------------------------------- operations
+  readonly reloads = new Counter({ name: 'pgrelay_config_reloads_total', help: 'Configuration reloads (SIGHUP or POST /admin/reload), by result (applied, rejected).', labelNames: ['result'], registers: [this.registry] });
+  readonly info = new Gauge({ name: 'pgrelay_info', help: 'Always 1; labels carry the version and the consistency mode.', labelNames: ['version', 'consistency'], registers: [this.registry] });
+
+  /** children of queryDuration by node: `labels()` hashes its arguments, too costly once per unit */
+  private readonly durationByNode = new Map<string, { observe(value: number): void }>();
+  private readonly unitCounters = new Map<string, { inc(): void }>();
 
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'pgrelay_' });
+  }
+
+  /** Records a unit's duration on its node (the histogram child is looked up once per node). */
+  observeUnit(node: string, seconds: number): void {
+    let child = this.durationByNode.get(node);
+    if (!child) {
+      child = this.queryDuration.labels(node);
+      this.durationByNode.set(node, child);
+    }
+    child.observe(seconds);
+  }
+
+  /** Counts a unit by the role of its node and a reason word (see unitReason). */
+  countUnitReason(route: string, reason: string): void {
+    const key = `${route}\0${reason}`;
+    let counter = this.unitCounters.get(key);
+    if (!counter) {
+      counter = this.unitsByReason.labels(route, reason);
+      this.unitCounters.set(key, counter);
+    }
+    counter.inc();
   }
 }

@@ -1,12 +1,16 @@
 import type { Config, NodeConfig, UserConfig } from '../config/types.js';
 import { Pool, type PoolOptions } from './pool.js';
+import type { ServerConnection } from './server-connection.js';
 
 /**
- * Every pool, keyed by node, user and database. Pools are made on first use; removing a node
- * closes its pools (their lent connections are destroyed when returned).
+ * Every pool, keyed by node, user and database. Pools are made on first use. A reload that removes
+ * a node (or a user, or moves a node, or changes credentials) retires the pools concerned: they
+ * lend nothing more, and close once their lent connections have finished their unit.
  */
 export class PoolSet {
   private readonly pools = new Map<string, Pool>();
+  /** draining pools, with their key (a connection lent by one comes back through `get`) */
+  private readonly retired = new Map<Pool, string>();
   private nodes = new Map<string, NodeConfig>();
   private users = new Map<string, UserConfig>();
   private options: PoolOptions;
@@ -27,10 +31,25 @@ export class PoolSet {
     for (const [key, pool] of this.pools) {
       const node = this.nodes.get(pool.endpoint.node);
       const user = this.users.get(userOf(key));
-      if (!node || !user || node.host !== pool.endpoint.host || node.port !== pool.endpoint.port || serverPassword(user) !== pool.login.password) {
-        pool.close();
+      if (!node || !user || node.host !== pool.endpoint.host || node.port !== pool.endpoint.port || serverPassword(user) !== pool.login.password || (user.server_user ?? user.name) !== pool.login.user) {
         this.pools.delete(key);
+        this.retire(key, pool);
       } else if (resized) pool.resize(next.size);
+    }
+  }
+
+  private retire(key: string, pool: Pool): void {
+    this.retired.set(pool, key);
+    pool.drain(() => this.retired.delete(pool));
+  }
+
+  /** A connection came back to a pool that did not lend it: the retired pool that did takes it. */
+  private stray(conn: ServerConnection, reusable: boolean): void {
+    for (const pool of this.retired.keys()) {
+      if (!pool.owns(conn)) continue;
+      if (reusable) pool.release(conn);
+      else pool.discard(conn);
+      return;
     }
   }
 
@@ -47,6 +66,10 @@ export class PoolSet {
     if (pool) return pool;
     const node = this.nodes.get(nodeName);
     const userConfig = this.users.get(user);
+    if (!node || !userConfig) {
+      // a session giving back a connection of a node (or user) that a reload removed
+      for (const [retired, retiredKey] of this.retired) if (retiredKey === key) return retired;
+    }
     if (!node) throw new Error(`unknown node ${nodeName}`);
     if (!userConfig) throw new Error(`unknown user ${user}`);
     pool = new Pool(
@@ -55,17 +78,19 @@ export class PoolSet {
       this.options,
     );
     pool.onBroken = (error) => this.onNodeBroken?.(nodeName, error);
+    pool.onStray = (conn, reusable) => this.stray(conn, reusable);
     this.pools.set(key, pool);
     return pool;
   }
 
-  /** Pools of one node (for metrics and status). */
+  /** Pools of one node, draining ones included (for metrics and status). */
   ofNode(nodeName: string): Pool[] {
-    return [...this.pools.values()].filter((p) => p.endpoint.node === nodeName);
+    return this.all().filter((p) => p.endpoint.node === nodeName);
   }
 
+  /** Every pool, draining ones included. */
   all(): Pool[] {
-    return [...this.pools.values()];
+    return [...this.pools.values(), ...this.retired.keys()];
   }
 
   /** Closes every pool of a node (it went down, was fenced or removed). */
@@ -76,11 +101,18 @@ export class PoolSet {
         this.pools.delete(key);
       }
     }
+    for (const pool of this.retired.keys()) {
+      if (pool.endpoint.node === nodeName) {
+        pool.close();
+        this.retired.delete(pool);
+      }
+    }
   }
 
   close(): void {
-    for (const pool of this.pools.values()) pool.close();
+    for (const pool of this.all()) pool.close();
     this.pools.clear();
+    this.retired.clear();
   }
 }
 

@@ -42,6 +42,13 @@ export class Pool implements ServerDataHandler {
   consecutiveFailures = 0;
   /** observers of broken connections (health checks are told at once) */
   onBroken: ((error: Error | undefined) => void) | undefined;
+  /**
+   * A connection this pool did not lend came back (its node was re-configured and a new pool took
+   * this key): the pool set hands it to the draining pool that lent it.
+   */
+  onStray: ((conn: ServerConnection, reusable: boolean) => void) | undefined;
+  /** set by drain(): called once the last lent connection came back */
+  private drained: (() => void) | undefined;
 
   constructor(
     readonly endpoint: ServerEndpoint,
@@ -72,8 +79,8 @@ export class Pool implements ServerDataHandler {
 
   /** Lends a connection: synchronously when one is idle, else after connecting or waiting. */
   acquire(callback: AcquireCallback): void {
-    if (this.closed) {
-      callback(new ProxyError(SqlState.adminShutdown, `pool for node ${this.endpoint.node} is closed`), undefined);
+    if (this.closed || this.drained) {
+      callback(this.closedError(), undefined);
       return;
     }
     const conn = this.idle.pop();
@@ -108,9 +115,10 @@ export class Pool implements ServerDataHandler {
         this.connecting--;
         this.consecutiveFailures = 0;
         this.serverParams ??= new Map(conn.params);
-        if (this.closed) {
+        if (this.closed || this.drained) {
           conn.terminate();
-          callback(new ProxyError(SqlState.adminShutdown, `pool for node ${this.endpoint.node} is closed`), undefined);
+          callback(this.closedError(), undefined);
+          this.checkDrained();
           return;
         }
         this.active.add(conn);
@@ -123,16 +131,21 @@ export class Pool implements ServerDataHandler {
         callback(error, undefined);
         // a waiter may now get a slot to try again
         this.serveWaiters();
+        this.checkDrained();
       },
     );
   }
 
   /** Takes a connection back; it must be idle at a message boundary outside a transaction. */
   release(conn: ServerConnection): void {
-    if (!this.active.delete(conn)) return;
-    if (conn.closed || this.closed || this.total >= this.options.size) {
+    if (!this.active.delete(conn)) {
+      this.onStray?.(conn, true);
+      return;
+    }
+    if (conn.closed || this.closed || this.drained || this.total >= this.options.size) {
       conn.terminate();
       this.serveWaiters();
+      this.checkDrained();
       return;
     }
     const waiter = this.nextWaiter();
@@ -148,10 +161,53 @@ export class Pool implements ServerDataHandler {
 
   /** Drops a lent connection that is broken or in an unknown state. */
   discard(conn: ServerConnection): void {
-    this.active.delete(conn);
+    const lentHere = this.active.delete(conn);
     conn.setHandler(undefined);
     conn.destroy();
+    if (!lentHere) this.onStray?.(conn, false);
     this.serveWaiters();
+    this.checkDrained();
+  }
+
+  /** Whether `conn` is lent by this pool now. */
+  owns(conn: ServerConnection): boolean {
+    return this.active.has(conn);
+  }
+
+  /** drain() was called: nothing more is lent. */
+  get draining(): boolean {
+    return this.drained !== undefined;
+  }
+
+  /**
+   * Graceful close (the node left the configuration): nothing more is lent, idle connections close
+   * now, waiters are refused, lent connections finish their unit and are closed as they come back;
+   * then the pool closes and `onDrained` is called.
+   */
+  drain(onDrained: () => void): void {
+    if (this.closed) {
+      onDrained();
+      return;
+    }
+    if (this.drained) return;
+    this.drained = onDrained;
+    this.drainIdle();
+    let waiter: Waiter | undefined;
+    while ((waiter = this.nextWaiter())) waiter.callback(this.closedError(), undefined);
+    this.checkDrained();
+  }
+
+  private checkDrained(): void {
+    if (!this.drained || this.closed || this.active.size > 0 || this.connecting > 0) return;
+    const done = this.drained;
+    this.close();
+    done();
+  }
+
+  private closedError(): ProxyError {
+    return this.drained && !this.closed
+      ? new ProxyError(SqlState.cannotConnectNow, `node ${this.endpoint.node} was removed from the configuration`, { retryable: true })
+      : new ProxyError(SqlState.adminShutdown, `pool for node ${this.endpoint.node} is closed`);
   }
 
   private nextWaiter(): Waiter | undefined {
@@ -223,6 +279,6 @@ export class Pool implements ServerDataHandler {
     for (const conn of this.active) conn.destroy();
     this.active.clear();
     let waiter: Waiter | undefined;
-    while ((waiter = this.nextWaiter())) waiter.callback(new ProxyError(SqlState.adminShutdown, `pool for node ${this.endpoint.node} is closed`), undefined);
+    while ((waiter = this.nextWaiter())) waiter.callback(this.closedError(), undefined);
   }
 }

@@ -1,0 +1,171 @@
+import type { App } from '../app.js';
+import type { NodeStatus, Topology } from '../cluster/topology.js';
+import { redactConfig } from '../config/redact.js';
+import type { Pool } from '../pool/pool.js';
+import { lastReload } from './config-reload.js';
+
+/** A node's health in one word: what the status table and the topology page colour by. */
+export type NodeHealth = 'up' | 'stale' | 'down' | 'fenced';
+
+export function nodeHealth(node: NodeStatus): NodeHealth {
+  if (node.fenced) return 'fenced';
+  if (!node.up) return 'down';
+  if (node.role !== 'primary' && !node.fresh) return 'stale';
+  return 'up';
+}
+
+export interface Health {
+  ok: boolean;
+  primary: string | null;
+  /** why writes cannot be served (when not ok) */
+  reason?: string;
+}
+
+/** GET /health: pgrelay can serve writes when it runs and knows a primary that is up and not fenced. */
+export function healthOf(topology: Topology, stopping: boolean): Health {
+  if (stopping) return { ok: false, primary: topology.primaryName ?? null, reason: 'pgrelay is shutting down' };
+  const primary = topology.primary();
+  if (primary) return { ok: true, primary: primary.name };
+  const name = topology.primaryName;
+  const node = name === undefined ? undefined : topology.node(name);
+  if (!node) return { ok: false, primary: null, reason: 'no primary is known (failover in progress, or none configured)' };
+  if (node.fenced) return { ok: false, primary: node.name, reason: `primary ${node.name} is fenced` };
+  return { ok: false, primary: node.name, reason: `primary ${node.name} is down${node.lastError ? ` (${node.lastError})` : ''}` };
+}
+
+export interface PoolUse {
+  user: string;
+  database: string;
+  idle: number;
+  active: number;
+  connecting: number;
+  waiting: number;
+  size: number;
+  draining: boolean;
+}
+
+/** Units started per node, by what their statements asked for, since pgrelay started. */
+export interface UnitCounts {
+  reads: number;
+  writes: number;
+  other: number;
+}
+
+export interface StatusNode {
+  name: string;
+  host: string;
+  port: number;
+  role: string;
+  configured_role: string;
+  health: NodeHealth;
+  up: boolean;
+  fenced: boolean;
+  fresh: boolean;
+  stale_reason: string | null;
+  last_error: string | null;
+  timeline: number | null;
+  lag_bytes: number | null;
+  lag_seconds: number | null;
+  replay_paused: boolean;
+  weight: number;
+  inflight: number;
+  units: UnitCounts;
+  pools: PoolUse[];
+}
+
+export interface StatusDocument {
+  /** epoch milliseconds of this document (the page computes rates from two of them) */
+  now: number;
+  started_at: number;
+  stopping: boolean;
+  health: Health;
+  primary: string | null;
+  consistency: string;
+  max_lag_ms: number;
+  max_lag_bytes: number;
+  clients: number;
+  sessions: number;
+  pinned_sessions: number;
+  nodes: StatusNode[];
+  /** server connections of nodes a reload removed, still finishing their unit */
+  draining_pools: (PoolUse & { node: string })[];
+  /** the failover module's record of the last change of primary (kind, from, to, at, durationMs, reason…) */
+  last_failover: Record<string, unknown> | null;
+  last_reload: ReturnType<typeof lastReload> | null;
+  config: unknown;
+}
+
+/** The /status document: topology, health, lag, pools and unit counts per node. */
+export async function statusOf(app: App): Promise<StatusDocument> {
+  const config = app.currentConfig;
+  const units = await unitCounts(app);
+  const known = new Set(app.topology.nodes.keys());
+  return {
+    now: Date.now(),
+    started_at: app.startedAt,
+    stopping: app.stopping,
+    health: healthOf(app.topology, app.stopping),
+    primary: app.topology.primaryName ?? null,
+    consistency: config.routing.consistency,
+    max_lag_ms: config.routing.max_lag_ms,
+    max_lag_bytes: config.routing.max_lag_bytes,
+    clients: app.frontend.clientCount,
+    sessions: app.frontend.sessionCount,
+    pinned_sessions: (await app.metrics.pinnedSessions.get()).values[0]?.value ?? 0,
+    nodes: [...app.topology.nodes.values()].map((n) => ({
+      name: n.name,
+      host: n.host,
+      port: n.port,
+      role: n.role,
+      configured_role: n.configuredRole,
+      health: nodeHealth(n),
+      up: n.up,
+      fenced: n.fenced,
+      fresh: n.fresh,
+      stale_reason: n.staleReason ?? null,
+      last_error: n.lastError ?? null,
+      timeline: n.timeline ?? null,
+      lag_bytes: n.lagBytes ?? null,
+      lag_seconds: n.lagSeconds ?? null,
+      replay_paused: n.replayPaused,
+      weight: n.weight,
+      inflight: n.inflight,
+      units: units.get(n.name) ?? { reads: 0, writes: 0, other: 0 },
+      pools: app.pools.ofNode(n.name).map(poolUse),
+    })),
+    draining_pools: app.pools
+      .all()
+      .filter((p) => p.draining || !known.has(p.endpoint.node))
+      .map((p) => ({ node: p.endpoint.node, ...poolUse(p) })),
+    last_failover: lastFailover(app),
+    last_reload: lastReload(app) ?? null,
+    config: redactConfig(config),
+  };
+}
+
+/**
+ * The failover module (src/cluster/failover.ts) keeps the last change of primary as
+ * `lastFailover`; app.ts holds it as `app.failover` once it is wired in.
+ */
+function lastFailover(app: App): Record<string, unknown> | null {
+  const failover = (app as unknown as { failover?: { lastFailover?: Record<string, unknown> } }).failover;
+  return failover?.lastFailover ?? null;
+}
+
+function poolUse(pool: Pool): PoolUse {
+  return { user: pool.login.user, database: pool.login.database, ...pool.stats(), size: pool.size, draining: pool.draining };
+}
+
+/** From pgrelay_queries_total{node,route}: route replica = a read, primary = a write, else other. */
+async function unitCounts(app: App): Promise<Map<string, UnitCounts>> {
+  const out = new Map<string, UnitCounts>();
+  for (const { labels, value } of (await app.metrics.queries.get()).values) {
+    const node = String(labels.node);
+    let counts = out.get(node);
+    if (!counts) out.set(node, (counts = { reads: 0, writes: 0, other: 0 }));
+    if (labels.route === 'replica') counts.reads += value;
+    else if (labels.route === 'primary') counts.writes += value;
+    else counts.other += value;
+  }
+  return out;
+}

@@ -1,0 +1,51 @@
+import type { Classification } from '../classify/types.js';
+
+/**
+ * Why a unit went where it went, as one word from a fixed set, for `pgrelay_units_total{reason}`.
+ * The classifier's own `reason` is human text (it names functions and parse errors), far too
+ * many values for a label; this folds it into a handful.
+ */
+export type UnitReason =
+  | 'read'
+  | 'write'
+  | 'function'
+  | 'transaction_control'
+  | 'session'
+  | 'hint'
+  | 'pin'
+  | 'parse_error'
+  | 'function_call'
+  | 'unclassified';
+
+const TRANSACTION_EFFECTS = new Set(['begin', 'commit', 'rollback', 'set_transaction_read_only']);
+
+/** Classifications come out of the classifier's cache and are shared: fold each one once. */
+const folded = new WeakMap<Classification, UnitReason>();
+
+/** `route` is what the session counted the unit as ('function call' for the FunctionCall message). */
+export function unitReason(route: string, classification: Classification | undefined): UnitReason {
+  if (route === 'function call') return 'function_call';
+  if (!classification) return 'unclassified';
+  let reason = folded.get(classification);
+  if (reason === undefined) {
+    reason = fold(classification);
+    folded.set(classification, reason);
+  }
+  return reason;
+}
+
+function fold(c: Classification): UnitReason {
+  if (c.pin) return 'pin';
+  if (c.hint !== undefined) return 'hint';
+  switch (c.route) {
+    case 'replica':
+      return 'read';
+    case 'any':
+      return c.effects.some((e) => TRANSACTION_EFFECTS.has(e.type)) ? 'transaction_control' : 'session';
+    case 'primary':
+      if (c.reason.startsWith('parse error')) return 'parse_error';
+      if (c.reason.startsWith('calls ') || c.reason.includes(': calls ')) return 'function';
+      if (c.effects.some((e) => e.type === 'begin')) return 'transaction_control';
+      return 'write';
+  }
+}
