@@ -1,0 +1,399 @@
+/**
+ * `npm run bench` — pgrelay beside a direct connection, PgBouncer and Pgpool-II (issue 8).
+ *
+ *   npm run bench -- [--rounds 3] [--duration 10] [--latency-duration 5] [--scale 10]
+ *                    [--clients 16] [--threads 2] [--tpcb-clients 8] [--pool-size 8]
+ *                    [--idle-clients 2000] [--workloads select-simple,select-extended,…]
+ *                    [--profile] [--no-peers] [--no-install] [--out bench-results]
+ *
+ * Starts a local cluster (primary, synchronous standby, two async replicas), fills it with
+ * `pgbench -i`, starts pgrelay twice in child processes (primary only, and read scaling over every
+ * node), PgBouncer (transaction pooling, primary) and Pgpool-II (streaming replication, load
+ * balancing, primary weight 0), then runs pgbench against each target round by round. Writes
+ * bench-results/latest.{md,json} and a dated copy, and prints the markdown.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { benchClassify } from '../classify/bench.js';
+import { LocalCluster } from '../local/cluster.js';
+import { registerForExitCleanup, unregisterForExitCleanup } from '../local/exit-cleanup.js';
+import { findFreePort } from '../local/free-port.js';
+import { measureIdleClients } from './idle-clients.js';
+import { chownTo, ensurePeers, pgbouncerSupportsPrepared, programVersion, startPgbouncer, startPgpool, type PeerSetup } from './peers.js';
+import { pgbench, initialise, type Endpoint } from './pgbench.js';
+import { loadAverage, machineCpu, rssBytes, treeCpuSeconds } from './proc.js';
+import { newestProfile, summariseProfile } from './profile.js';
+import { startRelayProcess, type RelayNode, type RelayProcess } from './relay-process.js';
+import { checkTargets, markdown, summarise, TARGET_LABELS, WORKLOAD_LABELS, type BenchReport, type RunRecord, type TargetId, type WorkloadId } from './report.js';
+import type { Service } from './service.js';
+
+interface Options {
+  rounds: number;
+  durationS: number;
+  latencyDurationS: number;
+  scale: number;
+  clients: number;
+  threads: number;
+  tpcbClients: number;
+  poolSize: number;
+  idleClients: number;
+  workloads: WorkloadId[];
+  profile: boolean;
+  peers: boolean;
+  install: boolean;
+  out: string;
+}
+
+const ALL_WORKLOADS: WorkloadId[] = ['select-simple', 'select-extended', 'select-prepared', 'tpcb', 'latency-1-client'];
+
+const USAGE = `usage: npm run bench -- [--rounds N] [--duration S] [--latency-duration S] [--scale N] [--clients N]
+       [--threads N] [--tpcb-clients N] [--pool-size N] [--idle-clients N] [--workloads a,b,…]
+       [--profile] [--no-peers] [--no-install] [--out DIR]
+workloads: ${ALL_WORKLOADS.join(', ')}`;
+
+function parseOptions(argv: string[]): Options {
+  const options: Options = {
+    rounds: 3,
+    durationS: 10,
+    latencyDurationS: 5,
+    scale: 10,
+    clients: 16,
+    threads: 2,
+    tpcbClients: 8,
+    poolSize: 8,
+    idleClients: 2000,
+    workloads: [...ALL_WORKLOADS],
+    profile: false,
+    peers: true,
+    install: true,
+    out: 'bench-results',
+  };
+  const ints: Record<string, keyof Options> = {
+    rounds: 'rounds',
+    duration: 'durationS',
+    'latency-duration': 'latencyDurationS',
+    scale: 'scale',
+    clients: 'clients',
+    threads: 'threads',
+    'tpcb-clients': 'tpcbClients',
+    'pool-size': 'poolSize',
+    'idle-clients': 'idleClients',
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(2, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg.slice(2), undefined];
+    const value = () => inline ?? argv[++i] ?? '';
+    if (!arg.startsWith('--')) throw new UsageError(`unexpected argument "${arg}"`);
+    if (flag in ints) {
+      const raw = value();
+      const n = Number(raw);
+      const min = flag === 'idle-clients' ? 0 : 1;
+      if (!Number.isInteger(n) || n < min) throw new UsageError(`--${flag} expects a whole number ≥ ${min}, got "${raw}"`);
+      (options as unknown as Record<string, number>)[ints[flag]!] = n;
+    } else if (flag === 'workloads') {
+      const names = value().split(',').map((s) => s.trim()).filter(Boolean);
+      const unknown = names.filter((n) => !ALL_WORKLOADS.includes(n as WorkloadId));
+      if (unknown.length > 0 || names.length === 0) throw new UsageError(`--workloads: unknown ${unknown.join(', ') || '(empty)'}; choose from ${ALL_WORKLOADS.join(', ')}`);
+      options.workloads = ALL_WORKLOADS.filter((w) => names.includes(w));
+    } else if (flag === 'profile') options.profile = true;
+    else if (flag === 'no-peers') options.peers = false;
+    else if (flag === 'no-install') options.install = false;
+    else if (flag === 'out') options.out = value();
+    else if (flag === 'help' || flag === 'h') throw new UsageError('');
+    else throw new UsageError(`unknown option --${flag}`);
+  }
+  return options;
+}
+
+class UsageError extends Error {}
+
+interface Target {
+  id: TargetId;
+  endpoint: Endpoint;
+  /** the process tree whose CPU is the proxy's */
+  cpuRoot?: () => number;
+  /** the process whose RSS is reported (pgrelay) */
+  rssPid?: () => number;
+}
+
+const say = (line: string) => process.stdout.write(`[bench] ${line}\n`);
+
+async function main(argv: string[]): Promise<number> {
+  let options: Options;
+  try {
+    options = parseOptions(argv);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      if (error.message) process.stderr.write(`${error.message}\n`);
+      process.stderr.write(`${USAGE}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  try {
+    execFileSync('pgbench', ['--version'], { stdio: 'ignore' });
+  } catch {
+    process.stderr.write('pgbench is not installed (Debian: apt-get install postgresql-client-15 or postgresql-15)\n');
+    return 1;
+  }
+  const started = Date.now();
+  const report: BenchReport = {
+    date: new Date().toISOString(),
+    command: `npm run bench${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`,
+    machine: { cores: os.cpus().length, node: process.versions.node, postgres: pgVersion(), loadAverageStart: loadAverage() },
+    settings: { ...options },
+    notes: [],
+    runs: [],
+    summary: [],
+    checks: [],
+    profiles: [],
+  };
+
+  const peers = options.peers ? ensurePeers(options.install, say) : { pgbouncer: undefined, pgpool: undefined, notes: ['PgBouncer and Pgpool-II skipped (--no-peers)'] };
+  report.notes.push(...peers.notes);
+  for (const note of peers.notes) say(note);
+  if (peers.pgbouncer) report.machine.pgbouncer = programVersion(peers.pgbouncer);
+  if (peers.pgpool) report.machine.pgpool = programVersion(peers.pgpool);
+
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-bench-'));
+  fs.chmodSync(workDir, 0o755);
+  const runAs = process.getuid?.() === 0 ? 'postgres' : undefined;
+  chownTo(workDir, runAs);
+  const services: Service[] = [];
+  const serviceCleanup = { stopSync: () => services.forEach((s) => s.kill()) };
+  registerForExitCleanup(serviceCleanup);
+  let cluster: LocalCluster | undefined;
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    say(`${signal}: stopping everything`);
+    for (const s of services) s.kill();
+    void (cluster?.stop() ?? Promise.resolve()).finally(() => {
+      fs.rmSync(workDir, { recursive: true, force: true });
+      process.exit(130);
+    });
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    say(`local cluster (primary, synchronous standby, 2 replicas) in ${workDir}`);
+    cluster = await LocalCluster.create({
+      baseDir: path.join(workDir, 'cluster'),
+      replicas: 2,
+      standby: true,
+      // direct (16) + Pgpool-II (num_init_children × 1 per node) + two pgrelays + PgBouncer + idle checks
+      settings: { max_connections: 300 },
+      onProgress: (step) => say(`  ${step}`),
+    });
+    const nodes: RelayNode[] = cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role }));
+    const primary = nodes.find((n) => n.role === 'primary')!;
+    const endpoint = (port: number): Endpoint => ({ host: '127.0.0.1', port, user: cluster!.user, password: cluster!.password, database: cluster!.database });
+
+    say(`pgbench -i -s ${options.scale} on the primary`);
+    await initialise(endpoint(primary.port), options.scale);
+    for (const node of nodes) await cluster.waitForReplay(node.name, 120_000);
+
+    say('pgrelay (primary only) and pgrelay (read scaling) in child processes');
+    const relayPrimary = await startRelayProcess({ name: 'pgrelay-primary', dir: workDir, nodes: [primary], user: cluster.user, password: cluster.password, poolSize: options.poolSize });
+    services.push(relayPrimary.service);
+    const relayRead = await startRelayProcess({ name: 'pgrelay-read', dir: workDir, nodes, user: cluster.user, password: cluster.password, poolSize: options.poolSize });
+    services.push(relayRead.service);
+
+    const targets: Target[] = [
+      { id: 'direct', endpoint: endpoint(primary.port) },
+      relayTarget('pgrelay-primary', relayPrimary, endpoint),
+      relayTarget('pgrelay-read', relayRead, endpoint),
+    ];
+    const setup = (port: number): PeerSetup => ({ dir: workDir, runAs, user: cluster!.user, password: cluster!.password, database: cluster!.database, port });
+    let bouncerPrepared = false;
+    if (peers.pgbouncer) {
+      bouncerPrepared = pgbouncerSupportsPrepared(report.machine.pgbouncer ?? '0');
+      try {
+        say(`PgBouncer ${report.machine.pgbouncer} (transaction pooling, pool size ${options.poolSize})`);
+        const port = await findFreePort();
+        const service = await startPgbouncer(peers.pgbouncer, setup(port), primary, { poolSize: options.poolSize, preparedStatements: bouncerPrepared });
+        services.push(service);
+        targets.push({ id: 'pgbouncer', endpoint: endpoint(port), cpuRoot: () => service.rootPid });
+      } catch (error) {
+        report.notes.push(`PgBouncer did not start: ${message(error)}`);
+        say(`PgBouncer did not start: ${message(error)}`);
+      }
+    }
+    if (peers.pgpool) {
+      try {
+        const children = Math.max(options.clients, options.tpcbClients) * 2;
+        say(`Pgpool-II ${report.machine.pgpool} (streaming replication, load balancing, num_init_children ${children})`);
+        const port = await findFreePort();
+        const service = await startPgpool(peers.pgpool, setup(port), nodes, { children });
+        services.push(service);
+        targets.push({ id: 'pgpool', endpoint: endpoint(port), cpuRoot: () => service.rootPid });
+      } catch (error) {
+        report.notes.push(`Pgpool-II did not start: ${message(error)}`);
+        say(`Pgpool-II did not start: ${message(error)}`);
+      }
+    }
+
+    const targetsFor: Record<WorkloadId, TargetId[]> = {
+      'select-simple': ['direct', 'pgrelay-primary', 'pgrelay-read', 'pgbouncer', 'pgpool'],
+      'select-extended': ['direct', 'pgrelay-primary', 'pgrelay-read', 'pgbouncer', 'pgpool'],
+      'select-prepared': ['direct', 'pgrelay-primary', 'pgrelay-read', 'pgbouncer', 'pgpool'],
+      // every statement of a TPC-B transaction goes to the primary: one pgrelay, as deployed (read scaling)
+      tpcb: ['direct', 'pgrelay-read', 'pgbouncer', 'pgpool'],
+      'latency-1-client': ['direct', 'pgrelay-primary', 'pgbouncer', 'pgpool'],
+    };
+    const logDir = path.join(workDir, 'pgbench-log');
+    const runOne = async (round: number, workload: WorkloadId, targetId: TargetId, durationS: number): Promise<RunRecord> => {
+      const record: RunRecord = { round, workload, target: targetId };
+      const target = targets.find((t) => t.id === targetId);
+      if (!target) {
+        record.na = targetId === 'pgbouncer' || targetId === 'pgpool' ? 'not installed or not started' : 'not started';
+        return record;
+      }
+      if (targetId === 'pgbouncer' && workload === 'select-prepared' && !bouncerPrepared) {
+        record.na = `PgBouncer ${report.machine.pgbouncer} has no prepared statements in transaction pooling`;
+        return record;
+      }
+      const selectOnly = workload !== 'tpcb';
+      const mode = workload === 'select-extended' ? 'extended' : workload === 'select-prepared' ? 'prepared' : 'simple';
+      const clients = workload === 'tpcb' ? options.tpcbClients : workload === 'latency-1-client' ? 1 : options.clients;
+      const threads = Math.min(options.threads, clients);
+      const cpuBefore = target.cpuRoot ? treeCpuSeconds(target.cpuRoot()) : undefined;
+      const machineBefore = machineCpu();
+      try {
+        const run = await pgbench(target.endpoint, { clients, threads, durationS, mode, selectOnly, logDir });
+        Object.assign(record, run);
+      } catch (error) {
+        record.error = message(error);
+      }
+      const machineAfter = machineCpu();
+      record.machineBusy = (machineAfter.busy - machineBefore.busy) / Math.max(1, machineAfter.total - machineBefore.total);
+      if (target.cpuRoot && cpuBefore !== undefined) record.proxyCpuS = treeCpuSeconds(target.cpuRoot()) - cpuBefore;
+      if (target.rssPid) record.rssBytes = rssBytes(target.rssPid());
+      return record;
+    };
+
+    say('warm-up: 2 s of select-only per target');
+    for (const t of targets) await runOne(0, 'select-simple', t.id, 2);
+    if (options.workloads.includes('select-prepared')) for (const t of targets) if (t.id !== 'pgbouncer' || bouncerPrepared) await runOne(0, 'select-prepared', t.id, 2);
+
+    for (let round = 1; round <= options.rounds; round++) {
+      for (const workload of options.workloads) {
+        for (const targetId of targetsFor[workload]) {
+          const durationS = workload === 'latency-1-client' ? options.latencyDurationS : options.durationS;
+          const record = await runOne(round, workload, targetId, durationS);
+          report.runs.push(record);
+          const shown = record.na ? `n/a (${record.na})` : record.error ? `FAILED: ${record.error}` : `${record.tps!.toFixed(0)} tps, median ${(record.latencyMedianUs! / 1000).toFixed(3)} ms, p99 ${(record.latencyP99Us! / 1000).toFixed(3)} ms${record.proxyCpuS !== undefined ? `, proxy CPU ${record.proxyCpuS.toFixed(2)} s` : ''}, machine ${(100 * (record.machineBusy ?? 0)).toFixed(0)}% busy`;
+          say(`round ${round}/${options.rounds} ${WORKLOAD_LABELS[workload]} — ${TARGET_LABELS[targetId]}: ${shown}`);
+        }
+      }
+    }
+    report.summary = summarise(report.runs, options.workloads, targetsFor);
+
+    if (options.idleClients > 0) {
+      say(`RSS per idle client: ${options.idleClients} idle clients on pgrelay (primary only)`);
+      try {
+        report.idleClients = await measureIdleClients({ pid: relayPrimary.service.pid, ...endpoint(relayPrimary.port), clients: options.idleClients });
+      } catch (error) {
+        report.idleClients = { error: message(error) };
+      }
+    }
+
+    // the proxies are idle from here on; the rest measures pgrelay alone
+    for (const service of services.splice(0)) await service.stop();
+
+    say('classification cost per statement (src/classify/bench.ts)');
+    try {
+      report.classification = await benchClassify();
+    } catch (error) {
+      report.classification = { error: message(error) };
+    }
+
+    if (options.profile) {
+      for (const mode of ['simple', 'extended', 'prepared'] as const) {
+        say(`profile: pgrelay (primary only) under node --cpu-prof, select-only -M ${mode}, ${options.durationS} s`);
+        const profileDir = path.join(workDir, `profile-${mode}`);
+        fs.mkdirSync(profileDir);
+        const relay = await startRelayProcess({ name: `pgrelay-profile-${mode}`, dir: workDir, nodes: [primary], user: cluster.user, password: cluster.password, poolSize: options.poolSize, cpuProfileDir: profileDir });
+        services.push(relay.service);
+        try {
+          await pgbench(endpoint(relay.port), { clients: options.clients, threads: options.threads, durationS: 2, mode, selectOnly: true, logDir });
+          await pgbench(endpoint(relay.port), { clients: options.clients, threads: options.threads, durationS: options.durationS, mode, selectOnly: true, logDir });
+        } finally {
+          await relay.service.stop();
+          services.splice(services.indexOf(relay.service), 1);
+        }
+        const file = newestProfile(profileDir);
+        if (!file) {
+          report.notes.push(`profile -M ${mode}: no .cpuprofile was written`);
+          continue;
+        }
+        const summary = summariseProfile(file);
+        const kept = path.join(options.out, `profile-${mode}.cpuprofile`);
+        fs.mkdirSync(options.out, { recursive: true });
+        fs.copyFileSync(file, kept);
+        summary.file = kept;
+        report.profiles.push({ mode, summary });
+      }
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    for (const service of services.splice(0)) await service.stop().catch(() => service.kill());
+    unregisterForExitCleanup(serviceCleanup);
+    if (cluster) {
+      say('stopping the cluster');
+      await cluster.stop();
+    }
+    fs.rmSync(workDir, { recursive: true, force: true });
+  }
+
+  report.machine.loadAverageEnd = loadAverage();
+  report.checks = checkTargets(report.summary, report.runs, report.idleClients);
+  report.durationS = Math.round((Date.now() - started) / 1000);
+  report.notes.push(
+    'pgrelay (primary only) fronts the primary alone, like the direct connection and PgBouncer: the fair row for the select-only ratios. ' +
+      'pgrelay (read scaling) fronts every node and sends the reads to the standby and replicas, like Pgpool-II (primary at weight 0): the row compared with Pgpool-II. ' +
+      'On one 2-core machine every node shares the same CPUs, so read scaling adds no capacity here; it shows the cost of routing.',
+    `Pool size ${options.poolSize} server connections per node for pgrelay and PgBouncer; Pgpool-II has one connection per child per node.`,
+  );
+  const text = markdown(report, options.workloads);
+  fs.mkdirSync(options.out, { recursive: true });
+  const stamp = report.date.replace(/[:]/g, '-').replace(/\..*$/, '');
+  fs.writeFileSync(path.join(options.out, 'latest.md'), `${text}\n`);
+  fs.writeFileSync(path.join(options.out, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
+  fs.writeFileSync(path.join(options.out, `${stamp}.md`), `${text}\n`);
+  fs.writeFileSync(path.join(options.out, `${stamp}.json`), `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`\n${text}\n`);
+  say(`written ${path.join(options.out, 'latest.md')} and latest.json (${report.durationS} s)`);
+  return 0;
+}
+
+function relayTarget(id: TargetId, relay: RelayProcess, endpoint: (port: number) => Endpoint): Target {
+  return { id, endpoint: endpoint(relay.port), cpuRoot: () => relay.service.rootPid, rssPid: () => relay.service.pid };
+}
+
+function pgVersion(): string {
+  try {
+    return /(\d+(\.\d+)?)/.exec(execFileSync('pgbench', ['--version'], { encoding: 'utf8' }))?.[1] ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

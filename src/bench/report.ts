@@ -1,0 +1,301 @@
+/**
+ * Turns the raw runs into the table the README shows: per workload and target, the medians over
+ * the rounds, and the ratios to a direct connection and to PgBouncer computed within each round
+ * (the machine is shared, so only same-round ratios are comparable) and then taken as medians.
+ */
+import type { ClassifyBenchResult } from '../classify/bench.js';
+import type { IdleClientsResult } from './idle-clients.js';
+import type { ProfileSummary } from './profile.js';
+import { median, minMax } from './stats.js';
+
+export type TargetId = 'direct' | 'pgrelay-primary' | 'pgrelay-read' | 'pgbouncer' | 'pgpool';
+
+export const TARGET_LABELS: Record<TargetId, string> = {
+  direct: 'direct (primary)',
+  'pgrelay-primary': 'pgrelay (primary only)',
+  'pgrelay-read': 'pgrelay (read scaling)',
+  pgbouncer: 'PgBouncer (transaction)',
+  pgpool: 'Pgpool-II (load balancing)',
+};
+
+export type WorkloadId = 'select-simple' | 'select-extended' | 'select-prepared' | 'tpcb' | 'latency-1-client';
+
+export const WORKLOAD_LABELS: Record<WorkloadId, string> = {
+  'select-simple': 'select-only, -M simple',
+  'select-extended': 'select-only, -M extended',
+  'select-prepared': 'select-only, -M prepared',
+  tpcb: 'TPC-B-like read-write, -M simple',
+  'latency-1-client': 'select-only, 1 client, -M simple (added latency)',
+};
+
+export interface RunRecord {
+  round: number;
+  workload: WorkloadId;
+  target: TargetId;
+  /** undefined when the target cannot run this workload (n/a) or failed */
+  tps?: number;
+  transactions?: number;
+  failed?: number;
+  latencyMedianUs?: number;
+  latencyP99Us?: number;
+  latencyMeanUs?: number;
+  /** CPU seconds of the proxy's processes during the run (none for direct) */
+  proxyCpuS?: number;
+  /** pgrelay's VmRSS after the run */
+  rssBytes?: number;
+  /** busy share of the whole machine during the run (all cores, 0..1) */
+  machineBusy?: number;
+  na?: string;
+  error?: string;
+}
+
+export interface SummaryRow {
+  workload: WorkloadId;
+  target: TargetId;
+  label: string;
+  rounds: number;
+  tpsMedian?: number;
+  ratioToDirect?: number;
+  ratioToDirectRange?: [number, number];
+  ratioToPgbouncer?: number;
+  ratioToPgbouncerRange?: [number, number];
+  latencyMedianUs?: number;
+  latencyP99Us?: number;
+  /** median over rounds of (run median − direct's run median): the latency a hop adds */
+  addedLatencyUs?: number;
+  proxyCpuS?: number;
+  proxyCpuUsPerTx?: number;
+  rssMaxBytes?: number;
+  na?: string;
+  errors: string[];
+}
+
+export interface TargetCheck {
+  target: string;
+  wanted: string;
+  measured: string;
+  met: boolean | undefined;
+}
+
+export interface BenchReport {
+  date: string;
+  command: string;
+  machine: { cores: number; node: string; postgres: string; pgbouncer?: string; pgpool?: string; loadAverageStart: number[]; loadAverageEnd?: number[] };
+  settings: Record<string, unknown>;
+  notes: string[];
+  runs: RunRecord[];
+  summary: SummaryRow[];
+  checks: TargetCheck[];
+  idleClients?: IdleClientsResult | { error: string };
+  classification?: ClassifyBenchResult | { error: string };
+  profiles: { mode: string; summary: ProfileSummary }[];
+  durationS?: number;
+}
+
+function sameRoundRatio(runs: RunRecord[], workload: WorkloadId, target: TargetId, base: TargetId): number[] {
+  const ratios: number[] = [];
+  for (const run of runs) {
+    if (run.workload !== workload || run.target !== target || run.tps === undefined) continue;
+    const other = runs.find((r) => r.workload === workload && r.target === base && r.round === run.round);
+    if (other?.tps) ratios.push(run.tps / other.tps);
+  }
+  return ratios;
+}
+
+export function summarise(runs: RunRecord[], workloads: readonly WorkloadId[], targets: Record<WorkloadId, readonly TargetId[]>): SummaryRow[] {
+  const rows: SummaryRow[] = [];
+  for (const workload of workloads) {
+    for (const target of targets[workload]) {
+      const mine = runs.filter((r) => r.workload === workload && r.target === target);
+      const ok = mine.filter((r) => r.tps !== undefined);
+      const row: SummaryRow = { workload, target, label: TARGET_LABELS[target], rounds: ok.length, errors: mine.filter((r) => r.error).map((r) => `round ${r.round}: ${r.error}`) };
+      const na = mine.find((r) => r.na)?.na;
+      if (na !== undefined) row.na = na;
+      if (ok.length > 0) {
+        row.tpsMedian = median(ok.map((r) => r.tps!));
+        row.latencyMedianUs = median(ok.map((r) => r.latencyMedianUs!));
+        row.latencyP99Us = median(ok.map((r) => r.latencyP99Us!));
+        const cpu = ok.filter((r) => r.proxyCpuS !== undefined);
+        if (cpu.length > 0) {
+          row.proxyCpuS = median(cpu.map((r) => r.proxyCpuS!));
+          row.proxyCpuUsPerTx = median(cpu.map((r) => (r.proxyCpuS! * 1e6) / Math.max(1, r.transactions ?? 1)));
+        }
+        const rss = ok.map((r) => r.rssBytes).filter((v): v is number => v !== undefined);
+        if (rss.length > 0) row.rssMaxBytes = Math.max(...rss);
+        const toDirect = sameRoundRatio(runs, workload, target, 'direct');
+        if (toDirect.length > 0) {
+          row.ratioToDirect = median(toDirect);
+          row.ratioToDirectRange = minMax(toDirect);
+        }
+        const toBouncer = sameRoundRatio(runs, workload, target, 'pgbouncer');
+        if (toBouncer.length > 0) {
+          row.ratioToPgbouncer = median(toBouncer);
+          row.ratioToPgbouncerRange = minMax(toBouncer);
+        }
+        const added: number[] = [];
+        for (const run of ok) {
+          const direct = runs.find((r) => r.workload === workload && r.target === 'direct' && r.round === run.round && r.latencyMedianUs !== undefined);
+          if (direct) added.push(run.latencyMedianUs! - direct.latencyMedianUs!);
+        }
+        if (added.length > 0) row.addedLatencyUs = median(added);
+      }
+      rows.push(row);
+    }
+  }
+  return rows;
+}
+
+function row(summary: SummaryRow[], workload: WorkloadId, target: TargetId): SummaryRow | undefined {
+  return summary.find((r) => r.workload === workload && r.target === target);
+}
+
+/** The issue's targets, judged from the summary (undefined = could not be measured). */
+export function checkTargets(summary: SummaryRow[], runs: RunRecord[], idle: BenchReport['idleClients']): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  for (const workload of ['select-simple', 'select-extended'] as const) {
+    const relay = row(summary, workload, 'pgrelay-primary');
+    const bouncer = row(summary, workload, 'pgbouncer');
+    checks.push({
+      target: `${WORKLOAD_LABELS[workload]}: pgrelay (primary only) ratio to direct ≥ PgBouncer's`,
+      wanted: bouncer?.ratioToDirect !== undefined ? `≥ ${fmt(bouncer.ratioToDirect, 2)}` : '≥ PgBouncer (not measured)',
+      measured: relay?.ratioToDirect !== undefined ? fmt(relay.ratioToDirect, 2) : 'n/a',
+      met: relay?.ratioToDirect !== undefined && bouncer?.ratioToDirect !== undefined ? relay.ratioToDirect >= bouncer.ratioToDirect : undefined,
+    });
+  }
+  for (const workload of ['select-simple', 'select-extended', 'select-prepared'] as const) {
+    for (const target of ['pgrelay-read', 'pgrelay-primary'] as const) {
+      const ratios = sameRoundRatio(runs, workload, target, 'pgpool');
+      const value = ratios.length > 0 ? median(ratios) : undefined;
+      checks.push({
+        target: `${WORKLOAD_LABELS[workload]}: ${TARGET_LABELS[target]} ≥ 3× Pgpool-II's TPS (same round)`,
+        wanted: '≥ 3.00×',
+        measured: value !== undefined ? `${fmt(value, 2)}×` : 'n/a',
+        met: value !== undefined ? value >= 3 : undefined,
+      });
+    }
+  }
+  const prepared = row(summary, 'select-prepared', 'pgrelay-primary');
+  checks.push({
+    target: `${WORKLOAD_LABELS['select-prepared']}: pgrelay (primary only) ≥ 0.75 of direct`,
+    wanted: '≥ 0.75',
+    measured: prepared?.ratioToDirect !== undefined ? fmt(prepared.ratioToDirect, 2) : 'n/a',
+    met: prepared?.ratioToDirect !== undefined ? prepared.ratioToDirect >= 0.75 : undefined,
+  });
+  const perClient = idle && 'perClientBytes' in idle ? idle.perClientBytes : undefined;
+  checks.push({
+    target: 'RSS per idle client (pgrelay)',
+    wanted: '≤ 50 KB',
+    measured: perClient !== undefined ? `${fmt(perClient / 1024, 1)} KB` : 'n/a',
+    met: perClient !== undefined ? perClient <= 50 * 1024 : undefined,
+  });
+  return checks;
+}
+
+export function fmt(value: number | undefined, digits = 0): string {
+  if (value === undefined || !Number.isFinite(value)) return '–';
+  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function ms(us: number | undefined): string {
+  return us === undefined ? '–' : fmt(us / 1000, 3);
+}
+
+function range(r: [number, number] | undefined): string {
+  return r === undefined ? '' : ` (${fmt(r[0], 2)}–${fmt(r[1], 2)})`;
+}
+
+export function markdown(report: BenchReport, workloads: readonly WorkloadId[]): string {
+  const out: string[] = [];
+  out.push(`# pgrelay benchmark — ${report.date}`);
+  out.push('');
+  out.push(`Command: \`${report.command}\``);
+  out.push('');
+  const m = report.machine;
+  out.push(
+    `Machine: ${m.cores} cores, Node ${m.node}, PostgreSQL ${m.postgres}, PgBouncer ${m.pgbouncer ?? 'n/a'}, Pgpool-II ${m.pgpool ?? 'n/a'}; ` +
+      `load average at start ${m.loadAverageStart.map((v) => v.toFixed(2)).join(' ')}${m.loadAverageEnd ? `, at end ${m.loadAverageEnd.map((v) => v.toFixed(2)).join(' ')}` : ''}.`,
+  );
+  out.push('');
+  out.push(
+    'Ratios are computed within each round (targets run one after another, A B C D … per round) and the median over the rounds is shown with the range. ' +
+      'TPS is pgbench\'s "without initial connection time"; latencies are the median and 99th percentile of every transaction in pgbench\'s `--log` files, ' +
+      'then the median over the rounds. Proxy CPU is utime+stime of the proxy\'s processes (Pgpool-II: all its children) from /proc during the run.',
+  );
+  out.push('');
+  for (const workload of workloads) {
+    const rows = report.summary.filter((r) => r.workload === workload);
+    if (rows.length === 0) continue;
+    out.push(`## ${WORKLOAD_LABELS[workload]}`);
+    out.push('');
+    if (workload === 'latency-1-client') {
+      out.push('| target | TPS | latency median (ms) | p99 (ms) | added latency vs direct (µs) | proxy CPU µs/tx |');
+      out.push('|---|---:|---:|---:|---:|---:|');
+      for (const r of rows) {
+        if (r.tpsMedian === undefined) {
+          out.push(`| ${r.label} | ${r.na ? `n/a (${r.na})` : 'failed'} | | | | |`);
+          continue;
+        }
+        out.push(`| ${r.label} | ${fmt(r.tpsMedian)} | ${ms(r.latencyMedianUs)} | ${ms(r.latencyP99Us)} | ${r.target === 'direct' ? '–' : `+${fmt(r.addedLatencyUs)}`} | ${fmt(r.proxyCpuUsPerTx, 1)} |`);
+      }
+    } else {
+      out.push('| target | TPS | ratio to direct | ratio to PgBouncer | latency median (ms) | p99 (ms) | proxy CPU s/run | proxy CPU µs/tx | pgrelay RSS (MB) |');
+      out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+      for (const r of rows) {
+        if (r.tpsMedian === undefined) {
+          out.push(`| ${r.label} | ${r.na ? `n/a (${r.na})` : `failed${r.errors[0] ? `: ${r.errors[0].slice(0, 120)}` : ''}`} | | | | | | | |`);
+          continue;
+        }
+        out.push(
+          `| ${r.label} | ${fmt(r.tpsMedian)} | ${r.target === 'direct' ? '1.00' : `${fmt(r.ratioToDirect, 2)}${range(r.ratioToDirectRange)}`} | ` +
+            `${r.target === 'pgbouncer' ? '1.00' : r.ratioToPgbouncer !== undefined ? `${fmt(r.ratioToPgbouncer, 2)}${range(r.ratioToPgbouncerRange)}` : 'n/a'} | ` +
+            `${ms(r.latencyMedianUs)} | ${ms(r.latencyP99Us)} | ${fmt(r.proxyCpuS, 2)} | ${fmt(r.proxyCpuUsPerTx, 1)} | ${r.rssMaxBytes !== undefined ? fmt(r.rssMaxBytes / 1048576, 1) : ''} |`,
+        );
+      }
+    }
+    out.push('');
+  }
+  out.push('## Targets (issue 8)');
+  out.push('');
+  out.push('| target | wanted | measured | met |');
+  out.push('|---|---|---|---|');
+  for (const c of report.checks) out.push(`| ${c.target} | ${c.wanted} | ${c.measured} | ${c.met === undefined ? 'not measured' : c.met ? 'yes' : '**no**'} |`);
+  out.push('');
+  const idle = report.idleClients;
+  if (idle) {
+    out.push('## RSS per idle client');
+    out.push('');
+    if ('error' in idle) out.push(`failed: ${idle.error}`);
+    else
+      out.push(
+        `${idle.clients} idle clients (startup + SCRAM + one query each) on pgrelay (primary only): VmRSS ${fmt(idle.rssBeforeBytes / 1048576, 1)} MB before, ` +
+          `${fmt(idle.rssWithClientsBytes / 1048576, 1)} MB with them open, ${fmt(idle.rssAfterCloseBytes / 1048576, 1)} MB after closing them: ` +
+          `**${fmt(idle.perClientBytes / 1024, 1)} KB per client**.`,
+      );
+    out.push('');
+  }
+  const cls = report.classification;
+  if (cls) {
+    out.push('## Classification cost per statement (`src/classify/bench.ts`)');
+    out.push('');
+    if ('error' in cls) out.push(`failed: ${cls.error}`);
+    else out.push(`cached (same shape, varying literals): **${fmt(cls.cachedNs / 1000, 2)} µs**; uncached (every call parsed by libpg-query): **${fmt(cls.uncachedNs / 1000, 1)} µs**; literal masking alone: ${fmt(cls.maskNs / 1000, 2)} µs.`);
+    out.push('');
+  }
+  for (const { mode, summary } of report.profiles) {
+    out.push(`## CPU profile of pgrelay (primary only), select-only -M ${mode}`);
+    out.push('');
+    out.push(`${fmt(summary.totalMs / 1000, 1)} s sampled; by area (share of all samples): ${Object.entries(summary.byArea).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${fmt(v, 1)}%`).join(', ')}.`);
+    out.push('');
+    out.push('| self time (ms) | % of busy | function | where |');
+    out.push('|---:|---:|---|---|');
+    for (const e of summary.top) out.push(`| ${fmt(e.selfMs, 1)} | ${fmt(e.selfPercent, 1)} | \`${e.function}\` | ${e.location} |`);
+    out.push('');
+  }
+  if (report.notes.length > 0) {
+    out.push('## Notes');
+    out.push('');
+    for (const note of report.notes) out.push(`- ${note}`);
+    out.push('');
+  }
+  return out.join('\n');
+}
