@@ -1,3 +1,4 @@
+import { ProxyError, SqlState } from '../errors.js';
 import { AuthCode, BackendCode, TxStatus } from './codes.js';
 
 /**
@@ -174,9 +175,12 @@ export function readErrorFields(buf: Buffer, start: number, end: number): Map<st
   return fields;
 }
 
-/** A NUL-terminated string starting at `at`; returns the string and the offset after its NUL. */
+/**
+ * A NUL-terminated string starting at `at`; returns the string and the offset after its NUL.
+ * A string that runs past the message is a protocol violation of the peer (08P01, FATAL).
+ */
 export function readCString(buf: Buffer, at: number, end: number): [string, number] {
-  const stop = buf.indexOf(0, at);
-  if (stop < 0 || stop >= end) throw new RangeError('unterminated string');
+  const stop = at < end ? buf.indexOf(0, at) : -1;
+  if (stop < 0 || stop >= end) throw new ProxyError(SqlState.protocolViolation, 'invalid string in message', { severity: 'FATAL' });
   return [buf.toString('utf8', at, stop), stop + 1];
 }
