@@ -26,6 +26,12 @@ export interface NodeStatus {
   lagSeconds: number | undefined;
   /** whether the lag monitor lets this node serve reads; with a reason when not */
   fresh: boolean;
+  /**
+   * the lag monitor reaches this node and sees it replaying the current primary's WAL (its
+   * timeline, streaming), with a lag figure it can vouch for; when false no read goes there, even
+   * under a looser per-statement max_lag hint
+   */
+  replicating: boolean;
   staleReason: string | undefined;
   /** units running on the node now, and a moving average of their duration */
   inflight: number;
@@ -74,6 +80,7 @@ export class Topology extends EventEmitter {
         lagBytes: undefined,
         lagSeconds: undefined,
         fresh: true,
+        replicating: true,
         staleReason: undefined,
         inflight: 0,
         latencyEwmaMs: 1,

@@ -1,12 +1,18 @@
 import type { Balance, Fallback } from '../config/types.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
+import { withinLag } from './eligibility.js';
 
 export type Target = 'primary' | 'replica';
 
 export interface ReadConstraints {
   /** the replica must have replayed at least this WAL position (read-your-writes) */
   minLsn?: bigint | undefined;
+  /**
+   * a write this read must see has committed but its WAL position is not known yet: no replica
+   * qualifies, the read goes to the primary
+   */
+  pendingWrite?: boolean | undefined;
   /** a per-statement lag limit (hint), tighter or looser than the configured one */
   maxLagMs?: number | undefined;
 }
@@ -16,6 +22,14 @@ export interface RouterOptions {
   fallback: Fallback;
   maxLagMs: number;
   maxLagBytes: number;
+}
+
+/** Sources of chance and time, replaceable in tests. */
+export interface RouterEnvironment {
+  /** uniform in [0, 1) */
+  random(): number;
+  /** milliseconds, monotonic */
+  now(): number;
 }
 
 /** Why a read went to the primary, for metrics. */
@@ -28,17 +42,45 @@ export interface Choice {
 }
 
 /**
+ * Under `latency` balancing a replica's latency figure only moves when it serves units, so one
+ * slow unit could keep it out for good: the figure of a replica not chosen for over
+ * LATENCY_HALF_LIFE_MS is discounted (halved for every further LATENCY_HALF_LIFE_MS) until it is
+ * tried again.
+ */
+export const LATENCY_HALF_LIFE_MS = 1000;
+
+/**
  * Picks the node for a unit. It does no I/O: it reads the topology (kept current by the health
  * checker and the lag monitor) and returns a node, or undefined for the primary while none is known
  * (the caller waits for failover), or throws a ProxyError when reads may not fall back.
+ *
+ * A replica qualifies for a read when it is up, not fenced, in recovery, not the primary, the lag
+ * monitor vouches for it (`replicating`), its lag is within the limit (`fresh`, with hysteresis;
+ * or the statement's own `max_lag_ms` hint, checked against the raw figures), and it has
+ * replayed the read's `minLsn`. Among qualified replicas:
+ * - `round_robin`: in turn;
+ * - `random`: uniformly;
+ * - `least_connections`: fewest units in flight, ties taken in turn;
+ * - `weighted`: smooth weighted round robin on `nodes[].weight` (exact shares; weight 0 only
+ *   when every qualified replica has weight 0);
+ * - `latency` (default): power of two choices — two distinct random replicas, the one with the
+ *   lower (in-flight + 1) × latency EWMA wins.
  */
 export class Router {
   private rr = 0;
+  /** smooth weighted round robin: each node's running credit */
+  private readonly credit = new Map<string, number>();
+  /** when each node was last chosen (latency balancing) */
+  private readonly lastChosen = new Map<string, number>();
+  private readonly env: RouterEnvironment;
 
   constructor(
     private readonly topology: Topology,
     private options: RouterOptions,
-  ) {}
+    env: Partial<RouterEnvironment> = {},
+  ) {
+    this.env = { random: env.random ?? Math.random, now: env.now ?? (() => performance.now()) };
+  }
 
   configure(options: RouterOptions): void {
     this.options = options;
@@ -51,82 +93,128 @@ export class Router {
     if (candidates.length > 0) return { node: this.balance(candidates), fallback: undefined };
     const reason = this.whyNoReplica(constraints);
     if (this.options.fallback === 'error' && reason !== 'consistency') {
-      throw new ProxyError(SqlState.cannotConnectNow, `no replica is fresh enough for reads (${reason === 'lag' ? `all lag more than ${this.options.maxLagMs} ms` : 'none is up'}) and routing.fallback is error`, { retryable: true });
+      const why = reason === 'lag' ? `every replica is stale (lag limit ${constraints?.maxLagMs ?? this.options.maxLagMs} ms${this.options.maxLagBytes > 0 ? ` / ${this.options.maxLagBytes} bytes` : ''})` : 'no replica is up';
+      throw new ProxyError(SqlState.cannotConnectNow, `no replica can serve this read: ${why}, and routing.fallback is error`, { retryable: true });
     }
     return primary && { node: primary, fallback: reason };
   }
 
   /** Replicas that may serve a read now. */
   readCandidates(constraints?: ReadConstraints): NodeStatus[] {
+    if (constraints?.pendingWrite) return [];
     const out: NodeStatus[] = [];
-    const maxLagMs = constraints?.maxLagMs;
+    const minLsn = constraints?.minLsn;
     for (const node of this.topology.nodes.values()) {
-      if (!isReader(node)) continue;
-      if (maxLagMs === undefined ? !node.fresh : !withinLag(node, maxLagMs, this.options.maxLagBytes)) continue;
-      if (constraints?.minLsn !== undefined && (node.replayLsn === undefined || node.replayLsn < constraints.minLsn)) continue;
+      if (!this.freshEnough(node, constraints?.maxLagMs)) continue;
+      if (minLsn !== undefined && (node.replayLsn === undefined || node.replayLsn < minLsn)) continue;
       out.push(node);
     }
     return out;
   }
 
+  private freshEnough(node: NodeStatus, maxLagMs: number | undefined): boolean {
+    if (!this.isReader(node) || !node.replicating) return false;
+    if (maxLagMs === undefined) return node.fresh;
+    return withinLag({ lagMs: node.lagSeconds === undefined ? undefined : node.lagSeconds * 1000, lagBytes: node.lagBytes, replayPaused: node.replayPaused }, maxLagMs, this.options.maxLagBytes);
+  }
+
+  /** Why no replica qualified: read-your-writes alone, their lag, or none is up. */
   private whyNoReplica(constraints?: ReadConstraints): PrimaryReadReason {
     let anyUp = false;
-    let anyFresh = false;
     for (const node of this.topology.nodes.values()) {
-      if (!isReader(node)) continue;
+      if (!this.isReader(node)) continue;
       anyUp = true;
-      if (node.fresh) anyFresh = true;
+      if (this.freshEnough(node, constraints?.maxLagMs)) return 'consistency';
     }
-    if (!anyUp) return 'no_replica';
-    if (anyFresh && constraints?.minLsn !== undefined) return 'consistency';
-    return 'lag';
+    return anyUp ? 'lag' : 'no_replica';
+  }
+
+  private isReader(node: NodeStatus): boolean {
+    return node.up && !node.fenced && node.role !== 'primary' && node.name !== this.topology.primaryName && node.inRecovery !== false;
   }
 
   private balance(nodes: NodeStatus[]): NodeStatus {
-    if (nodes.length === 1) return nodes[0]!;
+    const chosen = nodes.length === 1 ? nodes[0]! : this.pick(nodes);
+    if (this.options.balance === 'latency') this.lastChosen.set(chosen.name, this.env.now());
+    return chosen;
+  }
+
+  private pick(nodes: NodeStatus[]): NodeStatus {
     switch (this.options.balance) {
       case 'round_robin':
-        return nodes[this.rr++ % nodes.length]!;
+        return nodes[this.turn() % nodes.length]!;
       case 'random':
-        return nodes[Math.floor(Math.random() * nodes.length)]!;
+        return nodes[this.randomIndex(nodes.length)]!;
       case 'least_connections': {
-        let best = nodes[0]!;
-        for (const n of nodes) if (n.inflight < best.inflight) best = n;
-        return best;
-      }
-      case 'weighted': {
-        let total = 0;
-        for (const n of nodes) total += n.weight;
-        if (total <= 0) return nodes[this.rr++ % nodes.length]!;
-        let pick = Math.random() * total;
+        let fewest = Infinity;
+        let ties = 0;
         for (const n of nodes) {
-          pick -= n.weight;
-          if (pick < 0) return n;
+          if (n.inflight < fewest) {
+            fewest = n.inflight;
+            ties = 1;
+          } else if (n.inflight === fewest) ties++;
         }
-        return nodes[nodes.length - 1]!;
+        let k = this.turn() % ties;
+        for (const n of nodes) if (n.inflight === fewest && k-- === 0) return n;
+        return nodes[0]!;
       }
+      case 'weighted':
+        return this.smoothWeighted(nodes);
       case 'latency': {
-        // power of two choices: two random candidates, the one with less expected wait wins
-        const a = nodes[Math.floor(Math.random() * nodes.length)]!;
-        let b = nodes[Math.floor(Math.random() * (nodes.length - 1))]!;
-        if (b === a) b = nodes[nodes.length - 1]!;
-        return cost(a) <= cost(b) ? a : b;
+        // power of two choices: two distinct random candidates, the one with less expected wait wins
+        const i = this.randomIndex(nodes.length);
+        let j = this.randomIndex(nodes.length - 1);
+        if (j >= i) j++;
+        const a = nodes[i]!;
+        const b = nodes[j]!;
+        return this.cost(a) <= this.cost(b) ? a : b;
       }
     }
   }
-}
 
-function isReader(node: NodeStatus): boolean {
-  return node.up && !node.fenced && node.role !== 'primary' && node.inRecovery !== false;
-}
+  /**
+   * nginx's smooth weighted round robin: every pick adds each node's weight to its credit, the
+   * node with the most credit wins and pays the total. Over any window of sum(weights) picks each
+   * node is chosen exactly weight times, interleaved. All-zero weights fall back to round robin.
+   */
+  private smoothWeighted(nodes: NodeStatus[]): NodeStatus {
+    let total = 0;
+    let best: NodeStatus | undefined;
+    let bestCredit = -Infinity;
+    for (const n of nodes) {
+      const weight = Math.max(0, n.weight);
+      total += weight;
+      const credit = (this.credit.get(n.name) ?? 0) + weight;
+      this.credit.set(n.name, credit);
+      if (weight > 0 && credit > bestCredit) {
+        best = n;
+        bestCredit = credit;
+      }
+    }
+    if (!best) return nodes[this.turn() % nodes.length]!;
+    this.credit.set(best.name, bestCredit - total);
+    if (this.credit.size > nodes.length * 2) this.forgetCredit();
+    return best;
+  }
 
-function withinLag(node: NodeStatus, maxLagMs: number, maxLagBytes: number): boolean {
-  if (node.replayPaused && (node.lagBytes ?? 0) > 0) return false;
-  if (node.lagSeconds !== undefined && node.lagSeconds * 1000 > maxLagMs) return false;
-  if (maxLagBytes > 0 && node.lagBytes !== undefined && node.lagBytes > maxLagBytes) return false;
-  return true;
-}
+  /** Drops credit of nodes no longer in the topology (so the map does not grow across reloads). */
+  private forgetCredit(): void {
+    for (const name of this.credit.keys()) if (!this.topology.nodes.has(name)) this.credit.delete(name);
+  }
 
-function cost(node: NodeStatus): number {
-  return (node.inflight + 1) * node.latencyEwmaMs;
+  private cost(node: NodeStatus): number {
+    const idleMs = this.env.now() - (this.lastChosen.get(node.name) ?? -Infinity);
+    const discount = idleMs > LATENCY_HALF_LIFE_MS ? 0.5 ** ((idleMs - LATENCY_HALF_LIFE_MS) / LATENCY_HALF_LIFE_MS) : 1;
+    return (node.inflight + 1) * node.latencyEwmaMs * discount;
+  }
+
+  private turn(): number {
+    const t = this.rr;
+    this.rr = (this.rr + 1) % 0x40000000;
+    return t;
+  }
+
+  private randomIndex(n: number): number {
+    return Math.min(n - 1, Math.floor(this.env.random() * n));
+  }
 }
