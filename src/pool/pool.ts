@@ -35,7 +35,7 @@ export class Pool implements ServerDataHandler {
   private readonly waiters: Waiter[] = [];
   private waiterHead = 0;
   private closed = false;
-  private readonly sweeper: NodeJS.Timeout;
+  private readonly sweeper: NodeJS.Timeout | undefined;
   /** parameters reported by the first server connection, for the clients' startup */
   serverParams: Map<string, string> | undefined;
   /** connection failures in a row; reset by a successful connect */
@@ -55,8 +55,11 @@ export class Pool implements ServerDataHandler {
     readonly login: ServerLogin,
     private options: PoolOptions,
   ) {
-    this.sweeper = setInterval(() => this.closeIdleExpired(), Math.min(options.idleTimeoutMs, 10_000));
-    this.sweeper.unref();
+    // idle_timeout_ms 0 = idle connections are kept
+    if (options.idleTimeoutMs > 0) {
+      this.sweeper = setInterval(() => this.closeIdleExpired(), Math.max(10, Math.min(options.idleTimeoutMs / 2, 10_000)));
+      this.sweeper.unref();
+    }
   }
 
   get size(): number {

@@ -1,0 +1,117 @@
+import pg from 'pg';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { primaryOnly } from '../support/protocol-client.js';
+import { startRelay, type Relay } from '../support/relay.js';
+import { queryNode, sharedCluster } from '../support/shared-cluster.js';
+
+// The server-connection pool as clients see it: a bounded wait then 53300, FIFO hand-over when a
+// connection frees up, idle connections closed after idle_timeout_ms, and a connection the server
+// killed while it sat idle in the pool thrown away instead of lent.
+const shared = sharedCluster();
+const cluster = primaryOnly(shared);
+const primary = cluster.nodes[0]!.name;
+const relays: Relay[] = [];
+const clients: pg.Client[] = [];
+
+async function relayWith(overrides: Record<string, unknown>): Promise<Relay> {
+  const relay = await startRelay(cluster, overrides);
+  relays.push(relay);
+  return relay;
+}
+
+async function connect(relay: Relay): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: relay.url() });
+  clients.push(client);
+  client.on('error', () => undefined);
+  await client.connect();
+  return client;
+}
+
+function poolStats(relay: Relay) {
+  return relay.app.pools.get(primary, cluster.user, cluster.database).stats();
+}
+
+/** The server backend that runs this client's next unit (through pgrelay). */
+async function backendPid(client: pg.Client): Promise<number> {
+  return (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+}
+
+async function backendAlive(pid: number): Promise<boolean> {
+  return (await queryNode(shared, primary, 'SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid], true)).length > 0;
+}
+
+afterAll(async () => {
+  await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+  await Promise.all(relays.map((r) => r.stop()));
+});
+
+describe('pool', () => {
+  it('fails a query with 53300 after checkout_timeout_ms while the only connection is in a transaction; the client stays usable', async () => {
+    const relay = await relayWith({ pool: { size: 1, checkout_timeout_ms: 300 } });
+    const holder = await connect(relay);
+    const waiter = await connect(relay);
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1');
+    await expect(waiter.query('SELECT 2')).rejects.toMatchObject({ code: '53300', message: expect.stringContaining('no server connection') });
+    // the extended protocol gets the same error, then the unit is skipped up to its Sync
+    await expect(waiter.query('SELECT $1::int AS v', [3])).rejects.toMatchObject({ code: '53300' });
+    await holder.query('COMMIT');
+    expect((await waiter.query('SELECT 4 AS v')).rows[0].v).toBe(4);
+    expect((await waiter.query('SELECT $1::int AS v', [5])).rows[0].v).toBe(5);
+    expect((await holder.query('SELECT 6 AS v')).rows[0].v).toBe(6);
+  });
+
+  it('hands the connection to a waiting client when the transaction holding it ends', async () => {
+    const relay = await relayWith({ pool: { size: 1, checkout_timeout_ms: 30_000 } });
+    const holder = await connect(relay);
+    const waiters = await Promise.all([connect(relay), connect(relay), connect(relay)]);
+    await holder.query('BEGIN');
+    await queryNode(shared, primary, 'DROP SEQUENCE IF EXISTS proto_pool_seq; CREATE SEQUENCE proto_pool_seq');
+    const pending: Promise<{ n: number; v: number }>[] = [];
+    for (const [i, client] of waiters.entries()) {
+      // nextval numbers the queries in the order the server ran them
+      pending.push(client.query("SELECT nextval('proto_pool_seq')::int AS n, $1::int AS v", [i]).then((r) => r.rows[0]));
+      await vi.waitFor(() => expect(poolStats(relay).waiting).toBe(i + 1)); // queued in this order
+    }
+    await holder.query('COMMIT');
+    const ran = await Promise.all(pending);
+    expect(ran.sort((a, b) => a.n - b.n).map((r) => r.v)).toEqual([0, 1, 2]); // first come, first served
+    const stats = poolStats(relay);
+    expect(stats.idle + stats.active).toBe(1);
+  });
+
+  it('closes idle server connections after idle_timeout_ms', async () => {
+    const relay = await relayWith({ pool: { size: 2, idle_timeout_ms: 300 } });
+    const client = await connect(relay);
+    const pid = await backendPid(client);
+    expect(await backendAlive(pid)).toBe(true);
+    await vi.waitFor(() => expect(poolStats(relay).idle).toBe(0), { timeout: 10_000, interval: 50 });
+    await vi.waitFor(async () => expect(await backendAlive(pid)).toBe(false), { timeout: 10_000, interval: 100 });
+    // the client did not notice: its next query gets a new server connection
+    const next = await backendPid(client);
+    expect(next).not.toBe(pid);
+  });
+
+  it('keeps idle server connections with idle_timeout_ms: 0', async () => {
+    const relay = await relayWith({ pool: { size: 2, idle_timeout_ms: 0 } });
+    const client = await connect(relay);
+    const pid = await backendPid(client);
+    // nothing to wait for but time: a bounded look at a connection that must still be there
+    await new Promise((r) => setTimeout(r, 500));
+    expect(poolStats(relay).idle).toBe(1);
+    expect(await backendPid(client)).toBe(pid);
+  });
+
+  it('discards a connection terminated by the server while idle in the pool; the next query succeeds', async () => {
+    const relay = await relayWith({ pool: { size: 1 } });
+    const client = await connect(relay);
+    const pid = await backendPid(client);
+    expect(poolStats(relay).idle).toBe(1);
+    const [row] = await queryNode<{ ok: boolean }>(shared, primary, 'SELECT pg_terminate_backend($1) AS ok', [pid], true);
+    expect(row!.ok).toBe(true);
+    await vi.waitFor(() => expect(poolStats(relay)).toMatchObject({ idle: 0, active: 0 }), { timeout: 10_000, interval: 20 });
+    const next = await backendPid(client);
+    expect(next).not.toBe(pid);
+    expect((await client.query('SELECT $1::text AS v', ['fine'])).rows[0].v).toBe('fine');
+  });
+});
