@@ -5,13 +5,13 @@ import { AdminServer } from './admin/admin-server.js';
 import { registerAdminRoutes } from './admin/routes.js';
 import { UserDirectory } from './auth/user-directory.js';
 import { Classifier } from './classify/classifier.js';
-import { LagMonitor } from './cluster/lag-monitor.js';
+import { Failover } from './cluster/failover.js';
+import { HealthChecker } from './cluster/health-checker.js';
 import { Topology } from './cluster/topology.js';
 import type { Config } from './config/types.js';
 import { Frontend } from './frontend/frontend.js';
 import { Metrics } from './metrics/metrics.js';
 import { PoolSet } from './pool/pool-set.js';
-import { Freshness } from './routing/freshness.js';
 import { Router } from './routing/router.js';
 import { VolatilityLoader } from './routing/volatility.js';
 import { monitorCredentials } from './cluster/credentials.js';
@@ -37,8 +37,8 @@ export class App {
   readonly users: UserDirectory;
   readonly frontend: Frontend;
   readonly admin: AdminServer;
-  readonly lagMonitor: LagMonitor;
-  readonly freshness: Freshness;
+  readonly health: HealthChecker;
+  readonly failover: Failover;
   readonly volatility: VolatilityLoader;
   readonly log: Logger;
   private secureContext: tls.SecureContext | undefined;
@@ -61,8 +61,9 @@ export class App {
     this.pools = new PoolSet(config);
     this.users = new UserDirectory(config.users);
     this.secureContext = loadTls(config);
-    this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
-    this.freshness = new Freshness(this.lagMonitor, config.routing.consistency);
+    this.health = new HealthChecker({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
+    this.failover = new Failover({ topology: this.topology, health: this.health, pools: this.pools, metrics: this.metrics, log: this.log, config: () => this.config });
+    this.pools.onNodeBroken = (node, error) => this.health.nodeBroken(node, error);
     this.frontend = new Frontend({
       config: () => this.config,
       pools: this.pools,
@@ -73,8 +74,8 @@ export class App {
       log: this.log,
       users: this.users,
       tls: () => this.secureContext,
-      readConstraints: (session, classification) => this.freshness.readConstraints(session, classification),
-      wroteOnPrimary: (session) => this.freshness.wroteOnPrimary(session),
+      nodeBroken: (node, error) => this.health.nodeBroken(node, error),
+      whenNodeDecided: (node, callback) => this.health.whenDecided(node, callback),
     });
     this.volatility = new VolatilityLoader(this.topology, this.classifier, () => monitorCredentials(this.config), config.routing.volatility_refresh_ms, this.log);
     this.admin = new AdminServer(this.log);
@@ -85,8 +86,10 @@ export class App {
     const classifier = await Classifier.create({ functions: config.routing.functions });
     const app = new App(config, classifier, options);
     try {
+      // the servers' own view (recovery state, timeline) before anything routes on it
+      await app.health.start();
+      app.failover.start();
       await app.volatility.start();
-      await app.lagMonitor.start();
       app.adminAddress = await app.admin.listen(config.admin.host, config.admin.port);
       app.listenAddress = await app.frontend.listen(config.listen.host, config.listen.port);
     } catch (error) {
@@ -108,9 +111,8 @@ export class App {
     this.config = next;
     this.users.configure(next.users);
     this.topology.configure(next.nodes);
+    this.health.reload();
     this.router.configure(routerOptions(next));
-    this.lagMonitor.configure();
-    this.freshness.configure(next.routing.consistency);
     this.volatility.configure(next.routing.volatility_refresh_ms);
     this.pools.configure(next);
     this.secureContext = secureContext;
@@ -128,7 +130,8 @@ export class App {
     await this.frontend.stopAccepting();
     await this.frontend.closeAll(graceMs);
     this.volatility.stop();
-    await this.lagMonitor.stop();
+    this.failover.stop();
+    this.health.stop();
     this.pools.close();
     await this.admin.close();
     this.log.info('pgrelay stopped');

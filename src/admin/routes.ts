@@ -1,5 +1,6 @@
 import type { App } from '../app.js';
 import { json, type AdminServer } from './admin-server.js';
+import { switchoverRequest } from '../cluster/switchover.js';
 import { collectStateMetrics } from './collect-state.js';
 import { reloadFromFile } from './config-reload.js';
 import { healthOf, statusOf } from './status.js';
@@ -27,5 +28,9 @@ export function registerAdminRoutes(admin: AdminServer, app: App): void {
       if (app.configPath === undefined) return json(409, { status: 'rejected', errors: ['pgrelay was not started from a config file (pgrelay start --config FILE): there is nothing to re-read'] });
       const outcome = reloadFromFile(app, app.configPath);
       return json(outcome.result === 'rejected' ? 400 : 200, { status: outcome.result, ...outcome });
+    })
+    .route('POST', '/admin/switchover', async (_request, body) => {
+      const answer = await switchoverRequest((target) => app.failover.switchover(target), body);
+      return json(answer.status, answer.body);
     });
 }

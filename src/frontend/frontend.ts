@@ -35,6 +35,8 @@ export interface FrontendDeps {
   wroteOnPrimary?: (session: ClientSession) => void;
   /** a data-path connection broke: health checks should look at the node now */
   nodeBroken?: (node: string, error: Error | undefined) => void;
+  /** calls back once the health checks re-checking a node have decided (up again, or down) */
+  whenNodeDecided?: (node: string, callback: () => void) => void;
 }
 
 /** Parameters a client must not be told about by a server connection that happens to serve it. */
@@ -271,6 +273,12 @@ export class Frontend implements SessionContext {
 
   nodeBroken(node: string, error: Error | undefined): void {
     this.deps.nodeBroken?.(node, error);
+  }
+
+  whenNodeDecided(node: string, callback: () => void): void {
+    const later = () => queueMicrotask(callback);
+    if (this.deps.whenNodeDecided) this.deps.whenNodeDecided(node, later);
+    else later();
   }
 
   countUnit(node: NodeStatus, route: string): void {

@@ -27,6 +27,8 @@ export interface SessionContext {
   waitForPrimary(callback: (error?: Error) => void): void;
   /** a data-path connection to the node broke or could not be opened */
   nodeBroken(node: string, error: Error | undefined): void;
+  /** calls back (asynchronously) once health checks have decided about a node they re-check after nodeBroken */
+  whenNodeDecided(node: string, callback: () => void): void;
   /** a unit starts on `node`; `route` is what its statement asked for, `classification` why (metrics) */
   countUnit(node: NodeStatus, route: string, classification: Classification | undefined): void;
   pinned(delta: number): void;

@@ -13,6 +13,7 @@ import {
   message,
   parseComplete,
   readCString,
+  readErrorFields,
   readyForQuery,
 } from '../protocol/messages.js';
 import type { Target } from '../routing/router.js';
@@ -71,6 +72,12 @@ export class ClientSession implements ServerDataHandler {
   private skipUntilSync = false;
   /** the server connection of an open transaction was lost: the client must roll back */
   private orphanedTransaction = false;
+  /** why the server connection of an idle transaction was lost, told with the client's next statement */
+  private orphanNotice: string | undefined;
+  /** the text of a FATAL the attached server sent before closing (not forwarded: the client stays) */
+  private serverFatal: string | undefined;
+  /** the unit being started was routed again after a failed connect (once per unit) */
+  private rerouted = false;
   private closed = false;
   private pumping = false;
   /** the transaction status the client last saw */
@@ -505,9 +512,26 @@ export class ClientSession implements ServerDataHandler {
       this.waiting = 'none';
       if (error || !conn) {
         if (error instanceof ProxyError && error.sqlstate === SqlState.tooManyConnections) this.ctx.metrics.poolWaitTimeouts.labels(node.name).inc();
-        else this.ctx.nodeBroken(node.name, error);
+        else {
+          this.ctx.nodeBroken(node.name, error);
+          if (!this.rerouted && isUnreachable(error)) {
+            // the node may be going down (failover): route the unit again once its health is decided
+            this.rerouted = true;
+            this.waiting = 'acquire';
+            this.ctx.whenNodeDecided(node.name, () => {
+              if (this.closed) return;
+              this.waiting = 'none';
+              this.pump();
+            });
+            return;
+          }
+        }
+        this.rerouted = false;
         this.deferredError = error ?? new Error('no server connection');
-      } else this.attach(conn, node);
+      } else {
+        this.rerouted = false;
+        this.attach(conn, node);
+      }
       if (sync) result = this.deferredError ? FAILED : OK;
       else this.pump();
     });
@@ -680,7 +704,7 @@ export class ClientSession implements ServerDataHandler {
         if (bodyLength < 0) throw new ProxyError(SqlState.protocolViolation, `node ${conn.node} sent an invalid message length`);
         const messageStart = headerInChunk ? at - 5 : at;
         const drop = this.shouldDrop(code);
-        const small = code === BackendCode.ReadyForQuery || code === BackendCode.ParameterStatus;
+        const small = code === BackendCode.ReadyForQuery || code === BackendCode.ParameterStatus || code === BackendCode.ErrorResponse;
         this.currentCode = code;
         this.dropping = drop;
         if (small && length - at >= bodyLength) {
@@ -753,6 +777,14 @@ export class ClientSession implements ServerDataHandler {
       return true;
     }
     if (drop) return false;
+    if (code === BackendCode.ErrorResponse) {
+      // a FATAL ends the server connection, not the client's: onServerClose reports the loss
+      const fields = readErrorFields(b, start, end);
+      const severity = fields.get('V') ?? fields.get('S');
+      if (severity !== 'FATAL' && severity !== 'PANIC') return true;
+      this.serverFatal = fields.get('M');
+      return false;
+    }
     const [name] = readCString(b, start, end);
     // a replica would tell the client it is in hot standby; pgrelay is one logical primary
     return name !== 'in_hot_standby';
@@ -946,15 +978,18 @@ export class ClientSession implements ServerDataHandler {
       this.close();
       return;
     }
+    const reason = this.serverFatal === undefined ? '' : ` (${this.serverFatal})`;
+    this.serverFatal = undefined;
     if (!hadWork && !inTransaction) return;
     if (inTransaction) this.orphanedTransaction = true;
+    if (inTransaction && !hadWork) this.orphanNotice = `connection to node ${node.name} lost${reason}; the transaction was rolled back`;
     this.clientTxStatus = inTransaction ? TxStatus.Failed : TxStatus.Idle;
     if (hadWork) {
       this.sendToClient(
         errorResponse({
           severity: 'ERROR',
           code: SqlState.connectionFailure,
-          message: `connection to node ${node.name} lost${inTransaction ? '; the transaction was rolled back' : ''}`,
+          message: `connection to node ${node.name} lost${reason}${inTransaction ? '; the transaction was rolled back' : ''}`,
           hint: inTransaction ? 'The transaction did not commit unless it was already acknowledged. Issue ROLLBACK and retry.' : 'The statement may or may not have completed. It is safe to retry reads.',
         }),
       );
@@ -972,13 +1007,20 @@ export class ClientSession implements ServerDataHandler {
     const ends = classification?.effects.some((e) => e.type === 'rollback' || e.type === 'commit') ?? false;
     if (ends && simple) {
       this.orphanedTransaction = false;
+      this.orphanNotice = undefined;
       this.clientTxStatus = TxStatus.Idle;
       this.txEffects = [];
       this.sendToClient(commandComplete('ROLLBACK'));
       this.sendToClient(readyForQuery(TxStatus.Idle));
       return;
     }
-    this.sendToClient(errorResponse({ severity: 'ERROR', code: SqlState.inFailedTransaction, message: 'current transaction is aborted, commands ignored until end of transaction block' }));
+    const notice = this.orphanNotice;
+    this.orphanNotice = undefined;
+    this.sendToClient(
+      notice === undefined
+        ? errorResponse({ severity: 'ERROR', code: SqlState.inFailedTransaction, message: 'current transaction is aborted, commands ignored until end of transaction block' })
+        : errorResponse({ severity: 'ERROR', code: SqlState.connectionFailure, message: notice, hint: 'The transaction did not commit. Issue ROLLBACK and retry.' }),
+    );
     if (simple) this.sendToClient(readyForQuery(TxStatus.Failed));
     else {
       this.unitOpen = true;
@@ -1059,6 +1101,11 @@ function framed(code: number, body: Buffer, length: number): Buffer {
   out.writeInt32BE(length + 4, 1);
   body.copy(out, 5, 0, length);
   return out;
+}
+
+/** A connect that failed for want of the server (refused, timed out, shutting down, pool closed). */
+function isUnreachable(error: unknown): boolean {
+  return error instanceof ProxyError && (error.sqlstate === SqlState.connectionFailure || error.sqlstate === SqlState.cannotConnectNow || error.sqlstate === SqlState.adminShutdown);
 }
 
 function toProxyError(error: unknown): ProxyError {

@@ -1,0 +1,192 @@
+import type { Config } from '../config/types.js';
+import { ProxyError, SqlState } from '../errors.js';
+import type { PoolSet } from '../pool/pool-set.js';
+import type { Logger } from '../util/log.js';
+import { chooseFailoverTarget, type PlanNode, type ReplicationObservation } from './failover-plan.js';
+import type { HealthChecker } from './health-checker.js';
+import { sleep, type NodeAdmin, type NodeAddress } from './node-admin.js';
+import type { NodeStatus, Topology } from './topology.js';
+
+export interface SwitchoverContext {
+  topology: Topology;
+  pools: PoolSet;
+  admin: NodeAdmin;
+  health: HealthChecker;
+  log: Logger;
+  config: () => Config;
+  planNodes: () => PlanNode[];
+  observation: (primary: string) => ReplicationObservation | undefined;
+  /** `closePools: false` only holds new units (running transactions go on) */
+  fence: (name: string, reason: string, options?: { closePools: boolean }) => void;
+  unfence: (name: string) => void;
+}
+
+export interface SwitchoverResult {
+  from: string;
+  to: string;
+  timeline: number;
+  /** the old primary's WAL position when it stopped taking writes */
+  finalLsn: string;
+  /** how long units for the primary were held */
+  pausedMs: number;
+  durationMs: number;
+  reason: string;
+}
+
+/** Longest wait for transactions running on the old primary to finish before they are ended. */
+const DRAIN_MAX_MS = 10_000;
+/** Longest wait for the target to replay the old primary's final WAL position. */
+const CATCH_UP_MAX_MS = 30_000;
+
+/**
+ * A planned change of primary with no acknowledged write lost and no client error:
+ *  1. hold new units for the primary (the old primary is fenced: the router has no primary, so
+ *     sessions wait up to failover.wait_ms, as during a failover);
+ *  2. let transactions running there finish (bounded; what is left is ended in step 3);
+ *  3. make the old primary refuse writes (default_transaction_read_only = on, reload) and end the
+ *     remaining sessions of pgrelay's users there;
+ *  4. wait until the target has replayed the old primary's final WAL position;
+ *  5. promote the target, clear its synchronous_standby_names, make it the primary (units flow).
+ * The old primary stays fenced: turning a running primary into a replica needs its files
+ * (standby.signal, a restart, maybe pg_rewind), which pgrelay does not have; an operator rejoins
+ * it. If anything fails before the promotion, the old primary takes writes again.
+ */
+export async function runSwitchover(ctx: SwitchoverContext, targetName: string | undefined): Promise<SwitchoverResult> {
+  const { topology, admin, log } = ctx;
+  const startedAt = performance.now();
+  const old = topology.primary();
+  if (!old) throw new ProxyError(SqlState.cannotConnectNow, 'no primary is available to switch over from');
+  const target = chooseTarget(ctx, old, targetName);
+  const peers = await admin.streamingPeers(address(old));
+  const targetApp = ctx.health.applicationName(target.name).toLowerCase();
+  if (!peers.some((p) => p.state === 'streaming' && p.applicationName.toLowerCase() === targetApp)) {
+    throw new ProxyError(SqlState.cannotConnectNow, `${target.name} is not streaming from ${old.name}: it cannot catch up`);
+  }
+  const reason = targetName ? `switchover to ${target.name} requested` : `switchover to ${target.name}, the synchronous standby`;
+  log.warn({ from: old.name, to: target.name }, 'switchover: holding units for the primary');
+
+  // 1. hold
+  ctx.fence(old.name, `switchover to ${target.name} in progress`, { closePools: false });
+  const heldAt = performance.now();
+  let readOnly = false;
+  let finalLsn: bigint;
+  try {
+    // 2. drain
+    const drainMs = Math.min(DRAIN_MAX_MS, Math.max(1000, ctx.config().failover.wait_ms / 2));
+    const drained = await waitUntil(drainMs, () => busyConnections(ctx.pools, old.name) === 0);
+    if (!drained) log.warn({ node: old.name, busy: busyConnections(ctx.pools, old.name) }, 'switchover: transactions still running on the old primary are ended');
+
+    // 3. refuse writes, end what is left
+    await admin.alterSystem(address(old), { default_transaction_read_only: 'on' });
+    readOnly = true;
+    ctx.pools.closeNode(old.name);
+    const users = [...new Set(ctx.config().users.map((u) => u.server_user ?? u.name))];
+    const ended = await admin.terminateSessions(address(old), users);
+    if (ended > 0) log.info({ node: old.name, sessions: ended }, 'switchover: ended sessions on the old primary');
+
+    // 4. catch up
+    finalLsn = await admin.currentLsn(address(old));
+    const caughtUp = await waitUntilAsync(CATCH_UP_MAX_MS, async () => ((await admin.replayLsn(address(target))) ?? 0n) >= finalLsn);
+    if (!caughtUp) throw new ProxyError(SqlState.cannotConnectNow, `${target.name} did not replay ${formatLsn(finalLsn)} within ${CATCH_UP_MAX_MS} ms`);
+  } catch (error) {
+    // nothing was promoted: the old primary takes writes again
+    if (readOnly) await admin.resetSystem(address(old), ['default_transaction_read_only']).catch(() => {});
+    ctx.unfence(old.name);
+    log.error({ from: old.name, to: target.name, err: error instanceof Error ? error.message : String(error) }, 'switchover aborted: the old primary takes writes again');
+    throw error;
+  }
+
+  // 5. promote
+  let timeline: number;
+  try {
+    ({ timeline } = await admin.promote(address(target)));
+    const names = await admin.synchronousStandbyNames(address(target));
+    if (names.trim() !== '') await admin.setSynchronousStandbyNames(address(target), '');
+  } catch (error) {
+    // the promotion may have happened: discovery (out of recovery, newest timeline) finds it
+    log.error({ from: old.name, to: target.name, err: error instanceof Error ? error.message : String(error) }, 'switchover: promotion failed; units wait for a primary');
+    throw error;
+  }
+  ctx.fence(old.name, `former primary: switched over to ${target.name} (read-only; rejoin it as a replica)`);
+  target.inRecovery = false;
+  target.timeline = timeline;
+  topology.setPrimary(target.name);
+  const pausedMs = performance.now() - heldAt;
+  return { from: old.name, to: target.name, timeline, finalLsn: formatLsn(finalLsn), pausedMs, durationMs: performance.now() - startedAt, reason };
+}
+
+function chooseTarget(ctx: SwitchoverContext, old: NodeStatus, targetName: string | undefined): NodeStatus {
+  if (targetName !== undefined) {
+    const node = ctx.topology.node(targetName);
+    if (!node) throw new ProxyError(SqlState.invalidParameterValue, `no node named "${targetName}"`);
+    if (node.name === old.name) throw new ProxyError(SqlState.invalidParameterValue, `${targetName} is already the primary`);
+    if (!node.up || node.fenced || node.inRecovery !== true) throw new ProxyError(SqlState.cannotConnectNow, `${targetName} is not a replica that is up (up: ${node.up}, fenced: ${node.fenced}, in recovery: ${node.inRecovery})`);
+    return node;
+  }
+  const choice = chooseFailoverTarget(ctx.planNodes(), old.name, ctx.observation(old.name), false);
+  if (!choice.target) throw new ProxyError(SqlState.cannotConnectNow, `no switchover target: ${choice.reason}`);
+  return ctx.topology.node(choice.target)!;
+}
+
+/** Server connections of the node lent out, opening, or waited for. */
+function busyConnections(pools: PoolSet, node: string): number {
+  let busy = 0;
+  for (const pool of pools.ofNode(node)) {
+    const s = pool.stats();
+    busy += s.active + s.connecting + s.waiting;
+  }
+  return busy;
+}
+
+async function waitUntil(timeoutMs: number, done: () => boolean): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  while (!done()) {
+    if (performance.now() > deadline) return false;
+    await sleep(10);
+  }
+  return true;
+}
+
+async function waitUntilAsync(timeoutMs: number, done: () => Promise<boolean>): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (await done().catch(() => false)) return true;
+    if (performance.now() > deadline) return false;
+    await sleep(20);
+  }
+}
+
+function address(node: NodeStatus): NodeAddress {
+  return { name: node.name, host: node.host, port: node.port };
+}
+
+export function formatLsn(lsn: bigint): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+/**
+ * POST /admin/switchover with an optional JSON body `{"target": "standby1"}`: the HTTP status and
+ * JSON answer (the admin route only serializes it).
+ */
+export async function switchoverRequest(run: (target: string | undefined) => Promise<SwitchoverResult>, body: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  let target: string | undefined;
+  if (body.trim() !== '') {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      return { status: 400, body: { status: 'rejected', error: 'the body must be JSON, e.g. {"target": "standby1"}, or empty' } };
+    }
+    const value = parsed !== null && typeof parsed === 'object' ? (parsed as Record<string, unknown>)['target'] : undefined;
+    if (value !== undefined && typeof value !== 'string') return { status: 400, body: { status: 'rejected', error: '"target" must be a node name (a string)' } };
+    target = value;
+  }
+  try {
+    const result = await run(target);
+    return { status: 200, body: { status: 'done', ...result, pausedMs: Math.round(result.pausedMs), durationMs: Math.round(result.durationMs) } };
+  } catch (error) {
+    if (!(error instanceof ProxyError)) return { status: 500, body: { status: 'failed', error: error instanceof Error ? error.message : String(error) } };
+    const status = error.sqlstate === SqlState.invalidParameterValue ? 400 : 409;
+    return { status, body: { status: 'rejected', sqlstate: error.sqlstate, error: error.message } };
+  }
+}
