@@ -7,11 +7,13 @@ import { UserDirectory } from './auth/user-directory.js';
 import { Classifier } from './classify/classifier.js';
 import { Failover } from './cluster/failover.js';
 import { HealthChecker } from './cluster/health-checker.js';
+import { LagMonitor } from './cluster/lag-monitor.js';
 import { Topology } from './cluster/topology.js';
 import type { Config } from './config/types.js';
 import { Frontend } from './frontend/frontend.js';
 import { Metrics } from './metrics/metrics.js';
 import { PoolSet } from './pool/pool-set.js';
+import { Freshness } from './routing/freshness.js';
 import { Router } from './routing/router.js';
 import { VolatilityLoader } from './routing/volatility.js';
 import { monitorCredentials } from './cluster/credentials.js';
@@ -39,6 +41,8 @@ export class App {
   readonly admin: AdminServer;
   readonly health: HealthChecker;
   readonly failover: Failover;
+  readonly lagMonitor: LagMonitor;
+  readonly freshness: Freshness;
   readonly volatility: VolatilityLoader;
   readonly log: Logger;
   private secureContext: tls.SecureContext | undefined;
@@ -64,6 +68,8 @@ export class App {
     this.health = new HealthChecker({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.failover = new Failover({ topology: this.topology, health: this.health, pools: this.pools, metrics: this.metrics, log: this.log, config: () => this.config });
     this.pools.onNodeBroken = (node, error) => this.health.nodeBroken(node, error);
+    this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
+    this.freshness = new Freshness(this.lagMonitor, config.routing.consistency);
     this.frontend = new Frontend({
       config: () => this.config,
       pools: this.pools,
@@ -74,6 +80,8 @@ export class App {
       log: this.log,
       users: this.users,
       tls: () => this.secureContext,
+      readConstraints: (session, classification) => this.freshness.readConstraints(session, classification),
+      wroteOnPrimary: (session) => this.freshness.wroteOnPrimary(session),
       nodeBroken: (node, error) => this.health.nodeBroken(node, error),
       whenNodeDecided: (node, callback) => this.health.whenDecided(node, callback),
     });
@@ -90,6 +98,7 @@ export class App {
       await app.health.start();
       app.failover.start();
       await app.volatility.start();
+      await app.lagMonitor.start();
       app.adminAddress = await app.admin.listen(config.admin.host, config.admin.port);
       app.listenAddress = await app.frontend.listen(config.listen.host, config.listen.port);
     } catch (error) {
@@ -113,6 +122,8 @@ export class App {
     this.topology.configure(next.nodes);
     this.health.reload();
     this.router.configure(routerOptions(next));
+    this.lagMonitor.configure();
+    this.freshness.configure(next.routing.consistency);
     this.volatility.configure(next.routing.volatility_refresh_ms);
     this.pools.configure(next);
     this.secureContext = secureContext;
@@ -132,6 +143,7 @@ export class App {
     this.volatility.stop();
     this.failover.stop();
     this.health.stop();
+    await this.lagMonitor.stop();
     this.pools.close();
     await this.admin.close();
     this.log.info('pgrelay stopped');
