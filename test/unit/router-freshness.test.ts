@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import type { Classification } from '../../src/classify/classifier.js';
+import { Freshness, type WriteLsnSource } from '../../src/routing/freshness.js';
+
+/** Collects write callbacks; `sample(lsn)` answers every write registered so far, as the lag monitor does. */
+class Source implements WriteLsnSource {
+  waiting: ((lsn: bigint) => void)[] = [];
+  afterWrite(done: (lsn: bigint) => void): void {
+    this.waiting.push(done);
+  }
+  sample(lsn: bigint): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const done of waiting) done(lsn);
+  }
+}
+
+const hinted = (maxLagMs: number) => ({ maxLagMs }) as unknown as Classification;
+
+describe('Freshness (consistency modes)', () => {
+  it('eventual: no constraint but a statement hint', () => {
+    const source = new Source();
+    const f = new Freshness(source, 'eventual');
+    const a = {};
+    f.wroteOnPrimary(a);
+    expect(source.waiting).toHaveLength(0);
+    expect(f.readConstraints(a, undefined)).toBeUndefined();
+    expect(f.readConstraints(a, hinted(250))).toEqual({ maxLagMs: 250 });
+  });
+
+  it('session: reads go to the primary until the write position is known, then need that position', () => {
+    const source = new Source();
+    const f = new Freshness(source, 'session');
+    const a = {};
+    const b = {};
+    expect(f.readConstraints(a, undefined)).toBeUndefined();
+    f.wroteOnPrimary(a);
+    expect(f.readConstraints(a, undefined)).toEqual({ minLsn: undefined, pendingWrite: true, maxLagMs: undefined });
+    expect(f.readConstraints(b, undefined)).toBeUndefined(); // another client is not held back
+    source.sample(500n);
+    expect(f.readConstraints(a, hinted(100))).toEqual({ minLsn: 500n, pendingWrite: false, maxLagMs: 100 });
+  });
+
+  it('session: a second write keeps reads on the primary until its own position is known', () => {
+    const source = new Source();
+    const f = new Freshness(source, 'session');
+    const a = {};
+    f.wroteOnPrimary(a);
+    const first = source.waiting.shift()!;
+    f.wroteOnPrimary(a);
+    first(100n);
+    expect(f.readConstraints(a, undefined)).toMatchObject({ minLsn: 100n, pendingWrite: true });
+    source.sample(300n);
+    expect(f.readConstraints(a, undefined)).toMatchObject({ minLsn: 300n, pendingWrite: false });
+    // positions only move forward
+    f.wroteOnPrimary(a);
+    source.sample(200n);
+    expect(f.readConstraints(a, undefined)).toMatchObject({ minLsn: 300n, pendingWrite: false });
+  });
+
+  it('global: one client\'s write holds back every client\'s reads', () => {
+    const source = new Source();
+    const f = new Freshness(source, 'global');
+    const a = {};
+    const b = {};
+    expect(f.readConstraints(b, undefined)).toEqual({ minLsn: undefined, pendingWrite: false, maxLagMs: undefined });
+    f.wroteOnPrimary(a);
+    expect(f.readConstraints(b, undefined)).toMatchObject({ pendingWrite: true });
+    source.sample(900n);
+    expect(f.readConstraints(b, undefined)).toMatchObject({ minLsn: 900n, pendingWrite: false });
+  });
+
+  it('switching modes on reload', () => {
+    const source = new Source();
+    const f = new Freshness(source, 'global');
+    f.wroteOnPrimary({});
+    f.configure('eventual');
+    expect(f.readConstraints({}, undefined)).toBeUndefined();
+    f.configure('global');
+    expect(f.readConstraints({}, undefined)).toMatchObject({ pendingWrite: false, minLsn: undefined });
+  });
+});
