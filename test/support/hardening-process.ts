@@ -43,7 +43,7 @@ export interface RelayChild {
   pid: number;
   port: number;
   adminUrl: string;
-  /** everything the process printed so far (stdout and stderr) */
+  /** everything the process printed so far (stdout and stderr); complete after stop() */
   output(): string;
   rssBytes(): number;
   /** SIGTERM (pgrelay's graceful stop), SIGKILL after `graceMs`; removes its directory */
@@ -61,8 +61,12 @@ export async function startRelayChild(name: string, document: Record<string, unk
   const logFile = path.join(dir, 'pgrelay.out');
   fs.writeFileSync(configFile, stringify({ ...document, listen: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 } }), { mode: 0o600 });
   const service = Service.start(name, process.execPath, [main, 'start', '--config', configFile], { logFile, stopSignal: 'SIGTERM' });
+  let finalOutput: string | undefined;
   const stop = async (graceMs = 15_000) => {
     await service.stop(graceMs);
+    // the log stream is flushed once the process is gone: keep what it printed, then clean up
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    if (finalOutput === undefined && fs.existsSync(logFile)) finalOutput = fs.readFileSync(logFile, 'utf8');
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -77,7 +81,7 @@ export async function startRelayChild(name: string, document: Record<string, unk
       pid: service.pid,
       port,
       adminUrl: admin ? `http://${admin}` : '(set log.level to info or debug to learn the admin address)',
-      output: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : service.output()),
+      output: () => finalOutput ?? (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : service.output()),
       rssBytes: () => {
         const rss = rssBytes(service.pid);
         if (rss === undefined) throw new Error(`pgrelay (${name}) is gone; its output:\n${service.output().slice(-2000)}`);
