@@ -160,6 +160,19 @@ export class RawClient {
     this.socket.destroy();
   }
 
+  /**
+   * Stops reading for the caller: the socket is paused and handed over with the bytes already
+   * received but not yet returned as messages (for tests that read the raw stream themselves).
+   */
+  release(): { socket: net.Socket; pending: Buffer } {
+    this.socket.removeAllListeners('data');
+    this.socket.pause();
+    const pending = Buffer.concat([...this.messages.map((m) => frame(m)), this.buffered]);
+    this.messages.length = 0;
+    this.buffered = Buffer.alloc(0);
+    return { socket: this.socket, pending };
+  }
+
   private onData(chunk: Buffer): void {
     this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
     let at = 0;
@@ -189,6 +202,13 @@ export class ServerError extends Error {
     this.code = fields.get('C') ?? '';
     this.severity = fields.get('S') ?? '';
   }
+}
+
+function frame(m: BackendMessage): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = m.type.charCodeAt(0);
+  head.writeInt32BE(m.body.length + 4, 1);
+  return Buffer.concat([head, m.body]);
 }
 
 /** libpq's md5 answer: "md5" + md5(md5(password + user) + salt), computed here independently. */
