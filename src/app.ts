@@ -8,6 +8,7 @@ import { Classifier } from './classify/classifier.js';
 import { Failover } from './cluster/failover.js';
 import { HealthChecker } from './cluster/health-checker.js';
 import { LagMonitor } from './cluster/lag-monitor.js';
+import { PatroniTopologySource } from './cluster/patroni.js';
 import { Topology } from './cluster/topology.js';
 import type { Config } from './config/types.js';
 import { Frontend } from './frontend/frontend.js';
@@ -42,6 +43,8 @@ export class App {
   readonly health: HealthChecker;
   readonly failover: Failover;
   readonly lagMonitor: LagMonitor;
+  /** failover.mode patroni: the topology comes from Patroni's REST API */
+  readonly patroni: PatroniTopologySource | undefined;
   readonly freshness: Freshness;
   readonly volatility: VolatilityLoader;
   readonly log: Logger;
@@ -70,6 +73,10 @@ export class App {
     this.pools.onNodeBroken = (node, error) => this.health.nodeBroken(node, error);
     this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.freshness = new Freshness(this.lagMonitor, config.routing.consistency);
+    this.patroni =
+      config.failover.mode === 'patroni'
+        ? new PatroniTopologySource({ topology: this.topology, pools: this.pools, health: this.health, metrics: this.metrics, log: this.log, config: () => this.config, nodesChanged: () => this.lagMonitor.configure(), primaryMoved: (record) => (this.failover.lastFailover = record) })
+        : undefined;
     this.frontend = new Frontend({
       config: () => this.config,
       pools: this.pools,
@@ -82,7 +89,10 @@ export class App {
       tls: () => this.secureContext,
       readConstraints: (session, classification) => this.freshness.readConstraints(session, classification),
       wroteOnPrimary: (session) => this.freshness.wroteOnPrimary(session),
-      nodeBroken: (node, error) => this.health.nodeBroken(node, error),
+      nodeBroken: (node, error) => {
+        this.health.nodeBroken(node, error);
+        this.patroni?.nodeBroken(node);
+      },
       whenNodeDecided: (node, callback) => this.health.whenDecided(node, callback),
     });
     this.volatility = new VolatilityLoader(this.topology, this.classifier, () => monitorCredentials(this.config), config.routing.volatility_refresh_ms, this.log);
@@ -94,6 +104,8 @@ export class App {
     const classifier = await Classifier.create({ functions: config.routing.functions });
     const app = new App(config, classifier, options);
     try {
+      // patroni mode: the nodes come from Patroni's REST API first
+      await app.patroni?.start();
       // the servers' own view (recovery state, timeline) before anything routes on it
       await app.health.start();
       app.failover.start();
@@ -119,13 +131,14 @@ export class App {
     const secureContext = loadTls(next);
     this.config = next;
     this.users.configure(next.users);
-    this.topology.configure(next.nodes);
+    this.topology.configure(this.patroni?.nodeConfigs(next) ?? next.nodes);
     this.health.reload();
     this.router.configure(routerOptions(next));
     this.lagMonitor.configure();
     this.freshness.configure(next.routing.consistency);
     this.volatility.configure(next.routing.volatility_refresh_ms);
-    this.pools.configure(next);
+    this.pools.configure(this.patroni ? { ...next, nodes: this.patroni.nodeConfigs(next) } : next);
+    this.patroni?.reload();
     this.secureContext = secureContext;
   }
 
@@ -141,6 +154,7 @@ export class App {
     await this.frontend.stopAccepting();
     await this.frontend.closeAll(graceMs);
     this.volatility.stop();
+    this.patroni?.stop();
     this.failover.stop();
     this.health.stop();
     await this.lagMonitor.stop();

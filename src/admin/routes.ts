@@ -30,7 +30,7 @@ export function registerAdminRoutes(admin: AdminServer, app: App): void {
       return json(outcome.result === 'rejected' ? 400 : 200, { status: outcome.result, ...outcome });
     })
     .route('POST', '/admin/switchover', async (_request, body) => {
-      const answer = await switchoverRequest((target) => app.failover.switchover(target), body);
+      const answer = await switchoverRequest((target) => (app.patroni ? app.patroni.switchover(target) : app.failover.switchover(target)), body);
       return json(answer.status, answer.body);
     });
 }

@@ -1,0 +1,504 @@
+/**
+ * A local Patroni cluster: one etcd member and three (or more) Patroni-managed PostgreSQL nodes on
+ * loopback, from the machine's Debian packages (`etcd-server`, `patroni`, `python3-etcd`) and
+ * PostgreSQL server binaries. Used by the Patroni integration tests and `npm run drill:patroni`.
+ *
+ * Facts it is built on (Patroni 3.0.2, etcd 3.4 on these machines):
+ * - Patroni talks to etcd 3.4 through its `etcd3:` section over plain HTTP (the gRPC gateway).
+ * - `synchronous_mode: true`: the leader has one synchronous standby; only it may be promoted.
+ * - No /dev/watchdog here: `watchdog: off`. `loop_wait + 2 × retry_timeout ≤ ttl` (10 / 2 / 4).
+ * - Everything runs as the `postgres` OS user when this process is root, fully detached (own
+ *   session, stdin from /dev/null, output to a log file per daemon), in a temp dir this owns.
+ * - The first node is started alone until it holds the leader key in etcd (it bootstrapped), then
+ *   the others clone from it. A post_bootstrap script creates the application role and database;
+ *   Patroni itself creates the superuser and the replication role.
+ * - `use_pg_rewind: true` (with wal_log_hints) so a killed leader that comes back rejoins.
+ *
+ * Layout: baseDir/etcd/{data/, etcd.log}, baseDir/<member>/{data/, patroni.yml, patroni.log,
+ * pgpass, .s.PGSQL.<port>}, baseDir/post-bootstrap.sh.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { stringify } from 'yaml';
+import { registerForExitCleanup, unregisterForExitCleanup, type ExitCleanup } from './exit-cleanup.js';
+import { findFreePort } from './free-port.js';
+import { isProcessAlive, killProcessesIn, killProcessesInSync, releaseOrphanSharedMemory, runningPostmasterPid, signalProcesses } from './node-processes.js';
+import { PgBinaries } from './pg-binaries.js';
+
+const HOST = '127.0.0.1';
+const POLL_MS = 100;
+const SCOPE = 'pgrelay';
+const NAMESPACE = '/service/';
+
+export interface PatroniClusterOptions {
+  /** Patroni members; default 3 (leader, synchronous standby, replica). */
+  members?: number;
+  /** DCS timing; defaults ttl 10, loop_wait 2, retry_timeout 4 (loop_wait + 2 × retry_timeout ≤ ttl). */
+  ttl?: number;
+  loopWait?: number;
+  retryTimeout?: number;
+  /** Extra PostgreSQL parameters for every member. */
+  parameters?: Record<string, string | number | boolean>;
+  onProgress?: (step: string) => void;
+}
+
+/** One member as Patroni's `GET /cluster` reports it. */
+export interface PatroniMember {
+  name: string;
+  role: 'leader' | 'sync_standby' | 'replica' | 'standby_leader' | string;
+  state: string;
+  api_url?: string;
+  host?: string;
+  port?: number;
+  timeline?: number;
+  lag?: number | string;
+  tags?: Record<string, unknown>;
+}
+
+interface MemberRecord {
+  name: string;
+  pgPort: number;
+  apiPort: number;
+  dir: string;
+  dataDir: string;
+  configFile: string;
+  logFile: string;
+  /** the running patroni daemon, if this process started it and it has not been killed */
+  patroniPid: number | undefined;
+}
+
+export class PatroniCluster implements ExitCleanup {
+  readonly user = 'app';
+  readonly password = 'app';
+  readonly database = 'app';
+  readonly superuser = 'postgres';
+  readonly superuserPassword = 'postgres';
+  readonly scope = SCOPE;
+  /** the etcd client URL (http://127.0.0.1:PORT) */
+  etcdUrl = '';
+  private etcdPid: number | undefined;
+  private etcdDir = '';
+  private readonly records = new Map<string, MemberRecord>();
+  private readonly replicationPassword = randomBytes(18).toString('base64url');
+  private readonly progress: (step: string) => void;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    private readonly bins: PgBinaries,
+    readonly baseDir: string,
+    private readonly options: PatroniClusterOptions,
+  ) {
+    this.progress = options.onProgress ?? (() => {});
+  }
+
+  /** Starts etcd and the Patroni members; returns once every member streams and a sync standby exists. */
+  static async create(options: PatroniClusterOptions = {}): Promise<PatroniCluster> {
+    requirePrograms();
+    const bins = PgBinaries.find();
+    const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-patroni-'));
+    fs.chmodSync(baseDir, 0o755);
+    bins.chown(baseDir);
+    const cluster = new PatroniCluster(bins, baseDir, options);
+    registerForExitCleanup(cluster);
+    try {
+      await cluster.build(options.members ?? 3);
+    } catch (error) {
+      await cluster.stop().catch(() => {});
+      throw error;
+    }
+    return cluster;
+  }
+
+  /** Patroni REST API base URLs, one per member (what pgrelay's `patroni.endpoints` lists). */
+  get endpoints(): string[] {
+    return [...this.records.values()].map((m) => `http://${HOST}:${m.apiPort}`);
+  }
+
+  memberNames(): string[] {
+    return [...this.records.keys()];
+  }
+
+  /** The PostgreSQL port of a member. */
+  port(name: string): number {
+    return this.record(name).pgPort;
+  }
+
+  apiUrl(name: string): string {
+    return `http://${HOST}:${this.record(name).apiPort}`;
+  }
+
+  url(name: string, opts: { superuser?: boolean; database?: string } = {}): string {
+    const [user, password] = opts.superuser ? [this.superuser, this.superuserPassword] : [this.user, this.password];
+    return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${HOST}:${this.port(name)}/${encodeURIComponent(opts.database ?? this.database)}`;
+  }
+
+  /** `GET /cluster` from the first member that answers. */
+  async members(): Promise<PatroniMember[]> {
+    let last: unknown;
+    for (const member of this.records.values()) {
+      if (member.patroniPid === undefined) continue;
+      try {
+        const body = (await httpJson('GET', `http://${HOST}:${member.apiPort}/cluster`)) as { members?: PatroniMember[] };
+        return body.members ?? [];
+      } catch (error) {
+        last = error;
+      }
+    }
+    throw new Error(`no Patroni member answers GET /cluster: ${String(last)}`);
+  }
+
+  /** The current leader by Patroni (its REST API), if there is one. */
+  async leader(): Promise<PatroniMember | undefined> {
+    return (await this.members()).find((m) => m.role === 'leader');
+  }
+
+  /** The member name holding the leader key in etcd (Patroni's own answer, without its REST API). */
+  async leaderKey(): Promise<string | undefined> {
+    const key = Buffer.from(`${NAMESPACE}${SCOPE}/leader`).toString('base64');
+    const body = (await httpJson('POST', `${this.etcdUrl}/v3/kv/range`, { key })) as { kvs?: { value?: string }[] };
+    const value = body.kvs?.[0]?.value;
+    return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
+  }
+
+  /**
+   * kill -9 of the leader's Patroni process and every process of its PostgreSQL (postmaster and
+   * backends): what a host crash looks like to the others. Returns the killed member's name.
+   */
+  async killLeader(): Promise<string> {
+    const leader = await this.leader();
+    if (!leader) throw new Error('there is no leader to kill');
+    await this.killMember(leader.name);
+    return leader.name;
+  }
+
+  /** kill -9 of one member's Patroni and PostgreSQL processes. */
+  async killMember(name: string): Promise<void> {
+    const member = this.record(name);
+    this.progress(`kill -9 ${name}`);
+    const postmaster = runningPostmasterPid(member.dataDir);
+    const pids = [member.patroniPid, postmaster].filter((p): p is number => p !== undefined);
+    signalProcesses(pids, 'SIGKILL');
+    member.patroniPid = undefined;
+    await killProcessesIn(member.dataDir);
+  }
+
+  /** Starts a member's Patroni again (after killMember/killLeader); Patroni rewinds it if needed. */
+  async restartMember(name: string): Promise<void> {
+    const member = this.record(name);
+    if (member.patroniPid !== undefined && isProcessAlive(member.patroniPid)) throw new Error(`member ${name} is running`);
+    this.progress(`start patroni ${name}`);
+    await killProcessesIn(member.dataDir); // leftovers of a killed postmaster
+    this.startPatroni(member);
+  }
+
+  /**
+   * Asks Patroni for a switchover from the current leader (to `target`, default the synchronous
+   * standby) and waits until the new leader runs.
+   */
+  async switchover(target?: string): Promise<string> {
+    const leader = await this.leader();
+    if (!leader) throw new Error('there is no leader to switch over from');
+    const body: Record<string, string> = { leader: leader.name };
+    if (target !== undefined) body['candidate'] = target;
+    this.progress(`switchover from ${leader.name}${target ? ` to ${target}` : ''}`);
+    await httpJson('POST', `${this.apiUrl(leader.name)}/switchover`, body, 60_000);
+    return this.waitFor('a new leader after switchover', 60_000, async () => {
+      const next = (await this.members()).find((m) => m.role === 'leader' && m.state === 'running');
+      return next && next.name !== leader.name ? next.name : undefined;
+    });
+  }
+
+  /**
+   * Waits until `count` members run with a known timeline, the leader's is the highest, and (with
+   * more than one member) a sync standby exists: the cluster is settled.
+   */
+  async waitForHealthy(timeoutMs = 120_000, count = this.records.size): Promise<PatroniMember[]> {
+    return this.waitFor(`${count} healthy Patroni members`, timeoutMs, async () => {
+      const members = await this.members().catch(() => undefined);
+      if (!members || members.length < count) return undefined;
+      const leader = members.find((m) => m.role === 'leader');
+      if (!leader || members.some((m) => m.state !== 'running' && m.state !== 'streaming')) return undefined;
+      if (count > 1 && !members.some((m) => m.role === 'sync_standby')) return undefined;
+      if (members.some((m) => m.role !== 'leader' && typeof m.lag !== 'number')) return undefined;
+      return members;
+    });
+  }
+
+  /** Runs one statement on its own connection to a member and returns the rows. */
+  async query<T = any>(name: string, sql: string, params: unknown[] = [], opts: { superuser?: boolean; database?: string } = {}): Promise<T[]> {
+    const client = new pg.Client({ connectionString: this.url(name, opts), connectionTimeoutMillis: 10_000, query_timeout: 60_000 });
+    client.on('error', () => {});
+    await client.connect();
+    try {
+      return (await client.query(sql, params)).rows as T[];
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  /** Kills every daemon and removes the files; idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      for (const member of this.records.values()) {
+        if (member.patroniPid !== undefined) signalProcesses([member.patroniPid], 'SIGKILL');
+        member.patroniPid = undefined;
+        await killProcessesIn(member.dataDir).catch(() => {});
+      }
+      if (this.etcdPid !== undefined) signalProcesses([this.etcdPid], 'SIGKILL');
+      if (this.etcdDir) await killProcessesIn(this.etcdDir).catch(() => {});
+      this.stopSync();
+    })();
+    return this.stopping;
+  }
+
+  /** Synchronous teardown for the process-exit safety net. */
+  stopSync(): void {
+    unregisterForExitCleanup(this);
+    for (const member of this.records.values()) {
+      if (member.patroniPid !== undefined) signalProcesses([member.patroniPid], 'SIGKILL');
+      member.patroniPid = undefined;
+      killProcessesInSync(member.dataDir);
+      releaseOrphanSharedMemory(member.dataDir);
+    }
+    if (this.etcdPid !== undefined) signalProcesses([this.etcdPid], 'SIGKILL');
+    this.etcdPid = undefined;
+    if (this.etcdDir) killProcessesInSync(this.etcdDir);
+    fs.rmSync(this.baseDir, { recursive: true, force: true });
+  }
+
+  // ---------------------------------------------------------------- building
+
+  private async build(count: number): Promise<void> {
+    await this.startEtcd();
+    this.writePostBootstrap();
+    const names = Array.from({ length: count }, (_, i) => `node${i + 1}`);
+    for (const name of names) await this.defineMember(name);
+    const first = this.record(names[0]!);
+    this.progress(`start patroni ${first.name} (bootstrap)`);
+    this.startPatroni(first);
+    await this.waitFor(`${first.name} to bootstrap and take the leader key`, 120_000, async () => {
+      const key = await this.leaderKey().catch(() => undefined);
+      if (key !== first.name) return undefined;
+      const members = await this.members().catch(() => undefined);
+      return members?.some((m) => m.name === first.name && m.role === 'leader' && m.state === 'running') ? true : undefined;
+    });
+    // post_bootstrap has run once the leader key is taken; the application role must log in
+    await this.waitFor('the application role', 30_000, async () => ((await this.query(first.name, 'SELECT 1').catch(() => undefined)) ? true : undefined));
+    for (const name of names.slice(1)) {
+      this.progress(`start patroni ${name}`);
+      this.startPatroni(this.record(name));
+    }
+    await this.waitForHealthy();
+  }
+
+  private async startEtcd(): Promise<void> {
+    this.etcdDir = path.join(this.baseDir, 'etcd');
+    this.bins.mkdir(this.etcdDir);
+    const clientPort = await findFreePort();
+    const peerPort = await findFreePort();
+    this.etcdUrl = `http://${HOST}:${clientPort}`;
+    const peerUrl = `http://${HOST}:${peerPort}`;
+    this.progress('start etcd');
+    const args = [
+      '--name', 'etcd1',
+      '--data-dir', path.join(this.etcdDir, 'data'),
+      '--listen-client-urls', this.etcdUrl,
+      '--advertise-client-urls', this.etcdUrl,
+      '--listen-peer-urls', peerUrl,
+      '--initial-advertise-peer-urls', peerUrl,
+      '--initial-cluster', `etcd1=${peerUrl}`,
+      '--initial-cluster-state', 'new',
+      '--initial-cluster-token', path.basename(this.baseDir),
+      '--log-outputs', 'stderr',
+    ];
+    // etcd 3.4 refuses to start on architectures other than amd64 (and arm64 from 3.5) without this
+    const env: Record<string, string> = process.arch === 'x64' ? {} : { ETCD_UNSUPPORTED_ARCH: process.arch === 'arm64' ? 'arm64' : process.arch };
+    this.etcdPid = this.daemon('etcd', args, { cwd: this.etcdDir, logFile: path.join(this.etcdDir, 'etcd.log'), env });
+    await this.waitFor('etcd to answer', 30_000, async () => {
+      const body = (await httpJson('GET', `${this.etcdUrl}/health`).catch(() => undefined)) as { health?: string } | undefined;
+      return body?.health === 'true' ? true : undefined;
+    });
+  }
+
+  private writePostBootstrap(): void {
+    // Patroni calls it with a connection string as $1 (superuser; password through PGPASSFILE).
+    const psql = path.join(this.bins.binDir, 'psql');
+    const script = [
+      '#!/bin/sh',
+      'set -e',
+      `"${psql}" "$1" --no-psqlrc -v ON_ERROR_STOP=1 -q <<'SQL'`,
+      `CREATE ROLE ${this.user} LOGIN PASSWORD '${this.password}';`,
+      `GRANT pg_monitor TO ${this.user};`,
+      `CREATE DATABASE ${this.database} OWNER ${this.user};`,
+      'SQL',
+      '',
+    ].join('\n');
+    this.bins.writeFile(path.join(this.baseDir, 'post-bootstrap.sh'), script, 0o700);
+  }
+
+  private async defineMember(name: string): Promise<void> {
+    const dir = path.join(this.baseDir, name);
+    this.bins.mkdir(dir);
+    const member: MemberRecord = {
+      name,
+      pgPort: await findFreePort(),
+      apiPort: await findFreePort(),
+      dir,
+      dataDir: path.join(dir, 'data'),
+      configFile: path.join(dir, 'patroni.yml'),
+      logFile: path.join(dir, 'patroni.log'),
+      patroniPid: undefined,
+    };
+    this.records.set(name, member);
+    this.bins.writeFile(member.configFile, stringify(this.patroniConfig(member)), 0o600);
+  }
+
+  private patroniConfig(member: MemberRecord): Record<string, unknown> {
+    const ttl = this.options.ttl ?? 10;
+    const loopWait = this.options.loopWait ?? 2;
+    const retryTimeout = this.options.retryTimeout ?? 4;
+    if (loopWait + 2 * retryTimeout > ttl) throw new Error(`loop_wait + 2 × retry_timeout must not exceed ttl (${loopWait} + 2 × ${retryTimeout} > ${ttl})`);
+    return {
+      scope: SCOPE,
+      namespace: NAMESPACE,
+      name: member.name,
+      restapi: { listen: `${HOST}:${member.apiPort}`, connect_address: `${HOST}:${member.apiPort}` },
+      etcd3: { hosts: [this.etcdUrl.replace('http://', '')], protocol: 'http' },
+      bootstrap: {
+        dcs: {
+          ttl,
+          loop_wait: loopWait,
+          retry_timeout: retryTimeout,
+          maximum_lag_on_failover: 16 * 1024 * 1024,
+          synchronous_mode: true,
+          postgresql: {
+            use_pg_rewind: true,
+            use_slots: true,
+            parameters: {
+              max_connections: 200,
+              max_wal_senders: 10,
+              max_replication_slots: 10,
+              wal_level: 'replica',
+              wal_log_hints: 'on',
+              hot_standby: 'on',
+              wal_keep_size: '256MB',
+            },
+          },
+        },
+        initdb: [{ encoding: 'UTF8' }, { locale: 'C' }],
+        post_bootstrap: path.join(this.baseDir, 'post-bootstrap.sh'),
+      },
+      postgresql: {
+        listen: `${HOST}:${member.pgPort}`,
+        connect_address: `${HOST}:${member.pgPort}`,
+        data_dir: member.dataDir,
+        bin_dir: this.bins.binDir,
+        pgpass: path.join(member.dir, 'pgpass'),
+        authentication: {
+          superuser: { username: this.superuser, password: this.superuserPassword },
+          replication: { username: 'replicator', password: this.replicationPassword },
+        },
+        pg_hba: [
+          'host all all 127.0.0.1/32 scram-sha-256',
+          'host replication replicator 127.0.0.1/32 scram-sha-256',
+        ],
+        basebackup: [{ checkpoint: 'fast' }],
+        remove_data_directory_on_rewind_failure: true,
+        parameters: {
+          unix_socket_directories: member.dir,
+          password_encryption: 'scram-sha-256',
+          shared_buffers: '32MB',
+          // throwaway clusters: a killed process loses nothing the OS has, torn pages are still guarded
+          fsync: 'off',
+          full_page_writes: 'on',
+          hot_standby_feedback: 'on',
+          wal_receiver_status_interval: '1s',
+          wal_retrieve_retry_interval: '500ms',
+          wal_sender_timeout: '10s',
+          wal_receiver_timeout: '10s',
+          dynamic_shared_memory_type: 'mmap',
+          logging_collector: 'off',
+          log_line_prefix: '%m [%p] %q%u@%d ',
+          ...this.options.parameters,
+        },
+      },
+      watchdog: { mode: 'off' },
+    };
+  }
+
+  private startPatroni(member: MemberRecord): void {
+    member.patroniPid = this.daemon('patroni', [member.configFile], { cwd: member.dir, logFile: member.logFile, env: { HOME: member.dir } });
+  }
+
+  /**
+   * Starts a daemon fully detached: its own session (setsid), stdin from /dev/null, stdout and
+   * stderr appended to `logFile`, as the postgres OS user when this process is root.
+   */
+  private daemon(command: string, args: string[], opts: { cwd: string; logFile: string; env?: Record<string, string> }): number {
+    const log = fs.openSync(opts.logFile, 'a', 0o600);
+    this.bins.chown(opts.logFile);
+    let child: ChildProcess;
+    try {
+      const env: NodeJS.ProcessEnv = {};
+      for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('PG') && !key.startsWith('ETCD') && !key.startsWith('PATRONI')) env[key] = value;
+      child = spawn(command, args, {
+        cwd: opts.cwd,
+        env: { ...env, ...opts.env },
+        detached: true,
+        stdio: ['ignore', log, log],
+        ...(this.bins.runAs ? { uid: this.bins.runAs.uid, gid: this.bins.runAs.gid } : {}),
+      });
+    } finally {
+      fs.closeSync(log);
+    }
+    child.on('error', () => {});
+    child.unref();
+    if (child.pid === undefined) throw new Error(`could not start ${command}`);
+    return child.pid;
+  }
+
+  private record(name: string): MemberRecord {
+    const member = this.records.get(name);
+    if (!member) throw new Error(`no Patroni member named ${name}`);
+    return member;
+  }
+
+  /** Polls `probe` until it returns a value; the error names what was awaited and the logs to read. */
+  private async waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const value = await probe().catch(() => undefined);
+      if (value !== undefined) return value;
+      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (logs under ${this.baseDir})`);
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+  }
+}
+
+/** A small JSON-over-HTTP call with a timeout (Patroni's REST API and etcd's gateway). */
+export async function httpJson(method: 'GET' | 'POST', url: string, body?: unknown, timeoutMs = 5_000): Promise<unknown> {
+  const response = await fetch(url, {
+    method,
+    signal: AbortSignal.timeout(timeoutMs),
+    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${url}: HTTP ${response.status} ${text.trim().slice(0, 300)}`);
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
+function requirePrograms(): void {
+  for (const program of ['patroni', 'etcd']) {
+    if (spawnSync('which', [program], { stdio: 'ignore' }).status !== 0) {
+      throw new Error(`${program} is not installed: apt-get install -y patroni etcd-server python3-etcd (.ci/run does this)`);
+    }
+  }
+}
