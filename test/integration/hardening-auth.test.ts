@@ -179,7 +179,7 @@ describe('tls.required', () => {
       });
       secure.write(garbage);
       let timer: NodeJS.Timeout | undefined;
-      const bytes = await Promise.race([closed, new Promise<undefined>((resolve) => (timer = setTimeout(resolve, BOUND_MS)))]);
+      const bytes = await Promise.race([closed, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), BOUND_MS)))]);
       clearTimeout(timer);
       secure.destroy();
       expect(bytes, 'pgrelay closed the TLS session').toBeDefined();
