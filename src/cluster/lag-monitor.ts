@@ -56,6 +56,8 @@ interface Probe {
   probe: NodeProbe;
   busy: boolean;
   last: ReplicaSample | undefined;
+  /** the last query failed (logged once per failure streak) */
+  failing: boolean;
 }
 
 interface Waiter {
@@ -73,6 +75,12 @@ export interface LagMonitorDeps {
 }
 
 const HISTORY_MIN_MS = 60_000;
+/**
+ * Writes waiting for a position while the primary cannot be sampled are capped: past this many the
+ * oldest are forgotten. That is safe — a client whose write is forgotten keeps reading from the
+ * primary until a later write of its own gets a position — and keeps memory bounded.
+ */
+const MAX_WAITING_WRITES = 65_536;
 
 /**
  * Keeps every replica's lag current in the topology. Every `routing.lag_interval_ms` it reads the
@@ -166,6 +174,7 @@ export class LagMonitor implements WriteLsnSource {
 
   afterWrite(done: (lsn: bigint) => void): void {
     this.waiters.push({ seq: ++this.writeSeq, done });
+    if (this.pendingWrites > MAX_WAITING_WRITES) this.forgetOldestWaiters();
     void this.samplePrimary();
   }
 
@@ -235,6 +244,11 @@ export class LagMonitor implements WriteLsnSource {
     } else this.waitersHead = i;
   }
 
+  private forgetOldestWaiters(): void {
+    this.waiters = this.waiters.slice(this.waitersHead + (this.pendingWrites >> 1));
+    this.waitersHead = 0;
+  }
+
   // ------------------------------------------------------------------ rounds
 
   private schedule(intervalMs: number): void {
@@ -264,8 +278,13 @@ export class LagMonitor implements WriteLsnSource {
           probe.busy = false;
           await primaryDone;
           if (this.stopped || this.probes.get(node.name) !== probe) return;
-          if (result instanceof Error) this.unreachable(node.name, result);
-          else {
+          if (result instanceof Error) {
+            if (!probe.failing) this.log.warn({ node: node.name, err: result.message }, 'lag monitor cannot query the node');
+            probe.failing = true;
+            this.unreachable(node.name, result);
+          } else {
+            if (probe.failing) this.log.info({ node: node.name }, 'lag monitor queries the node again');
+            probe.failing = false;
             probe.last = result;
             this.judge(node.name, result);
           }
@@ -408,6 +427,7 @@ export class LagMonitor implements WriteLsnSource {
         probe: new NodeProbe(node.name, { host: node.host, port: node.port, credentials, timeoutMs: config.health.timeout_ms, tls: config.server_tls, applicationName: 'pgrelay lag monitor' }),
         busy: false,
         last: undefined,
+        failing: false,
       });
       if (node.name !== this.topology.primaryName && this.timer) this.unmeasured(node, 'lag not measured yet');
     }

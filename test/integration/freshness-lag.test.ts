@@ -1,7 +1,9 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { stringify } from 'yaml';
+import { parseConfig } from '../../src/config/load.js';
 import { LocalCluster } from '../../src/local/cluster.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { relayDocument, startRelay, type Relay } from '../support/relay.js';
 
 // Lag-aware balancing against a cluster of our own (primary + two async replicas, no standby):
 // these tests pause replay, so they cannot use the shared cluster. Where a read ran is read on
@@ -186,6 +188,12 @@ describe('a replica that falls behind (recovery_min_apply_delay)', () => {
     const after = reads.filter((r) => r.sentAt > transitions.excludedAt!);
     expect(after.length).toBeGreaterThan(10);
     expect(after.filter((r) => r.port !== ports.replica2)).toEqual([]);
+
+    // a reload with a looser limit takes it back while it still lags about 3 s
+    relay.app.reload(parseConfig(stringify(relayDocument(cluster, { routing: { consistency: 'eventual', balance: 'round_robin', lag_interval_ms: LAG_INTERVAL_MS, max_lag_ms: 10_000 } })), { source: 'test' }));
+    await vi.waitFor(async () => expect(await portOf(reader)).toBe(ports.replica1), WAIT);
+    expect(relay.app.topology.node('replica1')!.lagSeconds).toBeGreaterThan(1);
+    relay.app.reload(relay.config);
 
     await setApplyDelay('replica1', '0');
     await vi.waitFor(async () => expect(await portOf(reader)).toBe(ports.replica1), WAIT);
