@@ -50,10 +50,13 @@ export function parseConninfo(text: string): Map<string, string> {
   }
 }
 
-/** Writes `key='value'` pairs, quoting every value (libpq accepts that for all keys). */
+/** Writes `key=value` pairs, quoting a value only when it needs it (empty, spaces, quotes, backslashes). */
 export function formatConninfo(values: ReadonlyMap<string, string>): string {
   const parts: string[] = [];
-  for (const [key, value] of values) parts.push(`${key}='${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`);
+  for (const [key, value] of values) {
+    const plain = value !== '' && !/[\s'\\]/.test(value);
+    parts.push(plain ? `${key}=${value}` : `${key}='${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`);
+  }
   return parts.join(' ');
 }
 

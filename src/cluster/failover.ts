@@ -80,6 +80,8 @@ export class Failover {
   /** no failover target was found: do not look again before this (Date.now()) */
   private retryFailoverAt = 0;
   private settleAttemptAt = 0;
+  /** when each node was last marked down (performance.now()), to time a followed change of primary */
+  private readonly downAt = new Map<string, number>();
   private readonly onChecked = (name: string, result: ProbeResult | undefined) => this.checked(name, result);
   private readonly onDown = (event: NodeDownEvent) => this.nodeDown(event);
 
@@ -171,6 +173,7 @@ export class Failover {
   }
 
   private nodeDown(event: NodeDownEvent): void {
+    this.downAt.set(event.node, event.downAt);
     if (event.node === this.deps.topology.primaryName && this.mode === 'managed' && !this.busy) void this.failover(event);
   }
 
@@ -281,7 +284,10 @@ export class Failover {
     topology.setPrimary(name);
     this.deps.log.warn({ from, to: name, timeline }, 'following the new primary');
     if (from === undefined) return; // the first primary seen (startup): not a change
-    this.primaryMoved({ kind: 'follow', from, to: name, at: new Date().toISOString(), durationMs: 0, detectMs: undefined, timeline, reason: `${name} is out of recovery on timeline ${timeline}`, dataLoss: false });
+    // timed from the old primary's going down, when it went down first
+    const downAt = this.deps.topology.node(from)?.up === false ? this.downAt.get(from) : undefined;
+    const durationMs = downAt === undefined ? 0 : performance.now() - downAt;
+    this.primaryMoved({ kind: 'follow', from, to: name, at: new Date().toISOString(), durationMs, detectMs: undefined, timeline, reason: `${name} is out of recovery on timeline ${timeline}`, dataLoss: false });
   }
 
   private primaryMoved(record: FailoverRecord): void {
@@ -391,6 +397,7 @@ export class Failover {
       waiting = waiting.filter((f) => !streaming.has(this.deps.health.applicationName(f.name).toLowerCase()));
       if (waiting.length > 0) await sleep(100);
     }
+    if (this.stopped || this.deps.topology.primaryName !== primary.name) return;
     for (const follower of waiting) {
       this.pointedAt.delete(follower.name);
       this.deps.log.error({ node: follower.name, primary: primary.name }, 'replica does not stream from the new primary (it may have gone past the point where the new timeline forked: rejoin it with pg_rewind)');

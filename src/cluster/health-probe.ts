@@ -1,5 +1,6 @@
 import type net from 'node:net';
 import pg from 'pg';
+import { parseConninfo } from './conninfo.js';
 
 /** Where and as whom pgrelay's own connections to a node log in (health checks, failover). */
 export interface NodeLogin {
@@ -44,8 +45,7 @@ const CHECK_SQL = `SELECT pg_is_in_recovery() AS in_recovery,
   CASE WHEN pg_is_in_recovery() THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id) END AS recovery_timeline,
   current_setting('synchronous_standby_names') AS sync_names,
   current_setting('cluster_name') AS cluster_name,
-  (SELECT json_build_object('host', sender_host, 'port', sender_port, 'status', status,
-                            'app', substring(conninfo from 'application_name=([^ ]+)'))
+  (SELECT json_build_object('host', sender_host, 'port', sender_port, 'status', status, 'conninfo', conninfo)
      FROM pg_stat_wal_receiver) AS receiver,
   CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()::text END AS receive_lsn,
   CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END AS replay_lsn,
@@ -59,7 +59,8 @@ interface CheckRow {
   recovery_timeline: number | null;
   sync_names: string;
   cluster_name: string;
-  receiver: { host: string | null; port: number | null; status: string | null; app: string | null } | null;
+  /** conninfo is the WAL receiver's, with the password obfuscated; only application_name is read from it */
+  receiver: { host: string | null; port: number | null; status: string | null; conninfo: string | null } | null;
   receive_lsn: string | null;
   replay_lsn: string | null;
   peers: { app: string; state: string; sync: string }[] | null;
@@ -160,11 +161,21 @@ function toResult(row: CheckRow): ProbeResult {
     timeline,
     synchronousStandbyNames: row.sync_names,
     peers: (row.peers ?? []).map((p) => ({ applicationName: p.app, state: p.state, syncState: p.sync })),
-    applicationName: row.in_recovery ? (receiver?.app ?? (row.cluster_name || undefined)) : undefined,
+    applicationName: row.in_recovery ? (applicationNameOf(receiver?.conninfo) ?? (row.cluster_name || undefined)) : undefined,
     upstream: receiver?.host && receiver.port ? { host: receiver.host, port: receiver.port, status: receiver.status ?? '' } : undefined,
     receiveLsn: parseLsn(row.receive_lsn),
     replayLsn: parseLsn(row.replay_lsn),
   };
+}
+
+/** application_name of a WAL receiver's conninfo (the name its primary's pg_stat_replication shows). */
+function applicationNameOf(conninfo: string | null | undefined): string | undefined {
+  if (!conninfo) return undefined;
+  try {
+    return parseConninfo(conninfo).get('application_name') || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** 'X/Y' (hex) → a byte position. */

@@ -20,6 +20,12 @@ describe('primary_conninfo re-pointing', () => {
     );
   });
 
+  it('quotes only values that need it', () => {
+    expect(repointConninfo("host='old' port='1' user='rep' application_name='standby1' passfile='/a b/pgpass'", '127.0.0.1', 2)).toBe(
+      "host=127.0.0.1 port=2 user=rep application_name=standby1 passfile='/a b/pgpass'",
+    );
+  });
+
   it('parses unquoted values, spaces around "=", and escapes', () => {
     expect(parseConninfo("host = db1 port=5432 password='it\\'s a \\\\secret' sslmode=require")).toEqual(
       new Map([
