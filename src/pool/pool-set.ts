@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Config, NodeConfig, UserConfig } from '../config/types.js';
 import { Pool, type PoolOptions } from './pool.js';
 import type { ServerConnection } from './server-connection.js';
@@ -130,6 +131,7 @@ function poolOptions(config: Config): PoolOptions {
     checkoutTimeoutMs: config.pool.checkout_timeout_ms,
     idleTimeoutMs: config.pool.idle_timeout_ms,
     connectTimeoutMs: config.pool.connect_timeout_ms,
-    tls: config.server_tls,
+    // server_tls.ca names a file: the certificate itself is what tls.connect wants
+    tls: { mode: config.server_tls.mode, ca: config.server_tls.ca === undefined ? undefined : readFileSync(config.server_tls.ca, 'utf8') },
   };
 }
