@@ -18,14 +18,14 @@
  * pgpass, .s.PGSQL.<port>}, baseDir/post-bootstrap.sh.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { registerForExitCleanup, unregisterForExitCleanup, type ExitCleanup } from './exit-cleanup.js';
-import { findFreePort } from './free-port.js';
 import { isProcessAlive, killProcessesIn, killProcessesInSync, releaseOrphanSharedMemory, runningPostmasterPid, signalProcesses } from './node-processes.js';
 import { PgBinaries } from './pg-binaries.js';
 
@@ -33,6 +33,14 @@ const HOST = '127.0.0.1';
 const POLL_MS = 100;
 const SCOPE = 'pgrelay';
 const NAMESPACE = '/service/';
+/**
+ * Ports for the daemons come from below Linux's ephemeral range (32768–60999 by default), which
+ * port-0 allocations and every outgoing connection on this busy machine draw from: a port found
+ * free there was seen taken by someone else before PostgreSQL bound it ("could not create any
+ * TCP/IP sockets"), and Patroni does not recover such a member by itself.
+ */
+const PORT_RANGE: readonly [number, number] = [20_000, 32_000];
+const handedOut = new Set<number>();
 
 export interface PatroniClusterOptions {
   /** Patroni members; default 3 (leader, synchronous standby, replica). */
@@ -107,7 +115,10 @@ export class PatroniCluster implements ExitCleanup {
     try {
       await cluster.build(options.members ?? 3);
     } catch (error) {
+      // the files go with stop(): keep what the daemons said
+      const tails = cluster.logTails();
       await cluster.stop().catch(() => {});
+      if (error instanceof Error) error.message += `\n${tails}`;
       throw error;
     }
     return cluster;
@@ -270,6 +281,23 @@ export class PatroniCluster implements ExitCleanup {
     fs.rmSync(this.baseDir, { recursive: true, force: true });
   }
 
+  /** The last lines of every daemon's log, for an error message. */
+  logTails(lines = 6): string {
+    const files = [...this.records.values()].map((m) => [m.name, m.logFile] as const);
+    if (this.etcdDir) files.unshift(['etcd', path.join(this.etcdDir, 'etcd.log')]);
+    return files
+      .map(([name, file]) => {
+        let text = '';
+        try {
+          text = fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+        } catch {
+          text = '(no log)';
+        }
+        return `--- ${name}\n${text}`;
+      })
+      .join('\n');
+  }
+
   // ---------------------------------------------------------------- building
 
   private async build(count: number): Promise<void> {
@@ -298,8 +326,8 @@ export class PatroniCluster implements ExitCleanup {
   private async startEtcd(): Promise<void> {
     this.etcdDir = path.join(this.baseDir, 'etcd');
     this.bins.mkdir(this.etcdDir);
-    const clientPort = await findFreePort();
-    const peerPort = await findFreePort();
+    const clientPort = await harnessPort();
+    const peerPort = await harnessPort();
     this.etcdUrl = `http://${HOST}:${clientPort}`;
     const peerUrl = `http://${HOST}:${peerPort}`;
     this.progress('start etcd');
@@ -345,8 +373,8 @@ export class PatroniCluster implements ExitCleanup {
     this.bins.mkdir(dir);
     const member: MemberRecord = {
       name,
-      pgPort: await findFreePort(),
-      apiPort: await findFreePort(),
+      pgPort: await harnessPort(),
+      apiPort: await harnessPort(),
       dir,
       dataDir: path.join(dir, 'data'),
       configFile: path.join(dir, 'patroni.yml'),
@@ -477,6 +505,26 @@ export class PatroniCluster implements ExitCleanup {
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
   }
+}
+
+/** A free loopback port from PORT_RANGE, not handed out before by this process. */
+async function harnessPort(): Promise<number> {
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = randomInt(PORT_RANGE[0], PORT_RANGE[1]);
+    if (handedOut.has(port) || !(await canBind(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`no free port in ${PORT_RANGE[0]}–${PORT_RANGE[1]}`);
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen(port, HOST, () => server.close(() => resolve(true)));
+  });
 }
 
 /** A small JSON-over-HTTP call with a timeout (Patroni's REST API and etcd's gateway). */
