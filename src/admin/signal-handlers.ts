@@ -31,7 +31,12 @@ export function handleSignals(app: App, options: SignalOptions): SignalHandling 
   const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
   const onHangup = () => {
     log.info({ file: options.configPath }, 'SIGHUP: reloading the configuration');
-    reloadFromFile(app, options.configPath);
+    try {
+      reloadFromFile(app, options.configPath);
+    } catch (error) {
+      // a bug must not take the process down with every client on it
+      log.error({ err: error instanceof Error ? error.message : String(error) }, 'configuration reload failed');
+    }
   };
   const onStop = (signal: string) => {
     if (stopping) {
