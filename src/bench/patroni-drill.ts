@@ -145,8 +145,12 @@ async function killRound(cluster: PatroniCluster, apps: App[], urls: string[], o
   writers.forEach((w) => w.start());
   await until(20_000, 'writes through every pgrelay', () => writers.every((w) => w.acks.length > 10));
 
+  // the kill: Patroni's process and every PostgreSQL process of the leader get SIGKILL at killAt;
+  // by killDone they are all gone (a write sent before then may still have reached the old leader)
+  const killed = leader;
   const killAt = performance.now();
-  const killed = await cluster.killLeader();
+  await cluster.killMember(killed);
+  const killDone = performance.now();
   direct.start(killAt);
   let keyAt: number | undefined;
   let newLeader: string | undefined;
@@ -160,13 +164,13 @@ async function killRound(cluster: PatroniCluster, apps: App[], urls: string[], o
     await sleep(PROBE_MS);
     return false;
   });
-  await until(60_000, 'writes through every pgrelay and directly after the kill', () => direct.firstWriteAt !== undefined && writers.every((w) => w.firstAckAfter(killAt) !== undefined));
+  await until(60_000, 'writes through every pgrelay and directly after the kill', () => direct.firstWriteAt !== undefined && writers.every((w) => w.firstAckAfter(killDone) !== undefined));
   await sleep(500);
   await Promise.all(writers.map((w) => w.stop()));
   await direct.stop();
 
   const directWriteMs = direct.firstWriteAt! - killAt;
-  const relayWriteMs = writers.map((w) => w.firstAckAfter(killAt)! - killAt);
+  const relayWriteMs = writers.map((w) => w.firstAckAfter(killDone)! - killAt);
   let lost = 0;
   for (const w of writers) lost += await missing(cluster, newLeader!, w.acks.map((a) => a.id));
   return {

@@ -42,6 +42,9 @@ export const FAST_POLL_MS = 100;
 export const HOLD_AHEAD_MS = 1_000;
 /** A hold for a switchover that did not happen ends this long after its set time. */
 const HOLD_LIMIT_MS = 30_000;
+/** Pace and bound of the checks of a newly named leader until it is out of recovery. */
+const CONFIRM_MS = 20;
+const CONFIRM_MAX_MS = 3_000;
 /** Timeout of one `GET /cluster`. */
 const CLUSTER_TIMEOUT_MS = 2_000;
 /** The same Patroni API error is logged at most this often. */
@@ -295,10 +298,14 @@ export class PatroniTopologySource {
     this.lastError = undefined;
     this.viewSeq = seq;
     this.applyView(view);
-    // Patroni names a leader that does not take writes here yet: look at it now rather than at the next check
+    // Patroni names a leader that does not take writes here yet (its promotion runs): check it
+    // every CONFIRM_MS rather than at the next poll or health check, so writes resume right after
     const leader = view.leader;
-    if (leader !== undefined && leader !== this.deps.topology.primaryName && this.hold?.from !== leader) {
+    const deadline = performance.now() + CONFIRM_MAX_MS;
+    while (this.running && leader !== undefined && this.view?.leader === leader && leader !== this.deps.topology.primaryName && this.hold?.from !== leader && this.deps.topology.node(leader)?.up !== false) {
       await this.deps.health.checkNow(leader);
+      if (performance.now() > deadline || this.deps.topology.primaryName === leader) break;
+      await new Promise((resolve) => setTimeout(resolve, CONFIRM_MS));
     }
   }
 

@@ -224,6 +224,27 @@ export class PatroniCluster implements ExitCleanup {
   }
 
   /**
+   * Patroni's maintenance mode (`PATCH /config {"pause": true}`): Patroni stops managing PostgreSQL
+   * (no failover, no demotion), e.g. to start a split brain by hand in a test.
+   */
+  async setPaused(paused: boolean): Promise<void> {
+    const leader = await this.leader();
+    const api = leader ? this.apiUrl(leader.name) : this.endpoints[0]!;
+    this.progress(paused ? 'pause Patroni' : 'resume Patroni');
+    await httpJson('PATCH', `${api}/config`, { pause: paused });
+    await this.waitFor(`Patroni ${paused ? 'paused' : 'resumed'}`, 60_000, async () => {
+      const body = (await httpJson('GET', `${api}/cluster`)) as { pause?: boolean };
+      return (body.pause === true) === paused ? true : undefined;
+    });
+  }
+
+  /** Promotes a member's PostgreSQL behind Patroni's back (pg_promote as superuser): a split brain. */
+  async promoteByHand(name: string): Promise<void> {
+    this.progress(`pg_promote() on ${name}`);
+    await this.query(name, 'SELECT pg_promote(true, 60)', [], { superuser: true, database: 'postgres' });
+  }
+
+  /**
    * Waits until `count` members run with a known timeline, the leader's is the highest, and (with
    * more than one member) a sync standby exists: the cluster is settled.
    */
@@ -528,7 +549,7 @@ function canBind(port: number): Promise<boolean> {
 }
 
 /** A small JSON-over-HTTP call with a timeout (Patroni's REST API and etcd's gateway). */
-export async function httpJson(method: 'GET' | 'POST', url: string, body?: unknown, timeoutMs = 5_000): Promise<unknown> {
+export async function httpJson(method: 'GET' | 'POST' | 'PATCH', url: string, body?: unknown, timeoutMs = 5_000): Promise<unknown> {
   const response = await fetch(url, {
     method,
     signal: AbortSignal.timeout(timeoutMs),

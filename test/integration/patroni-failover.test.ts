@@ -183,4 +183,45 @@ describe('pgrelay following Patroni (failover.mode patroni)', () => {
       await Promise.all(loads.map((l) => l.stop()));
     }
   }, 150_000);
+
+  it('a node promoted behind Patroni\'s back (newer timeline, not the leader) is fenced: no writes, no reads', async () => {
+    const members = await cluster.waitForHealthy(60_000);
+    const leader = members.find((m) => m.role === 'leader')!.name;
+    const rogue = members.find((m) => m.role === 'replica')!.name;
+    // the rogue streams the leader's timeline, so that its promotion makes a newer one
+    const [{ timeline: leaderTimeline }] = (await queryUrl<{ timeline: number }>(cluster.url(leader), "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline")) as [{ timeline: number }];
+    await vi.waitFor(async () => {
+      const [receiver] = await cluster.query<{ tli: number }>(rogue, "SELECT received_tli AS tli FROM pg_stat_wal_receiver WHERE status = 'streaming'", [], { superuser: true, database: 'postgres' });
+      expect(receiver?.tli).toBe(leaderTimeline);
+    }, { timeout: 30_000, interval: 200 });
+    // maintenance mode, so that Patroni leaves the split brain alone
+    await cluster.setPaused(true);
+    await cluster.promoteByHand(rogue);
+    const [rogueState] = await queryUrl<{ recovery: boolean; timeline: number }>(
+      cluster.url(rogue),
+      "SELECT pg_is_in_recovery() AS recovery, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline",
+    );
+    expect(rogueState!.recovery).toBe(false);
+    for (const relay of relays) {
+      await vi.waitFor(() => expect(relay.app.topology.node(rogue)?.fenced).toBe(true), { timeout: 20_000, interval: 100 });
+      // a newer timeline than the leader's (what follow mode would take for a promotion), yet writes stay with Patroni's leader
+      expect(rogueState!.timeline).toBeGreaterThan(leaderTimeline);
+      expect(relay.app.topology.primaryName).toBe(leader);
+      const client = new pg.Client({ connectionString: relay.url() });
+      client.on('error', () => {});
+      await client.connect();
+      try {
+        for (let i = 0; i < 50; i++) {
+          const [read] = (await client.query<{ port: number }>('SELECT inet_server_port() AS port')).rows;
+          expect(read!.port).not.toBe(cluster.port(rogue));
+        }
+        const [write] = (await client.query<{ port: number }>(`INSERT INTO ${TABLE} (writer, seq) VALUES (-4, 0) RETURNING inet_server_port() AS port`)).rows;
+        expect(write!.port).toBe(cluster.port(leader));
+      } finally {
+        await client.end().catch(() => {});
+      }
+    }
+    const [rogueWrites] = await queryUrl<{ n: string }>(cluster.url(rogue), `SELECT count(*) AS n FROM ${TABLE} WHERE writer = -4`);
+    expect(Number(rogueWrites!.n)).toBe(0);
+  }, 90_000);
 });
