@@ -227,9 +227,15 @@ export class Failover {
       old.fenced = true;
       this.deps.pools.closeNode(oldName);
       topology.changed();
-      const candidates = [...topology.nodes.values()].filter((n) => n.name !== oldName && n.up && !n.fenced && n.inRecovery !== false);
-      await Promise.all(candidates.map((n) => this.deps.health.checkNow(n.name)));
-      const choice = chooseFailoverTarget(this.planNodes(), oldName, this.observations.get(oldName), config().failover.allow_data_loss);
+      const observed = this.observations.get(oldName);
+      const choose = () => chooseFailoverTarget(this.planNodes(), oldName, observed, config().failover.allow_data_loss);
+      let choice = choose();
+      // WAL positions decide a quorum or a lossy choice: take them fresh (a synchronous standby needs none)
+      if (!choice.target || choice.dataLoss || (observed && parseSyncStandbyNames(observed.synchronousStandbyNames).method === 'any')) {
+        const candidates = [...topology.nodes.values()].filter((n) => n.name !== oldName && n.up && !n.fenced && n.inRecovery !== false);
+        await Promise.all(candidates.map((n) => this.deps.health.checkNow(n.name)));
+        choice = choose();
+      }
       if (!choice.target) {
         // nothing promoted: the old primary may take writes again if it comes back
         old.fenced = wasFenced;
@@ -241,8 +247,9 @@ export class Failover {
       const target = topology.node(choice.target)!;
       log.warn({ from: oldName, to: target.name, reason: choice.reason, dataLoss: choice.dataLoss, detectMs: event ? Math.round(event.downAt - event.firstFailureAt) : undefined }, 'primary is down: promoting');
       promoting = target.name;
-      const { timeline } = await this.admin.promote(address(target));
-      await this.clearSynchronousStandbys(target);
+      const promoteStartedAt = performance.now();
+      const { timeline, clearedSyncNames } = await this.admin.promote(address(target));
+      log.info({ node: target.name, timeline, promoteMs: Math.round(performance.now() - promoteStartedAt), clearedSyncNames }, 'promoted');
       this.fence(oldName, `former primary: ${target.name} was promoted on timeline ${timeline}`);
       target.inRecovery = false;
       target.timeline = timeline;
@@ -266,14 +273,6 @@ export class Failover {
       this.busy = undefined;
       this.evaluate();
     }
-  }
-
-  /** The promoted node must not wait for a synchronous partner it does not have yet. */
-  private async clearSynchronousStandbys(node: NodeStatus): Promise<void> {
-    const current = await this.admin.synchronousStandbyNames(address(node));
-    if (current.trim() === '') return;
-    this.deps.log.info({ node: node.name }, 'clearing synchronous_standby_names on the new primary until a standby streams from it');
-    await this.admin.setSynchronousStandbyNames(address(node), '');
   }
 
   /** A primary found out of recovery on the highest timeline (promoted by someone else). */

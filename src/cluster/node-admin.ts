@@ -52,31 +52,37 @@ export class NodeAdmin {
 
   /**
    * Promotes a node in recovery and returns once it is out of recovery, with its new timeline.
-   * pg_promote(true, s) itself waits up to s seconds; the loop covers a promotion that was
-   * already under way (pg_promote then fails or returns false).
+   * pg_promote(false) only signals; the loop then polls pg_is_in_recovery() every 10 ms
+   * (pg_promote(true) would poll on its own every 100 ms). On the same connection, a
+   * synchronous_standby_names the node carries is cleared: it has no synchronous partner yet and
+   * every commit would wait for one. A node already out of recovery is left as it is.
    */
-  async promote(node: NodeAddress, waitSeconds = 30): Promise<{ timeline: number }> {
+  async promote(node: NodeAddress, waitSeconds = 30): Promise<{ timeline: number; clearedSyncNames: boolean }> {
     return this.withClient(node, async (client) => {
-      const state = await client.query<{ in_recovery: boolean }>('SELECT pg_is_in_recovery() AS in_recovery');
-      if (state.rows[0]!.in_recovery) {
-        let ok = false;
+      const inRecovery = async () => (await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r;
+      if (await inRecovery()) {
         try {
-          ok = (await client.query<{ ok: boolean }>('SELECT pg_promote(true, $1) AS ok', [waitSeconds])).rows[0]!.ok;
+          await client.query('SELECT pg_promote(false)');
         } catch {
-          // e.g. "standby promotion is ongoing" or "recovery is not in progress": the loop decides
+          // "standby promotion is ongoing" or "recovery is not in progress": the loop decides
         }
-        if (!ok) {
-          const deadline = Date.now() + waitSeconds * 1000;
-          for (;;) {
-            const again = await client.query<{ in_recovery: boolean }>('SELECT pg_is_in_recovery() AS in_recovery');
-            if (!again.rows[0]!.in_recovery) break;
-            if (Date.now() > deadline) throw new Error(`${node.name} did not leave recovery within ${waitSeconds} s of pg_promote()`);
-            await sleep(50);
-          }
+        const deadline = Date.now() + waitSeconds * 1000;
+        while (await inRecovery()) {
+          if (Date.now() > deadline) throw new Error(`${node.name} did not leave recovery within ${waitSeconds} s of pg_promote()`);
+          await sleep(10);
         }
       }
-      const row = await client.query<{ tli: string }>('SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) AS tli');
-      return { timeline: Number.parseInt(row.rows[0]!.tli, 16) };
+      const row = (
+        await client.query<{ tli: string; names: string }>(
+          "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) AS tli, current_setting('synchronous_standby_names') AS names",
+        )
+      ).rows[0]!;
+      const clearedSyncNames = row.names.trim() !== '';
+      if (clearedSyncNames) {
+        await client.query("ALTER SYSTEM SET synchronous_standby_names = ''");
+        await client.query('SELECT pg_reload_conf()');
+      }
+      return { timeline: Number.parseInt(row.tli, 16), clearedSyncNames };
     });
   }
 
@@ -144,27 +150,36 @@ export class NodeAdmin {
     return { slot, followsLatest: settings.target === 'latest' || settings.target === '', changed };
   }
 
-  /** Ends the sessions of these roles (not the caller's own); returns how many. */
-  async terminateSessions(node: NodeAddress, users: readonly string[]): Promise<number> {
+  /**
+   * Makes a primary refuse writes for a switchover, on one connection: default_transaction_read_only
+   * on (ALTER SYSTEM + reload), the sessions of `users` ended, then its final WAL position.
+   */
+  async refuseWrites(node: NodeAddress, users: readonly string[]): Promise<{ sessionsEnded: number; finalLsn: bigint }> {
     return this.withClient(node, async (client) => {
-      const r = await client.query<{ n: number }>(
+      await client.query('ALTER SYSTEM SET default_transaction_read_only = on');
+      await client.query('SELECT pg_reload_conf()');
+      const ended = await client.query<{ n: number }>(
         `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
           WHERE usename = ANY($1) AND pid <> pg_backend_pid() AND backend_type = 'client backend'
             AND application_name NOT IN ('pgrelay failover')`,
         [users],
       );
-      return r.rows[0]!.n;
+      const lsn = await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+      return { sessionsEnded: ended.rows[0]!.n, finalLsn: parseLsn(lsn.rows[0]!.lsn)! };
     });
   }
 
-  /** The primary's current WAL write position. */
-  async currentLsn(node: NodeAddress): Promise<bigint> {
-    return this.withClient(node, async (client) => parseLsn((await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn)!);
-  }
-
-  /** A standby's replay position. */
-  async replayLsn(node: NodeAddress): Promise<bigint | undefined> {
-    return this.withClient(node, async (client) => parseLsn((await client.query<{ lsn: string | null }>('SELECT pg_last_wal_replay_lsn()::text AS lsn')).rows[0]!.lsn));
+  /** Polls a standby (one connection, every 10 ms) until it has replayed `lsn`; false on timeout. */
+  async waitForReplay(node: NodeAddress, lsn: bigint, timeoutMs: number): Promise<boolean> {
+    return this.withClient(node, async (client) => {
+      const deadline = performance.now() + timeoutMs;
+      for (;;) {
+        const row = (await client.query<{ lsn: string | null }>('SELECT pg_last_wal_replay_lsn()::text AS lsn')).rows[0]!;
+        if ((parseLsn(row.lsn) ?? 0n) >= lsn) return true;
+        if (performance.now() > deadline) return false;
+        await sleep(10);
+      }
+    });
   }
 }
 

@@ -40,6 +40,12 @@ const CATCH_UP_MAX_MS = 30_000;
 
 /**
  * A planned change of primary with no acknowledged write lost and no client error:
+ *  0. the other replicas are re-pointed to stream from the target (cascading): they then never
+ *     hold WAL the target lacks (the old primary keeps writing background WAL — autovacuum,
+ *     checkpoints — which a replica still streaming from it would receive past the point where
+ *     the new timeline forks, and could not follow the target afterwards). The old primary's
+ *     synchronous standbys are moved only once it refuses writes (step 3), or its commits would
+ *     wait for them;
  *  1. hold new units for the primary (the old primary is fenced: the router has no primary, so
  *     sessions wait up to failover.wait_ms, as during a failover);
  *  2. let transactions running there finish (bounded; what is left is ended in step 3);
@@ -63,6 +69,12 @@ export async function runSwitchover(ctx: SwitchoverContext, targetName: string |
     throw new ProxyError(SqlState.cannotConnectNow, `${target.name} is not streaming from ${old.name}: it cannot catch up`);
   }
   const reason = targetName ? `switchover to ${target.name} requested` : `switchover to ${target.name}, the synchronous standby`;
+  const synchronous = new Set(peers.filter((p) => p.syncState === 'sync' || p.syncState === 'quorum').map((p) => p.applicationName.toLowerCase()));
+  const followers = [...topology.nodes.values()].filter((n) => n.name !== old.name && n.name !== target.name && n.up && !n.fenced && n.inRecovery === true);
+  const isSynchronous = (n: NodeStatus) => synchronous.has(ctx.health.applicationName(n.name).toLowerCase());
+
+  // 0. cascade the asynchronous replicas from the target
+  await cascade(ctx, followers.filter((n) => !isSynchronous(n)), target);
   log.warn({ from: old.name, to: target.name }, 'switchover: holding units for the primary');
 
   // 1. hold
@@ -76,18 +88,19 @@ export async function runSwitchover(ctx: SwitchoverContext, targetName: string |
     const drained = await waitUntil(drainMs, () => busyConnections(ctx.pools, old.name) === 0);
     if (!drained) log.warn({ node: old.name, busy: busyConnections(ctx.pools, old.name) }, 'switchover: transactions still running on the old primary are ended');
 
-    // 3. refuse writes, end what is left
-    await admin.alterSystem(address(old), { default_transaction_read_only: 'on' });
-    readOnly = true;
+    // 3. refuse writes, end what is left (pgrelay's own connections first)
     ctx.pools.closeNode(old.name);
     const users = [...new Set(ctx.config().users.map((u) => u.server_user ?? u.name))];
-    const ended = await admin.terminateSessions(address(old), users);
-    if (ended > 0) log.info({ node: old.name, sessions: ended }, 'switchover: ended sessions on the old primary');
+    readOnly = true;
+    const refused = await admin.refuseWrites(address(old), users);
+    finalLsn = refused.finalLsn;
+    if (refused.sessionsEnded > 0) log.info({ node: old.name, sessions: refused.sessionsEnded }, 'switchover: ended sessions on the old primary');
+    await cascade(ctx, followers.filter(isSynchronous), target);
 
     // 4. catch up
-    finalLsn = await admin.currentLsn(address(old));
-    const caughtUp = await waitUntilAsync(CATCH_UP_MAX_MS, async () => ((await admin.replayLsn(address(target))) ?? 0n) >= finalLsn);
-    if (!caughtUp) throw new ProxyError(SqlState.cannotConnectNow, `${target.name} did not replay ${formatLsn(finalLsn)} within ${CATCH_UP_MAX_MS} ms`);
+    if (!(await admin.waitForReplay(address(target), finalLsn, CATCH_UP_MAX_MS))) {
+      throw new ProxyError(SqlState.cannotConnectNow, `${target.name} did not replay ${formatLsn(finalLsn)} within ${CATCH_UP_MAX_MS} ms`);
+    }
   } catch (error) {
     // nothing was promoted: the old primary takes writes again
     if (readOnly) await admin.resetSystem(address(old), ['default_transaction_read_only']).catch(() => {});
@@ -100,8 +113,6 @@ export async function runSwitchover(ctx: SwitchoverContext, targetName: string |
   let timeline: number;
   try {
     ({ timeline } = await admin.promote(address(target)));
-    const names = await admin.synchronousStandbyNames(address(target));
-    if (names.trim() !== '') await admin.setSynchronousStandbyNames(address(target), '');
   } catch (error) {
     // the promotion may have happened: discovery (out of recovery, newest timeline) finds it
     log.error({ from: old.name, to: target.name, err: error instanceof Error ? error.message : String(error) }, 'switchover: promotion failed; units wait for a primary');
@@ -113,6 +124,35 @@ export async function runSwitchover(ctx: SwitchoverContext, targetName: string |
   topology.setPrimary(target.name);
   const pausedMs = performance.now() - heldAt;
   return { from: old.name, to: target.name, timeline, finalLsn: formatLsn(finalLsn), pausedMs, durationMs: performance.now() - startedAt, reason };
+}
+
+/** Longest wait for replicas re-pointed at the target to stream from it. */
+const CASCADE_WAIT_MS = 10_000;
+
+/** Re-points replicas to stream from the target (still a standby) and waits (bounded) until they do. */
+async function cascade(ctx: SwitchoverContext, followers: NodeStatus[], target: NodeStatus): Promise<void> {
+  if (followers.length === 0) return;
+  const moved: NodeStatus[] = [];
+  await Promise.all(
+    followers.map(async (follower) => {
+      try {
+        await ctx.admin.repoint(address(follower), address(target));
+        moved.push(follower);
+      } catch (error) {
+        ctx.log.warn({ node: follower.name, target: target.name, err: error instanceof Error ? error.message : String(error) }, 'switchover: could not re-point replica to the target; it is re-pointed after the promotion');
+      }
+    }),
+  );
+  const apps = (nodes: NodeStatus[]) => nodes.map((n) => ctx.health.applicationName(n.name).toLowerCase());
+  let waiting = apps(moved);
+  const deadline = performance.now() + CASCADE_WAIT_MS;
+  while (waiting.length > 0 && performance.now() < deadline) {
+    const streaming = new Set((await ctx.admin.streamingPeers(address(target)).catch(() => [])).filter((p) => p.state === 'streaming').map((p) => p.applicationName.toLowerCase()));
+    waiting = waiting.filter((app) => !streaming.has(app));
+    if (waiting.length > 0) await sleep(20);
+  }
+  if (waiting.length > 0) ctx.log.warn({ target: target.name, replicas: waiting }, 'switchover: replicas do not stream from the target yet');
+  else ctx.log.info({ target: target.name, replicas: apps(moved) }, 'switchover: replicas stream from the target');
 }
 
 function chooseTarget(ctx: SwitchoverContext, old: NodeStatus, targetName: string | undefined): NodeStatus {
@@ -145,15 +185,6 @@ async function waitUntil(timeoutMs: number, done: () => boolean): Promise<boolea
     await sleep(10);
   }
   return true;
-}
-
-async function waitUntilAsync(timeoutMs: number, done: () => Promise<boolean>): Promise<boolean> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    if (await done().catch(() => false)) return true;
-    if (performance.now() > deadline) return false;
-    await sleep(20);
-  }
 }
 
 function address(node: NodeStatus): NodeAddress {

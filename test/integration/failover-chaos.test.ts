@@ -58,9 +58,9 @@ describe('managed failover after kill -9', () => {
     load = new Load(relay.url(), 'chaos');
     cleanups.push(() => load.stop());
     load.start(8, 8);
-    await vi.waitFor(() => expect(new Set(load.acks.map((a) => a.writer)).size).toBe(8), { timeout: 30_000, interval: 50 });
-    await vi.waitFor(() => expect(load.reads).toBeGreaterThan(50), { timeout: 30_000, interval: 50 });
-    await vi.waitFor(() => expect(load.acks.length).toBeGreaterThan(200), { timeout: 30_000, interval: 50 });
+    await vi.waitFor(() => expect(new Set(load.acks.map((a) => a.writer)).size).toBe(8), { timeout: 60_000, interval: 50 });
+    await vi.waitFor(() => expect(load.reads).toBeGreaterThan(50), { timeout: 60_000, interval: 50 });
+    await vi.waitFor(() => expect(load.acks.length).toBeGreaterThan(60), { timeout: 60_000, interval: 50 });
 
     killedAt = performance.now();
     await cluster.signalNode('primary', 'SIGKILL');
@@ -141,7 +141,7 @@ describe('managed failover after kill -9', () => {
     const second = new Load(relay.url(), 'chaos');
     cleanups.push(() => second.stop());
     second.start(4, 4);
-    await vi.waitFor(() => expect(second.acks.length).toBeGreaterThan(40), { timeout: 30_000, interval: 50 });
+    await vi.waitFor(() => expect(second.acks.length).toBeGreaterThan(40), { timeout: 60_000, interval: 50 });
     const killed = performance.now();
     await cluster.signalNode('standby1', 'SIGKILL');
     const port = cluster.node(sync).port;
