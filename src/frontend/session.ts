@@ -3,7 +3,6 @@ import type { Classification, SessionEffect } from '../classify/classifier.js';
 import { splitStatements } from '../classify/classifier.js';
 import type { NodeStatus } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
-import type { Pool } from '../pool/pool.js';
 import type { ServerConnection, ServerDataHandler } from '../pool/server-connection.js';
 import { BackendCode, FrontendCode, TxStatus } from '../protocol/codes.js';
 import { FrameReader } from '../protocol/frame-reader.js';
@@ -62,8 +61,6 @@ export class ClientSession implements ServerDataHandler {
   private readonly state: SessionState;
   private server: ServerConnection | undefined;
   private serverNode: NodeStatus | undefined;
-  /** the pool that lent `server` (it takes it back: no key lookup per unit) */
-  private serverPool: Pool | undefined;
   private readonly queue = new ResponseQueue<StatementPayload>();
   /** an extended-protocol unit has started and its Sync has not come yet */
   private unitOpen = false;
@@ -97,6 +94,8 @@ export class ClientSession implements ServerDataHandler {
   private portalPayload: StatementPayload | undefined;
   /** the current unit's classification decided its node; later units of a pipeline follow it */
   private unitStartedAt = 0;
+  /** when the unit now running began (pgrelay_query_duration_seconds, per unit, also inside transactions and pinned sessions) */
+  private unitBeganAt = 0;
   private unitHadError = false;
   private releaseAfterChunk = false;
   /** the classification of the unit being started (for per-statement hints such as max_lag_ms) */
@@ -436,7 +435,10 @@ export class ClientSession implements ServerDataHandler {
   private beginSimpleUnit(target: Target | 'any', route: string): Ready {
     // a Query inside an extended unit runs on the unit's connection
     const ready = this.ensureServer(this.unitOpen ? undefined : target);
-    if (ready === OK && !this.unitOpen) this.ctx.countUnit(this.serverNode!, route, this.startingClassification);
+    if (ready === OK && !this.unitOpen) {
+      this.unitBeganAt = performance.now();
+      this.ctx.countUnit(this.serverNode!, route, this.startingClassification);
+    }
     return ready;
   }
 
@@ -450,6 +452,7 @@ export class ClientSession implements ServerDataHandler {
     const ready = this.ensureServer(this.targetOf(classification));
     if (ready === OK) {
       this.unitOpen = true;
+      this.unitBeganAt = performance.now();
       this.ctx.countUnit(this.serverNode!, classification?.route ?? 'any', classification);
     }
     return ready;
@@ -533,7 +536,7 @@ export class ClientSession implements ServerDataHandler {
         this.deferredError = error ?? new Error('no server connection');
       } else {
         this.rerouted = false;
-        this.attach(conn, node, pool);
+        this.attach(conn, node);
       }
       if (sync) result = this.deferredError ? FAILED : OK;
       else this.pump();
@@ -557,10 +560,9 @@ export class ClientSession implements ServerDataHandler {
     });
   }
 
-  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool): void {
+  private attach(conn: ServerConnection, node: NodeStatus): void {
     this.server = conn;
     this.serverNode = node;
-    this.serverPool = pool;
     this.need = 0;
     this.dropping = false;
     this.headerLength = 0;
@@ -581,7 +583,6 @@ export class ClientSession implements ServerDataHandler {
     const conn = this.server;
     if (!conn) return;
     const node = this.serverNode!;
-    const pool = this.serverPool!;
     this.flushRun();
     if (this.corked === conn.socket) {
       this.corked = undefined;
@@ -589,13 +590,12 @@ export class ClientSession implements ServerDataHandler {
     }
     this.server = undefined;
     this.serverNode = undefined;
-    this.serverPool = undefined;
     node.inflight--;
     const elapsedMs = performance.now() - this.unitStartedAt;
     node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
-    this.ctx.metrics.observeUnit(node.name, elapsedMs / 1000);
     this.queue.clear();
     conn.socket.resume();
+    const pool = this.ctx.pools.get(node.name, this.user, this.database);
     if (reusable && !conn.closed && this.need === 0 && this.headerLength === 0) pool.release(conn);
     else pool.discard(conn);
   }
@@ -877,6 +877,8 @@ export class ClientSession implements ServerDataHandler {
 
   /** A unit's ReadyForQuery arrived: apply its session effects, maybe release the connection. */
   private unitDone(): void {
+    // pipelined units: a later unit's start replaces an earlier one's, which then reads shorter
+    if (this.serverNode) this.ctx.metrics.observeUnit(this.serverNode.name, (performance.now() - this.unitBeganAt) / 1000);
     const status = this.server?.txStatus ?? TxStatus.Idle;
     const effects = this.pendingEffects;
     const failed = this.unitHadError;
@@ -963,17 +965,15 @@ export class ClientSession implements ServerDataHandler {
     const inTransaction = conn.txStatus !== TxStatus.Idle;
     this.ctx.nodeBroken(node.name, error);
     this.ctx.metrics.serverErrors.labels(node.name).inc();
-    const pool = this.serverPool!;
     this.server = undefined;
     this.serverNode = undefined;
-    this.serverPool = undefined;
     node.inflight--;
     this.queue.clear();
     this.pendingEffects = [];
     this.unitHadError = false;
     this.need = 0;
     this.headerLength = 0;
-    pool.discard(conn);
+    this.ctx.pools.get(node.name, this.user, this.database).discard(conn);
     if (midMessage) {
       // the client holds part of a message: its stream cannot be repaired
       this.sendToClient(errorResponse({ severity: 'FATAL', code: SqlState.connectionFailure, message: `connection to node ${node.name} lost in the middle of a result` }));
