@@ -3,6 +3,7 @@ import type { Classification, SessionEffect } from '../classify/classifier.js';
 import { splitStatements } from '../classify/classifier.js';
 import type { NodeStatus } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
+import type { Pool } from '../pool/pool.js';
 import type { ServerConnection, ServerDataHandler } from '../pool/server-connection.js';
 import { BackendCode, FrontendCode, TxStatus } from '../protocol/codes.js';
 import { FrameReader } from '../protocol/frame-reader.js';
@@ -61,6 +62,8 @@ export class ClientSession implements ServerDataHandler {
   private readonly state: SessionState;
   private server: ServerConnection | undefined;
   private serverNode: NodeStatus | undefined;
+  /** the pool that lent `server` (it takes it back: no key lookup per unit) */
+  private serverPool: Pool | undefined;
   private readonly queue = new ResponseQueue<StatementPayload>();
   /** an extended-protocol unit has started and its Sync has not come yet */
   private unitOpen = false;
@@ -536,7 +539,7 @@ export class ClientSession implements ServerDataHandler {
         this.deferredError = error ?? new Error('no server connection');
       } else {
         this.rerouted = false;
-        this.attach(conn, node);
+        this.attach(conn, node, pool);
       }
       if (sync) result = this.deferredError ? FAILED : OK;
       else this.pump();
@@ -560,9 +563,10 @@ export class ClientSession implements ServerDataHandler {
     });
   }
 
-  private attach(conn: ServerConnection, node: NodeStatus): void {
+  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool): void {
     this.server = conn;
     this.serverNode = node;
+    this.serverPool = pool;
     this.need = 0;
     this.dropping = false;
     this.headerLength = 0;
@@ -583,6 +587,7 @@ export class ClientSession implements ServerDataHandler {
     const conn = this.server;
     if (!conn) return;
     const node = this.serverNode!;
+    const pool = this.serverPool!;
     this.flushRun();
     if (this.corked === conn.socket) {
       this.corked = undefined;
@@ -590,12 +595,12 @@ export class ClientSession implements ServerDataHandler {
     }
     this.server = undefined;
     this.serverNode = undefined;
+    this.serverPool = undefined;
     node.inflight--;
     const elapsedMs = performance.now() - this.unitStartedAt;
     node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
     this.queue.clear();
     conn.socket.resume();
-    const pool = this.ctx.pools.get(node.name, this.user, this.database);
     if (reusable && !conn.closed && this.need === 0 && this.headerLength === 0) pool.release(conn);
     else pool.discard(conn);
   }
@@ -965,15 +970,17 @@ export class ClientSession implements ServerDataHandler {
     const inTransaction = conn.txStatus !== TxStatus.Idle;
     this.ctx.nodeBroken(node.name, error);
     this.ctx.metrics.serverErrors.labels(node.name).inc();
+    const pool = this.serverPool!;
     this.server = undefined;
     this.serverNode = undefined;
+    this.serverPool = undefined;
     node.inflight--;
     this.queue.clear();
     this.pendingEffects = [];
     this.unitHadError = false;
     this.need = 0;
     this.headerLength = 0;
-    this.ctx.pools.get(node.name, this.user, this.database).discard(conn);
+    pool.discard(conn);
     if (midMessage) {
       // the client holds part of a message: its stream cannot be repaired
       this.sendToClient(errorResponse({ severity: 'FATAL', code: SqlState.connectionFailure, message: `connection to node ${node.name} lost in the middle of a result` }));
