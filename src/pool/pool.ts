@@ -11,7 +11,8 @@ export type AcquireCallback = (error: Error | undefined, conn: ServerConnection 
 
 interface Waiter {
   callback: AcquireCallback;
-  timer: NodeJS.Timeout;
+  /** Date.now() after which the waiter gets 53300 */
+  deadline: number;
   done: boolean;
 }
 
@@ -34,6 +35,7 @@ export class Pool implements ServerDataHandler {
   private connecting = 0;
   private readonly waiters: Waiter[] = [];
   private waiterHead = 0;
+  private expiryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly sweeper: NodeJS.Timeout | undefined;
   /** parameters reported by the first server connection, for the clients' startup */
@@ -96,19 +98,52 @@ export class Pool implements ServerDataHandler {
       this.open(callback);
       return;
     }
-    const waiter: Waiter = {
-      callback,
-      done: false,
-      timer: setTimeout(() => {
-        if (waiter.done) return;
-        waiter.done = true;
-        callback(
-          new ProxyError(SqlState.tooManyConnections, `no server connection to node ${this.endpoint.node} became free within ${this.options.checkoutTimeoutMs} ms (pool size ${this.options.size})`, { retryable: true }),
-          undefined,
-        );
-      }, this.options.checkoutTimeoutMs),
-    };
-    this.waiters.push(waiter);
+    this.waiters.push({ callback, done: false, deadline: Date.now() + this.options.checkoutTimeoutMs });
+    if (this.expiryTimer === undefined) this.armExpiry();
+  }
+
+  /**
+   * One timer for all waiters, armed for the oldest: they wait in FIFO order with the same timeout,
+   * so the head expires first (a timer per waiter cost a setTimeout and a clearTimeout per unit
+   * whenever the pool was busy). After a reload that shortens checkout_timeout_ms, a newer waiter
+   * expires no later than the older ones ahead of it.
+   */
+  private armExpiry(): void {
+    this.expiryTimer = undefined;
+    const now = Date.now();
+    for (let i = this.waiterHead; i < this.waiters.length; i++) {
+      const waiter = this.waiters[i]!;
+      if (waiter.done) continue;
+      this.expiryTimer = setTimeout(() => this.expireWaiters(), Math.max(1, waiter.deadline - now));
+      return;
+    }
+  }
+
+  private expireWaiters(): void {
+    const now = Date.now();
+    while (this.waiterHead < this.waiters.length) {
+      const waiter = this.waiters[this.waiterHead]!;
+      if (!waiter.done && waiter.deadline > now) break;
+      this.waiters[this.waiterHead++] = undefined as never;
+      if (waiter.done) continue;
+      waiter.done = true;
+      waiter.callback(
+        new ProxyError(SqlState.tooManyConnections, `no server connection to node ${this.endpoint.node} became free within ${this.options.checkoutTimeoutMs} ms (pool size ${this.options.size})`, { retryable: true }),
+        undefined,
+      );
+    }
+    this.compactWaiters();
+    this.armExpiry();
+  }
+
+  private compactWaiters(): void {
+    if (this.waiterHead === this.waiters.length) {
+      this.waiters.length = 0;
+      this.waiterHead = 0;
+    } else if (this.waiterHead > 64 && this.waiterHead * 2 > this.waiters.length) {
+      this.waiters.splice(0, this.waiterHead);
+      this.waiterHead = 0;
+    }
   }
 
   private open(callback: AcquireCallback): void {
@@ -217,13 +252,9 @@ export class Pool implements ServerDataHandler {
     while (this.waiterHead < this.waiters.length) {
       const waiter = this.waiters[this.waiterHead]!;
       this.waiters[this.waiterHead++] = undefined as never;
-      if (this.waiterHead > 64 && this.waiterHead * 2 > this.waiters.length) {
-        this.waiters.splice(0, this.waiterHead);
-        this.waiterHead = 0;
-      }
+      this.compactWaiters();
       if (waiter.done) continue;
       waiter.done = true;
-      clearTimeout(waiter.timer);
       return waiter;
     }
     return undefined;
@@ -278,6 +309,8 @@ export class Pool implements ServerDataHandler {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
+    if (this.expiryTimer !== undefined) clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
     this.drainIdle();
     for (const conn of this.active) conn.destroy();
     this.active.clear();
