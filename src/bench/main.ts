@@ -317,11 +317,16 @@ async function main(argv: string[]): Promise<number> {
         say(`profile: pgrelay (primary only) under node --cpu-prof, select-only -M ${mode}, ${options.durationS} s`);
         const profileDir = path.join(workDir, `profile-${mode}`);
         fs.mkdirSync(profileDir);
+        const window: { fromUs?: number; toUs?: number; transactions?: number; tps?: number } = {};
         const relay = await startRelayProcess({ name: `pgrelay-profile-${mode}`, dir: workDir, nodes: [primary], user: cluster.user, password: cluster.password, poolSize: options.poolSize, cpuProfileDir: profileDir });
         services.push(relay.service);
         try {
           await pgbench(endpoint(relay.port), { clients: options.clients, threads: options.threads, durationS: 2, mode, selectOnly: true, logDir });
-          await pgbench(endpoint(relay.port), { clients: options.clients, threads: options.threads, durationS: options.durationS, mode, selectOnly: true, logDir });
+          window.fromUs = monotonicUs();
+          const run = await pgbench(endpoint(relay.port), { clients: options.clients, threads: options.threads, durationS: options.durationS, mode, selectOnly: true, logDir });
+          window.toUs = monotonicUs();
+          window.transactions = run.transactions;
+          window.tps = run.tps;
         } finally {
           await relay.service.stop();
           services.splice(services.indexOf(relay.service), 1);
@@ -331,12 +336,12 @@ async function main(argv: string[]): Promise<number> {
           report.notes.push(`profile -M ${mode}: no .cpuprofile was written`);
           continue;
         }
-        const summary = summariseProfile(file);
+        const summary = summariseProfile(file, 25, window);
         const kept = path.join(options.out, `profile-${mode}.cpuprofile`);
         fs.mkdirSync(options.out, { recursive: true });
         fs.copyFileSync(file, kept);
         summary.file = kept;
-        report.profiles.push({ mode, summary });
+        report.profiles.push({ mode, summary, tps: window.tps });
       }
     }
   } finally {
@@ -374,6 +379,10 @@ async function main(argv: string[]): Promise<number> {
 
 function relayTarget(id: TargetId, relay: RelayProcess, endpoint: (port: number) => Endpoint): Target {
   return { id, endpoint: endpoint(relay.port), cpuRoot: () => relay.service.rootPid, rssPid: () => relay.service.pid };
+}
+
+function monotonicUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
 }
 
 function pgVersion(): string {

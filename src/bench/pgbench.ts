@@ -36,6 +36,8 @@ export interface PgbenchOptions {
   selectOnly: boolean;
   /** where the --log files go (emptied afterwards) */
   logDir: string;
+  /** a fixed rate (pgbench -R, transactions per second) instead of as fast as possible */
+  rate?: number;
 }
 
 export class PgbenchError extends Error {}
@@ -77,6 +79,7 @@ export async function pgbench(endpoint: Endpoint, options: PgbenchOptions): Prom
     '--log-prefix', path.join(options.logDir, 'tx'),
   ];
   if (options.selectOnly) args.push('-S');
+  if (options.rate !== undefined) args.push('-R', String(options.rate));
   const { stdout } = await run(args, endpoint, (options.durationS + 120) * 1000, options.logDir);
   const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout);
   const processed = /number of transactions actually processed: (\d+)/.exec(stdout);

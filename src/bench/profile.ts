@@ -26,11 +26,15 @@ export interface ProfileEntry {
   location: string;
   selfMs: number;
   selfPercent: number;
+  /** self time per transaction of the profiled run (when the transaction count is given) */
+  selfUsPerTx?: number;
 }
 
 export interface ProfileSummary {
   file: string;
   totalMs: number;
+  /** sampled time that was not idle, per transaction (when the transaction count is given) */
+  busyUsPerTx?: number;
   /** share of samples in pgrelay's own code (dist/), in node internals, in dependencies, in GC, idle */
   byArea: Record<string, number>;
   top: ProfileEntry[];
@@ -53,15 +57,34 @@ function location(url: string, line: number): string {
   return `${cut}:${line + 1}`;
 }
 
-export function summariseProfile(file: string, topN = 20): ProfileSummary {
+export interface ProfileWindow {
+  /** CLOCK_MONOTONIC µs (process.hrtime.bigint() / 1000n): only samples in [fromUs, toUs] count */
+  fromUs?: number;
+  toUs?: number;
+  /** transactions pgbench ran in the window, for per-transaction figures */
+  transactions?: number;
+}
+
+/**
+ * V8 stamps samples with its monotonic clock (CLOCK_MONOTONIC on Linux, in µs), the clock of
+ * process.hrtime(), so a window measured by the bench process selects the samples of one run
+ * (leaving out start-up: module loading, the first connections' SCRAM, pg_proc loading).
+ */
+export function summariseProfile(file: string, topN = 20, window: ProfileWindow = {}): ProfileSummary {
   const profile = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
   if (profile.samples && profile.timeDeltas) {
     // timeDeltas[i] is the time before sample i; attribute the interval to the sample it ends at
+    let at = profile.startTime;
+    const from = window.fromUs ?? -Infinity;
+    const to = window.toUs ?? Infinity;
     for (let i = 0; i < profile.samples.length; i++) {
+      const delta = Math.max(0, profile.timeDeltas[i] ?? 0);
+      at += delta;
+      if (at < from || at > to) continue;
       const id = profile.samples[i]!;
-      self.set(id, (self.get(id) ?? 0) + Math.max(0, profile.timeDeltas[i] ?? 0));
+      self.set(id, (self.get(id) ?? 0) + delta);
     }
   } else {
     const interval = (profile.endTime - profile.startTime) / Math.max(1, profile.nodes.reduce((a, n) => a + (n.hitCount ?? 0), 0));
@@ -89,10 +112,16 @@ export function summariseProfile(file: string, topN = 20): ProfileSummary {
     .filter((e) => e.function !== '(idle)')
     .sort((a, b) => b.us - a.us)
     .slice(0, topN)
-    .map((e) => ({ function: e.function, location: e.location, selfMs: round(e.us / 1000), selfPercent: round((100 * e.us) / Math.max(1, busy)) }));
+    .map((e) => ({
+      function: e.function,
+      location: e.location,
+      selfMs: round(e.us / 1000),
+      selfPercent: round((100 * e.us) / Math.max(1, busy)),
+      ...(window.transactions ? { selfUsPerTx: round2(e.us / window.transactions) } : {}),
+    }));
   const byArea: Record<string, number> = {};
   for (const [name, us] of Object.entries(areas)) byArea[name] = round((100 * us) / Math.max(1, total));
-  return { file, totalMs: round(total / 1000), byArea, top };
+  return { file, totalMs: round(total / 1000), ...(window.transactions ? { busyUsPerTx: round(busy / window.transactions) } : {}), byArea, top };
 }
 
 /** The newest .cpuprofile in a directory. */
@@ -107,4 +136,8 @@ export function newestProfile(dir: string): string | undefined {
 
 function round(n: number): number {
   return Math.round(n * 10) / 10;
+}
+
+function round2(n: number): number {
+  return Math.round(n * 100) / 100;
 }

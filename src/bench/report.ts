@@ -88,7 +88,7 @@ export interface BenchReport {
   checks: TargetCheck[];
   idleClients?: IdleClientsResult | { error: string };
   classification?: ClassifyBenchResult | { error: string };
-  profiles: { mode: string; summary: ProfileSummary }[];
+  profiles: { mode: string; summary: ProfileSummary; tps?: number }[];
   durationS?: number;
 }
 
@@ -281,14 +281,19 @@ export function markdown(report: BenchReport, workloads: readonly WorkloadId[]):
     else out.push(`cached (same shape, varying literals): **${fmt(cls.cachedNs / 1000, 2)} µs**; uncached (every call parsed by libpg-query): **${fmt(cls.uncachedNs / 1000, 1)} µs**; literal masking alone: ${fmt(cls.maskNs / 1000, 2)} µs.`);
     out.push('');
   }
-  for (const { mode, summary } of report.profiles) {
+  for (const { mode, summary, tps } of report.profiles) {
     out.push(`## CPU profile of pgrelay (primary only), select-only -M ${mode}`);
     out.push('');
-    out.push(`${fmt(summary.totalMs / 1000, 1)} s sampled; by area (share of all samples): ${Object.entries(summary.byArea).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${fmt(v, 1)}%`).join(', ')}.`);
+    out.push(
+      `\`node --cpu-prof\`, samples of the measured run only (${fmt(summary.totalMs / 1000, 1)} s${tps !== undefined ? ` at ${fmt(tps)} TPS` : ''}); ` +
+        `${summary.busyUsPerTx !== undefined ? `${fmt(summary.busyUsPerTx, 1)} µs of non-idle time per transaction; ` : ''}` +
+        `by area (share of all samples): ${Object.entries(summary.byArea).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${fmt(v, 1)}%`).join(', ')}. ` +
+        'Native functions (writeBuffer, writev) are the socket system calls; their time is wall time, and includes waiting for a CPU on a busy machine.',
+    );
     out.push('');
-    out.push('| self time (ms) | % of busy | function | where |');
-    out.push('|---:|---:|---|---|');
-    for (const e of summary.top) out.push(`| ${fmt(e.selfMs, 1)} | ${fmt(e.selfPercent, 1)} | \`${e.function}\` | ${e.location} |`);
+    out.push('| self time (ms) | % of busy | µs per transaction | function | where |');
+    out.push('|---:|---:|---:|---|---|');
+    for (const e of summary.top) out.push(`| ${fmt(e.selfMs, 1)} | ${fmt(e.selfPercent, 1)} | ${fmt(e.selfUsPerTx, 2)} | \`${e.function}\` | ${e.location} |`);
     out.push('');
   }
   if (report.notes.length > 0) {
