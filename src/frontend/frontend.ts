@@ -13,6 +13,7 @@ import { backendKeyData, errorResponse, parameterStatus, readyIdle } from '../pr
 import type { ReadConstraints, Router } from '../routing/router.js';
 import type { UserDirectory } from '../auth/user-directory.js';
 import type { Logger } from '../util/log.js';
+import { unitReason } from '../metrics/unit-reason.js';
 import { clientHandshake, type Handshake } from './client-handshake.js';
 import { StatementRegistry } from './prepared-statements.js';
 import type { SessionContext } from './session-context.js';
@@ -143,7 +144,11 @@ export class Frontend implements SessionContext {
       })
       .catch((error: unknown) => {
         clearTimeout(timer);
-        if (error instanceof ProxyError && error.sqlstate === SqlState.invalidPassword) this.metrics.authFailures.inc();
+        if (error instanceof ProxyError && (error.sqlstate === SqlState.invalidPassword || error.sqlstate === SqlState.invalidAuthorization)) {
+          this.metrics.authFailures.inc();
+          // pgrelay's own message: it names the role, never a password
+          this.log.warn({ sqlstate: error.sqlstate, err: error.message }, 'client authentication failed');
+        }
         this.sendFatal(current, error);
       });
   }
@@ -281,7 +286,7 @@ export class Frontend implements SessionContext {
     else later();
   }
 
-  countUnit(node: NodeStatus, route: string): void {
+  countUnit(node: NodeStatus, route: string, classification: Classification | undefined): void {
     const key = `${node.name}\0${route}`;
     let counter = this.unitCounters.get(key);
     if (!counter) {
@@ -289,6 +294,7 @@ export class Frontend implements SessionContext {
       this.unitCounters.set(key, counter);
     }
     counter.inc();
+    this.metrics.countUnitReason(node.role, unitReason(route, classification));
   }
 
   pinned(delta: number): void {
@@ -319,13 +325,19 @@ export class Frontend implements SessionContext {
     });
   }
 
-  /** Waits (bounded) for sessions to finish their transactions, then closes every client. */
+  /**
+   * Graceful shutdown, after stopAccepting: a client between transactions is told (57P01) and
+   * closed at once; a client with a unit or a transaction under way is closed as soon as it is
+   * idle again (its COMMIT goes through), or when `graceMs` is over (its transaction rolls back).
+   */
   async closeAll(graceMs = 0): Promise<void> {
     const deadline = Date.now() + graceMs;
-    while (Date.now() < deadline && [...this.sessions.values()].some((s) => s.runningOn() !== undefined)) {
-      await new Promise((r) => setTimeout(r, 50));
+    for (;;) {
+      for (const session of [...this.sessions.values()]) if (!session.busy) session.shutdown();
+      if (this.sessions.size === 0 || Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));
     }
-    for (const session of this.sessions.values()) session.shutdown();
+    for (const session of [...this.sessions.values()]) session.shutdown();
     for (const socket of this.sockets) socket.destroy();
     for (const waiter of this.primaryWaiters) clearTimeout(waiter.timer);
     this.primaryWaiters = [];
