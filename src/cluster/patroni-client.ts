@@ -220,9 +220,11 @@ function describe(error: unknown): string {
   if (error instanceof PatroniApiError) return error.message;
   if (error instanceof Error) {
     if (error.name === 'TimeoutError' || error.name === 'AbortError') return 'timed out';
-    const cause = (error as Error & { cause?: { code?: unknown } }).cause;
+    // fetch's messages and causes name the host and port at most, never the credentials
+    const cause = (error as Error & { cause?: { code?: unknown; message?: unknown } }).cause;
     if (cause && typeof cause.code === 'string') return cause.code;
-    return error.name;
+    if (cause && typeof cause.message === 'string') return cause.message;
+    return error.message;
   }
   return 'failed';
 }

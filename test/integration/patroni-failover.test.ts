@@ -59,6 +59,24 @@ describe('pgrelay following Patroni (failover.mode patroni)', () => {
     }
   }, 60_000);
 
+  it('a config reload keeps Patroni\'s nodes and primary; nodes: entries only give weights', async () => {
+    const relay = relays[1]!;
+    const { topology } = relay.app;
+    const leader = topology.primaryName!;
+    const replica = cluster.memberNames().find((n) => n !== leader)!;
+    const before = new Map([...topology.nodes.values()].map((n) => [n.name, { up: n.up, fresh: n.fresh }]));
+    relay.app.reload({ ...relay.config, nodes: [{ name: replica, host: '192.0.2.1', port: 5432, role: 'primary', weight: 5 }] });
+    expect([...topology.nodes.keys()].sort()).toEqual(cluster.memberNames().sort());
+    expect(topology.primaryName).toBe(leader);
+    const node = topology.node(replica)!;
+    expect([node.host, node.port, node.weight]).toEqual(['127.0.0.1', cluster.port(replica), 5]);
+    for (const [name, state] of before) expect({ up: topology.node(name)!.up, fresh: topology.node(name)!.fresh }).toEqual(state);
+    const [write] = await queryUrl<{ port: number }>(relay.url(), `INSERT INTO ${TABLE} (writer, seq) VALUES (-5, 0) RETURNING inet_server_port() AS port`);
+    expect(write!.port).toBe(cluster.port(leader));
+    relay.app.reload(relay.config);
+    expect(topology.node(replica)!.weight).toBe(1);
+  }, 30_000);
+
   it('kill -9 of the leader: both pgrelays write to the new leader, every acknowledged id is there, idle clients survive', async () => {
     const oldLeader = (await cluster.leader())!.name;
     const oldPort = cluster.port(oldLeader);
