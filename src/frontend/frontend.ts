@@ -8,7 +8,7 @@ import { ProxyError, SqlState } from '../errors.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { PoolSet } from '../pool/pool-set.js';
 import { runInternalQuery } from '../pool/internal-query.js';
-import { sendCancel, type ServerConnection } from '../pool/server-connection.js';
+import type { ServerConnection } from '../pool/server-connection.js';
 import { backendKeyData, errorResponse, parameterStatus, readyIdle } from '../protocol/messages.js';
 import type { ReadConstraints, Router } from '../routing/router.js';
 import type { UserDirectory } from '../auth/user-directory.js';
@@ -303,7 +303,7 @@ export class Frontend implements SessionContext {
   }
 
   cancel(server: ServerConnection): void {
-    void sendCancel(server.endpoint, server.processId, server.secretKey);
+    server.cancel();
   }
 
   private cancelByKey(processId: number, secretKey: number): void {

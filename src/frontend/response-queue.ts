@@ -16,6 +16,7 @@ export const Expect = {
   Execute: 7, // CommandComplete, EmptyQueryResponse or PortalSuspended
   SyntheticParseComplete: 8, // pgrelay answers ParseComplete itself
   SyntheticCloseComplete: 9, // pgrelay answers CloseComplete itself
+  SyntheticDeallocate: 10, // pgrelay answers a Query `DEALLOCATE name` itself (payload text: the name)
 } as const;
 
 /** The answers to this entry are not for the client (pgrelay sent the message). */
@@ -58,6 +59,15 @@ export class ResponseQueue<P> {
     this.payloads[this.head] = undefined;
     this.head = (this.head + 1) & (this.kinds.length - 1);
     this.count--;
+  }
+
+  /** Whether an entry after the oldest one matches (a scan: for rare paths only). */
+  someAfterHead(predicate: (kind: number, payload: P | undefined) => boolean): boolean {
+    for (let i = 1; i < this.count; i++) {
+      const at = (this.head + i) & (this.kinds.length - 1);
+      if (predicate(this.kinds[at]! & KIND_MASK, this.payloads[at])) return true;
+    }
+    return false;
   }
 
   clear(): void {

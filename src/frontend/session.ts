@@ -30,6 +30,8 @@ interface StatementPayload {
   text: string;
   /** on a Parse entry: the shared statement it prepares (marked parsed, or forgotten on error) */
   statement?: ServerStatement;
+  /** on a client's Parse entry: the client's name for it */
+  name?: string;
 }
 
 let unnamedTokens = 0;
@@ -85,6 +87,8 @@ export class ClientSession implements ServerDataHandler {
   private pumping = false;
   /** the transaction status the client last saw */
   private clientTxStatus: number = TxStatus.Idle;
+  /** the one it saw before that (a unit that goes from E to I rolled back) */
+  private txStatusBefore: number = TxStatus.Idle;
   /** SET effects of the open transaction, applied when it commits */
   private txEffects: { effect: SessionEffect; text: string }[] = [];
   /** the transaction of the open unit is read-only by the session's default */
@@ -125,6 +129,8 @@ export class ClientSession implements ServerDataHandler {
   private dropping = false;
   /** the code of the current server message (when split across chunks) */
   private currentCode = 0;
+  /** an answer pgrelay makes itself is next in the queue (see emitSyntheticAfter) */
+  private syntheticDue = false;
   private readonly header = Buffer.allocUnsafe(5);
   private headerLength = 0;
   /** a ReadyForQuery/ParameterStatus body being collected across chunks */
@@ -197,7 +203,8 @@ export class ClientSession implements ServerDataHandler {
       }
       this.flushRun();
     } catch (error) {
-      this.fatal(error);
+      // a client message whose fields run past its end (or miss a terminator)
+      this.fatal(error instanceof RangeError ? new ProxyError(SqlState.protocolViolation, 'invalid message format', { severity: 'FATAL' }) : error);
     } finally {
       this.pumping = false;
       const corked = this.corked;
@@ -280,6 +287,8 @@ export class ClientSession implements ServerDataHandler {
     if (ready !== OK) return ready === FAILED;
     this.forward(b, start, end);
     this.queue.push(Expect.Query, payload);
+    // statements that forget prepared statements: what follows waits for their outcome
+    for (const effect of classification.effects) if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.waiting = 'drain';
     return true;
   }
 
@@ -295,7 +304,7 @@ export class ClientSession implements ServerDataHandler {
         // it there. A client that prepares (Parse + Sync) while its other work holds every
         // server connection, as pgbench -M prepared does, must not wait for one.
         this.statements.set(name, statement);
-        this.answerParseComplete();
+        this.answerParseComplete({ classification, text, statement, name });
         return true;
       }
     }
@@ -314,20 +323,19 @@ export class ClientSession implements ServerDataHandler {
     const statement = this.ctx.statements.intern(text, b.subarray(textStart, end), classification);
     this.statements.set(name, statement);
     if (this.server!.prepared.has(statement.name)) {
-      this.queue.push(Expect.SyntheticParseComplete);
-      this.emitSynthetic();
+      this.answerParseComplete({ classification, text, statement, name });
     } else {
       this.inject(statement.parse);
       this.server!.prepared.add(statement.name);
-      this.queue.push(Expect.Parse, { classification, text, statement });
+      this.queue.push(Expect.Parse, { classification, text, statement, name });
     }
     return true;
   }
 
   /** ParseComplete made by pgrelay, in order with what the server still owes. */
-  private answerParseComplete(): void {
+  private answerParseComplete(payload: StatementPayload): void {
     if (this.server) {
-      this.queue.push(Expect.SyntheticParseComplete);
+      this.queue.push(Expect.SyntheticParseComplete, payload);
       this.emitSynthetic();
       return;
     }
@@ -372,7 +380,11 @@ export class ClientSession implements ServerDataHandler {
     if (kind !== 0x53 || name === '') {
       const ready = this.beginExtendedUnit(kind === 0x53 ? this.lastUnnamedPayload?.classification : undefined);
       if (ready !== OK) return ready === FAILED;
-      if (kind === 0x53 && code === FrontendCode.Describe) this.restoreUnnamed();
+      if (kind === 0x53 && code === FrontendCode.Close) {
+        this.closeUnnamed(b, start, end);
+        return true;
+      }
+      if (kind === 0x53) this.restoreUnnamed();
       this.forward(b, start, end);
       this.queue.push(expect);
       return true;
@@ -601,18 +613,43 @@ export class ClientSession implements ServerDataHandler {
     node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
     this.queue.clear();
     conn.socket.resume();
-    if (reusable && !conn.closed && this.need === 0 && this.headerLength === 0) pool.release(conn);
+    // a cancel of this client's query must land before anyone else's query runs there
+    if (reusable && !conn.closed && this.need === 0 && this.headerLength === 0) conn.whenCancelsSettled(() => pool.release(conn));
     else pool.discard(conn);
+  }
+
+  /**
+   * Close of the client's unnamed statement: sent only where it is the client's (another client's
+   * unnamed statement on this connection stays); closing one that does not exist is no error.
+   */
+  private closeUnnamed(b: Buffer, start: number, end: number): void {
+    const server = this.server!;
+    if (server.unnamedToken === this.unnamedToken) {
+      this.forward(b, start, end);
+      this.queue.push(Expect.Close);
+      server.unnamedToken = 0;
+    } else {
+      this.queue.push(Expect.SyntheticCloseComplete);
+      this.emitSynthetic();
+    }
+    this.lastUnnamedParse = undefined;
+    this.lastUnnamedPayload = undefined;
+    this.unnamedToken = 0;
   }
 
   /** Writes an unnamed statement's Parse again when the unit landed on another connection. */
   private restoreUnnamed(): void {
     const server = this.server!;
-    if (this.lastUnnamedParse && server.unnamedToken !== this.unnamedToken) {
+    if (server.unnamedToken === this.unnamedToken) return;
+    if (this.lastUnnamedParse) {
       this.inject(this.lastUnnamedParse);
-      server.unnamedToken = this.unnamedToken;
       this.queue.push(Expect.Parse | SWALLOW);
+    } else {
+      // the unnamed statement there is another client's: it must not be bound by this one
+      this.inject(CLOSE_UNNAMED_STATEMENT);
+      this.queue.push(Expect.Close | SWALLOW);
     }
+    server.unnamedToken = this.unnamedToken;
   }
 
   private prepareOnServer(statement: ServerStatement): void {
@@ -686,6 +723,7 @@ export class ClientSession implements ServerDataHandler {
           this.need -= take;
           if (this.dropping || this.small) fwdStart = at;
           if (this.need === 0) this.finishMessage(this.currentCode, this.small, this.smallLength, false);
+          if (this.syntheticDue) fwdStart = this.emitSyntheticAfter(chunk, fwdStart, at);
           continue;
         }
         let code: number;
@@ -727,6 +765,7 @@ export class ClientSession implements ServerDataHandler {
           }
           at += bodyLength;
           this.endMessage(code);
+          if (this.syntheticDue) fwdStart = this.emitSyntheticAfter(chunk, fwdStart, at);
           continue;
         }
         if (drop || small) {
@@ -745,6 +784,7 @@ export class ClientSession implements ServerDataHandler {
         if (drop || small) fwdStart = at;
         if (take === bodyLength) this.finishMessage(code, undefined, 0, true);
         else this.need = bodyLength - take;
+        if (this.syntheticDue) fwdStart = this.emitSyntheticAfter(chunk, fwdStart, at);
       }
       if (fwdStart < at) this.sendToClient(chunk.subarray(fwdStart, at));
     } catch (error) {
@@ -757,6 +797,17 @@ export class ClientSession implements ServerDataHandler {
         this.maybeRelease();
       }
     }
+  }
+
+  /**
+   * Answers of pgrelay's own that are due now go after the server bytes before them: the part of
+   * the chunk not yet written is written first. Returns the new start of the forwarded run.
+   */
+  private emitSyntheticAfter(chunk: Buffer, fwdStart: number, at: number): number {
+    this.syntheticDue = false;
+    if (fwdStart < at) this.sendToClient(chunk.subarray(fwdStart, at));
+    this.emitSynthetic();
+    return at;
   }
 
   /** A message whose body has fully passed (a collected small body is decided now). */
@@ -783,6 +834,7 @@ export class ClientSession implements ServerDataHandler {
       const status = b[start]!;
       if (this.server) this.server.txStatus = status;
       if (drop) return false;
+      this.txStatusBefore = this.clientTxStatus;
       this.clientTxStatus = status;
       return true;
     }
@@ -838,8 +890,12 @@ export class ClientSession implements ServerDataHandler {
           // extended protocol: the server skips everything up to Sync; a Parse that failed or was
           // skipped left no statement behind on this connection
           while (this.queue.length > 0 && this.queue.peekKind() !== Expect.Sync && this.queue.peekKind() !== Expect.Query) {
-            const statement = this.queue.peekKind() === Expect.Parse ? this.queue.peekPayload()?.statement : undefined;
-            if (statement) this.server?.prepared.delete(statement.name);
+            const skipped = this.queue.peekKind();
+            const payload = this.queue.peekPayload();
+            if ((skipped === Expect.Parse || skipped === Expect.SyntheticParseComplete) && payload?.statement) {
+              if (skipped === Expect.Parse) this.server?.prepared.delete(payload.statement.name);
+              if (payload.name !== undefined) this.forgetParse(payload.name, payload.statement);
+            }
             this.queue.shift();
           }
         }
@@ -854,7 +910,18 @@ export class ClientSession implements ServerDataHandler {
       default:
         break;
     }
-    this.emitSynthetic();
+    // emitted by onServerData once the bytes before it are written
+    if (this.queue.peekKind() >= Expect.SyntheticParseComplete) this.syntheticDue = true;
+  }
+
+  /**
+   * A client's Parse that failed or was skipped: its name means nothing on the server, unless a
+   * Parse of that name that is still to be answered (pipelined after a Sync) maps it again.
+   */
+  private forgetParse(name: string, statement: ServerStatement): void {
+    if (this.statements.get(name) !== statement) return;
+    if (this.queue.someAfterHead((kind, payload) => (kind === Expect.Parse || kind === Expect.SyntheticParseComplete) && payload?.name === name)) return;
+    this.statements.delete(name);
   }
 
   /** Answers pgrelay makes itself, once everything before them is answered. */
@@ -863,6 +930,10 @@ export class ClientSession implements ServerDataHandler {
       const kind = this.queue.peekKind();
       if (kind === Expect.SyntheticParseComplete) this.sendToClient(parseComplete);
       else if (kind === Expect.SyntheticCloseComplete) this.sendToClient(closeComplete);
+      else if (kind === Expect.SyntheticDeallocate) {
+        this.answerDeallocated(this.queue.peekPayload()!.text, this.queue.peekPayload()!.statement!);
+        this.releaseAfterChunk = true; // a unit of its own: the session may go on (see maybeRelease)
+      }
       else return;
       this.queue.shift();
     }
@@ -896,7 +967,8 @@ export class ClientSession implements ServerDataHandler {
   }
 
   private applyEffects(effects: { effect: SessionEffect; text: string }[], status: number, failed: boolean): void {
-    let rolledBack = failed && status === TxStatus.Idle;
+    // a failed transaction block ends rolled back, even when the client says COMMIT
+    let rolledBack = (failed || this.txStatusBefore === TxStatus.Failed) && status === TxStatus.Idle;
     for (const { effect } of effects) if (effect.type === 'rollback') rolledBack = true;
     if (status !== TxStatus.Idle) {
       this.txEffects.push(...effects);
@@ -1044,14 +1116,30 @@ export class ClientSession implements ServerDataHandler {
 
   /** DEALLOCATE of a protocol-level statement: only the client's name goes (the server one is shared). */
   private answerDeallocate(classification: Classification): boolean {
-    if (classification.effects.length !== 1) return false;
+    if (classification.effects.length !== 1 || classification.statements !== 1) return false;
     const effect = classification.effects[0]!;
     if (effect.type !== 'deallocate' || effect.name === null || !this.statements.has(effect.name)) return false;
-    if (this.server && (this.queue.length > 0 || this.unitOpen)) return false;
-    this.statements.delete(effect.name);
-    this.sendToClient(commandComplete('DEALLOCATE'));
-    this.sendToClient(readyForQuery(this.clientTxStatus));
+    const statement = this.statements.get(effect.name)!;
+    if (this.queue.length === 0) {
+      this.answerDeallocated(effect.name, statement);
+      return true;
+    }
+    // behind work still in flight: whether it succeeds depends on how that work ends (a failed
+    // transaction refuses it), so the answer and what the client sent after it wait for that
+    this.queue.push(Expect.SyntheticDeallocate, { classification, text: effect.name, statement });
+    this.waiting = 'drain';
     return true;
+  }
+
+  private answerDeallocated(name: string, statement: ServerStatement): void {
+    if (this.clientTxStatus === TxStatus.Failed) {
+      // as PostgreSQL: nothing runs in a failed transaction, the statement stays
+      this.sendToClient(errorResponse({ severity: 'ERROR', code: SqlState.inFailedTransaction, message: 'current transaction is aborted, commands ignored until end of transaction block' }));
+    } else {
+      if (this.statements.get(name) === statement) this.statements.delete(name);
+      this.sendToClient(commandComplete('DEALLOCATE'));
+    }
+    this.sendToClient(readyForQuery(this.clientTxStatus));
   }
 
   /** An error pgrelay raises for the unit that is starting (nothing of it reached a server). */
@@ -1108,6 +1196,8 @@ export class ClientSession implements ServerDataHandler {
     this.ctx.sessionClosed(this);
   }
 }
+
+const CLOSE_UNNAMED_STATEMENT = message(FrontendCode.Close, (w) => w.int8(0x53).cstring(''));
 
 function framed(code: number, body: Buffer, length: number): Buffer {
   const out = Buffer.allocUnsafe(5 + length);

@@ -55,6 +55,9 @@ export class ServerConnection {
   /** transaction status from the last ReadyForQuery */
   txStatus = 0x49;
   private handler: ServerDataHandler | undefined;
+  /** CancelRequests for this backend that PostgreSQL has not taken yet */
+  private cancelsInFlight = 0;
+  private afterCancels: (() => void)[] = [];
 
   private constructor(
     readonly endpoint: ServerEndpoint,
@@ -187,6 +190,28 @@ export class ServerConnection {
     };
     this.socket.on('error', onGone);
     this.socket.on('close', () => onGone(undefined));
+  }
+
+  /**
+   * Cancels what this backend runs now, over a new connection. Until PostgreSQL has taken the
+   * request (it closes that connection after signalling the backend), `whenCancelsSettled` holds
+   * back: a connection given to another client before then could have that client's query
+   * cancelled.
+   */
+  cancel(): void {
+    this.cancelsInFlight++;
+    void sendCancel(this.endpoint, this.processId, this.secretKey).then(() => {
+      if (--this.cancelsInFlight > 0) return;
+      const waiting = this.afterCancels;
+      this.afterCancels = [];
+      for (const fn of waiting) fn();
+    });
+  }
+
+  /** Calls `fn` now, or once every cancel sent for this backend has been taken. */
+  whenCancelsSettled(fn: () => void): void {
+    if (this.cancelsInFlight === 0) fn();
+    else this.afterCancels.push(fn);
   }
 
   setHandler(handler: ServerDataHandler | undefined): void {

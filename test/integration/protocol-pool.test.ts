@@ -71,7 +71,7 @@ describe('pool', () => {
     for (const [i, client] of waiters.entries()) {
       // nextval numbers the queries in the order the server ran them
       pending.push(client.query("SELECT nextval('proto_pool_seq')::int AS n, $1::int AS v", [i]).then((r) => r.rows[0]));
-      await vi.waitFor(() => expect(poolStats(relay).waiting).toBe(i + 1)); // queued in this order
+      await vi.waitFor(() => expect(poolStats(relay).waiting).toBe(i + 1), { timeout: 30_000, interval: 20 }); // queued in this order
     }
     await holder.query('COMMIT');
     const ran = await Promise.all(pending);
@@ -85,8 +85,8 @@ describe('pool', () => {
     const client = await connect(relay);
     const pid = await backendPid(client);
     expect(await backendAlive(pid)).toBe(true);
-    await vi.waitFor(() => expect(poolStats(relay).idle).toBe(0), { timeout: 10_000, interval: 50 });
-    await vi.waitFor(async () => expect(await backendAlive(pid)).toBe(false), { timeout: 10_000, interval: 100 });
+    await vi.waitFor(() => expect(poolStats(relay).idle).toBe(0), { timeout: 30_000, interval: 50 });
+    await vi.waitFor(async () => expect(await backendAlive(pid)).toBe(false), { timeout: 30_000, interval: 100 });
     // the client did not notice: its next query gets a new server connection
     const next = await backendPid(client);
     expect(next).not.toBe(pid);
@@ -109,7 +109,7 @@ describe('pool', () => {
     expect(poolStats(relay).idle).toBe(1);
     const [row] = await queryNode<{ ok: boolean }>(shared, primary, 'SELECT pg_terminate_backend($1) AS ok', [pid], true);
     expect(row!.ok).toBe(true);
-    await vi.waitFor(() => expect(poolStats(relay)).toMatchObject({ idle: 0, active: 0 }), { timeout: 10_000, interval: 20 });
+    await vi.waitFor(() => expect(poolStats(relay)).toMatchObject({ idle: 0, active: 0 }), { timeout: 30_000, interval: 20 });
     const next = await backendPid(client);
     expect(next).not.toBe(pid);
     expect((await client.query('SELECT $1::text AS v', ['fine'])).rows[0].v).toBe('fine');

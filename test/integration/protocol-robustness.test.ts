@@ -105,7 +105,7 @@ describe('ends of a session', () => {
     await client.query('SELECT 1');
     client.send(serialize.end());
     expect(await client.closedByServer()).toEqual([]);
-    await vi.waitFor(() => expect(poolStats().active).toBe(0));
+    await vi.waitFor(() => expect(poolStats().active).toBe(0), { timeout: 30_000, interval: 20 });
   });
 
   it('does not leave a transaction open on the server when a client disconnects mid-transaction', async () => {
@@ -121,14 +121,14 @@ describe('ends of a session', () => {
         const rows = await queryNode(shared, primary, "SELECT pid FROM pg_stat_activity WHERE usename = $1 AND state LIKE 'idle in transaction%' AND application_name = $2", [cluster.user, name], true);
         expect(rows).toEqual([]);
       },
-      { timeout: 10_000, interval: 100 },
+      { timeout: 30_000, interval: 100 },
     );
     expect(await queryNode(shared, primary, 'SELECT id FROM proto_robust')).toEqual([]);
     // and nothing of the app user in the whole cluster is left idle in a transaction by pgrelay
     await vi.waitFor(async () => {
       const stuck = await queryNode(shared, primary, "SELECT pid FROM pg_stat_activity WHERE usename = $1 AND state LIKE 'idle in transaction%' AND application_name LIKE 'proto-robust%'", [cluster.user], true);
       expect(stuck).toEqual([]);
-    });
+    }, { timeout: 30_000, interval: 100 });
   });
 
   it('does not leave a transaction open when a client disconnects in the middle of a result', async () => {
@@ -143,7 +143,7 @@ describe('ends of a session', () => {
         const rows = await queryNode(shared, primary, 'SELECT state FROM pg_stat_activity WHERE application_name = $1', [name], true);
         expect(rows).toEqual([]);
       },
-      { timeout: 10_000, interval: 100 },
+      { timeout: 30_000, interval: 100 },
     );
     const other = await pgClient();
     expect((await other.query('SELECT 7 AS v')).rows[0].v).toBe(7);

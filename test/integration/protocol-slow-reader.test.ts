@@ -67,7 +67,7 @@ describe('a slow reader of a 200 MB result', () => {
         const rows = await queryNode(shared, primary, 'SELECT 1 FROM pg_stat_activity WHERE query = $1', [QUERY], true);
         expect(rows).toEqual([]);
       },
-      { timeout: 15_000, interval: 200 },
+      { timeout: 30_000, interval: 200 },
     );
     const other = new pg.Client({ connectionString: relay.url() });
     await other.connect();
