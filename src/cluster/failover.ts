@@ -422,7 +422,7 @@ export class Failover {
       .sort((a, b) => (a.configuredRole === 'standby' ? 0 : 1) - (b.configuredRole === 'standby' ? 0 : 1));
     const chosen = followers[0];
     if (!chosen) {
-      this.logError('no-sync', { primary: primary.name }, 'no replica streams from the primary yet: it runs without a synchronous standby');
+      this.logError('no-sync', { primary: primary.name }, 'no replica streams from the primary yet: it runs without a synchronous standby', 'warn');
       return;
     }
     const applicationName = this.deps.health.applicationName(chosen.name);
@@ -451,12 +451,13 @@ export class Failover {
     });
   }
 
-  private logError(key: string, fields: Record<string, unknown>, message: string): void {
+  /** Logs a condition that persists at most once per ERROR_LOG_MS. */
+  private logError(key: string, fields: Record<string, unknown>, message: string, level: 'warn' | 'error' = 'error'): void {
     const now = Date.now();
     const last = this.lastErrorLog.get(key);
     if (last !== undefined && now - last < ERROR_LOG_MS) return;
     this.lastErrorLog.set(key, now);
-    this.deps.log.error(fields, message);
+    this.deps.log[level](fields, message);
   }
 }
 

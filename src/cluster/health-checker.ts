@@ -92,7 +92,7 @@ export class HealthChecker extends EventEmitter {
     const health = this.nodes.get(name);
     const node = this.deps.topology.node(name);
     if (!health || !node || !this.running || !node.up || health.fast) return;
-    this.deps.log.info({ node: name, err: error?.message }, 'data-path connection to node broke: checking it now');
+    this.deps.log.info({ node: name, err: error?.message }, 'a connection to the node broke: checking it now');
     health.fast = true;
     if (!health.running) {
       clearTimeout(health.timer);
