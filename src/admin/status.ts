@@ -92,6 +92,8 @@ export interface StatusDocument {
   /** the failover module's record of the last change of primary (kind, from, to, at, durationMs, reason…) */
   last_failover: Record<string, unknown> | null;
   last_reload: ReturnType<typeof lastReload> | null;
+  /** failover.mode patroni: Patroni's last answer (leader, members, scheduled switchover), else null */
+  patroni: Record<string, unknown> | null;
   config: unknown;
 }
 
@@ -139,6 +141,7 @@ export async function statusOf(app: App): Promise<StatusDocument> {
       .map((p) => ({ node: p.endpoint.node, ...poolUse(p) })),
     last_failover: lastFailover(app),
     last_reload: lastReload(app) ?? null,
+    patroni: app.patroni?.status() ?? null,
     config: redactConfig(config),
   };
 }

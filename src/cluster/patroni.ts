@@ -190,6 +190,23 @@ export class PatroniTopologySource {
     return out;
   }
 
+  /** For GET /status: what Patroni last said and what this module does with it. */
+  status(): Record<string, unknown> {
+    const view = this.view;
+    const scheduled = view?.scheduledSwitchover;
+    return {
+      endpoint: view?.endpoint ?? null,
+      read_at: this.viewAt > 0 ? new Date(this.viewAt).toISOString() : null,
+      error: this.lastError ?? null,
+      leader: view?.leader ?? null,
+      paused: view?.paused ?? false,
+      members: (view?.members ?? []).map((m) => ({ name: m.name, role: m.role, state: m.state, timeline: m.timeline ?? null, lag_bytes: m.lagBytes ?? null })),
+      scheduled_switchover: scheduled ? { at: new Date(scheduled.atMs).toISOString(), from: scheduled.from ?? null, to: scheduled.to ?? null } : null,
+      holding_units_for_switchover: this.hold !== undefined,
+      fenced: Object.fromEntries(this.fenceReasons),
+    };
+  }
+
   /** A data-path connection to `node` broke: if it is the primary, ask Patroni at once. */
   nodeBroken(node: string): void {
     if (!this.running || node !== this.deps.topology.primaryName) return;

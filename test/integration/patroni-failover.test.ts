@@ -46,6 +46,11 @@ describe('pgrelay following Patroni (failover.mode patroni)', () => {
       expect([...topology.nodes.keys()].sort()).toEqual(cluster.memberNames().sort());
       expect(topology.primaryName).toBe(leader);
       for (const name of cluster.memberNames()) expect(topology.node(name)!.port).toBe(cluster.port(name));
+      const status = (await (await fetch(`${relay.adminUrl}/status`)).json()) as { primary: string; patroni: { leader: string; members: { name: string }[]; error: string | null } };
+      expect(status.primary).toBe(leader);
+      expect(status.patroni.leader).toBe(leader);
+      expect(status.patroni.error).toBeNull();
+      expect(status.patroni.members.map((m) => m.name).sort()).toEqual(cluster.memberNames().sort());
       const [write] = await queryUrl<{ port: number }>(relay.url(), `INSERT INTO ${TABLE} (writer, seq) VALUES (-1, 0) RETURNING inet_server_port() AS port`);
       expect(write!.port).toBe(cluster.port(leader));
       // the replicas serve reads once the lag monitor vouches for them
