@@ -40,7 +40,7 @@ function summary(output: string): { processed: number; failed: number; tps: numb
 beforeAll(async () => {
   await queryNode(cluster, 'primary', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`, [], true);
   await queryNode(cluster, 'primary', `CREATE DATABASE ${database} OWNER ${cluster.user}`, [], true);
-  relay = await startRelay(primaryOnly(cluster), { pool: { size: 8, checkout_timeout_ms: 10_000 } });
+  relay = await startRelay(primaryOnly(cluster), { pool: { size: 8, checkout_timeout_ms: 30_000 } });
 });
 
 afterAll(async () => {

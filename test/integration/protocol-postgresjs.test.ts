@@ -21,7 +21,7 @@ function connect(options: postgres.Options<Record<string, postgres.PostgresType>
 }
 
 beforeAll(async () => {
-  relay = await startRelay(primaryOnly(cluster), { pool: { size: 4 } });
+  relay = await startRelay(primaryOnly(cluster), { pool: { size: 4, checkout_timeout_ms: 30_000 } });
   await queryNode(cluster, 'primary', 'DROP TABLE IF EXISTS proto_pgjs; CREATE TABLE proto_pgjs (id int PRIMARY KEY, label text)');
 });
 

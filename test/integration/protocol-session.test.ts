@@ -95,9 +95,25 @@ const describeStatement = (name: string) => serialize.describe({ type: 'S', name
 const describePortal = (name = '') => serialize.describe({ type: 'P', name });
 const closeStatement = (name: string) => serialize.close({ type: 'S', name });
 
+/** FunctionCall ('F'): function oid, text arguments, text result. */
+function functionCall(oid: number, args: string[]): Buffer {
+  const parts = [Buffer.alloc(8)];
+  parts[0]!.writeInt32BE(oid, 0);
+  parts[0]!.writeInt16BE(0, 4); // argument formats: all text
+  parts[0]!.writeInt16BE(args.length, 6);
+  for (const arg of args) {
+    const value = Buffer.from(arg);
+    const length = Buffer.alloc(4);
+    length.writeInt32BE(value.length, 0);
+    parts.push(length, value);
+  }
+  parts.push(Buffer.from([0, 0])); // result format: text
+  return rawMessage('F', Buffer.concat(parts));
+}
+
 beforeAll(async () => {
   // one server connection shared by every client: what one leaves behind, the next one meets
-  relay = await relayWith({ pool: { size: 1 } });
+  relay = await relayWith({ pool: { size: 1, checkout_timeout_ms: 30_000 } });
 });
 
 afterAll(async () => {
@@ -177,6 +193,13 @@ describe('answers equal to PostgreSQL', () => {
     expect(got).toContain('E 26000 unnamed prepared statement does not exist');
   });
 
+  it('NoticeResponse within a result, and a FunctionCall', async () => {
+    const [row] = await queryNode<{ oid: number }>(shared, primary.name, "SELECT 'abs(integer)'::regprocedure::oid::int AS oid");
+    const got = await sameAsPostgres([query("DO $$ BEGIN RAISE NOTICE 'from a DO block'; END $$"), functionCall(row!.oid, ['-42']), query('SELECT 1')], 3);
+    expect(got.slice(0, 3)).toEqual(['N', 'C DO', 'Z I']);
+    expect(got.slice(3, 5)).toEqual(['V', 'Z I']);
+  });
+
   it('a Bind whose statement name is not NUL-terminated: 08P01 (pgrelay closes the client, as for any malformed message)', async () => {
     const direct = await rawTo(primary.port);
     const relayed = await rawTo(relay.port);
@@ -205,7 +228,7 @@ describe('statements across server connections', () => {
   });
 
   it('binds an unnamed statement parsed in an earlier unit when the Bind lands on another connection', async () => {
-    const two = await relayWith({ pool: { size: 2 } });
+    const two = await relayWith({ pool: { size: 2, checkout_timeout_ms: 30_000 } });
     const client = await rawTo(two.port);
     const holder = await pgTo(two);
     expect(await run(client, [parse('', 'SELECT pg_backend_pid() AS pid, $1::int + 100 AS v'), sync()], 1)).toEqual(['1', 'Z I']);
@@ -222,7 +245,7 @@ describe('statements across server connections', () => {
   });
 
   it('keeps unnamed statements apart with 8 concurrent clients on 2 server connections', async () => {
-    const two = await relayWith({ pool: { size: 2 } });
+    const two = await relayWith({ pool: { size: 2, checkout_timeout_ms: 30_000 } });
     const many = await Promise.all(Array.from({ length: 8 }, () => rawTo(two.port)));
     await Promise.all(
       many.map(async (client, c) => {
