@@ -1054,8 +1054,10 @@ export class ClientSession implements ServerDataHandler {
     this.headerLength = 0;
     pool.discard(conn);
     if (midMessage) {
-      // the client holds part of a message: its stream cannot be repaired
-      this.sendToClient(errorResponse({ severity: 'FATAL', code: SqlState.connectionFailure, message: `connection to node ${node.name} lost in the middle of a result` }));
+      // the client holds part of a message: its stream cannot be repaired, and nothing may follow
+      // (an ErrorResponse would be read as the rest of that message, e.g. as a row's last value);
+      // the client sees its connection end, as if the server had died under it
+      this.ctx.log.warn({ node: node.name, user: this.user }, 'server connection lost in the middle of a message: closing the client');
       this.close();
       return;
     }
