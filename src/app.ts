@@ -71,6 +71,12 @@ export class App {
     this.health = new HealthChecker({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.failover = new Failover({ topology: this.topology, health: this.health, pools: this.pools, metrics: this.metrics, log: this.log, config: () => this.config });
     this.pools.onNodeBroken = (node, error) => this.health.nodeBroken(node, error);
+    // a replica (or standby) marked down: its server connections are given up, so that units in
+    // flight there fail with 08006 instead of waiting forever on a silent node (SIGSTOP, network
+    // partition); the primary's are closed by failover when it takes over
+    this.health.on('down', (event: { node: string }) => {
+      if (event.node !== this.topology.primaryName) this.pools.closeNode(event.node);
+    });
     this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.freshness = new Freshness(this.lagMonitor, config.routing.consistency);
     this.patroni =
