@@ -33,11 +33,13 @@ import {
   stopPostgres,
   stopPostgresSync,
   updateAutoConf,
+  type BaseBackupProgress,
   type NodeFiles,
 } from './node-setup.js';
 import { PgBinaries } from './pg-binaries.js';
 
 export type LocalRole = 'primary' | 'standby' | 'replica';
+export type { BaseBackupProgress } from './node-setup.js';
 
 export interface LocalNode {
   name: string;
@@ -72,6 +74,21 @@ export interface LocalClusterOptions {
 
 export type SignalName = 'SIGKILL' | 'SIGSTOP' | 'SIGCONT' | 'SIGTERM';
 
+export interface AddNodeOptions {
+  /** Default: the first free standbyN / replicaN. */
+  name?: string;
+  /** Each step of this call, in the words of the cluster's onProgress ("base backup replica3", "start replica3", …). */
+  onStep?: (step: string) => void;
+  /** pg_basebackup's --progress reports while the node's snapshot is copied. */
+  onBaseBackupProgress?: (progress: BaseBackupProgress) => void;
+  /**
+   * A standby only. 'now' (default): it becomes the primary's synchronous standby at once.
+   * 'later': synchronous_standby_names is left alone until applySynchronousStandbys(), so that
+   * commits do not wait while the new standby works through its backlog.
+   */
+  synchronous?: 'now' | 'later';
+}
+
 const HOST = '127.0.0.1';
 /** Node names double as replication slot and application names: keep them to [a-z0-9_]. */
 const NODE_NAME = /^[a-z][a-z0-9_]{0,39}$/;
@@ -82,6 +99,11 @@ const SOCKET_FILE_LENGTH = '/.s.PGSQL.65535'.length;
 const START_ATTEMPTS = 5;
 const POLL_MS = 25;
 const QUERY_TIMEOUT_MS = 60_000;
+
+/** Whether `name` can name a new node ([a-z][a-z0-9_]*, at most 40 characters). */
+export function isValidNodeName(name: string): boolean {
+  return NODE_NAME.test(name);
+}
 
 interface NodeRecord {
   node: LocalNode;
@@ -277,29 +299,50 @@ export class LocalCluster implements ExitCleanup {
     await this.applySynchronousStandbys();
   }
 
-  /** A new standby or replica of the current primary; a standby becomes its synchronous standby. */
-  async addNode(role: 'standby' | 'replica', opts: { name?: string } = {}): Promise<LocalNode> {
+  /**
+   * A new standby or replica of the current primary, streaming when this returns; a standby
+   * becomes its synchronous standby (see AddNodeOptions.synchronous). On failure nothing of the
+   * new node is left: its processes, its slot and its files are removed.
+   */
+  async addNode(role: 'standby' | 'replica', opts: AddNodeOptions = {}): Promise<LocalNode> {
     const name = opts.name ?? this.nextNodeName(role === 'standby' ? 'standby' : 'replica');
-    const record = await this.buildFollower(name, role, this.primaryName);
-    await this.applySynchronousStandbys();
-    await this.waitForStreaming([name]);
-    return record.node;
+    const step = this.stepReporter(opts.onStep);
+    const isNew = !this.records.has(name);
+    const synchronousNow = role === 'standby' && opts.synchronous !== 'later';
+    try {
+      const record = await this.buildFollower(name, role, this.primaryName, { step, onBaseBackupProgress: opts.onBaseBackupProgress });
+      if (synchronousNow) await this.applySynchronousStandbys(step);
+      await this.waitForStreaming([name], { step, sync: synchronousNow });
+      return record.node;
+    } catch (error) {
+      if (isNew && this.records.has(name)) await this.removeNode(name, { onStep: opts.onStep }).catch(() => {});
+      throw error;
+    }
+  }
+
+  /** The first free name `prefix1`, `prefix2`, … */
+  nextNodeName(prefix: string): string {
+    for (let i = 1; ; i++) if (!this.records.has(`${prefix}${i}`)) return `${prefix}${i}`;
   }
 
   /** Stops a node, drops its slot on the primary (and its upstream) and deletes its files. */
-  async removeNode(name: string): Promise<void> {
+  async removeNode(name: string, opts: { onStep?: (step: string) => void } = {}): Promise<void> {
     const record = this.record(name);
     if (name === this.primaryName) throw new Error(`${name} is the primary; promote another node first`);
-    this.progress(`remove ${name}`);
+    const step = this.stepReporter(opts.onStep);
+    step(`remove ${name}`);
     this.forget(name);
     // First release the primary from waiting on it, should it be its synchronous standby.
-    await this.applySynchronousStandbys();
+    await this.applySynchronousStandbys(step);
+    step(`stop ${name}`);
     await stopPostgres(this.bins, record.files, 'immediate');
     for (const holder of new Set([this.primaryName, record.upstream])) {
       if (holder !== undefined && this.records.has(holder) && this.postmasterPid(holder) !== undefined) {
+        step(`drop slot ${name} on ${holder}`);
         await this.dropSlot(holder, name);
       }
     }
+    step(`delete files of ${name}`);
     removeNodeDirs(record);
   }
 
@@ -379,7 +422,7 @@ export class LocalCluster implements ExitCleanup {
     const failure = built.find((result) => result.status === 'rejected');
     if (failure !== undefined) throw failure.reason;
     await this.applySynchronousStandbys();
-    await this.waitForStreaming(followers.map(([name]) => name));
+    if (followers.length > 0) await this.waitForStreaming(followers.map(([name]) => name));
   }
 
   private async initPrimary(record: NodeRecord): Promise<void> {
@@ -413,18 +456,26 @@ export class LocalCluster implements ExitCleanup {
   }
 
   /** Base backup of `sourceName` through a new slot there, per-node settings, start. */
-  private async buildFollower(name: string, role: 'standby' | 'replica', sourceName: string): Promise<NodeRecord> {
+  private async buildFollower(
+    name: string,
+    role: 'standby' | 'replica',
+    sourceName: string,
+    hooks: { step?: (step: string) => void; onBaseBackupProgress?: (progress: BaseBackupProgress) => void } = {},
+  ): Promise<NodeRecord> {
+    const step = hooks.step ?? this.progress;
     const source = this.record(sourceName).node;
     const record = await this.defineNode(name, role, sourceName);
+    step(`replication slot ${name} on ${sourceName}`);
     await this.ensureSlot(sourceName, name);
-    this.progress(`base backup ${name}`);
+    step(`base backup ${name}`);
     await baseBackup(this.bins, record.files, {
       sourceConninfo: this.primaryConninfo(name, source),
       slotName: name,
       passFile: this.passFile,
+      onProgress: hooks.onBaseBackupProgress,
     });
     updateAutoConf(this.bins, record.files, this.ownSettings(record));
-    this.progress(`start ${name}`);
+    step(`start ${name}`);
     await this.startNew(record);
     return record;
   }
@@ -512,8 +563,12 @@ export class LocalCluster implements ExitCleanup {
     await startPostgres(this.bins, record.files);
   }
 
-  /** Points the primary's synchronous_standby_names at the standbys that follow it. */
-  private async applySynchronousStandbys(): Promise<void> {
+  /**
+   * Points the primary's synchronous_standby_names at the standbys that follow it (a standby
+   * added with `synchronous: 'later'` becomes synchronous here); returns once the primary runs
+   * with it.
+   */
+  async applySynchronousStandbys(step: (step: string) => void = this.progress): Promise<void> {
     const primary = this.records.get(this.primaryName);
     if (primary === undefined || this.postmasterPid(this.primaryName) === undefined) return;
     const standbys = [...this.records.values()]
@@ -525,7 +580,7 @@ export class LocalCluster implements ExitCleanup {
       "SELECT current_setting('synchronous_standby_names') AS value",
     );
     if (row?.value === wanted) return;
-    this.progress(`synchronous standby ${standbys.join(', ') || 'none'}`);
+    step(`synchronous standby ${standbys.join(', ') || 'none'}`);
     await this.alterSystem(this.primaryName, { synchronous_standby_names: wanted });
   }
 
@@ -568,11 +623,14 @@ export class LocalCluster implements ExitCleanup {
     });
   }
 
-  /** Until the primary streams to each named node, and a synchronous standby (if any) is 'sync'. */
-  private async waitForStreaming(names: readonly string[]): Promise<void> {
-    this.progress('wait for streaming');
+  /**
+   * Until the primary streams to each named node, and a synchronous standby (if any; `sync`
+   * overrides whether one is expected) is 'sync'.
+   */
+  private async waitForStreaming(names: readonly string[], opts: { step?: (step: string) => void; sync?: boolean } = {}): Promise<void> {
+    (opts.step ?? this.progress)('wait for streaming');
     const followsPrimary = (record: NodeRecord) => record.upstream === this.primaryName;
-    const expectSync = [...this.records.values()].some((r) => r.node.role === 'standby' && followsPrimary(r));
+    const expectSync = opts.sync ?? [...this.records.values()].some((r) => r.node.role === 'standby' && followsPrimary(r));
     await this.pollUntil(`streaming to ${names.join(', ')}`, 60_000, async () => {
       const rows = await this.query<{ application_name: string; state: string; sync_state: string }>(
         this.primaryName,
@@ -602,8 +660,13 @@ export class LocalCluster implements ExitCleanup {
     if (index >= 0) this.nodes.splice(index, 1);
   }
 
-  private nextNodeName(prefix: string): string {
-    for (let i = 1; ; i++) if (!this.records.has(`${prefix}${i}`)) return `${prefix}${i}`;
+  /** The cluster's own progress, and the caller's for one call. */
+  private stepReporter(onStep: ((step: string) => void) | undefined): (step: string) => void {
+    if (onStep === undefined) return this.progress;
+    return (step) => {
+      this.progress(step);
+      onStep(step);
+    };
   }
 
   private superQuery<T>(name: string, sql: string, params: unknown[] = []): Promise<T[]> {

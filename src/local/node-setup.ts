@@ -71,18 +71,45 @@ export interface BaseBackupOptions {
   sourceConninfo: string;
   slotName: string;
   passFile: string;
+  /** Runs pg_basebackup with --progress and reports each of its progress lines (about one a second, and the last). */
+  onProgress?: (progress: BaseBackupProgress) => void;
 }
+
+/** One `--progress` line of pg_basebackup: what it has copied of its up-front estimate of the total. */
+export interface BaseBackupProgress {
+  doneBytes: number;
+  totalBytes: number;
+  /** since pg_basebackup was started */
+  elapsedMs: number;
+}
+
+/** `  30770/30770 kB (100%), 1/1 tablespace` (a new line per report when stderr is not a terminal). */
+const PROGRESS_LINE = /(\d+)\/(\d+) kB \(\d+%\)/;
 
 /**
  * A copy of a running node, the RDS way: `-R` writes standby.signal and primary_conninfo, WAL is
  * streamed alongside (`-X stream`) through the node's own replication slot.
  */
 export async function baseBackup(bins: PgBinaries, files: NodeFiles, options: BaseBackupOptions): Promise<void> {
-  await bins.run(
-    'pg_basebackup',
-    ['-D', files.dataDir, '-d', options.sourceConninfo, '-X', 'stream', '-c', 'fast', '-R', '-S', options.slotName, '--no-sync'],
-    { cwd: files.nodeDir, env: { PGPASSFILE: options.passFile } },
-  );
+  const args = ['-D', files.dataDir, '-d', options.sourceConninfo, '-X', 'stream', '-c', 'fast', '-R', '-S', options.slotName, '--no-sync'];
+  const { onProgress } = options;
+  let onStderr: ((text: string) => void) | undefined;
+  if (onProgress !== undefined) {
+    args.push('--progress');
+    const startedAt = performance.now();
+    let pending = '';
+    onStderr = (text) => {
+      const lines = (pending + text).split(/[\r\n]/);
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
+        const match = PROGRESS_LINE.exec(line);
+        if (match !== null) {
+          onProgress({ doneBytes: Number(match[1]) * 1024, totalBytes: Number(match[2]) * 1024, elapsedMs: performance.now() - startedAt });
+        }
+      }
+    };
+  }
+  await bins.run('pg_basebackup', args, { cwd: files.nodeDir, env: { PGPASSFILE: options.passFile }, onStderr });
 }
 
 /**

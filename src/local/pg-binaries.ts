@@ -33,6 +33,8 @@ export interface RunOptions {
   /** Working directory; it must be reachable by the user the program runs as. */
   cwd?: string;
   timeoutMs?: number;
+  /** Called with each piece of the program's stderr as it arrives (progress output). */
+  onStderr?: (text: string) => void;
 }
 
 export interface CommandResult {
@@ -96,7 +98,10 @@ export class PgBinaries {
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (chunk: Buffer) => (stdout = appendCapped(stdout, chunk)));
-      child.stderr.on('data', (chunk: Buffer) => (stderr = appendCapped(stderr, chunk)));
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr = appendCapped(stderr, chunk);
+        options.onStderr?.(chunk.toString('utf8'));
+      });
       const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
       child.on('error', (err) => {
         clearTimeout(timer);
