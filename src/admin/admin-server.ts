@@ -6,7 +6,8 @@ export type AdminHandler = (request: http.IncomingMessage, body: string) => Prom
 
 export interface AdminResponse {
   status: number;
-  body: string | Buffer;
+  /** an async iterable is streamed (chunked), one write per item, as the items come */
+  body: string | Buffer | AsyncIterable<string>;
   contentType?: string;
 }
 
@@ -20,9 +21,21 @@ export class AdminServer {
 
   constructor(private readonly log: Logger) {}
 
+  /** `path` ending in `/*` serves every path under it (the handler reads the rest from request.url). */
   route(method: string, path: string, handler: AdminHandler): this {
     this.routes.set(`${method} ${path}`, handler);
     return this;
+  }
+
+  private handlerFor(method: string | undefined, path: string): AdminHandler | undefined {
+    const exact = this.routes.get(`${method} ${path}`);
+    if (exact) return exact;
+    const wanted = `${method} ${path}`;
+    for (const [key, handler] of this.routes) {
+      const prefix = key.slice(0, -1); // "DELETE /admin/cluster/nodes/"
+      if (key.endsWith('/*') && wanted.length > prefix.length && wanted.startsWith(prefix)) return handler;
+    }
+    return undefined;
   }
 
   listen(host: string, port: number): Promise<AddressInfo> {
@@ -40,7 +53,7 @@ export class AdminServer {
 
   private async serve(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
     const path = (request.url ?? '/').split('?')[0]!;
-    const handler = this.routes.get(`${request.method} ${path}`);
+    const handler = this.handlerFor(request.method, path);
     try {
       if (!handler) {
         const allowed = [...this.routes.keys()].filter((k) => k.endsWith(` ${path}`));
@@ -52,8 +65,15 @@ export class AdminServer {
         body += chunk;
         if (body.length > 1 << 20) throw new Error('request body too large');
       }
-      send(response, await handler(request, body));
+      const result = await handler(request, body);
+      if (typeof result.body === 'string' || Buffer.isBuffer(result.body)) send(response, { ...result, body: result.body });
+      else await stream(response, result, result.body);
     } catch (error) {
+      if (response.headersSent) {
+        this.log.warn({ path, err: error instanceof Error ? error.message : String(error) }, 'admin response stream failed');
+        response.destroy();
+        return;
+      }
       this.log.warn({ path, err: error instanceof Error ? error.message : String(error) }, 'admin request failed');
       send(response, { status: 500, body: JSON.stringify({ error: error instanceof Error ? error.message : String(error) }) + '\n', contentType: 'application/json' });
     }
@@ -68,7 +88,26 @@ export class AdminServer {
   }
 }
 
-function send(response: http.ServerResponse, result: AdminResponse): void {
+/** Writes each item as it comes, waiting for 'drain' when the client reads slowly; stops early if it goes away. */
+async function stream(response: http.ServerResponse, result: AdminResponse, items: AsyncIterable<string>): Promise<void> {
+  response.writeHead(result.status, { 'content-type': result.contentType ?? 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+  response.flushHeaders();
+  for await (const item of items) {
+    if (response.destroyed) continue; // the producer runs to its end; nobody reads any more
+    if (!response.write(item)) await new Promise<void>((resolve) => {
+      const done = () => {
+        response.off('drain', done);
+        response.off('close', done);
+        resolve();
+      };
+      response.on('drain', done);
+      response.on('close', done);
+    });
+  }
+  response.end();
+}
+
+function send(response: http.ServerResponse, result: AdminResponse & { body: string | Buffer }): void {
   response.writeHead(result.status, { 'content-type': result.contentType ?? 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
   response.end(result.body);
 }
