@@ -1,4 +1,5 @@
 import { stringify } from 'yaml';
+import { registerClusterRoutes } from './admin/cluster-routes.js';
 import { App } from './app.js';
 import { parseConfig } from './config/load.js';
 import type { Config } from './config/types.js';
@@ -23,7 +24,11 @@ export interface DemoOptions {
 export async function runDemo(options: DemoOptions): Promise<number> {
   const { out } = options;
   const started = Date.now();
-  out.write(`pgrelay demo: building a local cluster (primary${options.standby ? ', synchronous standby' : ''}, ${options.replicas} async replica${options.replicas === 1 ? '' : 's'})\n`);
+  const shape =
+    !options.standby && options.replicas === 0
+      ? 'a lone primary: single-AZ'
+      : `primary${options.standby ? ', synchronous standby' : ''}, ${options.replicas} async replica${options.replicas === 1 ? '' : 's'}`;
+  out.write(`pgrelay demo: building a local cluster (${shape})\n`);
   const cluster = await LocalCluster.create({
     replicas: options.replicas,
     standby: options.standby,
@@ -42,9 +47,15 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   try {
     const config = demoConfig(cluster, options);
     app = await App.start(config, { log: createLogger({ level: 'warn', pretty: true }) });
+    registerClusterRoutes(app.admin, app, cluster);
     const address = app.listenAddress!;
-    out.write(`  … pgrelay listening (admin http://${app.adminAddress!.address}:${app.adminAddress!.port}/status) after ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`);
+    const adminUrl = `http://${app.adminAddress!.address}:${app.adminAddress!.port}`;
+    out.write(`  … pgrelay listening (admin ${adminUrl}/status) after ${((Date.now() - started) / 1000).toFixed(1)} s\n\n`);
     out.write(nodeTable(cluster.nodes));
+    const admin = options.adminPort === 9930 ? '' : ` --admin ${adminUrl}`;
+    out.write(`\n  pgrelay cluster add-replica${admin}     create a read replica from a snapshot\n`);
+    out.write(`  pgrelay cluster add-standby${admin}     single-AZ to Multi-AZ (synchronous standby)\n`);
+    out.write(`  pgrelay cluster remove NODE${admin}     drain, detach and delete a node\n`);
     out.write(`\npgrelay ready postgres://${cluster.user}:${cluster.password}@${address.address}:${address.port}/${cluster.database}\n`);
   } catch (error) {
     await stop();

@@ -7,6 +7,8 @@
  *   pgrelay classify                JSON string per line on stdin → decision per line on stdout
  *   pgrelay check-config FILE
  *   pgrelay status [--admin URL]
+ *   pgrelay cluster add-replica|add-standby|remove NODE [--name NAME] [--admin URL]
+ *                                   the RDS workflows on the demo's local cluster (cluster-command.ts)
  */
 import { App } from './app.js';
 import { runClassifyCli } from './classify/cli.js';
@@ -15,6 +17,7 @@ import { loadConfig } from './config/load.js';
 import { InvalidConfigError } from './config/issues.js';
 import { runDemo } from './demo.js';
 import { printStatus } from './admin/status-command.js';
+import { CLUSTER_USAGE, runClusterCommand } from './cluster-command.js';
 import { handleSignals } from './admin/signal-handlers.js';
 import { createLogger } from './util/log.js';
 
@@ -27,7 +30,7 @@ const USAGE = `usage:
   pgrelay classify            (one JSON string per line on stdin)
   pgrelay check-config FILE
   pgrelay status [--admin http://127.0.0.1:9930]
-`;
+${CLUSTER_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -54,6 +57,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'status':
       return printStatus(flags.get('admin') ?? 'http://127.0.0.1:9930', process.stdout, process.stderr);
+    case 'cluster':
+      return runClusterCommand(flags.get('_0'), flags.get('_1'), { admin: flags.get('admin') ?? 'http://127.0.0.1:9930', name: flags.get('name') }, process.stdout, process.stderr);
     case undefined:
     case 'help':
     case '--help':
