@@ -1,7 +1,8 @@
 /**
  * The live topology page served at GET / on the admin port: one self-contained HTML document (no
- * external assets: it is served offline). It polls /status every second and draws the primary,
- * the standbys and the replicas as cards joined by replication lines, coloured by health, with a
+ * external assets: it is served offline). It polls /status every second and draws the primary on
+ * top, the standbys and the replicas below it, as cards joined by replication lines (solid to a
+ * synchronous standby, dashed to an asynchronous replica), coloured by health, with a
  * lag bar per replica against max_lag and read/write rates computed from the change in unit
  * counts between two /status documents.
  *
@@ -29,7 +30,7 @@ export const TOPOLOGY_PAGE = /* html */ `<!doctype html>
   #error { display: none; margin: 12px 24px 0; padding: 8px 12px; border-radius: 6px; background: #5a1d1d; }
   #stage { position: relative; padding: 24px; }
   #lines { position: absolute; inset: 0; width: 100%; height: 100%; pointer-events: none; overflow: visible; }
-  .row { position: relative; display: flex; justify-content: center; flex-wrap: wrap; gap: 28px; margin-bottom: 72px; }
+  .row { position: relative; display: flex; justify-content: center; align-items: flex-start; flex-wrap: wrap; gap: 28px; margin-bottom: 72px; }
   .card { position: relative; width: 250px; padding: 12px 14px 12px 18px; border-radius: 8px; background: var(--card); border: 1px solid var(--line); }
   .card::before { content: ""; position: absolute; left: 0; top: 0; bottom: 0; width: 6px; border-radius: 8px 0 0 8px; background: var(--health-colour, var(--unknown)); }
   .card[data-health="up"] { --health-colour: var(--up); }
@@ -68,8 +69,7 @@ export const TOPOLOGY_PAGE = /* html */ `<!doctype html>
 <div id="stage">
   <svg id="lines" aria-hidden="true"></svg>
   <div class="row" id="row-primary"></div>
-  <div class="row" id="row-standby"></div>
-  <div class="row" id="row-replica"></div>
+  <div class="row" id="row-followers"></div>
 </div>
 <footer>
   <div class="legend"><span><i style="background:var(--up)"></i>up</span><span><i style="background:var(--stale)"></i>stale (too far behind)</span><span><i style="background:var(--down)"></i>down</span><span><i style="background:var(--fenced)"></i>fenced</span>
@@ -145,7 +145,7 @@ function render(status) {
   for (const node of status.nodes) {
     seen.add(node.name);
     const c = card(node);
-    const row = node.role === "primary" ? "row-primary" : node.role === "standby" ? "row-standby" : "row-replica";
+    const row = node.role === "primary" ? "row-primary" : "row-followers";
     if (c.root.parentElement?.id !== row) $(row).append(c.root);
     c.root.dataset.role = node.role;
     c.root.dataset.health = node.health;
