@@ -77,30 +77,39 @@ export class Classifier {
   }
 
   classify(sql: string): Classification {
+    // A text with nothing to mask (extended-protocol texts with $n parameters, BEGIN, COMMIT) is
+    // its own key: found without running the lexer. A key holds no comment (so no hint) and every
+    // mask holds a NUL, which a text from the wire cannot.
+    const unmasked = this.cache.get(sql);
+    if (unmasked !== undefined && !sql.includes('\0')) {
+      this.stats.hits++;
+      this.touch(sql, unmasked);
+      return this.resolved(unmasked);
+    }
     const masked = maskLiterals(sql);
     if (masked.empty) {
       return masked.hint === undefined && masked.maxLagMs === undefined ? EMPTY : withHints(EMPTY, masked.hint, masked.maxLagMs);
     }
     const entry = this.lookup(masked.key, sql);
+    const resolved = this.resolved(entry);
+    if (masked.hint === undefined && masked.maxLagMs === undefined) return resolved;
+    return this.applyHint(entry.decision, resolved, masked.hint, masked.maxLagMs);
+  }
+
+  /** The entry's hint-free classification, resolved again when the volatility map changed. */
+  private resolved(entry: CacheEntry): Classification {
     if (entry.resolved === undefined || entry.generation !== this.generation) {
       entry.resolved = this.resolve(entry.decision);
       entry.generation = this.generation;
     }
-    if (masked.hint === undefined && masked.maxLagMs === undefined) return entry.resolved;
-    return this.applyHint(entry.decision, entry.resolved, masked.hint, masked.maxLagMs);
+    return entry.resolved;
   }
 
   private lookup(key: string, sql: string): CacheEntry {
     const cached = this.cache.get(key);
     if (cached !== undefined) {
       this.stats.hits++;
-      // Refresh its place in the LRU order, but only once it is in the older half: hot shapes
-      // then cost one Map lookup, and an entry still cannot be evicted while it is being used.
-      if (this.clock - cached.stamp >= this.cacheSize >> 1) {
-        this.cache.delete(key);
-        this.cache.set(key, cached);
-        cached.stamp = ++this.clock;
-      }
+      this.touch(key, cached);
       return cached;
     }
     this.stats.misses++;
@@ -113,6 +122,18 @@ export class Classifier {
       this.cache.set(key, entry);
     }
     return entry;
+  }
+
+  /**
+   * Refreshes a hit's place in the LRU order, but only once it is in the older half: hot shapes
+   * then cost one Map lookup, and an entry still cannot be evicted while it is being used.
+   */
+  private touch(key: string, cached: CacheEntry): void {
+    if (this.clock - cached.stamp >= this.cacheSize >> 1) {
+      this.cache.delete(key);
+      this.cache.set(key, cached);
+      cached.stamp = ++this.clock;
+    }
   }
 
   /** The shape's decision with the volatility of its user functions applied. */
