@@ -75,6 +75,8 @@ interface CheckRow {
 export class HealthProbe {
   private client: pg.Client | undefined;
   private closed = false;
+  /** the login's database, else template1 when that one is missing or forbidden (the checks are cluster-wide) */
+  private fallback = false;
 
   /** `onLost` is told when the kept connection breaks between checks (the server went away). */
   constructor(
@@ -86,7 +88,10 @@ export class HealthProbe {
   setLogin(login: NodeLogin): void {
     const same = JSON.stringify(login) === JSON.stringify(this.login);
     this.login = login;
-    if (!same) this.drop();
+    if (!same) {
+      this.fallback = false;
+      this.drop();
+    }
   }
 
   async check(timeoutMs: number): Promise<ProbeResult> {
@@ -114,7 +119,7 @@ export class HealthProbe {
         port: this.login.port,
         user: this.login.user,
         password: this.login.password,
-        database: this.login.database,
+        database: this.fallback ? 'template1' : this.login.database,
         ssl: this.login.ssl,
         application_name: 'pgrelay health check',
         connectionTimeoutMillis: timeoutMs,
@@ -131,7 +136,17 @@ export class HealthProbe {
         this.onLost(new Error('health-check connection closed by the server'));
       });
       this.client = client;
-      await client.connect();
+      try {
+        await client.connect();
+      } catch (error) {
+        const code = (error as { code?: string }).code;
+        if ((code === '3D000' || code === '42501') && !this.fallback) {
+          this.fallback = true;
+          this.drop();
+          return this.run(timeoutMs);
+        }
+        throw error;
+      }
     }
     const result = await this.client.query<CheckRow>(CHECK_SQL);
     return toResult(result.rows[0]!);

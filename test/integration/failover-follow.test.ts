@@ -17,12 +17,16 @@ beforeAll(async () => {
   cluster = await LocalCluster.create({ replicas: 1, standby: true });
   cleanups.push(() => cluster.stop());
   await cluster.query('primary', Load.createTableSql('followed'));
+  // the health role may not enter the database "postgres": the checks fall back to template1
+  await cluster.query('primary', 'REVOKE CONNECT ON DATABASE postgres FROM PUBLIC', [], { superuser: true, database: 'postgres' });
+  for (const node of ['standby1', 'replica1']) await cluster.waitForReplay(node);
   relay = await startRelay(cluster, { failover: { mode: 'follow', wait_ms: 60_000 }, routing: { max_lag_ms: 60_000 } });
   cleanups.push(() => relay.stop());
 });
 
 describe('follow mode', () => {
   it('does not promote anything when the primary goes away', async () => {
+    for (const node of ['primary', 'standby1', 'replica1']) expect(relay.app.health.lastResult(node), node).toBeDefined();
     await cluster.stopNode('primary');
     await vi.waitFor(() => expect(relay.app.topology.node('primary')!.up).toBe(false), { timeout: 30_000, interval: 50 });
     // let the health checks see the standby a few more times: it stays a standby
