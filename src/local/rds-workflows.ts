@@ -292,14 +292,15 @@ export class ClusterWorkflows {
   private async preflight(primary: LocalNode, emit: Emit): Promise<void> {
     let sizeBytes: number;
     try {
-      const [row] = await this.cluster.query<{ data: string; wal: string }>(
+      // what pg_basebackup copies is about the databases' size (pg_wal is not copied: the WAL
+      // from the snapshot's start is streamed, and DISK_MARGIN_BYTES leaves room for it)
+      const [row] = await this.cluster.query<{ data: string }>(
         primary.name,
-        `SELECT (SELECT sum(pg_database_size(oid)) FROM pg_database)::bigint::text AS data,
-                (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir())::bigint::text AS wal`,
+        'SELECT sum(pg_database_size(oid))::bigint::text AS data FROM pg_database',
         [],
         { superuser: true, database: 'postgres' },
       );
-      sizeBytes = Number(row!.data) + Number(row!.wal);
+      sizeBytes = Number(row!.data);
     } catch (error) {
       throw new Error(`the primary ${primary.name} (${primary.host}:${primary.port}) is unreachable: ${errorText(error)}`);
     }
@@ -367,7 +368,11 @@ export class ClusterWorkflows {
 
   private async lagSample(node: LocalNode, primary: LocalNode): Promise<{ primaryLsn: bigint; replayLsn: bigint | undefined; lagBytes: number; lagMs: number | null }> {
     // the node first: its position can only have moved on by the time the primary answers
-    const [replay] = await this.cluster.query<{ lsn: string | null }>(node.name, 'SELECT pg_last_wal_replay_lsn()::text AS lsn', [], { superuser: true, database: 'postgres' });
+    const [replay] = await this.cluster
+      .query<{ lsn: string | null }>(node.name, 'SELECT pg_last_wal_replay_lsn()::text AS lsn', [], { superuser: true, database: 'postgres' })
+      .catch((error: unknown) => {
+        throw new Error(`${node.name} (${node.host}:${node.port}) does not answer: ${errorText(error)}`);
+      });
     const [row] = await this.cluster.query<{ lsn: string; lag_ms: number | null; state: string | null }>(
       primary.name,
       `SELECT pg_current_wal_lsn()::text AS lsn,
