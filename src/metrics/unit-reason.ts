@@ -37,15 +37,16 @@ export function unitReason(route: string, classification: Classification | undef
 function fold(c: Classification): UnitReason {
   if (c.pin) return 'pin';
   if (c.hint !== undefined) return 'hint';
+  // BEGIN [READ ONLY], COMMIT, ROLLBACK, SET TRANSACTION … and nothing else
+  if (c.statements > 0 && c.effects.length === c.statements && c.effects.every((e) => TRANSACTION_EFFECTS.has(e.type))) return 'transaction_control';
   switch (c.route) {
     case 'replica':
       return 'read';
     case 'any':
-      return c.effects.some((e) => TRANSACTION_EFFECTS.has(e.type)) ? 'transaction_control' : 'session';
+      return 'session';
     case 'primary':
       if (c.reason.startsWith('parse error')) return 'parse_error';
       if (c.reason.startsWith('calls ') || c.reason.includes(': calls ')) return 'function';
-      if (c.effects.some((e) => e.type === 'begin')) return 'transaction_control';
       return 'write';
   }
 }

@@ -62,7 +62,7 @@ async function connect(password = cluster.password): Promise<pg.Client> {
 }
 
 beforeAll(async () => {
-  const config = parseConfig(stringify(relayDocument(cluster, { pool: { size: 2 }, routing: { consistency: 'eventual' } })), { source: 'test' });
+  const config = parseConfig(stringify(relayDocument(cluster, { pool: { size: 2 }, routing: { consistency: 'eventual' }, health: { timeout_ms: 5000, failures: 5 } })), { source: 'test' });
   // with process metrics, as `pgrelay start` runs
   app = await App.start(config, { processMetrics: true });
   port = app.listenAddress!.port;

@@ -27,7 +27,8 @@ const clients: pg.Client[] = [];
 function writeConfig(nodes: LocalNode[], extra: Record<string, unknown> = {}): void {
   const document = relayDocument(
     { nodes, user: cluster.user, password: cluster.password, superuser: cluster.superuser, superuserPassword: cluster.superuserPassword },
-    { routing: { consistency: 'eventual', balance: 'round_robin', max_lag_ms: 5000 }, pool: { size: 24 }, ...extra },
+    // health checks that tolerate a loaded test machine: a node marked down has its connections closed
+    { routing: { consistency: 'eventual', balance: 'round_robin', max_lag_ms: 5000 }, pool: { size: 24 }, health: { timeout_ms: 5000, failures: 5 }, ...extra },
   );
   writeFileSync(configPath, stringify(document));
 }
