@@ -217,9 +217,13 @@ export class Failover {
     if (this.busy || this.stopped || oldName === undefined) return;
     const old = topology.node(oldName);
     if (!old || old.up) return;
+    const config = this.deps.config;
+    // a node never seen up is marked down at its first failed check (no reads go to it), but a
+    // primary is given up only after `failures` checks in a row, also right after start
+    if (this.deps.health.consecutiveFailures(oldName) < config().health.failures) return;
     this.busy = 'failover';
     const startedAt = performance.now();
-    const { log, config } = this.deps;
+    const { log } = this.deps;
     let promoting: string | undefined;
     try {
       // from now on nothing reaches the old primary, should it come back while we promote

@@ -125,6 +125,11 @@ export class HealthChecker extends EventEmitter {
     return this.nodes.get(name)?.last;
   }
 
+  /** Failed checks in a row (0 after a passing one). */
+  consecutiveFailures(name: string): number {
+    return this.nodes.get(name)?.failures ?? 0;
+  }
+
   /** The application_name the node streams under, as last seen (its name when never seen). */
   applicationName(name: string): string {
     return this.nodes.get(name)?.applicationName ?? name;

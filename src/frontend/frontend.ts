@@ -17,7 +17,7 @@ import { unitReason } from '../metrics/unit-reason.js';
 import { clientHandshake, type Handshake } from './client-handshake.js';
 import { StatementRegistry } from './prepared-statements.js';
 import type { SessionContext } from './session-context.js';
-import { ClientSession } from './session.js';
+import { ClientSession, isUnreachable } from './session.js';
 import { stateTransition } from './session-state.js';
 
 export interface FrontendDeps {
@@ -198,12 +198,21 @@ export class Frontend implements SessionContext {
    * The ParameterStatus set for a new client: what the primary reports, with the client's own
    * startup settings applied on a server connection (which also checks that they are valid).
    */
-  private async startupParameters(session: ClientSession): Promise<Map<string, string>> {
+  private async startupParameters(session: ClientSession, retried = false): Promise<Map<string, string>> {
     const choice = await this.primaryChoice();
     const pool = this.pools.get(choice.name, session.user, session.database);
     const wanted = session.stateSql();
     if (pool.serverParams && wanted === '') return new Map(pool.serverParams);
-    const conn = await new Promise<ServerConnection>((resolve, reject) => pool.acquire((error, c) => (error || !c ? reject(error) : resolve(c))));
+    let conn: ServerConnection;
+    try {
+      conn = await new Promise<ServerConnection>((resolve, reject) => pool.acquire((error, c) => (error || !c ? reject(error) : resolve(c))));
+    } catch (error) {
+      // the primary may be going down (failover): ask again, once, when its health is decided
+      if (retried || !isUnreachable(error)) throw error;
+      this.nodeBroken(choice.name, error instanceof Error ? error : undefined);
+      await new Promise<void>((resolve) => this.whenNodeDecided(choice.name, resolve));
+      return this.startupParameters(session, true);
+    }
     const params = new Map(pool.serverParams ?? conn.params);
     if (wanted === '' || conn.appliedState === wanted) {
       pool.release(conn);

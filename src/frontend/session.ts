@@ -1210,7 +1210,7 @@ function framed(code: number, body: Buffer, length: number): Buffer {
 }
 
 /** A connect that failed for want of the server (refused, timed out, shutting down, pool closed). */
-function isUnreachable(error: unknown): boolean {
+export function isUnreachable(error: unknown): boolean {
   return error instanceof ProxyError && (error.sqlstate === SqlState.connectionFailure || error.sqlstate === SqlState.cannotConnectNow || error.sqlstate === SqlState.adminShutdown);
 }
 
