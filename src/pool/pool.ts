@@ -136,11 +136,9 @@ export class Pool implements ServerDataHandler {
     this.armExpiry();
   }
 
+  /** Drops served waiters from the front now and then (not each time the queue empties: no churn). */
   private compactWaiters(): void {
-    if (this.waiterHead === this.waiters.length) {
-      this.waiters.length = 0;
-      this.waiterHead = 0;
-    } else if (this.waiterHead > 64 && this.waiterHead * 2 > this.waiters.length) {
+    if (this.waiterHead > 64 && this.waiterHead * 2 > this.waiters.length) {
       this.waiters.splice(0, this.waiterHead);
       this.waiterHead = 0;
     }
