@@ -70,12 +70,15 @@ export async function startRelayChild(name: string, document: Record<string, unk
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
-    // pgrelay logs its admin address (at info level) before it prints the ready line
-    let listening = '';
-    void service.waitForLine(/"admin":"[^"]+"/, 60_000).then((line) => (listening = line), () => undefined);
+    // pgrelay logs its admin address at info level (its log stream may flush after the ready line)
+    const listening = service.waitForLine(/"admin":"[^"]+"/, 60_000).catch(() => '');
     const ready = await service.waitForLine(/^pgrelay ready /, 60_000);
     const port = Number(/:(\d+)\/[^/]*$/.exec(ready)?.[1]);
-    const admin = /"admin":"([^"]+)"/.exec(listening)?.[1];
+    const level = ((document.log as { level?: string } | undefined)?.level ?? 'info').toLowerCase();
+    let timer: NodeJS.Timeout | undefined;
+    const line = level === 'debug' || level === 'info' ? await Promise.race([listening, new Promise<string>((resolve) => (timer = setTimeout(() => resolve(''), 10_000)))]) : '';
+    clearTimeout(timer);
+    const admin = /"admin":"([^"]+)"/.exec(line)?.[1];
     if (!Number.isInteger(port) || port <= 0) throw new Error(`cannot read the port from: ${ready}`);
     return {
       pid: service.pid,
