@@ -110,6 +110,14 @@ export class ClientSession implements ServerDataHandler {
   /** what the unit that attached the current server connection asked for */
   private attachTarget: Target | 'any' = 'any';
 
+  /** server chunks are views of the connection's read buffer (see ServerDataHandler) */
+  readonly borrowsChunks = true;
+  /** the client socket still holds bytes borrowed from a server connection's read buffer */
+  private heldReads = false;
+  /** a server connection to give back once the client has written what it borrowed from it */
+  private pendingGiveBack: { conn: ServerConnection; pool: Pool } | undefined;
+  /** the server socket whose write buffer is full: the client is not read until it drains */
+  private serverFull: net.Socket | undefined;
   /** the server socket corked during this pump, uncorked at its end */
   private corked: net.Socket | undefined;
   /** an error for the unit being started, raised while the session waited */
@@ -212,7 +220,7 @@ export class ClientSession implements ServerDataHandler {
       corked?.uncork();
     }
     if (this.waiting !== 'none' && this.reader.pending > MAX_BUFFERED_INPUT) this.socket.pause();
-    else if (this.socket.isPaused() && this.waiting === 'none') this.socket.resume();
+    else if (this.socket.isPaused() && this.waiting === 'none' && this.serverFull === undefined) this.socket.resume();
   }
 
   /** Handles one client message; false = wait and see this message again later. */
@@ -598,6 +606,7 @@ export class ClientSession implements ServerDataHandler {
   private detach(reusable: boolean): void {
     const conn = this.server;
     if (!conn) return;
+    this.clearServerFull();
     const node = this.serverNode!;
     const pool = this.serverPool!;
     this.flushRun();
@@ -612,11 +621,31 @@ export class ClientSession implements ServerDataHandler {
     const elapsedMs = performance.now() - this.unitStartedAt;
     node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
     this.queue.clear();
-    conn.socket.resume();
-    // a cancel of this client's query must land before anyone else's query runs there
-    if (reusable && !conn.closed && this.need === 0 && this.headerLength === 0) conn.whenCancelsSettled(() => pool.release(conn));
-    else pool.discard(conn);
+    if (!reusable || conn.closed || this.need > 0 || this.headerLength > 0) pool.discard(conn);
+    // the client still writes bytes that live in this connection's read buffer: it stays paused
+    else if (this.heldReads) this.pendingGiveBack = { conn, pool };
+    else this.giveBack(conn, pool);
   }
+
+  private giveBack(conn: ServerConnection, pool: Pool): void {
+    // a cancel of this client's query must land before anyone else's query runs there
+    conn.whenCancelsSettled(() => {
+      pool.release(conn);
+      conn.socket.resume();
+    });
+  }
+
+  /** A write to the client completed: once nothing borrowed is queued, server reads go on. */
+  private readonly onClientWritten = (): void => {
+    if (!this.heldReads || this.socket.writableLength > 0) return;
+    this.heldReads = false;
+    const pending = this.pendingGiveBack;
+    if (pending) {
+      this.pendingGiveBack = undefined;
+      this.giveBack(pending.conn, pending.pool);
+    }
+    this.server?.socket.resume();
+  };
 
   /**
    * Close of the client's unnamed statement: sent only where it is the client's (another client's
@@ -693,12 +722,25 @@ export class ClientSession implements ServerDataHandler {
       this.corked = server.socket;
       server.socket.cork();
     }
-    if (!server.write(data)) {
+    if (!server.write(data) && this.serverFull === undefined) {
+      // the server does not keep up (a big COPY FROM STDIN): stop reading the client until it does
+      this.serverFull = server.socket;
       this.socket.pause();
-      server.socket.once('drain', () => {
-        if (!this.closed && this.waiting === 'none') this.socket.resume();
-      });
+      server.socket.once('drain', this.onServerDrain);
     }
+  }
+
+  private readonly onServerDrain = (): void => {
+    this.serverFull = undefined;
+    if (!this.closed && this.waiting === 'none') this.socket.resume();
+  };
+
+  /** The server connection no longer applies backpressure to this client (it is given back or lost). */
+  private clearServerFull(): void {
+    if (this.serverFull === undefined) return;
+    this.serverFull.off('drain', this.onServerDrain);
+    this.serverFull = undefined;
+    if (!this.closed && this.waiting === 'none' && !this.pumping) this.socket.resume();
   }
 
   // ---------------------------------------------------------------- server → client
@@ -792,6 +834,12 @@ export class ClientSession implements ServerDataHandler {
       this.fatal(error);
     } finally {
       this.socket.uncork();
+      // what the client socket could not take at once still points into the connection's read
+      // buffer: no more reads until it is written (this is also the backpressure to the server)
+      if (this.socket.writableLength > 0 && !this.closed) {
+        this.heldReads = true;
+        conn.socket.pause();
+      }
       if (this.releaseAfterChunk && this.server === conn) {
         this.releaseAfterChunk = false;
         this.maybeRelease();
@@ -1036,6 +1084,7 @@ export class ClientSession implements ServerDataHandler {
 
   onServerClose(conn: ServerConnection, error: Error | undefined): void {
     if (conn !== this.server || this.closed) return;
+    this.clearServerFull();
     const node = this.serverNode!;
     const midMessage = (this.need > 0 && !this.dropping) || this.headerLength > 0;
     const hadWork = this.queue.length > 0 || this.unitOpen;
@@ -1161,7 +1210,7 @@ export class ClientSession implements ServerDataHandler {
   private sendToClient(data: Buffer): void {
     if (this.closed) return;
     this.ctx.metrics.bytesOut.inc(data.length);
-    if (!this.socket.write(data) && this.server) this.server.socket.pause();
+    if (!this.socket.write(data, this.onClientWritten) && this.server) this.server.socket.pause();
   }
 
   private fatal(error: unknown): void {
@@ -1189,9 +1238,13 @@ export class ClientSession implements ServerDataHandler {
     if (this.closed) return;
     this.closed = true;
     if (this.server) {
-      const clean = this.queue.length === 0 && !this.unitOpen && this.server.txStatus === TxStatus.Idle && !this.pinned;
+      const clean = this.queue.length === 0 && !this.unitOpen && this.server.txStatus === TxStatus.Idle && !this.pinned && !this.heldReads;
       this.detach(clean);
     }
+    // the client goes away with bytes it borrowed still queued: that connection is not reused
+    const pending = this.pendingGiveBack;
+    this.pendingGiveBack = undefined;
+    pending?.pool.discard(pending.conn);
     if (this.pinned) this.ctx.pinned(-1);
     this.socket.end();
     this.socket.destroySoon?.();

@@ -29,7 +29,16 @@ export interface ServerConnectOptions {
 export interface ServerDataHandler {
   onServerData(conn: ServerConnection, chunk: Buffer): void;
   onServerClose(conn: ServerConnection, error: Error | undefined): void;
+  /**
+   * The handler takes `chunk` as a view of the connection's read buffer, valid during the call
+   * only: whatever it still references afterwards (a queued socket write) must keep the
+   * connection paused (`socket.pause()`) until it is done with it. Other handlers get a copy.
+   */
+  readonly borrowsChunks?: boolean;
 }
+
+/** Bytes a plaintext server connection reads at most at once, into its own reused buffer. */
+const READ_BUFFER_BYTES = 64 * 1024;
 
 let nextId = 1;
 
@@ -59,11 +68,27 @@ export class ServerConnection {
   private cancelsInFlight = 0;
   private afterCancels: (() => void)[] = [];
 
+  /** where bytes go during startup (copies), before a handler takes over */
+  private startupSink: ((chunk: Buffer) => void) | undefined;
+
   private constructor(
     readonly endpoint: ServerEndpoint,
     readonly login: ServerLogin,
     readonly socket: net.Socket,
+    /** reads land in one reused buffer (plaintext): chunks are views, copied unless borrowed */
+    private readonly viewsOfReadBuffer: boolean,
   ) {}
+
+  /** A chunk from the socket (a view of the read buffer when `viewsOfReadBuffer`). */
+  private receive(chunk: Buffer): void {
+    if (this.startupSink) {
+      this.startupSink(this.viewsOfReadBuffer ? Buffer.from(chunk) : chunk);
+      return;
+    }
+    const handler = this.handler;
+    if (!handler) return;
+    handler.onServerData(this, this.viewsOfReadBuffer && handler.borrowsChunks !== true ? Buffer.from(chunk) : chunk);
+  }
 
   get node(): string {
     return this.endpoint.node;
@@ -71,7 +96,24 @@ export class ServerConnection {
 
   static connect(endpoint: ServerEndpoint, login: ServerLogin, options: ServerConnectOptions): Promise<ServerConnection> {
     return new Promise((resolve, reject) => {
-      const raw = net.connect({ host: endpoint.host, port: endpoint.port });
+      // Plaintext connections read into a buffer of their own, reused for every read: a result
+      // streamed to a client allocates nothing per chunk (the client session borrows the bytes).
+      // TLS connections read through the TLS layer, which hands out fresh chunks.
+      const plaintext = options.tls.mode === 'disable';
+      let receive: ((chunk: Buffer) => void) | undefined;
+      const raw = plaintext
+        ? net.connect({
+            host: endpoint.host,
+            port: endpoint.port,
+            onread: {
+              buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+              callback: (bytes: number, buffer: Uint8Array) => {
+                receive?.((buffer as Buffer).subarray(0, bytes));
+                return true;
+              },
+            },
+          })
+        : net.connect({ host: endpoint.host, port: endpoint.port });
       raw.setNoDelay(true);
       let settled = false;
       const timer = setTimeout(() => fail(new ProxyError(SqlState.connectionFailure, `timeout connecting to node ${endpoint.node} after ${options.connectTimeoutMs} ms`, { retryable: true })), options.connectTimeoutMs);
@@ -89,7 +131,9 @@ export class ServerConnection {
           .then((socket) => {
             socket.on('error', fail);
             socket.once('close', () => fail(new Error('connection closed during startup')));
-            const conn = new ServerConnection(endpoint, login, socket);
+            const conn = new ServerConnection(endpoint, login, socket, plaintext);
+            if (plaintext) receive = (chunk) => conn.receive(chunk);
+            else socket.on('data', (chunk: Buffer) => conn.receive(chunk));
             return conn.startup();
           })
           .then((conn) => {
@@ -161,7 +205,7 @@ export class ServerConnection {
               case BackendCode.NegotiateProtocolVersion:
                 break;
               case BackendCode.ReadyForQuery:
-                this.socket.off('data', onData);
+                this.startupSink = undefined;
                 if (reader.pending > 0) throw new Error('unexpected data after ReadyForQuery');
                 resolve(this);
                 return;
@@ -170,19 +214,16 @@ export class ServerConnection {
             }
           }
         } catch (error) {
-          this.socket.off('data', onData);
+          this.startupSink = undefined;
           reject(error);
         }
       };
-      this.socket.on('data', onData);
+      this.startupSink = onData;
       this.socket.write(serialize.startup({ user: this.login.user, database: this.login.database }));
     });
   }
 
   private listen(): void {
-    this.socket.on('data', (chunk: Buffer) => {
-      if (this.handler) this.handler.onServerData(this, chunk);
-    });
     const onGone = (error?: Error) => {
       if (this.closed) return;
       this.closed = true;

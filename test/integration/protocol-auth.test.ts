@@ -2,8 +2,8 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, describe, expect, it } from 'vitest';
 import { formatScramVerifier, makeScramSecret } from '../../src/auth/scram.js';
-import { errorFields, primaryOnly, RawClient, serialize, startupPacket } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { errorFields, primaryOnly, RawClient, serialize, startupPacket, startProtocolRelay } from '../support/protocol-client.js';
+import type { Relay } from '../support/relay.js';
 import { sharedCluster } from '../support/shared-cluster.js';
 
 // How pgrelay authenticates its clients besides the SCRAM-SHA-256 default (protocol-pg covers
@@ -13,7 +13,7 @@ const cluster = primaryOnly(sharedCluster());
 const relays: Relay[] = [];
 
 async function relayWith(overrides: Record<string, unknown>): Promise<Relay> {
-  const relay = await startRelay(cluster, overrides);
+  const relay = await startProtocolRelay(cluster, overrides);
   relays.push(relay);
   return relay;
 }

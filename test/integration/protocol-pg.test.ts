@@ -3,8 +3,8 @@ import { Readable, Writable } from 'node:stream';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { primaryOnly } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { startProtocolRelay } from '../support/protocol-client.js';
+import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
 // node-postgres through pgrelay: the wire protocol as a real driver uses it, with transaction
@@ -23,7 +23,7 @@ async function connect(options: Partial<pg.ClientConfig> = {}): Promise<pg.Clien
 }
 
 beforeAll(async () => {
-  relay = await startRelay(primaryOnly(cluster), { pool: { size: 4, checkout_timeout_ms: 30_000 } });
+  relay = await startProtocolRelay(cluster, { pool: { size: 4, checkout_timeout_ms: 30_000 } });
   await queryNode(cluster, 'primary', 'DROP TABLE IF EXISTS proto_pg; CREATE TABLE proto_pg (id serial PRIMARY KEY, name text, n int)');
 });
 
@@ -96,7 +96,7 @@ describe('node-postgres through pgrelay', () => {
   });
 
   it('keeps SET search_path to the client that set it, with clients sharing one server connection', async () => {
-    const tiny = await startRelay(primaryOnly(cluster), { pool: { size: 1, checkout_timeout_ms: 30_000 } });
+    const tiny = await startProtocolRelay(cluster, { pool: { size: 1, checkout_timeout_ms: 30_000 } });
     try {
       await queryNode(cluster, 'primary', 'CREATE SCHEMA IF NOT EXISTS proto_a; DROP TABLE IF EXISTS proto_a.t; CREATE TABLE proto_a.t (v text); INSERT INTO proto_a.t VALUES (\'from a\')');
       const a = new pg.Client({ connectionString: tiny.url() });

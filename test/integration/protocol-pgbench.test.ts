@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { primaryOnly } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { startProtocolRelay } from '../support/protocol-client.js';
+import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
 // pgbench through pgrelay: 32 clients on 8 server connections (transaction pooling), in the three
@@ -40,7 +40,7 @@ function summary(output: string): { processed: number; failed: number; tps: numb
 beforeAll(async () => {
   await queryNode(cluster, 'primary', `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`, [], true);
   await queryNode(cluster, 'primary', `CREATE DATABASE ${database} OWNER ${cluster.user}`, [], true);
-  relay = await startRelay(primaryOnly(cluster), { pool: { size: 8, checkout_timeout_ms: 30_000 } });
+  relay = await startProtocolRelay(cluster, { pool: { size: 8, checkout_timeout_ms: 30_000 } });
 });
 
 afterAll(async () => {

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { primaryOnly } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { primaryOnly, startProtocolRelay } from '../support/protocol-client.js';
+import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
 // The server-connection pool as clients see it: a bounded wait then 53300, FIFO hand-over when a
@@ -14,7 +14,7 @@ const relays: Relay[] = [];
 const clients: pg.Client[] = [];
 
 async function relayWith(overrides: Record<string, unknown>): Promise<Relay> {
-  const relay = await startRelay(cluster, overrides);
+  const relay = await startProtocolRelay(cluster, overrides);
   relays.push(relay);
   return relay;
 }

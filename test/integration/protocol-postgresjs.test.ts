@@ -2,8 +2,8 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { primaryOnly } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { startProtocolRelay } from '../support/protocol-client.js';
+import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
 // postgres.js through pgrelay. postgres.js pipelines queries on one connection, prepares every
@@ -21,7 +21,7 @@ function connect(options: postgres.Options<Record<string, postgres.PostgresType>
 }
 
 beforeAll(async () => {
-  relay = await startRelay(primaryOnly(cluster), { pool: { size: 4, checkout_timeout_ms: 30_000 } });
+  relay = await startProtocolRelay(cluster, { pool: { size: 4, checkout_timeout_ms: 30_000 } });
   await queryNode(cluster, 'primary', 'DROP TABLE IF EXISTS proto_pgjs; CREATE TABLE proto_pgjs (id int PRIMARY KEY, label text)');
 });
 

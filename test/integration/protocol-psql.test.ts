@@ -3,8 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { primaryOnly } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { startProtocolRelay } from '../support/protocol-client.js';
+import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
 // psql through pgrelay: libpq's own protocol use (sslmode=prefer negotiation, simple queries,
@@ -33,7 +33,7 @@ function psql(args: string[], input?: string): Promise<PsqlResult> {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pgrelay-psql-'));
-  relay = await startRelay(primaryOnly(cluster), { pool: { size: 2 } });
+  relay = await startProtocolRelay(cluster, { pool: { size: 2 } });
   await queryNode(cluster, 'primary', 'DROP TABLE IF EXISTS proto_psql; CREATE TABLE proto_psql (id int PRIMARY KEY, label text)');
 });
 

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { errorFields, primaryOnly, RawClient, rawMessage, serialize, startupPacket, types, type RawLogin } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { errorFields, primaryOnly, RawClient, rawMessage, serialize, startupPacket, types, type RawLogin, startProtocolRelay } from '../support/protocol-client.js';
+import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
 // Bad input at the protocol level, from a raw socket: the offending client gets an ErrorResponse
@@ -45,7 +45,7 @@ async function fatalThenClosed(client: RawClient): Promise<Map<string, string>> 
 }
 
 beforeAll(async () => {
-  relay = await startRelay(cluster, { pool: { size: 4 }, client: { max_message_bytes: 64 * 1024 } });
+  relay = await startProtocolRelay(cluster, { pool: { size: 4 }, client: { max_message_bytes: 64 * 1024 } });
   await queryNode(shared, primary, 'DROP TABLE IF EXISTS proto_robust; CREATE TABLE proto_robust (id int)');
 });
 

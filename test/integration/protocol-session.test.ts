@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dataRow, errorFields, primaryOnly, RawClient, rawMessage, serialize, type BackendMessage, type RawLogin } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { dataRow, errorFields, primaryOnly, RawClient, rawMessage, serialize, type BackendMessage, type RawLogin, startProtocolRelay } from '../support/protocol-client.js';
+import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
 // The session's protocol bookkeeping, where transaction pooling could show through: named and
@@ -25,7 +25,7 @@ async function rawTo(port: number): Promise<RawClient> {
 }
 
 async function relayWith(overrides: Record<string, unknown>): Promise<Relay> {
-  const r = await startRelay(cluster, overrides);
+  const r = await startProtocolRelay(cluster, overrides);
   relays.push(r);
   return r;
 }

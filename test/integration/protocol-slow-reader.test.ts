@@ -1,12 +1,15 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startPgrelayProcess, type PgrelayProcess } from '../support/pgrelay-process.js';
-import { primaryOnly, RawClient, serialize } from '../support/protocol-client.js';
+import { primaryOnly, RawClient, serialize, STEADY } from '../support/protocol-client.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
+import type { Socket } from 'node:net';
 
 // Backpressure, measured on a real pgrelay process: a client asks for ~200 MB and reads it slowly.
 // pgrelay must stop reading from the server while the client's socket is full, so that its memory
-// stays bounded (RSS from /proc, sampled all along), and PostgreSQL is seen waiting to write.
+// stays bounded (RSS from /proc, sampled all along), and PostgreSQL is seen waiting to write. And
+// the reverse: a client pushing a big COPY FROM STDIN that the server does not read (the table is
+// locked) is not read by pgrelay either.
 const shared = sharedCluster();
 const cluster = primaryOnly(shared);
 const primary = cluster.nodes[0]!.name;
@@ -18,14 +21,14 @@ const TICK_MS = 10;
 let relay: PgrelayProcess;
 
 beforeAll(async () => {
-  relay = await startPgrelayProcess(cluster, { pool: { size: 2 } });
+  relay = await startPgrelayProcess(cluster, { ...STEADY, pool: { size: 2 } });
 });
 
 afterAll(async () => {
   await relay?.stop();
 });
 
-describe('a slow reader of a 200 MB result', () => {
+describe('backpressure', () => {
   it('keeps pgrelay under 150 MB RSS; the server waits on the client (ClientWrite); pgrelay serves others afterwards', async () => {
     const client = await RawClient.connect(relay.port, { user: cluster.user, password: cluster.password, database: cluster.database, params: { application_name: 'proto-slow-reader' } });
     const { socket } = client.release();
@@ -79,4 +82,76 @@ describe('a slow reader of a 200 MB result', () => {
     }
     expect(relay.rssBytes()).toBeLessThan(RSS_LIMIT);
   });
+
+  it('does not read a client pushing a 150 MB COPY that the server does not take (locked table); RSS stays under 150 MB', async () => {
+    await queryNode(shared, primary, 'DROP TABLE IF EXISTS proto_copy_in; CREATE TABLE proto_copy_in (v text)');
+    const locker = new pg.Client({ host: cluster.nodes[0]!.host, port: cluster.nodes[0]!.port, user: cluster.user, password: cluster.password, database: cluster.database });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE proto_copy_in IN ACCESS EXCLUSIVE MODE');
+      const client = await RawClient.connect(relay.port, { user: cluster.user, password: cluster.password, database: cluster.database });
+      const { socket } = client.release();
+      try {
+        const rssBefore = relay.rssBytes();
+        socket.write(serialize.query('COPY proto_copy_in FROM STDIN'));
+        const row = Buffer.from(`${'y'.repeat(1023)}\n`);
+        const message = serialize.copyData(Buffer.concat(Array.from({ length: 64 }, () => row))); // 64 KB of rows
+        const target = 150 * 1024 * 1024;
+        let accepted = 0;
+        let maxRss = rssBefore;
+        const started = Date.now();
+        // write as fast as the socket takes it, for a bounded time
+        while (accepted < target && Date.now() - started < 8_000) {
+          if (!writeOrWait(socket, message)) await drainedOrTimeout(socket, 250);
+          else accepted += message.length;
+          maxRss = Math.max(maxRss, relay.rssBytes());
+        }
+        const mb = (n: number) => (n / 1024 / 1024).toFixed(1);
+        console.info(`COPY pusher: pgrelay took ${mb(accepted)} MB of ${mb(target)} MB while the table was locked; RSS ${mb(rssBefore)} MB before, max ${mb(maxRss)} MB`);
+        expect(accepted).toBeLessThan(100 * 1024 * 1024); // kernel buffers and a little more, not the whole COPY
+        expect(maxRss).toBeLessThan(RSS_LIMIT);
+      } finally {
+        socket.destroy();
+      }
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+    }
+    // the abandoned COPY's server connection goes away; nothing was copied; others are served
+    await vi.waitFor(
+      async () => {
+        const rows = await queryNode(shared, primary, "SELECT 1 FROM pg_stat_activity WHERE query = 'COPY proto_copy_in FROM STDIN'", [], true);
+        expect(rows).toEqual([]);
+      },
+      { timeout: 30_000, interval: 200 },
+    );
+    expect(await queryNode(shared, primary, 'SELECT count(*)::int AS n FROM proto_copy_in')).toEqual([{ n: 0 }]);
+    const other = new pg.Client({ connectionString: relay.url() });
+    await other.connect();
+    try {
+      expect((await other.query('SELECT 1 AS v')).rows[0].v).toBe(1);
+    } finally {
+      await other.end();
+    }
+  });
 });
+
+/** socket.write, unless its buffer is already full (then nothing is written). */
+function writeOrWait(socket: Socket, data: Buffer): boolean {
+  if (socket.writableNeedDrain) return false;
+  socket.write(data);
+  return true;
+}
+
+function drainedOrTimeout(socket: Socket, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    socket.once('drain', done);
+    function done() {
+      clearTimeout(timer);
+      socket.off('drain', done);
+      resolve();
+    }
+  });
+}

@@ -6,8 +6,8 @@ import type { TLSSocket } from 'node:tls';
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { primaryOnly, RawClient, startupPacket } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { primaryOnly, RawClient, startupPacket, startProtocolRelay } from '../support/protocol-client.js';
+import type { Relay } from '../support/relay.js';
 import { sharedCluster } from '../support/shared-cluster.js';
 
 // Client-facing TLS: SSLRequest answered 'S' and the session runs over TLS when tls.cert/key are
@@ -20,7 +20,7 @@ let key: string;
 const relays: Relay[] = [];
 
 async function relayWith(overrides: Record<string, unknown>): Promise<Relay> {
-  const relay = await startRelay(cluster, overrides);
+  const relay = await startProtocolRelay(cluster, overrides);
   relays.push(relay);
   return relay;
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { serialize } from 'pg-protocol';
 import { ScramClientExchange } from '../../src/auth/scram.js';
+import { startRelay, type Relay } from './relay.js';
 import type { SharedCluster } from './shared-cluster.js';
 
 /**
@@ -14,6 +15,18 @@ import type { SharedCluster } from './shared-cluster.js';
 /** The cluster with only its primary, for relays whose reads must see the writes just made. */
 export function primaryOnly<C extends Pick<SharedCluster, 'nodes'>>(cluster: C): C {
   return { ...cluster, nodes: cluster.nodes.filter((n) => n.role === 'primary') };
+}
+
+/**
+ * Settings for relays that test the protocol, not failover: no failover, and health checks that
+ * a loaded machine (several engineers' suites at once) does not fail, so that the primary is not
+ * marked down under a long result.
+ */
+export const STEADY = { failover: { mode: 'off' }, health: { timeout_ms: 10_000, failures: 10 } } as const;
+
+/** pgrelay in this process in front of the cluster's primary only, with STEADY settings. */
+export function startProtocolRelay(cluster: Parameters<typeof startRelay>[0], overrides: Record<string, unknown> = {}): Promise<Relay> {
+  return startRelay(primaryOnly(cluster), { ...STEADY, ...overrides });
 }
 
 export interface BackendMessage {
