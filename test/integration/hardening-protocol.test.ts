@@ -134,6 +134,50 @@ describe('before and during startup', () => {
     );
   });
 
+  it('applies startup parameters with any value exactly (no SQL injection), or refuses them with a FATAL error', async () => {
+    const value = fc.oneof(
+      fc.string({ unit: 'binary', maxLength: 300 }),
+      fc.constantFrom("'; DROP DATABASE app; --", "\\'; SELECT pg_sleep(100); --", '$$', "E'\\x'", 'x'.repeat(3000)),
+    ).filter((v) => !v.includes('\0'));
+    const outcomes = { applied: 0, refused: 0 };
+    const name = fc.oneof(fc.stringMatching(/^[a-z]{1,10}$/).map((n) => `hardening.${n}`), fc.string({ unit: 'grapheme', minLength: 1, maxLength: 20 }).filter((n) => !n.includes('\0') && !['user', 'database', 'options', 'replication'].includes(n) && !n.startsWith('_pq_.')));
+    await fc.assert(
+      fc.asyncProperty(fc.uniqueArray(fc.tuple(name, value), { selector: ([n]) => n.toLowerCase(), minLength: 1, maxLength: 3 }), async (params) => {
+        let client: RawClient | undefined;
+        try {
+          client = await RawClient.connect(relay.port, { ...login(), params: Object.fromEntries(params) });
+        } catch (error) {
+          // an unknown or invalid setting: refused as PostgreSQL refuses it, with its SQLSTATE
+          const code = (error as { code?: string }).code;
+          expect(code, String(error)).toMatch(/^(42704|22023|42602|42601|0A000|55P02|22P02|42939)$/);
+          expect((error as { severity?: string }).severity).toBe('FATAL');
+          expect(params.some(([n]) => !n.startsWith('hardening.'))).toBe(true);
+          outcomes.refused++;
+          await bystanderQuery();
+          return;
+        }
+        try {
+          for (const [n, v] of params) {
+            if (!n.startsWith('hardening.')) continue;
+            const answer = await client.query(`SELECT current_setting('${n}') AS v`);
+            const row = answer.find((m) => m.type === 'D');
+            expect(row, JSON.stringify(answer.map((m) => m.type))).toBeDefined();
+            const length = row!.body.readInt32BE(2);
+            expect(row!.body.toString('utf8', 6, 6 + length)).toBe(v);
+          }
+        } finally {
+          client.destroy();
+        }
+        outcomes.applied++;
+        await bystanderQuery();
+      }),
+      { numRuns: 60 },
+    );
+    // both outcomes happened: the property was not decided by one path only
+    expect(outcomes.applied, JSON.stringify(outcomes)).toBeGreaterThan(5);
+    expect(outcomes.refused, JSON.stringify(outcomes)).toBeGreaterThan(5);
+  });
+
   it('refuses an overlong startup packet (parameters over 10,000 bytes) before it is complete', async () => {
     const c = await Conversation.open(relay.port);
     const packet = startupPacket(196608, { user: cluster.user, database, application_name: 'x'.repeat(20_000) });
