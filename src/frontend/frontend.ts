@@ -6,6 +6,7 @@ import type { Config } from '../config/types.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
 import type { Metrics } from '../metrics/metrics.js';
+import type { Pool } from '../pool/pool.js';
 import type { PoolSet } from '../pool/pool-set.js';
 import { runInternalQuery } from '../pool/internal-query.js';
 import type { ServerConnection } from '../pool/server-connection.js';
@@ -49,6 +50,8 @@ const HIDDEN_PARAMETERS = new Set(['in_hot_standby']);
  */
 export class Frontend implements SessionContext {
   readonly statements = new StatementRegistry();
+  /** per pool: startup settings known to apply, with the parameters the server reported for them */
+  private readonly checkedStartup = new WeakMap<Pool, Map<string, Map<string, string>>>();
   private server: net.Server | undefined;
   private readonly sessions = new Map<number, ClientSession>();
   private readonly sockets = new Set<net.Socket>();
@@ -203,6 +206,10 @@ export class Frontend implements SessionContext {
     const pool = this.pools.get(choice.name, session.user, session.database);
     const wanted = session.stateSql();
     if (pool.serverParams && wanted === '') return new Map(pool.serverParams);
+    // settings that were applied once already: no server connection needed (a saturated pool
+    // must not keep new clients from connecting)
+    const known = this.checkedStartup.get(pool)?.get(wanted);
+    if (known) return new Map(known);
     let conn: ServerConnection;
     try {
       conn = await new Promise<ServerConnection>((resolve, reject) => pool.acquire((error, c) => (error || !c ? reject(error) : resolve(c))));
@@ -234,6 +241,10 @@ export class Frontend implements SessionContext {
     conn.appliedState = wanted;
     pool.release(conn);
     for (const [name, value] of result.params) params.set(name, value);
+    let checked = this.checkedStartup.get(pool);
+    if (!checked) this.checkedStartup.set(pool, (checked = new Map()));
+    if (checked.size >= 1000) checked.clear();
+    checked.set(wanted, new Map(params));
     return params;
   }
 

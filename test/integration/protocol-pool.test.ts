@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { primaryOnly, startProtocolRelay } from '../support/protocol-client.js';
+import { dataRow, primaryOnly, RawClient, startProtocolRelay, type RawLogin } from '../support/protocol-client.js';
 import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
@@ -12,6 +12,8 @@ const cluster = primaryOnly(shared);
 const primary = cluster.nodes[0]!.name;
 const relays: Relay[] = [];
 const clients: pg.Client[] = [];
+const raws: RawClient[] = [];
+const login: RawLogin = { user: cluster.user, password: cluster.password, database: cluster.database };
 
 async function relayWith(overrides: Record<string, unknown>): Promise<Relay> {
   const relay = await startProtocolRelay(cluster, overrides);
@@ -41,6 +43,7 @@ async function backendAlive(pid: number): Promise<boolean> {
 }
 
 afterAll(async () => {
+  for (const r of raws) r.destroy();
   await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   await Promise.all(relays.map((r) => r.stop()));
 });
@@ -100,6 +103,39 @@ describe('pool', () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(poolStats(relay).idle).toBe(1);
     expect(await backendPid(client)).toBe(pid);
+  });
+
+  it('lets a new client with known startup settings connect while every server connection is held', async () => {
+    const relay = await relayWith({ pool: { size: 1, checkout_timeout_ms: 300 } });
+    const params = { application_name: 'proto-pool-startup', DateStyle: 'German, DMY' };
+    const first = await RawClient.connect(relay.port, { ...login, params });
+    raws.push(first);
+    expect(first.parameters.get('application_name')).toBe('proto-pool-startup');
+    const holder = await connect(relay);
+    await holder.query('BEGIN');
+    // the only server connection is in a transaction: the same settings need no server to check
+    const second = await RawClient.connect(relay.port, { ...login, params });
+    raws.push(second);
+    expect(second.parameters.get('application_name')).toBe('proto-pool-startup');
+    expect(second.parameters.get('DateStyle')).toBe('German, DMY');
+    await holder.query('COMMIT');
+    const rows = await second.query("SELECT current_setting('application_name'), to_char(date '2024-03-01', 'DD.MM.YYYY') = date '2024-03-01'::text");
+    expect(rows.filter((m) => m.type === 'D').map((m) => dataRow(m.body))).toEqual([['proto-pool-startup', 't']]);
+  });
+
+  it('session pooling: a client keeps its server connection (and its temporary table) for its whole life', async () => {
+    const relay = await relayWith({ pool: { mode: 'session', size: 2, checkout_timeout_ms: 30_000 } });
+    const a = await connect(relay);
+    const b = await connect(relay);
+    const pidA = await backendPid(a);
+    await a.query('CREATE TEMP TABLE proto_session_mode (v int)');
+    for (let i = 0; i < 5; i++) {
+      await b.query('SELECT 1');
+      await a.query('INSERT INTO proto_session_mode VALUES ($1)', [i]);
+      expect(await backendPid(a)).toBe(pidA);
+    }
+    expect((await a.query('SELECT count(*)::int AS n FROM proto_session_mode')).rows[0].n).toBe(5);
+    expect(await backendPid(b)).not.toBe(pidA);
   });
 
   it('discards a connection terminated by the server while idle in the pool; the next query succeeds', async () => {
