@@ -55,7 +55,24 @@ const MAX_BUFFERED_INPUT = 1 << 20;
  * pool (transaction pooling). Inside a transaction, or when pinned, units stick to it.
  *
  * Server → client traffic is forwarded as received; only message headers are looked at, plus the
- * bodies of ReadyForQuery and ParameterStatus.
+ * bodies of ReadyForQuery and ParameterStatus. The bytes are borrowed from the server
+ * connection's read buffer: while the client socket still queues some, that connection reads no
+ * more (which is also the backpressure towards the server) and is not given back to its pool.
+ *
+ * Where a client can tell it is not talking to PostgreSQL directly (decisions, not accidents):
+ * - a malformed message (a string without its terminator, fields past the end) is FATAL 08P01
+ *   and closes the client; PostgreSQL answers some of them with an ERROR and goes on;
+ * - a Parse of a statement name the client already uses replaces it (no 42P05);
+ * - a named statement is prepared on each server connection when first needed there, so an error
+ *   it could raise on another connection (a table dropped meanwhile) comes with the Bind; a Parse
+ *   of a text that parsed before is answered without a server connection;
+ * - SQL `EXECUTE name` of a protocol-level statement does not find it (the server knows it under
+ *   a shared name); a Bind pipelined behind a Parse of the same name that then fails names the
+ *   shared statement in its 26000 error;
+ * - the unnamed statement survives a simple Query (PostgreSQL drops it);
+ * - a SET rolled back to a savepoint is still replayed on the next connection if the
+ *   transaction commits (ROLLBACK TO is not tracked; ROLLBACK, and COMMIT of a failed
+ *   transaction, are).
  */
 export class ClientSession implements ServerDataHandler {
   readonly processId: number;
