@@ -56,7 +56,6 @@ export class Frontend implements SessionContext {
   private readonly sessions = new Map<number, ClientSession>();
   private readonly sockets = new Set<net.Socket>();
   private pinnedCount = 0;
-  private readonly unitCounters = new Map<string, { inc(): void }>();
   private primaryWaiters: { callback: (error?: Error) => void; timer: NodeJS.Timeout }[] = [];
   private accepting = true;
 
@@ -307,13 +306,7 @@ export class Frontend implements SessionContext {
   }
 
   countUnit(node: NodeStatus, route: string, classification: Classification | undefined): void {
-    const key = `${node.name}\0${route}`;
-    let counter = this.unitCounters.get(key);
-    if (!counter) {
-      counter = this.metrics.queries.labels(node.name, route);
-      this.unitCounters.set(key, counter);
-    }
-    counter.inc();
+    this.metrics.countUnit(node.name, route);
     this.metrics.countUnitReason(node.role, unitReason(route, classification));
   }
 

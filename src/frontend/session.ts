@@ -210,7 +210,7 @@ export class ClientSession implements ServerDataHandler {
 
   private onClientData(chunk: Buffer): void {
     if (this.closed) return;
-    this.ctx.metrics.bytesIn.inc(chunk.length);
+    this.ctx.metrics.addBytesIn(chunk.length);
     this.reader.push(chunk);
     this.pump();
   }
@@ -537,7 +537,7 @@ export class ClientSession implements ServerDataHandler {
       this.waitForPrimary();
       return WAIT;
     }
-    if (choice.fallback) this.ctx.metrics.primaryReads.labels(choice.fallback).inc();
+    if (choice.fallback) this.ctx.metrics.countPrimaryRead(choice.fallback);
     const node = choice.node;
     let pool;
     try {
@@ -586,7 +586,7 @@ export class ClientSession implements ServerDataHandler {
       const error = this.deferredError;
       this.deferredError = undefined;
       this.failUnit(error);
-    } else if (result === WAIT) this.ctx.metrics.poolWaits.labels(node.name).inc();
+    } else if (result === WAIT) this.ctx.metrics.countPoolWait(node.name);
     return result;
   }
 
@@ -1226,7 +1226,7 @@ export class ClientSession implements ServerDataHandler {
 
   private sendToClient(data: Buffer): void {
     if (this.closed) return;
-    this.ctx.metrics.bytesOut.inc(data.length);
+    this.ctx.metrics.addBytesOut(data.length);
     if (!this.socket.write(data, this.onClientWritten) && this.server) this.server.socket.pause();
   }
 

@@ -18,13 +18,15 @@ export class Metrics {
   readonly clientConnectionsTotal = new Counter({ name: 'pgrelay_client_connections_total', help: 'Client connections accepted since start.', registers: [this.registry] });
   readonly authFailures = new Counter({ name: 'pgrelay_auth_failures_total', help: 'Client authentications that failed (wrong password, unknown role, TLS required).', registers: [this.registry] });
   readonly clientsRefused = new Counter({ name: 'pgrelay_clients_refused_total', help: 'Clients refused before or during authentication, by reason (max_connections, shutdown, startup_timeout).', labelNames: ['reason'], registers: [this.registry] });
-  readonly bytesIn = new Counter({ name: 'pgrelay_client_bytes_received_total', help: 'Bytes received from clients.', registers: [this.registry] });
-  readonly bytesOut = new Counter({ name: 'pgrelay_client_bytes_sent_total', help: 'Bytes sent to clients.', registers: [this.registry] });
+  // moved per socket chunk through addBytesIn/addBytesOut: plain sums, added when the registry reads them
+  readonly bytesIn: Counter = new Counter({ name: 'pgrelay_client_bytes_received_total', help: 'Bytes received from clients.', registers: [this.registry], collect: () => this.flushBytes() });
+  readonly bytesOut: Counter = new Counter({ name: 'pgrelay_client_bytes_sent_total', help: 'Bytes sent to clients.', registers: [this.registry], collect: () => this.flushBytes() });
   readonly pinnedSessions = new Gauge({ name: 'pgrelay_pinned_sessions', help: 'Clients pinned to one server connection (temp tables, LISTEN, session locks, session pooling).', registers: [this.registry] });
 
   // ---------------------------------------------------------------- units (routing)
-  readonly queries = new Counter({ name: 'pgrelay_queries_total', help: 'Units (a simple Query or an extended-protocol run up to Sync) sent to a node, by the route their statement asked for (primary, replica, any, function call).', labelNames: ['node', 'route'], registers: [this.registry] });
-  readonly unitsByReason = new Counter({ name: 'pgrelay_units_total', help: 'Units by the role of the node that ran them (primary, replica) and why (read, write, function, transaction_control, session, hint, pin, parse_error, function_call, unclassified).', labelNames: ['route', 'reason'], registers: [this.registry] });
+  // counted once per unit through countUnit/countUnitReason: plain numbers, added when the registry reads them
+  readonly queries: Counter<'node' | 'route'> = new Counter({ name: 'pgrelay_queries_total', help: 'Units (a simple Query or an extended-protocol run up to Sync) sent to a node, by the route their statement asked for (primary, replica, any, function call).', labelNames: ['node', 'route'], registers: [this.registry], collect: () => this.pendingQueries.flush(this.queries, 'node', 'route') });
+  readonly unitsByReason: Counter<'route' | 'reason'> = new Counter({ name: 'pgrelay_units_total', help: 'Units by the role of the node that ran them (primary, replica) and why (read, write, function, transaction_control, session, hint, pin, parse_error, function_call, unclassified).', labelNames: ['route', 'reason'], registers: [this.registry], collect: () => this.pendingUnitReasons.flush(this.unitsByReason, 'route', 'reason') });
   /** observed once per unit: a FastHistogram (prom-client's Histogram allocates and hashes per observation) */
   readonly queryDuration = new FastHistogram(
     'pgrelay_query_duration_seconds',
@@ -33,7 +35,7 @@ export class Metrics {
     [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     [this.registry],
   );
-  readonly primaryReads = new Counter({ name: 'pgrelay_primary_reads_total', help: 'Reads sent to the primary instead of a replica, by reason (no_replica, lag, consistency).', labelNames: ['reason'], registers: [this.registry] });
+  readonly primaryReads: Counter<'reason'> = new Counter({ name: 'pgrelay_primary_reads_total', help: 'Reads sent to the primary instead of a replica, by reason (no_replica, lag, consistency).', labelNames: ['reason'], registers: [this.registry], collect: () => this.pendingPrimaryReads.flush(this.primaryReads, 'reason') });
 
   // ---------------------------------------------------------------- nodes, lag, failover
   readonly nodeUp = new Gauge({ name: 'pgrelay_node_up', help: '1 when the node passes its health check, 0 when it is down; role as the servers report it.', labelNames: ['node', 'role'], registers: [this.registry] });
@@ -48,7 +50,7 @@ export class Metrics {
   // ---------------------------------------------------------------- pools
   readonly poolConnections = new Gauge({ name: 'pgrelay_pool_connections', help: 'Server connections by node and state (idle, active, connecting).', labelNames: ['node', 'state'], registers: [this.registry] });
   readonly poolWaiting = new Gauge({ name: 'pgrelay_pool_waiting_clients', help: 'Units waiting for a free server connection now.', labelNames: ['node'], registers: [this.registry] });
-  readonly poolWaits = new Counter({ name: 'pgrelay_pool_waits_total', help: 'Units that had to wait for a free server connection.', labelNames: ['node'], registers: [this.registry] });
+  readonly poolWaits: Counter<'node'> = new Counter({ name: 'pgrelay_pool_waits_total', help: 'Units that had to wait for a free server connection.', labelNames: ['node'], registers: [this.registry], collect: () => this.pendingPoolWaits.flush(this.poolWaits, 'node') });
   readonly poolWaitTimeouts = new Counter({ name: 'pgrelay_pool_wait_timeouts_total', help: 'Units refused with 53300 after waiting for a server connection.', labelNames: ['node'], registers: [this.registry] });
   readonly serverErrors = new Counter({ name: 'pgrelay_server_connection_errors_total', help: 'Server connections in the data path that broke.', labelNames: ['node'], registers: [this.registry] });
 
@@ -61,7 +63,16 @@ export class Metrics {
   readonly reloads = new Counter({ name: 'pgrelay_config_reloads_total', help: 'Configuration reloads (SIGHUP or POST /admin/reload), by result (applied, rejected).', labelNames: ['result'], registers: [this.registry] });
   readonly info = new Gauge({ name: 'pgrelay_info', help: 'Always 1; labels carry the version and the consistency mode.', labelNames: ['version', 'consistency'], registers: [this.registry] });
 
-  private readonly unitCounters = new Map<string, { inc(): void }>();
+  /**
+   * A prom-client `inc()` builds and hashes a label string and allocates: per unit, that showed in
+   * the CPU profile. Units are counted here and handed to the counters when they are read.
+   */
+  private readonly pendingQueries = new PendingCounts();
+  private readonly pendingUnitReasons = new PendingCounts();
+  private readonly pendingPoolWaits = new PendingCounts();
+  private readonly pendingPrimaryReads = new PendingCounts();
+  private pendingBytesIn = 0;
+  private pendingBytesOut = 0;
 
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'pgrelay_' });
@@ -72,14 +83,66 @@ export class Metrics {
     this.queryDuration.observe(node, seconds);
   }
 
+  /** Counts a unit sent to a node, by the route its statement asked for. */
+  countUnit(node: string, route: string): void {
+    this.pendingQueries.add(node, route);
+  }
+
   /** Counts a unit by the role of its node and a reason word (see unitReason). */
   countUnitReason(route: string, reason: string): void {
-    const key = `${route}\0${reason}`;
-    let counter = this.unitCounters.get(key);
-    if (!counter) {
-      counter = this.unitsByReason.labels(route, reason);
-      this.unitCounters.set(key, counter);
+    this.pendingUnitReasons.add(route, reason);
+  }
+
+  /** Counts a read sent to the primary instead of a replica, by reason. */
+  countPrimaryRead(reason: string): void {
+    this.pendingPrimaryReads.add(reason);
+  }
+
+  /** Counts a unit that had to wait for a free server connection of a node. */
+  countPoolWait(node: string): void {
+    this.pendingPoolWaits.add(node);
+  }
+
+  addBytesIn(bytes: number): void {
+    this.pendingBytesIn += bytes;
+  }
+
+  addBytesOut(bytes: number): void {
+    this.pendingBytesOut += bytes;
+  }
+
+  private flushBytes(): void {
+    if (this.pendingBytesIn > 0) this.bytesIn.inc(this.pendingBytesIn);
+    if (this.pendingBytesOut > 0) this.bytesOut.inc(this.pendingBytesOut);
+    this.pendingBytesIn = 0;
+    this.pendingBytesOut = 0;
+  }
+
+}
+
+/** Counts by one or two label values (constant strings: Map lookups hash them once), not yet in prom-client. */
+class PendingCounts {
+  private readonly counts = new Map<string, Map<string, { n: number }>>();
+
+  add(first: string, second = ''): void {
+    let inner = this.counts.get(first);
+    if (inner === undefined) {
+      inner = new Map();
+      this.counts.set(first, inner);
     }
-    counter.inc();
+    const entry = inner.get(second);
+    if (entry === undefined) inner.set(second, { n: 1 });
+    else entry.n++;
+  }
+
+  flush<T extends string>(counter: Counter<T>, firstLabel: T, secondLabel?: T): void {
+    for (const [first, inner] of this.counts) {
+      for (const [second, entry] of inner) {
+        if (entry.n === 0) continue;
+        const labels = (secondLabel === undefined ? { [firstLabel]: first } : { [firstLabel]: first, [secondLabel]: second }) as Partial<Record<T, string>>;
+        counter.inc(labels, entry.n);
+        entry.n = 0;
+      }
+    }
   }
 }
