@@ -68,12 +68,20 @@ interface CheckRow {
 
 /**
  * A node's health-check connection: one pg client kept open between checks (so a check is one
- * round trip, not a connect and an authentication), dropped and reopened after any failure. A
- * check (connect included) that does not finish within the timeout fails and its socket is
- * destroyed: a stopped server (SIGSTOP) accepts TCP connections but never answers.
+ * round trip, not a connect and an authentication), dropped and reopened after an error. A check
+ * (connect included) that does not finish within the timeout fails. A connect that times out is
+ * destroyed (a stopped server accepts TCP connections but never answers them); a query that times
+ * out on an open connection is kept, and the next checks wait for its answer instead of queueing
+ * another or reconnecting: a server that is only slow (a loaded machine) answers it late and is up
+ * again at once, without a storm of new connections and authentications that would make it slower
+ * still. A query unanswered for STALE_CHECKS timeouts (a half-open connection) is given up.
  */
 export class HealthProbe {
   private client: pg.Client | undefined;
+  /** the client's connection is established (a timeout from then on concerns a query) */
+  private connected = false;
+  /** the query still unanswered on the kept connection, and since when */
+  private pending: { result: Promise<ProbeResult>; since: number } | undefined;
   private closed = false;
   /** the login's database, else template1 when that one is missing or forbidden (the checks are cluster-wide) */
   private fallback = false;
@@ -96,20 +104,40 @@ export class HealthProbe {
 
   async check(timeoutMs: number): Promise<ProbeResult> {
     if (this.closed) throw new Error('probe closed');
+    if (this.pending && performance.now() - this.pending.since > STALE_CHECKS * timeoutMs) this.drop();
     let timer: NodeJS.Timeout | undefined;
-    const work = this.run(timeoutMs);
+    let timedOut = false;
+    const work = this.pending?.result ?? this.start(timeoutMs);
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`health check timed out after ${timeoutMs} ms`)), timeoutMs);
+      timer = setTimeout(() => {
+        timedOut = true;
+        reject(new Error(`health check timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
     });
     try {
       return await Promise.race([work, timeout]);
     } catch (error) {
-      work.catch(() => {}); // the losing side settles later (its socket is destroyed below)
-      this.drop();
+      // an unanswered query on an open connection is kept (see above); anything else starts afresh
+      if (!(timedOut && this.connected && this.pending?.result === work)) this.drop();
       throw error;
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  private start(timeoutMs: number): Promise<ProbeResult> {
+    const result = this.run(timeoutMs);
+    const pending = { result, since: performance.now() };
+    this.pending = pending;
+    result.then(
+      () => this.settled(pending),
+      () => this.settled(pending),
+    );
+    return result;
+  }
+
+  private settled(pending: { result: Promise<ProbeResult> }): void {
+    if (this.pending === pending) this.pending = undefined;
   }
 
   private async run(timeoutMs: number): Promise<ProbeResult> {
@@ -133,11 +161,14 @@ export class HealthProbe {
       client.on('end', () => {
         if (this.client !== client) return;
         this.client = undefined;
+        this.connected = false;
         this.onLost(new Error('health-check connection closed by the server'));
       });
       this.client = client;
+      this.connected = false;
       try {
         await client.connect();
+        if (this.client === client) this.connected = true;
       } catch (error) {
         const code = (error as { code?: string }).code;
         if ((code === '3D000' || code === '42501') && !this.fallback) {
@@ -148,7 +179,9 @@ export class HealthProbe {
         throw error;
       }
     }
-    const result = await this.client.query<CheckRow>(CHECK_SQL);
+    const client = this.client;
+    if (!client) throw new Error('health-check connection closed');
+    const result = await client.query<CheckRow>(CHECK_SQL);
     return toResult(result.rows[0]!);
   }
 
@@ -156,6 +189,8 @@ export class HealthProbe {
   drop(): void {
     const client = this.client;
     this.client = undefined;
+    this.connected = false;
+    this.pending = undefined;
     if (!client) return;
     const stream = (client as unknown as { connection?: { stream?: net.Socket } }).connection?.stream;
     stream?.destroy();
@@ -182,6 +217,9 @@ function toResult(row: CheckRow): ProbeResult {
     replayLsn: parseLsn(row.replay_lsn),
   };
 }
+
+/** Timeouts after which a query still unanswered on the kept connection is given up. */
+const STALE_CHECKS = 10;
 
 /** application_name of a WAL receiver's conninfo (the name its primary's pg_stat_replication shows). */
 function applicationNameOf(conninfo: string | null | undefined): string | undefined {
