@@ -246,4 +246,40 @@ describe('reload', () => {
     // nothing in the log carries a password
     expect(logLines.filter((line) => line.includes('rep-secret'))).toEqual([]);
   });
+
+  it('moves a node to another address: a transaction on the old one finishes there, then the old connections close', async () => {
+    const replica1 = cluster.node('replica1');
+    const replica3 = cluster.node('replica3');
+    const holder = await connect();
+    for (let attempt = 0; ; attempt++) {
+      await holder.query('BEGIN READ ONLY');
+      const { rows } = await holder.query<{ port: number }>('SELECT inet_server_port() AS port');
+      if (rows[0]!.port === replica1.port) break;
+      await holder.query('COMMIT');
+      expect(attempt).toBeLessThan(50);
+    }
+    // "replica1" now names the server that was replica3 (which leaves the file)
+    const moved = [cluster.node('primary'), { ...replica1, host: replica3.host, port: replica3.port }];
+    writeConfig(moved);
+    const response = await fetch(`http://127.0.0.1:${app.adminAddress!.port}/admin/reload`, { method: 'POST' });
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as { changes: string }).changes).toMatch(/^nodes -replica3 ~replica1\(port\)/);
+    // the old replica1 pool is retired with the transaction's connection still lent
+    const draining = await status();
+    expect(draining.draining_pools).toContainEqual(expect.objectContaining({ node: 'replica1', active: 1, draining: true }));
+    expect((await holder.query<{ port: number }>('SELECT inet_server_port() AS port')).rows[0]!.port).toBe(replica1.port);
+    await holder.query('COMMIT');
+    // the connection came back to the new replica1 pool (same key), which handed it to the retired one
+    await vi.waitFor(async () => expect((await status()).draining_pools).toEqual([]), { timeout: 10_000, interval: 50 });
+    // reads under the name replica1 now reach the other server (once the lag monitor vouches for it), never the old one
+    const ports: number[] = [];
+    await vi.waitFor(
+      async () => {
+        ports.push((await holder.query<{ port: number }>('SELECT inet_server_port() AS port')).rows[0]!.port);
+        expect(ports.at(-1)).toBe(replica3.port);
+      },
+      { timeout: 30_000, interval: 100 },
+    );
+    expect(ports.filter((port) => port === replica1.port)).toEqual([]);
+  });
 });
