@@ -1,4 +1,5 @@
 import type { App } from '../app.js';
+import type { FailoverRecord } from '../cluster/failover.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { redactConfig } from '../config/redact.js';
 import type { Pool } from '../pool/pool.js';
@@ -89,8 +90,8 @@ export interface StatusDocument {
   nodes: StatusNode[];
   /** server connections of nodes a reload removed, still finishing their unit */
   draining_pools: (PoolUse & { node: string })[];
-  /** the failover module's record of the last change of primary (kind, from, to, at, durationMs, reason…) */
-  last_failover: Record<string, unknown> | null;
+  /** the failover module's record of the last change of primary */
+  last_failover: (Omit<FailoverRecord, 'from' | 'detectMs' | 'timeline'> & { from: string | null; detectMs: number | null; timeline: number | null }) | null;
   last_reload: ReturnType<typeof lastReload> | null;
   /** failover.mode patroni: Patroni's last answer (leader, members, scheduled switchover), else null */
   patroni: Record<string, unknown> | null;
@@ -146,13 +147,11 @@ export async function statusOf(app: App): Promise<StatusDocument> {
   };
 }
 
-/**
- * The failover module (src/cluster/failover.ts) keeps the last change of primary as
- * `lastFailover`; app.ts holds it as `app.failover` once it is wired in.
- */
-function lastFailover(app: App): Record<string, unknown> | null {
-  const failover = (app as unknown as { failover?: { lastFailover?: Record<string, unknown> } }).failover;
-  return failover?.lastFailover ?? null;
+/** The failover module (src/cluster/failover.ts) keeps the last change of primary. */
+function lastFailover(app: App): StatusDocument['last_failover'] {
+  const record = app.failover.lastFailover;
+  if (!record) return null;
+  return { ...record, from: record.from ?? null, detectMs: record.detectMs ?? null, timeline: record.timeline ?? null };
 }
 
 function poolUse(pool: Pool): PoolUse {

@@ -79,7 +79,7 @@ describe('`pgrelay status` table', () => {
         node('replica1', 'replica', { health: 'stale', fresh: false, lag_seconds: 2.5, lag_bytes: 3 * 1024 * 1024, stale_reason: 'lags 2500 ms (max 1000 ms)', pools: [pool(0, 1, 2)] }),
         node('replica2', 'replica', { health: 'up', lag_seconds: 0.012, lag_bytes: 800 }),
       ],
-      last_failover: { kind: 'failover', from: 'old', to: 'primary', durationMs: 1234, at: '2026-01-02T03:04:05.000Z' },
+      last_failover: { kind: 'failover', from: 'old', to: 'primary', durationMs: 1234, at: '2026-01-02T03:04:05.000Z', detectMs: 3000, timeline: 2, reason: 'old is down', dataLoss: false },
       draining_pools: [],
     });
     expect(text.split('\n')).toEqual([
