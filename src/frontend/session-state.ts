@@ -51,10 +51,17 @@ export class SessionState {
   }
 }
 
+/**
+ * What undoes the previous client's session state. RESET ALL leaves the role and the session
+ * authorization alone (PostgreSQL marks them GUC_NO_RESET_ALL): without their own RESETs, a
+ * client's `SET ROLE` would carry over to the next client on the connection.
+ */
+const RESET_STATE = 'RESET ALL;\nRESET SESSION AUTHORIZATION;\nRESET ROLE';
+
 /** The statement that moves a server connection from `applied` to `wanted`. */
 export function stateTransition(applied: string, wanted: string): string {
   if (applied === '') return wanted;
-  return wanted === '' ? 'RESET ALL' : `RESET ALL;\n${wanted}`;
+  return wanted === '' ? RESET_STATE : `${RESET_STATE};\n${wanted}`;
 }
 
 /** A parameter name for SET: GUC names are case-insensitive, custom ones may contain a dot. */
