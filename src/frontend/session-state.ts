@@ -64,10 +64,13 @@ export function stateTransition(applied: string, wanted: string): string {
   return wanted === '' ? RESET_STATE : `${RESET_STATE};\n${wanted}`;
 }
 
-/** A parameter name for SET: GUC names are case-insensitive, custom ones may contain a dot. */
+/**
+ * A parameter name for SET, always quoted: GUC names are case-insensitive and a quoted custom name
+ * may hold its dot (`"a.b"` names the same setting as a.b), while an unquoted part that is a
+ * keyword (`a.to`, `x.select`) would be a syntax error.
+ */
 export function quoteIdent(name: string): string {
-  const lower = name.toLowerCase();
-  return /^[a-z_][a-z0-9_$.]*$/.test(lower) ? lower : `"${name.replace(/"/g, '""')}"`;
+  return `"${name.replace(/"/g, '""')}"`;
 }
 
 export function quoteLiteral(value: string): string {
