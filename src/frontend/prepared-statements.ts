@@ -16,6 +16,9 @@ export interface ServerStatement {
   parsed: boolean;
 }
 
+/** Server-side statement names are this prefix and a counter: `pgrelay_1`, `pgrelay_2`, … */
+export const SERVER_STATEMENT_PREFIX = 'pgrelay_';
+
 export class StatementRegistry {
   private readonly byKey = new Map<string, ServerStatement>();
   private counter = 0;
@@ -31,7 +34,7 @@ export class StatementRegistry {
     let statement = this.byKey.get(key);
     if (statement) return statement;
     if (this.byKey.size >= this.maxEntries) this.byKey.clear(); // names stay unique: counter keeps going
-    const name = `pgrelay_${(++this.counter).toString(36)}`;
+    const name = `${SERVER_STATEMENT_PREFIX}${(++this.counter).toString(36)}`;
     statement = { name, text, parse: buildParse(name, rest), classification, parsed: false };
     this.byKey.set(key, statement);
     return statement;

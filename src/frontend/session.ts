@@ -20,8 +20,8 @@ import {
 import type { Target } from '../routing/router.js';
 import type { SessionContext } from './session-context.js';
 import { Expect, ResponseQueue, SWALLOW, kindOf } from './response-queue.js';
-import { renameInMessage, type ServerStatement } from './prepared-statements.js';
-import { SessionState, stateTransition } from './session-state.js';
+import { renameInMessage, SERVER_STATEMENT_PREFIX, type ServerStatement } from './prepared-statements.js';
+import { quoteLiteral, SessionState, stateTransition } from './session-state.js';
 
 /** Per-unit bookkeeping attached to the queue entries that complete a statement. */
 interface StatementPayload {
@@ -310,7 +310,9 @@ export class ClientSession implements ServerDataHandler {
     this.startingClassification = classification;
     const ready = this.beginSimpleUnit(this.targetOf(classification), classification.route);
     if (ready !== OK) return ready === FAILED;
-    this.forward(b, start, end);
+    const foreign = foreignStatement(classification, this.statements);
+    if (foreign === undefined) this.forward(b, start, end);
+    else this.inject(refuseDeallocate(foreign));
     this.queue.push(Expect.Query, payload);
     // statements that forget prepared statements: what follows waits for their outcome
     for (const effect of classification.effects) if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.waiting = 'drain';
@@ -1282,6 +1284,27 @@ function framed(code: number, body: Buffer, length: number): Buffer {
 /** A connect that failed for want of the server (refused, timed out, shutting down, pool closed). */
 export function isUnreachable(error: unknown): boolean {
   return error instanceof ProxyError && (error.sqlstate === SqlState.connectionFailure || error.sqlstate === SqlState.cannotConnectNow || error.sqlstate === SqlState.adminShutdown);
+}
+
+/**
+ * The name in `DEALLOCATE name` when it is a server-side statement (pgrelay's namespace) that this
+ * client did not prepare: another client's statement on the shared connection, which it must not
+ * be able to remove.
+ */
+function foreignStatement(classification: Classification, own: ReadonlyMap<string, unknown>): string | undefined {
+  if (classification.effects.length !== 1 || classification.statements !== 1) return undefined;
+  const effect = classification.effects[0]!;
+  if (effect.type !== 'deallocate' || effect.name === null || own.has(effect.name)) return undefined;
+  return effect.name.startsWith(SERVER_STATEMENT_PREFIX) ? effect.name : undefined;
+}
+
+/**
+ * Fails on the server exactly as a DEALLOCATE of a statement that does not exist (26000, the same
+ * message; a transaction is aborted as it would be), without touching the server's statements.
+ */
+function refuseDeallocate(name: string): Buffer {
+  const body = `BEGIN RAISE EXCEPTION USING ERRCODE = '26000', MESSAGE = ${quoteLiteral(`prepared statement "${name}" does not exist`)}; END`;
+  return message(FrontendCode.Query, (w) => w.cstring(`DO ${quoteLiteral(body)}`));
 }
 
 function toProxyError(error: unknown): ProxyError {
