@@ -23,7 +23,7 @@ import { findFreePort } from '../local/free-port.js';
 import { measureIdleClients } from './idle-clients.js';
 import { chownTo, ensurePeers, pgbouncerSupportsPrepared, programVersion, startPgbouncer, startPgpool, type PeerSetup } from './peers.js';
 import { pgbench, initialise, type Endpoint } from './pgbench.js';
-import { loadAverage, machineCpu, rssBytes, treeCpuSeconds } from './proc.js';
+import { loadAverage, machineCpu, rssBytes, treeCpuSplit } from './proc.js';
 import { newestProfile, summariseProfile } from './profile.js';
 import { startRelayProcess, type RelayNode, type RelayProcess } from './relay-process.js';
 import { checkTargets, markdown, summarise, TARGET_LABELS, WORKLOAD_LABELS, type BenchReport, type RunRecord, type TargetId, type WorkloadId } from './report.js';
@@ -261,7 +261,7 @@ async function main(argv: string[]): Promise<number> {
       const mode = workload === 'select-extended' ? 'extended' : workload === 'select-prepared' ? 'prepared' : 'simple';
       const clients = workload === 'tpcb' ? options.tpcbClients : workload === 'latency-1-client' ? 1 : options.clients;
       const threads = Math.min(options.threads, clients);
-      const cpuBefore = target.cpuRoot ? treeCpuSeconds(target.cpuRoot()) : undefined;
+      const cpuBefore = target.cpuRoot ? treeCpuSplit(target.cpuRoot()) : undefined;
       const machineBefore = machineCpu();
       try {
         const run = await pgbench(target.endpoint, { clients, threads, durationS, mode, selectOnly, logDir });
@@ -271,7 +271,12 @@ async function main(argv: string[]): Promise<number> {
       }
       const machineAfter = machineCpu();
       record.machineBusy = (machineAfter.busy - machineBefore.busy) / Math.max(1, machineAfter.total - machineBefore.total);
-      if (target.cpuRoot && cpuBefore !== undefined) record.proxyCpuS = treeCpuSeconds(target.cpuRoot()) - cpuBefore;
+      if (target.cpuRoot && cpuBefore !== undefined) {
+        const cpuAfter = treeCpuSplit(target.cpuRoot());
+        record.proxyUserS = cpuAfter.user - cpuBefore.user;
+        record.proxySystemS = cpuAfter.system - cpuBefore.system;
+        record.proxyCpuS = record.proxyUserS + record.proxySystemS;
+      }
       if (target.rssPid) record.rssBytes = rssBytes(target.rssPid());
       return record;
     };

@@ -23,6 +23,8 @@ function ticksPerSecond(): number {
 interface StatFields {
   ppid: number;
   cpuTicks: number;
+  userTicks: number;
+  systemTicks: number;
 }
 
 function readStat(pid: number): StatFields | undefined {
@@ -35,7 +37,9 @@ function readStat(pid: number): StatFields | undefined {
   // the command name (field 2) is in parentheses and may hold spaces: split after the last ')'
   const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
   // rest[0] is field 3 (state); ppid is field 4, utime 14, stime 15
-  return { ppid: Number(rest[1]), cpuTicks: Number(rest[11]) + Number(rest[12]) };
+  const userTicks = Number(rest[11]);
+  const systemTicks = Number(rest[12]);
+  return { ppid: Number(rest[1]), cpuTicks: userTicks + systemTicks, userTicks, systemTicks };
 }
 
 /** Every pid whose chain of parents leads to `root` (root included), from one scan of /proc. */
@@ -65,6 +69,18 @@ export function treeCpuSeconds(root: number): number {
   let ticks = 0;
   for (const pid of processTree(root)) ticks += readStat(pid)?.cpuTicks ?? 0;
   return ticks / ticksPerSecond();
+}
+
+/** User and system CPU seconds used so far by the process tree under `root`. */
+export function treeCpuSplit(root: number): { user: number; system: number } {
+  let user = 0;
+  let system = 0;
+  for (const pid of processTree(root)) {
+    const stat = readStat(pid);
+    user += stat?.userTicks ?? 0;
+    system += stat?.systemTicks ?? 0;
+  }
+  return { user: user / ticksPerSecond(), system: system / ticksPerSecond() };
 }
 
 /** CPU seconds used so far by one process. */

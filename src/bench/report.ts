@@ -39,8 +39,10 @@ export interface RunRecord {
   latencyMedianUs?: number;
   latencyP99Us?: number;
   latencyMeanUs?: number;
-  /** CPU seconds of the proxy's processes during the run (none for direct) */
+  /** CPU seconds of the proxy's processes during the run (none for direct), and its user/system parts */
   proxyCpuS?: number;
+  proxyUserS?: number;
+  proxySystemS?: number;
   /** pgrelay's VmRSS after the run */
   rssBytes?: number;
   /** busy share of the whole machine during the run (all cores, 0..1) */
@@ -65,6 +67,9 @@ export interface SummaryRow {
   addedLatencyUs?: number;
   proxyCpuS?: number;
   proxyCpuUsPerTx?: number;
+  /** the user-space part (the proxy's own code) and the kernel part (socket system calls) */
+  proxyUserUsPerTx?: number;
+  proxySystemUsPerTx?: number;
   rssMaxBytes?: number;
   na?: string;
   errors: string[];
@@ -119,6 +124,11 @@ export function summarise(runs: RunRecord[], workloads: readonly WorkloadId[], t
         if (cpu.length > 0) {
           row.proxyCpuS = median(cpu.map((r) => r.proxyCpuS!));
           row.proxyCpuUsPerTx = median(cpu.map((r) => (r.proxyCpuS! * 1e6) / Math.max(1, r.transactions ?? 1)));
+          const split = cpu.filter((r) => r.proxyUserS !== undefined && r.proxySystemS !== undefined);
+          if (split.length > 0) {
+            row.proxyUserUsPerTx = median(split.map((r) => (r.proxyUserS! * 1e6) / Math.max(1, r.transactions ?? 1)));
+            row.proxySystemUsPerTx = median(split.map((r) => (r.proxySystemS! * 1e6) / Math.max(1, r.transactions ?? 1)));
+          }
         }
         const rss = ok.map((r) => r.rssBytes).filter((v): v is number => v !== undefined);
         if (rss.length > 0) row.rssMaxBytes = Math.max(...rss);
@@ -200,6 +210,12 @@ function ms(us: number | undefined): string {
   return us === undefined ? '–' : fmt(us / 1000, 3);
 }
 
+function cpuPerTx(r: SummaryRow): string {
+  if (r.proxyCpuUsPerTx === undefined) return '–';
+  const split = r.proxyUserUsPerTx !== undefined && r.proxySystemUsPerTx !== undefined ? ` (${fmt(r.proxyUserUsPerTx, 1)} + ${fmt(r.proxySystemUsPerTx, 1)})` : '';
+  return `${fmt(r.proxyCpuUsPerTx, 1)}${split}`;
+}
+
 function range(r: [number, number] | undefined): string {
   return r === undefined ? '' : ` (${fmt(r[0], 2)}–${fmt(r[1], 2)})`;
 }
@@ -219,7 +235,7 @@ export function markdown(report: BenchReport, workloads: readonly WorkloadId[]):
   out.push(
     'Ratios are computed within each round (targets run one after another, A B C D … per round) and the median over the rounds is shown with the range. ' +
       'TPS is pgbench\'s "without initial connection time"; latencies are the median and 99th percentile of every transaction in pgbench\'s `--log` files, ' +
-      'then the median over the rounds. Proxy CPU is utime+stime of the proxy\'s processes (Pgpool-II: all its children) from /proc during the run.',
+      'then the median over the rounds. Proxy CPU is utime+stime of the proxy\'s processes (Pgpool-II: all its children) from /proc during the run, per transaction, split into user (the proxy\'s own code) + system (socket system calls).',
   );
   out.push('');
   for (const workload of workloads) {
@@ -228,17 +244,17 @@ export function markdown(report: BenchReport, workloads: readonly WorkloadId[]):
     out.push(`## ${WORKLOAD_LABELS[workload]}`);
     out.push('');
     if (workload === 'latency-1-client') {
-      out.push('| target | TPS | latency median (ms) | p99 (ms) | added latency vs direct (µs) | proxy CPU µs/tx |');
+      out.push('| target | TPS | latency median (ms) | p99 (ms) | added latency vs direct (µs) | proxy CPU µs/tx (user + sys) |');
       out.push('|---|---:|---:|---:|---:|---:|');
       for (const r of rows) {
         if (r.tpsMedian === undefined) {
           out.push(`| ${r.label} | ${r.na ? `n/a (${r.na})` : 'failed'} | | | | |`);
           continue;
         }
-        out.push(`| ${r.label} | ${fmt(r.tpsMedian)} | ${ms(r.latencyMedianUs)} | ${ms(r.latencyP99Us)} | ${r.target === 'direct' ? '–' : `+${fmt(r.addedLatencyUs)}`} | ${fmt(r.proxyCpuUsPerTx, 1)} |`);
+        out.push(`| ${r.label} | ${fmt(r.tpsMedian)} | ${ms(r.latencyMedianUs)} | ${ms(r.latencyP99Us)} | ${r.target === 'direct' ? '–' : `+${fmt(r.addedLatencyUs)}`} | ${cpuPerTx(r)} |`);
       }
     } else {
-      out.push('| target | TPS | ratio to direct | ratio to PgBouncer | latency median (ms) | p99 (ms) | proxy CPU s/run | proxy CPU µs/tx | pgrelay RSS (MB) |');
+      out.push('| target | TPS | ratio to direct | ratio to PgBouncer | latency median (ms) | p99 (ms) | proxy CPU s/run | proxy CPU µs/tx (user + sys) | pgrelay RSS (MB) |');
       out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
       for (const r of rows) {
         if (r.tpsMedian === undefined) {
@@ -248,7 +264,7 @@ export function markdown(report: BenchReport, workloads: readonly WorkloadId[]):
         out.push(
           `| ${r.label} | ${fmt(r.tpsMedian)} | ${r.target === 'direct' ? '1.00' : `${fmt(r.ratioToDirect, 2)}${range(r.ratioToDirectRange)}`} | ` +
             `${r.target === 'pgbouncer' ? '1.00' : r.ratioToPgbouncer !== undefined ? `${fmt(r.ratioToPgbouncer, 2)}${range(r.ratioToPgbouncerRange)}` : 'n/a'} | ` +
-            `${ms(r.latencyMedianUs)} | ${ms(r.latencyP99Us)} | ${fmt(r.proxyCpuS, 2)} | ${fmt(r.proxyCpuUsPerTx, 1)} | ${r.rssMaxBytes !== undefined ? fmt(r.rssMaxBytes / 1048576, 1) : ''} |`,
+            `${ms(r.latencyMedianUs)} | ${ms(r.latencyP99Us)} | ${fmt(r.proxyCpuS, 2)} | ${cpuPerTx(r)} | ${r.rssMaxBytes !== undefined ? fmt(r.rssMaxBytes / 1048576, 1) : ''} |`,
         );
       }
     }
