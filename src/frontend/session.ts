@@ -131,8 +131,8 @@ export class ClientSession implements ServerDataHandler {
   readonly borrowsChunks = true;
   /** the client socket still holds bytes borrowed from a server connection's read buffer */
   private heldReads = false;
-  /** a server connection to give back once the client has written what it borrowed from it */
-  private pendingGiveBack: { conn: ServerConnection; pool: Pool } | undefined;
+  /** server connections to give back once the client has written what it borrowed from them */
+  private pendingGiveBack: { conn: ServerConnection; pool: Pool }[] = [];
   /** the server socket whose write buffer is full: the client is not read until it drains */
   private serverFull: net.Socket | undefined;
   /** the server socket corked during this pump, uncorked at its end */
@@ -642,7 +642,7 @@ export class ClientSession implements ServerDataHandler {
     this.queue.clear();
     if (!reusable || conn.closed || this.need > 0 || this.headerLength > 0) pool.discard(conn);
     // the client still writes bytes that live in this connection's read buffer: it stays paused
-    else if (this.heldReads) this.pendingGiveBack = { conn, pool };
+    else if (this.heldReads) this.pendingGiveBack.push({ conn, pool });
     else this.giveBack(conn, pool);
   }
 
@@ -658,10 +658,10 @@ export class ClientSession implements ServerDataHandler {
   private readonly onClientWritten = (): void => {
     if (!this.heldReads || this.socket.writableLength > 0) return;
     this.heldReads = false;
-    const pending = this.pendingGiveBack;
-    if (pending) {
-      this.pendingGiveBack = undefined;
-      this.giveBack(pending.conn, pending.pool);
+    if (this.pendingGiveBack.length > 0) {
+      const pending = this.pendingGiveBack;
+      this.pendingGiveBack = [];
+      for (const { conn, pool } of pending) this.giveBack(conn, pool);
     }
     this.server?.socket.resume();
   };
@@ -1262,8 +1262,8 @@ export class ClientSession implements ServerDataHandler {
     }
     // the client goes away with bytes it borrowed still queued: that connection is not reused
     const pending = this.pendingGiveBack;
-    this.pendingGiveBack = undefined;
-    pending?.pool.discard(pending.conn);
+    this.pendingGiveBack = [];
+    for (const { conn, pool } of pending) pool.discard(conn);
     if (this.pinned) this.ctx.pinned(-1);
     this.socket.end();
     this.socket.destroySoon?.();
