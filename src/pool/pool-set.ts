@@ -10,6 +10,12 @@ import type { ServerConnection } from './server-connection.js';
  */
 export class PoolSet {
   private readonly pools = new Map<string, Pool>();
+  /**
+   * The pool `get` last found per node (one user and database in the common case): no key string
+   * built and hashed per unit. Valid while `generation` is unchanged (bumped when pools go).
+   */
+  private readonly recent = new Map<string, { user: string; database: string; pool: Pool; generation: number }>();
+  private generation = 0;
   /** draining pools, with their key (a connection lent by one comes back through `get`) */
   private readonly retired = new Map<Pool, string>();
   private nodes = new Map<string, NodeConfig>();
@@ -34,6 +40,7 @@ export class PoolSet {
       const user = this.users.get(userOf(key));
       if (!node || !user || node.host !== pool.endpoint.host || node.port !== pool.endpoint.port || serverPassword(user) !== pool.login.password || (user.server_user ?? user.name) !== pool.login.user) {
         this.pools.delete(key);
+        this.generation++;
         this.retire(key, pool);
       } else if (resized) pool.resize(next.size);
     }
@@ -62,9 +69,14 @@ export class PoolSet {
   }
 
   get(nodeName: string, user: string, database: string): Pool {
+    const recent = this.recent.get(nodeName);
+    if (recent !== undefined && recent.generation === this.generation && recent.user === user && recent.database === database) return recent.pool;
     const key = `${nodeName}\0${user}\0${database}`;
     let pool = this.pools.get(key);
-    if (pool) return pool;
+    if (pool) {
+      this.recent.set(nodeName, { user, database, pool, generation: this.generation });
+      return pool;
+    }
     const node = this.nodes.get(nodeName);
     const userConfig = this.users.get(user);
     if (!node || !userConfig) {
@@ -100,6 +112,7 @@ export class PoolSet {
       if (pool.endpoint.node === nodeName) {
         pool.close();
         this.pools.delete(key);
+        this.generation++;
       }
     }
     for (const pool of this.retired.keys()) {
@@ -113,6 +126,7 @@ export class PoolSet {
   close(): void {
     for (const pool of this.all()) pool.close();
     this.pools.clear();
+    this.generation++;
     this.retired.clear();
   }
 }
