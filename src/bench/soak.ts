@@ -203,7 +203,8 @@ async function main(): Promise<number> {
       log(`round ${index + 1}: ${killed} started again`);
       const result = await reads;
       const brokenOnKilled = metricSum(await metrics(), 'pgrelay_server_connection_errors_total', { node: killed }) - brokenBefore;
-      const otherErrors = result.stderr.split('\n').filter((line) => /error|fatal/i.test(line) && !result.aborted.includes(line));
+      // pgbench's closing "Run was aborted; the above results are incomplete" only repeats the aborts
+      const otherErrors = result.stderr.split('\n').filter((line) => /error|fatal/i.test(line) && !result.aborted.includes(line) && !/Run was aborted/.test(line));
       const failures = [
         ...result.aborted,
         ...otherErrors,
