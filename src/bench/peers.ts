@@ -1,6 +1,6 @@
 /**
  * PgBouncer and Pgpool-II from Debian's packages, configured by the bench in its own directory
- * (owned by the postgres OS user, which runs them). See /work/shared/PEERS.md for the facts these
+ * (owned by the postgres OS user, which runs them). See the project's notes on running the peers (PEERS.md) for the facts these
  * configurations follow.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
