@@ -251,13 +251,18 @@ describe('reload', () => {
     const replica1 = cluster.node('replica1');
     const replica3 = cluster.node('replica3');
     const holder = await connect();
-    for (let attempt = 0; ; attempt++) {
-      await holder.query('BEGIN READ ONLY');
-      const { rows } = await holder.query<{ port: number }>('SELECT inet_server_port() AS port');
-      if (rows[0]!.port === replica1.port) break;
-      await holder.query('COMMIT');
-      expect(attempt).toBeLessThan(50);
-    }
+    // a read-only transaction that landed on replica1 (once the lag monitor lets reads go there)
+    await vi.waitFor(
+      async () => {
+        await holder.query('BEGIN READ ONLY');
+        const { rows } = await holder.query<{ port: number }>('SELECT inet_server_port() AS port');
+        if (rows[0]!.port !== replica1.port) {
+          await holder.query('COMMIT');
+          throw new Error(`the transaction landed on port ${rows[0]!.port}, not on replica1`);
+        }
+      },
+      { timeout: 30_000, interval: 20 },
+    );
     // "replica1" now names the server that was replica3 (which leaves the file)
     const moved = [cluster.node('primary'), { ...replica1, host: replica3.host, port: replica3.port }];
     writeConfig(moved);
