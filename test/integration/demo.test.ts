@@ -3,18 +3,13 @@
  * psql through the printed URL, Ctrl-C (SIGINT), and nothing left behind. Runs dist/main.js, which
  * `npm test` builds first (pretest); after changing src/, `npm run build` before running this file alone.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { killProcessesIn } from '../../src/local/node-processes.js';
+import { DEMO_EXIT_TIMEOUT_MS, DEMO_READY_TIMEOUT_MS, startDemo, type DemoProcess } from '../support/demo-process.js';
 
-const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
 const run = promisify(execFile);
-/** Generous: the machine is shared with other test runs. */
-const READY_TIMEOUT_MS = 150_000;
-const EXIT_TIMEOUT_MS = 60_000;
 
 /** Pids whose working directory lies under `dir` (a postmaster and all its backends live in its data directory). */
 function processesUnder(dir: string): number[] {
@@ -57,57 +52,26 @@ async function psql(url: string, ...commands: string[]): Promise<string[]> {
 }
 
 describe('pgrelay demo', () => {
-  let demo: ChildProcess;
-  let output = '';
-  let exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  let demo: DemoProcess;
   let url: string;
   let baseDir: string;
 
   beforeAll(async () => {
-    if (!fs.existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` first (npm test does)`);
-    demo = spawn(process.execPath, [MAIN, 'demo', '--port', '0', '--admin-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    exited = new Promise((resolve) => demo.once('exit', (code, signal) => resolve({ code, signal })));
-    demo.stdout!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-    demo.stderr!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+    demo = await startDemo(['--port', '0', '--admin-port', '0']);
+    ({ url, baseDir } = demo);
+  }, DEMO_READY_TIMEOUT_MS + 10_000);
 
-    const ready = await Promise.race([
-      vi.waitFor(
-        () => {
-          const match = /^pgrelay ready (postgres:\/\/\S+)$/m.exec(output);
-          if (!match) throw new Error(`no ready line yet:\n${output}`);
-          return match[1]!;
-        },
-        { timeout: READY_TIMEOUT_MS, interval: 100 },
-      ),
-      exited.then(({ code, signal }) => {
-        throw new Error(`pgrelay demo exited (code ${code}, signal ${signal}) before its ready line:\n${output}`);
-      }),
-    ]);
-    url = ready;
-    baseDir = /^ {2}… cluster files in (\/\S+) /m.exec(output)?.[1] ?? '';
-  }, READY_TIMEOUT_MS + 10_000);
-
-  afterAll(async () => {
-    // Only when a test failed before Ctrl-C: stop the demo, then whatever it left behind.
-    if (demo && demo.exitCode === null && demo.signalCode === null) {
-      demo.kill('SIGTERM');
-      const stopped = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), EXIT_TIMEOUT_MS))]);
-      if (!stopped) demo.kill('SIGKILL');
-    }
-    if (baseDir && fs.existsSync(baseDir)) {
-      await killProcessesIn(baseDir);
-      fs.rmSync(baseDir, { recursive: true, force: true });
-    }
-  }, 2 * EXIT_TIMEOUT_MS);
+  // only when a test failed before Ctrl-C
+  afterAll(() => demo?.cleanup(), 2 * DEMO_EXIT_TIMEOUT_MS);
 
   it('prints a progress line per step, the node table and the ready line with the real port', () => {
     for (const step of ['initdb primary', 'start primary', 'create roles and database', 'base backup standby1', 'base backup replica1', 'base backup replica2', 'synchronous standby standby1', 'wait for streaming']) {
-      expect(output).toContain(`  … ${step}\n`);
+      expect(demo.output).toContain(`  … ${step}\n`);
     }
-    expect(output).toMatch(/^ {2}primary +primary +127\.0\.0\.1:\d+$/m);
-    expect(output).toMatch(/^ {2}standby1 +standby \(sync\) +127\.0\.0\.1:\d+$/m);
-    expect(output).toMatch(/^ {2}replica1 +replica \(async\) +127\.0\.0\.1:\d+$/m);
-    expect(output).toMatch(/^ {2}replica2 +replica \(async\) +127\.0\.0\.1:\d+$/m);
+    expect(demo.output).toMatch(/^ {2}primary +primary +127\.0\.0\.1:\d+$/m);
+    expect(demo.output).toMatch(/^ {2}standby1 +standby \(sync\) +127\.0\.0\.1:\d+$/m);
+    expect(demo.output).toMatch(/^ {2}replica1 +replica \(async\) +127\.0\.0\.1:\d+$/m);
+    expect(demo.output).toMatch(/^ {2}replica2 +replica \(async\) +127\.0\.0\.1:\d+$/m);
     const port = Number(new URL(url).port);
     expect(url).toBe(`postgres://app:app@127.0.0.1:${port}/app`);
     expect(port).toBeGreaterThan(0); // --port 0: the port the OS picked, not 0
@@ -117,7 +81,7 @@ describe('pgrelay demo', () => {
   });
 
   it('answers on the admin port it prints', async () => {
-    const admin = /admin (http:\/\/127\.0\.0\.1:(\d+))\/status/.exec(output);
+    const admin = /admin (http:\/\/127\.0\.0\.1:(\d+))\/status/.exec(demo.output);
     expect(admin).not.toBeNull();
     expect(Number(admin![2])).toBeGreaterThan(0);
     const status = await fetch(`${admin![1]}/status`);
@@ -138,21 +102,17 @@ describe('pgrelay demo', () => {
       interval: 200,
     });
     // The write went to the real primary (straight to it, not through pgrelay).
-    const primaryPort = /^ {2}primary +primary +127\.0\.0\.1:(\d+)$/m.exec(output)![1];
+    const primaryPort = /^ {2}primary +primary +127\.0\.0\.1:(\d+)$/m.exec(demo.output)![1];
     expect(await psql(`postgres://app:app@127.0.0.1:${primaryPort}/app`, 'SELECT pg_is_in_recovery(), count(*) FROM demo_items')).toEqual(['f|3']);
   });
 
   it('stops pgrelay and the whole cluster on Ctrl-C and leaves no process or file behind', async () => {
     expect(processesUnder(baseDir).length).toBeGreaterThanOrEqual(4);
-    const pid = demo.pid!;
-    demo.kill('SIGINT');
-    const result = await Promise.race([
-      exited,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`pgrelay demo still running ${EXIT_TIMEOUT_MS} ms after SIGINT:\n${output}`)), EXIT_TIMEOUT_MS)),
-    ]);
+    const pid = demo.child.pid!;
+    const result = await demo.interrupt();
     expect(result).toEqual({ code: 0, signal: null });
     expect(alive(pid)).toBe(false);
-    expect(output).toMatch(/pgrelay demo: stopped, nothing left running\n$/);
+    expect(demo.output).toMatch(/pgrelay demo: stopped, nothing left running\n$/);
     expect(processesUnder(baseDir)).toEqual([]);
     expect(pgrepPostgres(baseDir)).toEqual([]);
     expect(fs.existsSync(baseDir)).toBe(false);

@@ -10,25 +10,21 @@
  * Runs dist/main.js: `npm test` builds first; after changing src/, `npm run build` before running
  * this file alone.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { StatusDocument } from '../../src/admin/status.js';
-import { findProcessesIn, killProcessesIn, readPostmasterPid, signalProcesses } from '../../src/local/node-processes.js';
+import { findProcessesIn, readPostmasterPid, signalProcesses } from '../../src/local/node-processes.js';
+import { DEMO_EXIT_TIMEOUT_MS, DEMO_READY_TIMEOUT_MS, startDemo, type DemoProcess } from '../support/demo-process.js';
 import { Load } from '../support/failover-load.js';
 
 const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
-/** Generous: the machine is shared with other test runs. */
-const READY_TIMEOUT_MS = 150_000;
-const EXIT_TIMEOUT_MS = 60_000;
 const WAIT = { timeout: 60_000, interval: 100 };
 const COMMITS = 200;
 
-let demo: ChildProcess;
-let output = '';
-let exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+let demo: DemoProcess;
 let url: string;
 let adminUrl: string;
 let baseDir = '';
@@ -36,42 +32,15 @@ let primaryPort: number;
 const clients: pg.Client[] = [];
 
 beforeAll(async () => {
-  if (!fs.existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` first (npm test does)`);
-  demo = spawn(process.execPath, [MAIN, 'demo', '--replicas', '0', '--standby', '0', '--port', '0', '--admin-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  exited = new Promise((resolve) => demo.once('exit', (code, signal) => resolve({ code, signal })));
-  demo.stdout!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-  demo.stderr!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-  url = await Promise.race([
-    vi.waitFor(
-      () => {
-        const match = /^pgrelay ready (postgres:\/\/\S+)$/m.exec(output);
-        if (!match) throw new Error(`no ready line yet:\n${output}`);
-        return match[1]!;
-      },
-      { timeout: READY_TIMEOUT_MS, interval: 100 },
-    ),
-    exited.then(({ code, signal }) => {
-      throw new Error(`pgrelay demo exited (code ${code}, signal ${signal}) before its ready line:\n${output}`);
-    }),
-  ]);
-  baseDir = /^ {2}… cluster files in (\/\S+) /m.exec(output)?.[1] ?? '';
-  adminUrl = /admin (http:\/\/127\.0\.0\.1:\d+)\/status/.exec(output)![1]!;
-  primaryPort = Number(/^ {2}primary +primary +127\.0\.0\.1:(\d+)$/m.exec(output)![1]);
-}, READY_TIMEOUT_MS + 10_000);
+  demo = await startDemo(['--replicas', '0', '--standby', '0', '--port', '0', '--admin-port', '0']);
+  ({ url, adminUrl, baseDir } = demo);
+  primaryPort = Number(/^ {2}primary +primary +127\.0\.0\.1:(\d+)$/m.exec(demo.output)![1]);
+}, DEMO_READY_TIMEOUT_MS + 10_000);
 
 afterAll(async () => {
   await Promise.all(clients.map((c) => c.end().catch(() => {})));
-  // only when a test failed before Ctrl-C: stop the demo, then whatever it left behind
-  if (demo && demo.exitCode === null && demo.signalCode === null) {
-    demo.kill('SIGTERM');
-    const stopped = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), EXIT_TIMEOUT_MS))]);
-    if (!stopped) demo.kill('SIGKILL');
-  }
-  if (baseDir && fs.existsSync(baseDir)) {
-    await killProcessesIn(baseDir);
-    fs.rmSync(baseDir, { recursive: true, force: true });
-  }
-}, 2 * EXIT_TIMEOUT_MS);
+  await demo?.cleanup(); // only when a test failed before Ctrl-C
+}, 2 * DEMO_EXIT_TIMEOUT_MS);
 
 async function connect(connectionString: string): Promise<pg.Client> {
   const client = new pg.Client({ connectionString });
@@ -140,9 +109,9 @@ describe('single-AZ to Multi-AZ with pgrelay demo and pgrelay cluster add-standb
   let singleAz: Latency;
 
   it('starts single-AZ: a lone primary, no replication', async () => {
-    expect(output).toContain('pgrelay demo: building a local cluster (a lone primary: single-AZ)\n');
-    expect(output).not.toMatch(/^ {2}(standby|replica)\d/m);
-    expect(output).toContain(`  pgrelay cluster add-standby --admin ${adminUrl}`);
+    expect(demo.output).toContain('pgrelay demo: building a local cluster (a lone primary: single-AZ)\n');
+    expect(demo.output).not.toMatch(/^ {2}(standby|replica)\d/m);
+    expect(demo.output).toContain(`  pgrelay cluster add-standby --admin ${adminUrl}`);
     expect((await status()).nodes.map((n) => n.name)).toEqual(['primary']);
     expect(await superQuery(primaryPort, 'SELECT application_name FROM pg_stat_replication')).toEqual([]);
     const cluster = (await (await fetch(`${adminUrl}/admin/cluster`)).json()) as { nodes: { name: string }[]; running: unknown };
@@ -244,13 +213,9 @@ describe('single-AZ to Multi-AZ with pgrelay demo and pgrelay cluster add-standb
   }, 180_000);
 
   it('stops on Ctrl-C and leaves no process or file behind', async () => {
-    demo.kill('SIGINT');
-    const result = await Promise.race([
-      exited,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`pgrelay demo still running ${EXIT_TIMEOUT_MS} ms after SIGINT:\n${output}`)), EXIT_TIMEOUT_MS)),
-    ]);
+    const result = await demo.interrupt();
     expect(result).toEqual({ code: 0, signal: null });
     expect(findProcessesIn(baseDir)).toEqual([]);
     expect(fs.existsSync(baseDir)).toBe(false);
-  }, EXIT_TIMEOUT_MS + 10_000);
+  }, DEMO_EXIT_TIMEOUT_MS + 10_000);
 });
