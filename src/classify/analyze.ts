@@ -429,7 +429,9 @@ function setDecision(s: VariableSetStmt, index: number): StatementDecision {
     }
     if (name === 'transaction') {
       if (readOnly !== true) return decision('any', 'SET TRANSACTION is transaction state');
-      return decision('any', 'SET TRANSACTION READ ONLY', { effects: [{ type: 'set_transaction_read_only' }], setsReadOnly: !serializable });
+      // a serializable transaction cannot run on a hot standby: no replica for it
+      if (serializable) return decision('any', 'SET TRANSACTION SERIALIZABLE, READ ONLY is transaction state');
+      return decision('any', 'SET TRANSACTION READ ONLY', { effects: [{ type: 'set_transaction_read_only' }], setsReadOnly: true });
     }
     // SET SESSION CHARACTERISTICS AS TRANSACTION …
     const effects: SessionEffect[] = [{ type: 'set', name: 'session_characteristics', statement: index }];

@@ -43,7 +43,8 @@ export class Classifier {
   readonly stats = { hits: 0, misses: 0 };
   private readonly cache = new Map<string, CacheEntry>();
   private volatility: ReadonlyMap<string, Volatility> | undefined;
-  private generation = 0;
+  /** changes whenever a classification made before may no longer hold (the volatility map changed) */
+  generation = 0;
   /** counts moves to the young end of the LRU order */
   private clock = 0;
 

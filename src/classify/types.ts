@@ -28,8 +28,8 @@ export type Volatility = 'v' | 's' | 'i';
  * - `commit`: `COMMIT`/`END`, and `PREPARE TRANSACTION` (it ends the client's transaction block;
  *   the prepared transaction is finished later by `COMMIT PREPARED`, a primary statement).
  * - `rollback`: `ROLLBACK`/`ABORT` (not `ROLLBACK TO SAVEPOINT`).
- * - `set_transaction_read_only`: `SET TRANSACTION READ ONLY`, `SET [LOCAL] transaction_read_only`
- *   to a true value.
+ * - `set_transaction_read_only`: `SET TRANSACTION READ ONLY` (not SERIALIZABLE, which a replica
+ *   cannot run), `SET [LOCAL] transaction_read_only` to a true value.
  * - `default_read_only`: `SET default_transaction_read_only`, `SET SESSION CHARACTERISTICS AS
  *   TRANSACTION READ ONLY|READ WRITE`, their RESET (false: the server default is assumed off).
  */

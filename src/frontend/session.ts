@@ -42,6 +42,9 @@ const WAIT = 1; // the session waits; the message is handled again later
 const FAILED = 2; // pgrelay answered the unit with an error; the message is consumed
 type Ready = typeof OK | typeof WAIT | typeof FAILED;
 
+/** Texts longer than this are not remembered for the next classification (see classify). */
+const MAX_REMEMBERED_TEXT = 4096;
+
 /** Client input beyond this is not read from the socket while the session waits. */
 const MAX_BUFFERED_INPUT = 1 << 20;
 
@@ -126,6 +129,19 @@ export class ClientSession implements ServerDataHandler {
   private startingClassification: Classification | undefined;
   /** what the unit that attached the current server connection asked for */
   private attachTarget: Target | 'any' = 'any';
+  /**
+   * the server connection was attached, after a wait, for the message the session handles again
+   * now: that message's unit takes it as it is (routing it again would give it back to the pool,
+   * to the next waiter, and wait once more)
+   */
+  private attachedForWaiter = false;
+  /** the text classified last, its classification, and the classifier (and its generation) that made it */
+  private lastText: string | undefined;
+  private lastClassification: Classification | undefined;
+  private lastClassifier: unknown;
+  private lastGeneration = 0;
+  /** a plain BEGIN the client was told succeeded, to be sent with the transaction's first statement */
+  private deferredBegin: Buffer | undefined;
 
   /** server chunks are views of the connection's read buffer (see ServerDataHandler) */
   readonly borrowsChunks = true;
@@ -135,8 +151,15 @@ export class ClientSession implements ServerDataHandler {
   private pendingGiveBack: { conn: ServerConnection; pool: Pool }[] = [];
   /** the server socket whose write buffer is full: the client is not read until it drains */
   private serverFull: net.Socket | undefined;
-  /** the server socket corked during this pump, uncorked at its end */
-  private corked: net.Socket | undefined;
+  /**
+   * Messages for the server written during a pump go out together at its end, to `outConn`: one
+   * socket write when there is one piece (the common case), a corked writev when there are more.
+   */
+  private readonly serverOut: Buffer[] = [];
+  private outConn: ServerConnection | undefined;
+  /** answers for the client made while a server chunk is scanned go out together at its end */
+  private readonly clientOut: Buffer[] = [];
+  private collectingClientOut = false;
   /** an error for the unit being started, raised while the session waited */
   private deferredError: Error | undefined;
   /** the code of the client message being handled */
@@ -232,9 +255,7 @@ export class ClientSession implements ServerDataHandler {
       this.fatal(error instanceof RangeError ? new ProxyError(SqlState.protocolViolation, 'invalid message format', { severity: 'FATAL' }) : error);
     } finally {
       this.pumping = false;
-      const corked = this.corked;
-      this.corked = undefined;
-      corked?.uncork();
+      this.flushServerOut();
     }
     if (this.waiting !== 'none' && this.reader.pending > MAX_BUFFERED_INPUT) this.socket.pause();
     else if (this.socket.isPaused() && this.waiting === 'none' && this.serverFull === undefined) this.socket.resume();
@@ -300,12 +321,13 @@ export class ClientSession implements ServerDataHandler {
 
   private onQuery(b: Buffer, start: number, end: number): boolean {
     const text = b.toString('utf8', start, end - 1);
-    const classification = this.ctx.classifier.classify(text);
+    const classification = this.classify(text);
     if (this.orphanedTransaction) {
       this.answerOrphaned(classification, true);
       return true;
     }
     if (this.answerDeallocate(classification)) return true;
+    if (this.deferBegin(classification, text, b, start, end)) return true;
     const payload: StatementPayload = { classification, text };
     this.startingClassification = classification;
     const ready = this.beginSimpleUnit(this.targetOf(classification), classification.route);
@@ -322,7 +344,7 @@ export class ClientSession implements ServerDataHandler {
   private onParse(b: Buffer, start: number, end: number): boolean {
     const [name, textStart] = readCString(b, start, end);
     const [text] = readCString(b, textStart, end);
-    const classification = this.ctx.classifier.classify(text);
+    const classification = this.classify(text);
     if (name !== '' && !this.orphanedTransaction) {
       const statement = this.ctx.statements.intern(text, b.subarray(textStart, end), classification);
       if (statement.parsed) {
@@ -462,8 +484,52 @@ export class ClientSession implements ServerDataHandler {
     return true;
   }
 
+  /**
+   * The classifier's answer, or the one it gave this session last for the same text: a message
+   * handled again after a wait for a server connection, or a driver that sends the same text
+   * again and again (an unnamed Parse per execution), skips the lexer and the cache lookup.
+   */
+  private classify(text: string): Classification {
+    const classifier = this.ctx.classifier;
+    if (text === this.lastText && classifier === this.lastClassifier && this.lastGeneration === classifier.generation) {
+      classifier.stats.hits++;
+      return this.lastClassification!;
+    }
+    const classification = classifier.classify(text);
+    // a long text (a bulk INSERT) is not kept alive by an idle session
+    if (text.length > MAX_REMEMBERED_TEXT) return classification;
+    this.lastText = text;
+    this.lastClassifier = classifier;
+    this.lastClassification = classification;
+    this.lastGeneration = classifier.generation;
+    return classification;
+  }
+
+  /**
+   * A plain `BEGIN` outside a transaction is answered by pgrelay and sent later, in front of the
+   * transaction's first statement, which decides where the transaction runs: after
+   * `SET TRANSACTION READ ONLY` on a replica, after anything else on the primary.
+   */
+  private deferBegin(classification: Classification, text: string, b: Buffer, start: number, end: number): boolean {
+    if (this.server || this.unitOpen || this.pinned || this.queue.length > 0 || this.deferredBegin !== undefined) return false;
+    if (this.clientTxStatus !== TxStatus.Idle || this.defaultReadOnly) return false;
+    const effect = classification.effects[0];
+    if (classification.statements !== 1 || classification.route !== 'primary' || effect?.type !== 'begin' || effect.readOnly || !PLAIN_BEGIN.test(text)) return false;
+    this.deferredBegin = Buffer.from(b.subarray(start - 5, end));
+    this.txStatusBefore = this.clientTxStatus;
+    this.clientTxStatus = TxStatus.InTransaction;
+    this.sendToClient(commandComplete('BEGIN'));
+    this.sendToClient(readyForQuery(TxStatus.InTransaction));
+    return true;
+  }
+
   /** Where a statement wants to run, given the session's transaction defaults. */
   private targetOf(classification: Classification | undefined): Target | 'any' {
+    if (this.deferredBegin !== undefined) {
+      // the first statement of a transaction whose BEGIN pgrelay holds
+      const readOnly = classification !== undefined && classification.route !== 'primary' && classification.effects[0]?.type === 'set_transaction_read_only';
+      return readOnly ? 'replica' : 'primary';
+    }
     if (!classification) return 'any';
     if (classification.route === 'replica') return 'replica';
     if (classification.route === 'any') {
@@ -513,6 +579,10 @@ export class ClientSession implements ServerDataHandler {
     }
     const server = this.server;
     if (server) {
+      if (this.attachedForWaiter) {
+        this.attachedForWaiter = false;
+        return OK;
+      }
       if (this.pinned || this.unitOpen || server.txStatus !== TxStatus.Idle || target === undefined || target === 'any') return OK;
       const onPrimary = server.node === this.ctx.topology.primaryName;
       if (this.queue.length > 0) {
@@ -579,6 +649,7 @@ export class ClientSession implements ServerDataHandler {
       } else {
         this.rerouted = false;
         this.attach(conn, node, pool);
+        this.attachedForWaiter = !sync;
       }
       if (sync) result = this.deferredError ? FAILED : OK;
       else this.pump();
@@ -619,23 +690,27 @@ export class ClientSession implements ServerDataHandler {
       this.queue.push(Expect.Query | SWALLOW);
       conn.appliedState = wanted;
     }
+    const begin = this.deferredBegin;
+    if (begin !== undefined) {
+      this.deferredBegin = undefined;
+      this.inject(begin);
+      this.queue.push(Expect.Query | SWALLOW);
+    }
   }
 
   /** Gives the server connection back (to its pool, or destroys it when its state is unknown). */
   private detach(reusable: boolean): void {
     const conn = this.server;
     if (!conn) return;
-    this.clearServerFull();
     const node = this.serverNode!;
     const pool = this.serverPool!;
     this.flushRun();
-    if (this.corked === conn.socket) {
-      this.corked = undefined;
-      conn.socket.uncork();
-    }
+    this.flushServerOut();
+    this.clearServerFull();
     this.server = undefined;
     this.serverNode = undefined;
     this.serverPool = undefined;
+    this.attachedForWaiter = false;
     node.inflight--;
     const elapsedMs = performance.now() - this.unitStartedAt;
     node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
@@ -737,11 +812,36 @@ export class ClientSession implements ServerDataHandler {
   private writeServer(data: Buffer): void {
     const server = this.server;
     if (!server || server.closed) return;
-    if (this.pumping && this.corked === undefined) {
-      this.corked = server.socket;
-      server.socket.cork();
+    if (this.pumping) {
+      if (this.outConn !== server) {
+        this.flushServerOut();
+        this.outConn = server;
+      }
+      this.serverOut.push(data);
+      return;
     }
-    if (!server.write(data) && this.serverFull === undefined) {
+    this.writeServerNow(server, data);
+  }
+
+  /** Writes what this pump gathered for the server. */
+  private flushServerOut(): void {
+    const conn = this.outConn;
+    if (conn === undefined) return;
+    this.outConn = undefined;
+    const out = this.serverOut;
+    if (!conn.closed) {
+      if (out.length === 1) this.writeServerNow(conn, out[0]!);
+      else {
+        conn.socket.cork();
+        for (const data of out) this.writeServerNow(conn, data);
+        conn.socket.uncork();
+      }
+    }
+    out.length = 0;
+  }
+
+  private writeServerNow(server: ServerConnection, data: Buffer): void {
+    if (!server.write(data) && this.serverFull === undefined && server === this.server) {
       // the server does not keep up (a big COPY FROM STDIN): stop reading the client until it does
       this.serverFull = server.socket;
       this.socket.pause();
@@ -770,7 +870,7 @@ export class ClientSession implements ServerDataHandler {
     let at = 0;
     /** start of the bytes not yet written to the client that are to be forwarded */
     let fwdStart = 0;
-    this.socket.cork();
+    this.collectingClientOut = true;
     try {
       while (at < length) {
         if (this.need > 0) {
@@ -852,7 +952,7 @@ export class ClientSession implements ServerDataHandler {
       this.ctx.log.error({ node: conn.node, err: error instanceof Error ? error.message : String(error) }, 'bad data from server');
       this.fatal(error);
     } finally {
-      this.socket.uncork();
+      this.flushClientOut();
       // what the client socket could not take at once still points into the connection's read
       // buffer: no more reads until it is written (this is also the backpressure to the server)
       if (this.socket.writableLength > 0 && !this.closed) {
@@ -1114,6 +1214,7 @@ export class ClientSession implements ServerDataHandler {
     this.server = undefined;
     this.serverNode = undefined;
     this.serverPool = undefined;
+    this.attachedForWaiter = false;
     node.inflight--;
     this.queue.clear();
     this.pendingEffects = [];
@@ -1229,7 +1330,28 @@ export class ClientSession implements ServerDataHandler {
   private sendToClient(data: Buffer): void {
     if (this.closed) return;
     this.ctx.metrics.addBytesOut(data.length);
+    if (this.collectingClientOut) this.clientOut.push(data);
+    else this.writeClient(data);
+  }
+
+  private writeClient(data: Buffer): void {
     if (!this.socket.write(data, this.onClientWritten) && this.server) this.server.socket.pause();
+  }
+
+  /** Writes what a server chunk's scan gathered for the client. */
+  private flushClientOut(): void {
+    this.collectingClientOut = false;
+    const out = this.clientOut;
+    if (out.length === 0) return;
+    if (!this.closed) {
+      if (out.length === 1) this.writeClient(out[0]!);
+      else {
+        this.socket.cork();
+        for (const data of out) this.writeClient(data);
+        this.socket.uncork();
+      }
+    }
+    out.length = 0;
   }
 
   private fatal(error: unknown): void {
@@ -1255,6 +1377,8 @@ export class ClientSession implements ServerDataHandler {
   /** Ends the session: an unfinished transaction's connection is destroyed (the server rolls it back). */
   close(): void {
     if (this.closed) return;
+    // what was gathered for the client goes before the end (a FATAL, say)
+    this.flushClientOut();
     this.closed = true;
     if (this.server) {
       const clean = this.queue.length === 0 && !this.unitOpen && this.server.txStatus === TxStatus.Idle && !this.pinned && !this.heldReads;
@@ -1270,6 +1394,9 @@ export class ClientSession implements ServerDataHandler {
     this.ctx.sessionClosed(this);
   }
 }
+
+/** `BEGIN`, `BEGIN WORK|TRANSACTION`, `START TRANSACTION`: no options, no comment (hints stay routed) */
+const PLAIN_BEGIN = /^\s*(?:begin(?:\s+(?:work|transaction))?|start\s+transaction)\s*;?\s*$/i;
 
 const CLOSE_UNNAMED_STATEMENT = message(FrontendCode.Close, (w) => w.int8(0x53).cstring(''));
 

@@ -103,7 +103,8 @@ describe('GET /metrics', () => {
     const c = await connect();
     for (let i = 0; i < 20; i++) await a.query('SELECT $1::int AS n', [i]);
     for (let i = 0; i < 10; i++) await b.query('INSERT INTO ops_metrics (v) VALUES ($1)', [`value ${i}`]);
-    await c.query('BEGIN');
+    // (a plain BEGIN would be answered by pgrelay and sent with the INSERT: no unit of its own)
+    await c.query('BEGIN READ WRITE');
     await c.query('INSERT INTO ops_metrics (v) VALUES ($1)', ['in a transaction']);
     await c.query('COMMIT');
     // pool.size is 2: the third of three slow primary units has to wait for a connection

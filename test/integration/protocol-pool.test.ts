@@ -69,6 +69,7 @@ describe('pool', () => {
     const holder = await connect(relay);
     const waiters = await Promise.all([connect(relay), connect(relay), connect(relay)]);
     await holder.query('BEGIN');
+    await holder.query('SELECT 1'); // a plain BEGIN takes a connection with the transaction's first statement
     await queryNode(shared, primary, 'DROP SEQUENCE IF EXISTS proto_pool_seq; CREATE SEQUENCE proto_pool_seq');
     const pending: Promise<{ n: number; v: number }>[] = [];
     for (const [i, client] of waiters.entries()) {

@@ -70,6 +70,17 @@ async function connect(): Promise<pg.Client> {
   return client;
 }
 
+/** A count read on the primary directly (not through pgrelay). */
+async function countOnPrimary(sql: string): Promise<number> {
+  const direct = new pg.Client({ host: '127.0.0.1', port: primaryPort, user: cluster.user, password: cluster.password, database: DATABASE });
+  await direct.connect();
+  try {
+    return Number((await direct.query(sql)).rows[0].n);
+  } finally {
+    await direct.end();
+  }
+}
+
 /** Units per node so far, from pgrelay's own counter. */
 async function unitsByNode(): Promise<Map<string, number>> {
   const metric = await relay.app.metrics.queries.get();
@@ -91,6 +102,8 @@ describe('the routing corpus, end to end', () => {
         let error: (Error & { code?: string }) | undefined;
         try {
           await client.query(c.sql);
+          // pgrelay answers a plain BEGIN itself: the transaction runs where its first statement goes
+          if (/^\s*begin\s*$/i.test(c.sql)) await client.query('SELECT 1');
         } catch (e) {
           error = e as Error & { code?: string };
         }
@@ -195,6 +208,76 @@ describe('where statements run, seen by the servers', () => {
       await client.query('COMMIT');
       expect(readOnly.size).toBe(1);
       expect(readerPorts.has([...readOnly][0]!)).toBe(true);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('BEGIN then SET TRANSACTION READ ONLY (separate messages, as psycopg and psql send them) runs the transaction on one replica', async () => {
+    const client = await connect();
+    try {
+      const begin = await client.query('BEGIN');
+      expect(begin.command).toBe('BEGIN');
+      await client.query('SET TRANSACTION READ ONLY');
+      const ports = new Set<number>();
+      for (let i = 0; i < 5; i++) {
+        const row = (await client.query('SELECT inet_server_port() AS port, current_setting($1) AS ro', ['transaction_read_only'])).rows[0];
+        ports.add(row.port);
+        expect(row.ro).toBe('on');
+      }
+      await client.query('COMMIT');
+      expect(ports.size).toBe(1);
+      expect(readerPorts.has([...ports][0]!)).toBe(true);
+
+      // the same with the other spellings of a plain BEGIN
+      for (const spelling of ['start transaction', 'BEGIN WORK;', 'begin transaction']) {
+        await client.query(spelling);
+        await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+        expect(readerPorts.has((await client.query('SELECT inet_server_port() AS port')).rows[0].port)).toBe(true);
+        await client.query('ROLLBACK');
+      }
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('a plain BEGIN answered by pgrelay still behaves as a transaction on the primary', async () => {
+    const client = await connect();
+    try {
+      // the first statement decides: anything but SET TRANSACTION READ ONLY goes to the primary
+      await client.query('BEGIN');
+      expect((await client.query('SELECT inet_server_port() AS port')).rows[0].port).toBe(primaryPort);
+      await client.query('INSERT INTO t VALUES (41)');
+      await client.query('ROLLBACK');
+      expect(await countOnPrimary('SELECT count(*) AS n FROM t WHERE a = 41')).toBe(0);
+
+      await client.query('BEGIN');
+      await client.query('INSERT INTO t VALUES (42)');
+      await client.query('COMMIT');
+      expect(await countOnPrimary('SELECT count(*) AS n FROM t WHERE a = 42')).toBe(1);
+
+      // nothing between BEGIN and COMMIT
+      await client.query('BEGIN');
+      expect((await client.query('COMMIT')).command).toBe('COMMIT');
+
+      // an error inside it aborts it as PostgreSQL does
+      await client.query('BEGIN');
+      await expect(client.query('SELECT 1/0')).rejects.toMatchObject({ code: '22012' });
+      await expect(client.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+      await client.query('ROLLBACK');
+
+      // a serializable read-only transaction cannot run on a hot standby: primary
+      await client.query('BEGIN');
+      await client.query('SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY');
+      expect((await client.query('SELECT inet_server_port() AS port')).rows[0].port).toBe(primaryPort);
+      await client.query('COMMIT');
+
+      // a second BEGIN inside the transaction gets PostgreSQL's warning, not a deferral
+      await client.query('BEGIN');
+      await client.query('SELECT 1');
+      await client.query('BEGIN');
+      await client.query('COMMIT');
+      expect((await client.query('SELECT 1 AS one')).rows[0].one).toBe(1);
     } finally {
       await client.end();
     }
