@@ -42,6 +42,12 @@ const WAIT = 1; // the session waits; the message is handled again later
 const FAILED = 2; // pgrelay answered the unit with an error; the message is consumed
 type Ready = typeof OK | typeof WAIT | typeof FAILED;
 
+/** A replay window whose messages came in pieces of more than this many bytes is not kept. */
+const MAX_REPLAY_BYTES = 1 << 20;
+
+/** The route a FunctionCall message is counted as. */
+const FUNCTION_CALL = 'function call';
+
 /** Texts longer than this are not remembered for the next classification (see classify). */
 const MAX_REMEMBERED_TEXT = 4096;
 
@@ -63,6 +69,11 @@ const MAX_BUFFERED_INPUT = 1 << 20;
  * more (which is also the backpressure towards the server) and is not given back to its pool.
  *
  * Where a client can tell it is not talking to PostgreSQL directly (decisions, not accidents):
+ * - a plain BEGIN is answered by pgrelay and sent with the transaction's first statement (which
+ *   decides where it runs): the transaction starts there (`now()`), and a BEGIN that would fail
+ *   on the server (it cannot) would fail with that statement;
+ * - a read outside a transaction whose server connection is lost before it answered anything
+ *   but heads (RowDescription, …) runs once more elsewhere instead of failing with 08006;
  * - a malformed message (a string without its terminator, fields past the end) is FATAL 08P01
  *   and closes the client; PostgreSQL answers some of them with an ERROR and goes on;
  * - a Parse of a statement name the client already uses replaces it (no 42P05);
@@ -142,6 +153,26 @@ export class ClientSession implements ServerDataHandler {
   private lastGeneration = 0;
   /** a plain BEGIN the client was told succeeded, to be sent with the transaction's first statement */
   private deferredBegin: Buffer | undefined;
+  /** bytes sent to the client so far */
+  private clientBytes = 0;
+  // replay window: the client bytes [replayStart, replayEnd) of replayBuffer are the units in
+  // flight on the attached connection (see openReplayWindow)
+  private replayBuffer: Buffer | undefined;
+  private replayStart = 0;
+  private replayEnd = 0;
+  private replayable = false;
+  /** earlier pieces of the window, when its messages came in several socket chunks */
+  private replayParts: Buffer[] = [];
+  private replayPartBytes = 0;
+  /** the units of the window were run again once already */
+  private replayed = false;
+  private clientBytesAtReplayStart = 0;
+  /** the server messages of the window that reached the client: heads of answers only, and their bytes */
+  private replayCodes: number[] = [];
+  private replayHeadBytes = 0;
+  /** after a replay: the heads the client already has, skipped from replaySkip on */
+  private replaySkipCodes: number[] = [];
+  private replaySkip = 0;
 
   /** server chunks are views of the connection's read buffer (see ServerDataHandler) */
   readonly borrowsChunks = true;
@@ -175,6 +206,8 @@ export class ClientSession implements ServerDataHandler {
   private need = 0;
   /** the current server message is being swallowed */
   private dropping = false;
+  /** the length of the current server message, header included */
+  private currentLength = 0;
   /** the code of the current server message (when split across chunks) */
   private currentCode = 0;
   /** an answer pgrelay makes itself is next in the queue (see emitSyntheticAfter) */
@@ -248,6 +281,7 @@ export class ClientSession implements ServerDataHandler {
           this.reader.rewind();
           break;
         }
+        if (this.replayBuffer !== undefined) this.extendReplayWindow();
       }
       this.flushRun();
     } catch (error) {
@@ -300,7 +334,7 @@ export class ClientSession implements ServerDataHandler {
           this.answerOrphaned(undefined, true);
           return true;
         }
-        const ready = this.beginSimpleUnit('primary', 'function call');
+        const ready = this.beginSimpleUnit('primary', FUNCTION_CALL);
         if (ready !== OK) return ready === FAILED;
         this.forward(b, start, end);
         this.queue.push(Expect.Query);
@@ -390,7 +424,7 @@ export class ClientSession implements ServerDataHandler {
     }
     // nothing in flight: the unit has begun without a server connection (its Sync is answered here)
     this.unitOpen = true;
-    this.sendToClient(parseComplete);
+    this.sendHead(parseComplete);
   }
 
   private onBind(b: Buffer, start: number, end: number): boolean {
@@ -444,7 +478,7 @@ export class ClientSession implements ServerDataHandler {
       this.statements.delete(name);
       if (!this.server && !this.unitOpen) {
         this.unitOpen = true;
-        this.sendToClient(closeComplete);
+        this.sendHead(closeComplete);
         return true;
       }
       const ready = this.beginExtendedUnit(undefined);
@@ -546,6 +580,7 @@ export class ClientSession implements ServerDataHandler {
     if (ready === OK && !this.unitOpen) {
       this.unitBeganAt = performance.now();
       this.ctx.countUnit(this.serverNode!, route, this.startingClassification);
+      this.openReplayWindow(route === FUNCTION_CALL ? undefined : this.startingClassification);
     }
     return ready;
   }
@@ -562,8 +597,61 @@ export class ClientSession implements ServerDataHandler {
       this.unitOpen = true;
       this.unitBeganAt = performance.now();
       this.ctx.countUnit(this.serverNode!, classification?.route ?? 'any', classification);
+      this.openReplayWindow(classification);
     }
     return ready;
+  }
+
+  /**
+   * A unit starts on the attached connection. The client messages of the units in flight there
+   * are remembered (as a range of the client's bytes, no copy) while they are all reads outside a
+   * transaction: if the connection is lost before any answer reached the client, they are run
+   * again elsewhere (see onServerClose).
+   */
+  private openReplayWindow(classification: Classification | undefined): void {
+    const replayable =
+      classification !== undefined &&
+      classification.route !== 'primary' &&
+      classification.effects.length === 0 &&
+      !classification.pin &&
+      !this.pinned &&
+      this.clientTxStatus === TxStatus.Idle &&
+      this.server!.txStatus === TxStatus.Idle;
+    if (this.replayBuffer === undefined) {
+      this.replayBuffer = this.reader.buffer;
+      this.replayStart = this.reader.frameStart;
+      this.replayEnd = this.reader.frameStart;
+      this.replayable = replayable;
+      this.clientBytesAtReplayStart = this.clientBytes;
+      this.replayCodes.length = 0;
+      this.replayHeadBytes = 0;
+      if (this.replayParts.length > 0) this.replayParts = [];
+      this.replayPartBytes = 0;
+    } else if (!replayable) this.replayable = false;
+  }
+
+  /** The message just handled joins the replay window. */
+  private extendReplayWindow(): void {
+    const reader = this.reader;
+    if (reader.buffer === this.replayBuffer && reader.frameStart === this.replayEnd) {
+      this.replayEnd = reader.end;
+      return;
+    }
+    // it came in another socket chunk: the window goes on in a new piece
+    if (!this.replayable) return;
+    this.replayParts.push(this.replayBuffer!.subarray(this.replayStart, this.replayEnd));
+    this.replayPartBytes += this.replayEnd - this.replayStart;
+    if (this.replayPartBytes > MAX_REPLAY_BYTES) this.replayable = false;
+    this.replayBuffer = reader.buffer;
+    this.replayStart = reader.frameStart;
+    this.replayEnd = reader.end;
+  }
+
+  private closeReplayWindow(): void {
+    this.replayBuffer = undefined;
+    if (this.replayParts.length > 0) this.replayParts = [];
+    this.replayed = false;
+    this.replaySkip = this.replaySkipCodes.length;
   }
 
   /**
@@ -711,6 +799,7 @@ export class ClientSession implements ServerDataHandler {
     this.serverNode = undefined;
     this.serverPool = undefined;
     this.attachedForWaiter = false;
+    this.closeReplayWindow();
     node.inflight--;
     const elapsedMs = performance.now() - this.unitStartedAt;
     node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
@@ -915,6 +1004,7 @@ export class ClientSession implements ServerDataHandler {
         const drop = this.shouldDrop(code);
         const small = code === BackendCode.ReadyForQuery || code === BackendCode.ParameterStatus || code === BackendCode.ErrorResponse;
         this.currentCode = code;
+        this.currentLength = declared + 1;
         this.dropping = drop;
         if (small && length - at >= bodyLength) {
           // whole here: decide, then either leave it in the forwarded run or cut it out
@@ -989,10 +1079,26 @@ export class ClientSession implements ServerDataHandler {
   /** Whether the server message starting now is swallowed (an answer to what pgrelay sent). */
   private shouldDrop(code: number): boolean {
     const head = this.queue.peek();
-    if ((head & SWALLOW) === 0) return false;
+    if ((head & SWALLOW) === 0) return this.replaySkip < this.replaySkipCodes.length && this.skipReplayed(code);
     // an error in an injected extended message (a re-sent Parse) is the client's error too
     if (code === BackendCode.ErrorResponse && kindOf(head) !== Expect.Query) return false;
     return true;
+  }
+
+  /**
+   * Units run again after a lost connection: the messages the client already has of their answer
+   * (ParseComplete, RowDescription, …) come again and are dropped. An error instead ends that:
+   * the client gets it after what it has, as from PostgreSQL.
+   */
+  private skipReplayed(code: number): boolean {
+    const expected = this.replaySkipCodes[this.replaySkip]!;
+    if (code === expected) {
+      this.replaySkip++;
+      return true;
+    }
+    this.replaySkip = this.replaySkipCodes.length;
+    if (code === BackendCode.ErrorResponse) return false;
+    throw new ProxyError(SqlState.connectionFailure, 'a read run again after a lost server connection was answered differently: the session cannot go on');
   }
 
   /** ReadyForQuery / ParameterStatus bodies; returns whether to pass the message on. */
@@ -1023,6 +1129,10 @@ export class ClientSession implements ServerDataHandler {
   private endMessage(code: number): void {
     const dropped = this.dropping;
     this.dropping = false;
+    if (!dropped && this.replayBuffer !== undefined && isAnswerHead(code)) {
+      this.replayCodes.push(code);
+      this.replayHeadBytes += this.currentLength;
+    }
     const kind = this.queue.peekKind();
     switch (code) {
       case BackendCode.ParseComplete:
@@ -1095,8 +1205,8 @@ export class ClientSession implements ServerDataHandler {
   private emitSynthetic(): void {
     for (;;) {
       const kind = this.queue.peekKind();
-      if (kind === Expect.SyntheticParseComplete) this.sendToClient(parseComplete);
-      else if (kind === Expect.SyntheticCloseComplete) this.sendToClient(closeComplete);
+      if (kind === Expect.SyntheticParseComplete) this.sendHead(parseComplete);
+      else if (kind === Expect.SyntheticCloseComplete) this.sendHead(closeComplete);
       else if (kind === Expect.SyntheticDeallocate) {
         this.answerDeallocated(this.queue.peekPayload()!.text, this.queue.peekPayload()!.statement!);
         this.releaseAfterChunk = true; // a unit of its own: the session may go on (see maybeRelease)
@@ -1130,6 +1240,7 @@ export class ClientSession implements ServerDataHandler {
     if (effects.length > 0 || this.txEffects.length > 0) this.applyEffects(effects, status, failed);
     // a write that reached the primary and is now committed: reads that follow must see it
     if (status === TxStatus.Idle && this.attachTarget === 'primary') this.ctx.wroteOnPrimary(this);
+    if (this.queue.length === 0 && !this.unitOpen) this.closeReplayWindow();
     this.releaseAfterChunk = true;
   }
 
@@ -1222,6 +1333,8 @@ export class ClientSession implements ServerDataHandler {
     this.need = 0;
     this.headerLength = 0;
     pool.discard(conn);
+    if (hadWork && !inTransaction && !midMessage && this.replay(node.name)) return;
+    this.closeReplayWindow();
     if (midMessage) {
       // the client holds part of a message: its stream cannot be repaired, and nothing may follow
       // (an ErrorResponse would be read as the rest of that message, e.g. as a row's last value);
@@ -1255,6 +1368,35 @@ export class ClientSession implements ServerDataHandler {
     }
     if (this.waiting === 'drain') this.waiting = 'none';
     this.pump();
+  }
+
+  /**
+   * The connection was lost under reads that the client has had no byte of: they run again, once,
+   * on whatever connection the router picks now (the node that failed is being checked). Returns
+   * false when they may not (see openReplayWindow).
+   */
+  private replay(node: string): boolean {
+    const buffer = this.replayBuffer;
+    // the client may have had the heads of the answers (RowDescription, …), nothing else
+    if (buffer === undefined || !this.replayable || this.replayed || this.clientBytes - this.clientBytesAtReplayStart !== this.replayHeadBytes) return false;
+    this.replayBuffer = undefined;
+    this.replayed = true;
+    // what the client has is skipped when it comes again
+    const skip = this.replaySkipCodes;
+    this.replaySkipCodes = this.replayCodes;
+    this.replayCodes = skip;
+    this.replayCodes.length = 0;
+    this.replaySkip = 0;
+    this.unitOpen = false;
+    this.skipUntilSync = false;
+    this.serverFatal = undefined;
+    this.waiting = 'none';
+    const last = buffer.subarray(this.replayStart, this.replayEnd);
+    this.reader.unshift(this.replayParts.length === 0 ? last : Buffer.concat([...this.replayParts, last]));
+    this.replayParts = [];
+    this.ctx.log.warn({ node, user: this.user }, 'server connection lost before a read was answered: running it again');
+    this.pump();
+    return true;
   }
 
   // ---------------------------------------------------------------- answers pgrelay makes itself
@@ -1327,8 +1469,28 @@ export class ClientSession implements ServerDataHandler {
     }
   }
 
+  /**
+   * A ParseComplete or CloseComplete pgrelay answers itself: part of the replay window's heads,
+   * or skipped when the client already has it from before a replay.
+   */
+  private sendHead(data: Buffer): void {
+    if (this.replaySkip < this.replaySkipCodes.length) {
+      if (data[0] === this.replaySkipCodes[this.replaySkip]) {
+        this.replaySkip++;
+        return;
+      }
+      this.replaySkip = this.replaySkipCodes.length;
+    }
+    if (this.replayBuffer !== undefined) {
+      this.replayCodes.push(data[0]!);
+      this.replayHeadBytes += data.length;
+    }
+    this.sendToClient(data);
+  }
+
   private sendToClient(data: Buffer): void {
     if (this.closed) return;
+    this.clientBytes += data.length;
     this.ctx.metrics.addBytesOut(data.length);
     if (this.collectingClientOut) this.clientOut.push(data);
     else this.writeClient(data);
@@ -1393,6 +1555,18 @@ export class ClientSession implements ServerDataHandler {
     this.socket.destroySoon?.();
     this.ctx.sessionClosed(this);
   }
+}
+
+/** Messages that head an answer and carry nothing of its result: a read may run again after them. */
+function isAnswerHead(code: number): boolean {
+  return (
+    code === BackendCode.ParseComplete ||
+    code === BackendCode.BindComplete ||
+    code === BackendCode.CloseComplete ||
+    code === BackendCode.NoData ||
+    code === BackendCode.ParameterDescription ||
+    code === BackendCode.RowDescription
+  );
 }
 
 /** `BEGIN`, `BEGIN WORK|TRANSACTION`, `START TRANSACTION`: no options, no comment (hints stay routed) */

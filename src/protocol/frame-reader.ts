@@ -69,6 +69,23 @@ export class FrameReader {
     this.offset = this.frameStart;
   }
 
+  /** Puts bytes back in front of those not yet returned (messages to be handled again). */
+  unshift(data: Buffer): void {
+    const remaining = this.length - this.offset;
+    if (remaining === 0) {
+      this.chunk = data;
+      this.offset = 0;
+      this.length = data.length;
+      return;
+    }
+    const merged = Buffer.allocUnsafe(data.length + remaining);
+    data.copy(merged, 0);
+    this.chunk.copy(merged, data.length, this.offset, this.length);
+    this.chunk = merged;
+    this.offset = 0;
+    this.length = merged.length;
+  }
+
   /** Bytes received but not yet returned as messages. */
   get pending(): number {
     return this.length - this.offset;

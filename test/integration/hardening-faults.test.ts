@@ -196,11 +196,9 @@ describe('a replica that goes silent (SIGSTOP)', () => {
       `[hardening] SIGSTOP ${silent}: marked down after ${downAfterMs.toFixed(0)} ms; in-flight reads: ` +
         results.map((r) => (r.ok ? `ok on ${r.node}` : `${r.code} after ${(r.at - stoppedAt).toFixed(0)} ms ("${r.message}")`)).join('; '),
     );
-    expect(failed.length).toBeGreaterThan(0);
-    for (const r of results) {
-      if (r.ok) expect(r.node).not.toBe(silent);
-      else expect(r.code).toMatch(/^08/);
-    }
+    // the reads in flight there had no byte of their answer yet: they ran again on another node
+    expect(failed).toEqual([]);
+    for (const r of results) if (r.ok) expect(r.node).not.toBe(silent);
   }, 180_000);
 
   it('uses the replica again after SIGCONT', async () => {

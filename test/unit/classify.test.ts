@@ -104,6 +104,8 @@ describe('effects', () => {
     ['ROLLBACK TO SAVEPOINT a', []],
     ['SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY', [{ type: 'set_transaction_read_only' }]],
     ['SET TRANSACTION READ WRITE', []],
+    // a hot standby cannot run a serializable transaction: not a read-only transaction for routing
+    ['SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY', []],
     ['SET transaction_read_only = on', [{ type: 'set_transaction_read_only' }]],
     ['SET default_transaction_read_only = on', [{ type: 'set', name: 'default_transaction_read_only', statement: 0 }, { type: 'default_read_only', value: true }]],
     ["SET default_transaction_read_only = 'off'", [{ type: 'set', name: 'default_transaction_read_only', statement: 0 }, { type: 'default_read_only', value: false }]],

@@ -61,6 +61,39 @@ describe('FrameReader', () => {
     );
   });
 
+  it('yields frames put back with unshift again, before the bytes still pending', () => {
+    fc.assert(
+      fc.property(fc.array(frame, { minLength: 1, maxLength: 12 }), fc.array(fc.nat(), { maxLength: 20 }), fc.nat(), fc.nat(), (frames, cuts, a, b) => {
+        const reader = new FrameReader(1024);
+        const seen: Frame[] = [];
+        const pieces = split(encode(frames), cuts);
+        // frames [from, to) are handed out, then put back (a session replaying its units)
+        const from = a % frames.length;
+        const to = from + 1 + (b % (frames.length - from));
+        let index = 0;
+        let replayed = false;
+        let window: Buffer[] = [];
+        for (const piece of pieces) {
+          reader.push(piece);
+          while (reader.next()) {
+            if (index >= from && index < to && !replayed) window.push(Buffer.from(reader.buffer.subarray(reader.frameStart, reader.end)));
+            else seen.push({ code: reader.code, body: Uint8Array.from(reader.buffer.subarray(reader.start, reader.end)) });
+            index++;
+            if (index === to && !replayed) {
+              replayed = true;
+              index = from;
+              reader.unshift(Buffer.concat(window));
+              window = [];
+            }
+          }
+        }
+        expect(seen).toEqual(frames.map((f) => ({ code: f.code, body: Uint8Array.from(f.body) })));
+        expect(reader.pending).toBe(0);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('refuses a declared length below 4 or above the limit from the 5-byte header alone', () => {
     const badLength = fc.oneof(fc.integer({ min: -0x80000000, max: 3 }), fc.integer({ min: 1025, max: 0x7fffffff }));
     fc.assert(
