@@ -228,6 +228,10 @@ class Collector {
         break;
       case 'writer':
         this.writer ??= `${qualified}()`;
+        // set_config(name, value, false) sets the setting for the rest of the server session,
+        // where pgrelay cannot follow its value: the client stays on that connection (with
+        // is_local true it lasts for the transaction only)
+        if (bare === 'set_config' && constantBool(fc.args?.[2]) !== true) this.pinning ??= qualified;
         break;
       case 'user':
         this.userFunctions.add(qualified);

@@ -126,4 +126,25 @@ describe('prepared statements on a shared server connection', () => {
     expect((await a.query('SELECT v FROM hardening_tmp')).rows).toEqual([{ v: "a's row" }]);
     await expect(b.query('SELECT v FROM hardening_tmp')).rejects.toMatchObject({ code: '42P01' });
   });
+
+  it('set_config(…, false) stays with the client that ran it (pinned); set_config(…, true) lasts for its transaction', async () => {
+    const relay = await relayWith({ pool: { size: 2, checkout_timeout_ms: 30_000 } });
+    const a = await connect(relay);
+    const b = await connect(relay);
+    const setting = async (c: pg.Client) => (await c.query<{ v: string }>("SELECT current_setting('application_name') AS v")).rows[0]!.v;
+    const before = await setting(b);
+    // a transaction-local value is gone after its transaction, for everyone
+    await a.query('BEGIN');
+    await a.query("SELECT set_config('application_name', 'local_only', true)");
+    expect(await setting(a)).toBe('local_only');
+    await a.query('COMMIT');
+    expect(await setting(a)).toBe(before);
+    // a session value stays with its client; the other client never sees it (with the idle
+    // connections taken in turns, it would be served by the one that ran it)
+    await a.query("SELECT set_config('application_name', 'a_session', false)");
+    for (let i = 0; i < 4; i++) {
+      expect(await setting(a)).toBe('a_session');
+      expect(await setting(b)).toBe(before);
+    }
+  });
 });
