@@ -82,6 +82,9 @@ const HISTORY_MIN_MS = 60_000;
  */
 const MAX_WAITING_WRITES = 65_536;
 
+/** Writes committed within this many milliseconds of a sample asked for by a write share the next one. */
+const WRITE_SAMPLE_GAP_MS = 5;
+
 /**
  * Keeps every replica's lag current in the topology. Every `routing.lag_interval_ms` it reads the
  * primary's WAL position and each other node's replay position, over one persistent connection per
@@ -118,6 +121,9 @@ export class LagMonitor implements WriteLsnSource {
   private primaryInflight: Promise<void> | undefined;
   private primaryQueued: Promise<void> | undefined;
   private primaryFailing = false;
+  /** when a sample was last asked for on behalf of writes, and the one scheduled (see sampleForWrites) */
+  private lastWriteSampleAt = -Infinity;
+  private writeSampleTimer: NodeJS.Timeout | undefined;
   /** primary position samples taken (rounds and writes), for tests and diagnostics */
   primarySamples = 0;
 
@@ -164,6 +170,8 @@ export class LagMonitor implements WriteLsnSource {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    if (this.writeSampleTimer) clearTimeout(this.writeSampleTimer);
+    this.writeSampleTimer = undefined;
     this.topology.off('change', this.onTopologyChange);
     const probes = [...this.probes.values()];
     this.probes.clear();
@@ -175,7 +183,28 @@ export class LagMonitor implements WriteLsnSource {
   afterWrite(done: (lsn: bigint) => void): void {
     this.waiters.push({ seq: ++this.writeSeq, done });
     if (this.pendingWrites > MAX_WAITING_WRITES) this.forgetOldestWaiters();
-    void this.samplePrimary();
+    this.sampleForWrites();
+  }
+
+  /**
+   * A sample for the writes waiting now: at once when none was asked for in the last
+   * WRITE_SAMPLE_GAP_MS, else one sample at the end of that gap serves every write made meanwhile
+   * (under a write load a sample per commit cost a query on the primary per transaction).
+   */
+  private sampleForWrites(): void {
+    if (this.writeSampleTimer !== undefined) return;
+    const wait = this.lastWriteSampleAt + WRITE_SAMPLE_GAP_MS - this.now();
+    if (wait <= 0) {
+      this.lastWriteSampleAt = this.now();
+      void this.samplePrimary();
+      return;
+    }
+    this.writeSampleTimer = setTimeout(() => {
+      this.writeSampleTimer = undefined;
+      if (this.stopped) return;
+      this.lastWriteSampleAt = this.now();
+      void this.samplePrimary();
+    }, Math.ceil(wait));
   }
 
   /** Writes still waiting for a WAL position (for tests and /status). */
