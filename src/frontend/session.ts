@@ -552,7 +552,8 @@ export class ClientSession implements ServerDataHandler {
     this.deferredBegin = Buffer.from(b.subarray(start - 5, end));
     this.txStatusBefore = this.clientTxStatus;
     this.clientTxStatus = TxStatus.InTransaction;
-    this.sendToClient(commandComplete('BEGIN'));
+    // PostgreSQL's command tags: BEGIN [WORK | TRANSACTION] → BEGIN, START TRANSACTION → START TRANSACTION
+    this.sendToClient(commandComplete(/^\s*start/i.test(text) ? 'START TRANSACTION' : 'BEGIN'));
     this.sendToClient(readyForQuery(TxStatus.InTransaction));
     return true;
   }

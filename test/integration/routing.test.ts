@@ -230,8 +230,9 @@ describe('where statements run, seen by the servers', () => {
       expect(readerPorts.has([...ports][0]!)).toBe(true);
 
       // the same with the other spellings of a plain BEGIN
-      for (const spelling of ['start transaction', 'BEGIN WORK;', 'begin transaction']) {
-        await client.query(spelling);
+      for (const [spelling, tag] of [['start transaction', 'START'], ['BEGIN WORK;', 'BEGIN'], ['begin transaction', 'BEGIN']] as const) {
+        // the command tag a direct connection gives (node-postgres reports its first word)
+        expect((await client.query(spelling)).command).toBe(tag);
         await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
         expect(readerPorts.has((await client.query('SELECT inet_server_port() AS port')).rows[0].port)).toBe(true);
         await client.query('ROLLBACK');
