@@ -271,6 +271,31 @@ export class LocalCluster implements ExitCleanup {
   }
 
   /**
+   * Someone else promoted `name` (pgrelay's managed failover) and re-pointed the other nodes to
+   * it: the cluster's own record follows. `name` is the primary; the other nodes stream from it,
+   * as standby or replica as `roleOf` tells (what the servers report); the former primary (dead,
+   * or fenced on its old timeline) streams from nothing until it is removed or repointed.
+   */
+  adoptPrimary(name: string, roleOf: (node: string) => LocalRole | undefined): void {
+    const record = this.record(name);
+    if (name === this.primaryName) return;
+    const former = this.records.get(this.primaryName);
+    if (former !== undefined) {
+      former.node.role = 'replica';
+      former.upstream = undefined;
+    }
+    record.node.role = 'primary';
+    record.upstream = undefined;
+    this.primaryName = name;
+    for (const other of this.records.values()) {
+      if (other === record || other === former) continue;
+      other.upstream = name;
+      const role = roleOf(other.node.name);
+      if (role === 'standby' || role === 'replica') other.node.role = role;
+    }
+  }
+
+  /**
    * Makes `name` stream from `primaryName`, through a slot created there. A standby just gets a
    * new primary_conninfo and a reload (recovery_target_timeline='latest' makes it follow the new
    * timeline). A node that is not a standby (a former primary) is stopped, rewound with

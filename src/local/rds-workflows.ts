@@ -159,10 +159,14 @@ export class ClusterWorkflows {
     const clusterPrimary = this.cluster.primary().name;
     const relayPrimary = this.relay.primaryName();
     if (relayPrimary !== clusterPrimary) {
-      throw new WorkflowRefused(
-        409,
-        `pgrelay sends writes to ${relayPrimary ?? 'no node'} but the local cluster's primary is ${clusterPrimary}: after a failover the local cluster cannot be changed by these workflows (restart the demo)`,
-      );
+      if (relayPrimary === undefined || !this.cluster.nodes.some((n) => n.name === relayPrimary)) {
+        throw new WorkflowRefused(409, `pgrelay sends writes to ${relayPrimary ?? 'no node'}, which is not a node of the local cluster (its primary was ${clusterPrimary})`);
+      }
+      // pgrelay failed over (managed mode promoted that node): the local cluster follows it
+      this.cluster.adoptPrimary(relayPrimary, (name) => {
+        const role = this.relay.node(name)?.role;
+        return role === 'standby' || role === 'replica' ? role : undefined;
+      });
     }
     const node = kind === 'remove' ? this.checkRemove(options.name) : this.checkAdd(kind === 'add-standby' ? 'standby' : 'replica', options.name);
     const startedAt = performance.now();

@@ -212,6 +212,25 @@ describe('single-AZ to Multi-AZ with pgrelay demo and pgrelay cluster add-standb
     }
   }, 180_000);
 
+  it('after the failover, add-standby gives the new primary a synchronous standby, and the dead former primary can be removed', async () => {
+    const result = await cli('add-standby');
+    console.log(`[rds] pgrelay cluster add-standby after the failover:\n${result.output}`);
+    expect(result.code, result.output).toBe(0);
+    const newStandby = /^done in [\d.]+ s: (\w+) \(/m.exec(result.output)?.[1];
+    expect(newStandby, result.output).toBeDefined();
+    const nodes = (await status()).nodes;
+    const primary = nodes.find((n) => n.name === 'standby1')!;
+    expect(primary.role).toBe('primary');
+    // the snapshot was taken from the new primary, and the new standby is its synchronous one
+    expect(await superQuery(primary.port, 'SELECT application_name, state, sync_state FROM pg_stat_replication')).toEqual([{ application_name: newStandby, state: 'streaming', sync_state: 'sync' }]);
+    await vi.waitFor(async () => expect((await status()).nodes.find((n) => n.name === newStandby)).toMatchObject({ role: 'standby', health: 'up' }), WAIT);
+
+    const removed = await cli('remove', 'primary');
+    expect(removed.code, removed.output).toBe(0);
+    expect((await status()).nodes.map((n) => n.name)).not.toContain('primary');
+    expect(fs.existsSync(`${baseDir}/primary`)).toBe(false);
+  }, 180_000);
+
   it('stops on Ctrl-C and leaves no process or file behind', async () => {
     const result = await demo.interrupt();
     expect(result).toEqual({ code: 0, signal: null });
