@@ -173,6 +173,8 @@ export class ClientSession implements ServerDataHandler {
   /** after a replay: the heads the client already has, skipped from replaySkip on */
   private replaySkipCodes: number[] = [];
   private replaySkip = 0;
+  /** the node whose connection was lost under the units being run again */
+  private replayAvoid: string | undefined;
 
   /** server chunks are views of the connection's read buffer (see ServerDataHandler) */
   readonly borrowsChunks = true;
@@ -689,7 +691,13 @@ export class ClientSession implements ServerDataHandler {
   private acquire(target: Target | 'any'): Ready {
     let choice;
     try {
-      choice = this.ctx.router.choose(target === 'replica' ? 'replica' : 'primary', target === 'replica' ? this.ctx.readConstraints(this, this.startingClassification) : undefined);
+      let constraints = target === 'replica' ? this.ctx.readConstraints(this, this.startingClassification) : undefined;
+      if (this.replayAvoid !== undefined) {
+        // units run again after a lost connection: not on that node while its health is decided
+        if (target === 'replica') constraints = { ...constraints, avoidNode: this.replayAvoid };
+        this.replayAvoid = undefined;
+      }
+      choice = this.ctx.router.choose(target === 'replica' ? 'replica' : 'primary', constraints);
     } catch (error) {
       this.failUnit(error);
       return FAILED;
@@ -1382,6 +1390,7 @@ export class ClientSession implements ServerDataHandler {
     if (buffer === undefined || !this.replayable || this.replayed || this.clientBytes - this.clientBytesAtReplayStart !== this.replayHeadBytes) return false;
     this.replayBuffer = undefined;
     this.replayed = true;
+    this.replayAvoid = node;
     // what the client has is skipped when it comes again
     const skip = this.replaySkipCodes;
     this.replaySkipCodes = this.replayCodes;

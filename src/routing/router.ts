@@ -15,6 +15,8 @@ export interface ReadConstraints {
   pendingWrite?: boolean | undefined;
   /** a per-statement lag limit (hint), tighter or looser than the configured one */
   maxLagMs?: number | undefined;
+  /** a replica not to use: the read is run again because its connection there was just lost */
+  avoidNode?: string | undefined;
 }
 
 export interface RouterOptions {
@@ -104,8 +106,10 @@ export class Router {
     if (constraints?.pendingWrite) return [];
     const out: NodeStatus[] = [];
     const minLsn = constraints?.minLsn;
+    const avoid = constraints?.avoidNode;
     for (const node of this.topology.nodes.values()) {
       if (!this.freshEnough(node, constraints?.maxLagMs)) continue;
+      if (avoid !== undefined && node.name === avoid) continue;
       if (minLsn !== undefined && (node.replayLsn === undefined || node.replayLsn < minLsn)) continue;
       out.push(node);
     }

@@ -63,6 +63,15 @@ describe('Router: which replicas qualify', () => {
     expect(router(t).readCandidates().map((n) => n.name)).toEqual(['r4']);
   });
 
+  it('a read run again after a lost connection avoids that replica; with no other one it goes to the primary', () => {
+    const t = cluster([{ name: 'r1' }, { name: 'r2' }]);
+    const r = router(t);
+    expect(r.readCandidates({ avoidNode: 'r1' }).map((n) => n.name)).toEqual(['r2']);
+    node(t, 'r2').fresh = false;
+    expect(r.readCandidates({ avoidNode: 'r1' })).toEqual([]);
+    expect(r.choose('replica', { avoidNode: 'r1' })?.node).toBe(node(t, 'primary'));
+  });
+
   it('read-your-writes: only replicas that replayed minLsn; a pending write sends the read to the primary', () => {
     const t = cluster([{ name: 'r1' }, { name: 'r2' }]);
     node(t, 'r1').replayLsn = 100n;
