@@ -194,18 +194,16 @@ export class LagMonitor implements WriteLsnSource {
   private sampleForWrites(): void {
     if (this.writeSampleTimer !== undefined) return;
     const wait = this.lastWriteSampleAt + WRITE_SAMPLE_GAP_MS - this.now();
-    if (wait <= 0) {
-      this.lastWriteSampleAt = this.now();
-      void this.samplePrimary();
-      return;
-    }
-    this.writeSampleTimer = setTimeout(() => {
-      this.writeSampleTimer = undefined;
-      if (this.stopped) return;
-      this.lastWriteSampleAt = this.now();
-      void this.samplePrimary();
-    }, Math.ceil(wait));
+    if (wait <= 0) this.sampleNowForWrites();
+    else this.writeSampleTimer = setTimeout(this.sampleNowForWrites, Math.ceil(wait));
   }
+
+  private readonly sampleNowForWrites = (): void => {
+    this.writeSampleTimer = undefined;
+    if (this.stopped) return;
+    this.lastWriteSampleAt = this.now();
+    void this.samplePrimary();
+  };
 
   /** Writes still waiting for a WAL position (for tests and /status). */
   get pendingWrites(): number {

@@ -21,6 +21,7 @@ import type { Target } from '../routing/router.js';
 import type { SessionContext } from './session-context.js';
 import { Expect, ResponseQueue, SWALLOW, kindOf } from './response-queue.js';
 import { renameInMessage, SERVER_STATEMENT_PREFIX, type ServerStatement } from './prepared-statements.js';
+import { ReplayWindow } from './replay-window.js';
 import { quoteLiteral, SessionState, stateTransition } from './session-state.js';
 
 /** Per-unit bookkeeping attached to the queue entries that complete a statement. */
@@ -41,9 +42,6 @@ const OK = 0; // attached: go on
 const WAIT = 1; // the session waits; the message is handled again later
 const FAILED = 2; // pgrelay answered the unit with an error; the message is consumed
 type Ready = typeof OK | typeof WAIT | typeof FAILED;
-
-/** A replay window whose messages came in pieces of more than this many bytes is not kept. */
-const MAX_REPLAY_BYTES = 1 << 20;
 
 /** The route a FunctionCall message is counted as. */
 const FUNCTION_CALL = 'function call';
@@ -155,26 +153,8 @@ export class ClientSession implements ServerDataHandler {
   private deferredBegin: Buffer | undefined;
   /** bytes sent to the client so far */
   private clientBytes = 0;
-  // replay window: the client bytes [replayStart, replayEnd) of replayBuffer are the units in
-  // flight on the attached connection (see openReplayWindow)
-  private replayBuffer: Buffer | undefined;
-  private replayStart = 0;
-  private replayEnd = 0;
-  private replayable = false;
-  /** earlier pieces of the window, when its messages came in several socket chunks */
-  private replayParts: Buffer[] = [];
-  private replayPartBytes = 0;
-  /** the units of the window were run again once already */
-  private replayed = false;
-  private clientBytesAtReplayStart = 0;
-  /** the server messages of the window that reached the client: heads of answers only, and their bytes */
-  private replayCodes: number[] = [];
-  private replayHeadBytes = 0;
-  /** after a replay: the heads the client already has, skipped from replaySkip on */
-  private replaySkipCodes: number[] = [];
-  private replaySkip = 0;
-  /** the node whose connection was lost under the units being run again */
-  private replayAvoid: string | undefined;
+  /** the reads in flight, to run again when their connection is lost (see ReplayWindow) */
+  private readonly replayWindow = new ReplayWindow();
 
   /** server chunks are views of the connection's read buffer (see ServerDataHandler) */
   readonly borrowsChunks = true;
@@ -283,7 +263,7 @@ export class ClientSession implements ServerDataHandler {
           this.reader.rewind();
           break;
         }
-        if (this.replayBuffer !== undefined) this.extendReplayWindow();
+        if (this.replayWindow.open) this.replayWindow.add(this.reader);
       }
       this.flushRun();
     } catch (error) {
@@ -605,12 +585,7 @@ export class ClientSession implements ServerDataHandler {
     return ready;
   }
 
-  /**
-   * A unit starts on the attached connection. The client messages of the units in flight there
-   * are remembered (as a range of the client's bytes, no copy) while they are all reads outside a
-   * transaction: if the connection is lost before any answer reached the client, they are run
-   * again elsewhere (see onServerClose).
-   */
+  /** A unit starts on the attached connection: it may run again when it is a read outside a transaction. */
   private openReplayWindow(classification: Classification | undefined): void {
     const replayable =
       classification !== undefined &&
@@ -620,41 +595,7 @@ export class ClientSession implements ServerDataHandler {
       !this.pinned &&
       this.clientTxStatus === TxStatus.Idle &&
       this.server!.txStatus === TxStatus.Idle;
-    if (this.replayBuffer === undefined) {
-      this.replayBuffer = this.reader.buffer;
-      this.replayStart = this.reader.frameStart;
-      this.replayEnd = this.reader.frameStart;
-      this.replayable = replayable;
-      this.clientBytesAtReplayStart = this.clientBytes;
-      this.replayCodes.length = 0;
-      this.replayHeadBytes = 0;
-      if (this.replayParts.length > 0) this.replayParts = [];
-      this.replayPartBytes = 0;
-    } else if (!replayable) this.replayable = false;
-  }
-
-  /** The message just handled joins the replay window. */
-  private extendReplayWindow(): void {
-    const reader = this.reader;
-    if (reader.buffer === this.replayBuffer && reader.frameStart === this.replayEnd) {
-      this.replayEnd = reader.end;
-      return;
-    }
-    // it came in another socket chunk: the window goes on in a new piece
-    if (!this.replayable) return;
-    this.replayParts.push(this.replayBuffer!.subarray(this.replayStart, this.replayEnd));
-    this.replayPartBytes += this.replayEnd - this.replayStart;
-    if (this.replayPartBytes > MAX_REPLAY_BYTES) this.replayable = false;
-    this.replayBuffer = reader.buffer;
-    this.replayStart = reader.frameStart;
-    this.replayEnd = reader.end;
-  }
-
-  private closeReplayWindow(): void {
-    this.replayBuffer = undefined;
-    if (this.replayParts.length > 0) this.replayParts = [];
-    this.replayed = false;
-    this.replaySkip = this.replaySkipCodes.length;
+    this.replayWindow.unitStarts(this.reader, replayable, this.clientBytes);
   }
 
   /**
@@ -692,10 +633,11 @@ export class ClientSession implements ServerDataHandler {
     let choice;
     try {
       let constraints = target === 'replica' ? this.ctx.readConstraints(this, this.startingClassification) : undefined;
-      if (this.replayAvoid !== undefined) {
+      const avoid = this.replayWindow.avoid;
+      if (avoid !== undefined) {
         // units run again after a lost connection: not on that node while its health is decided
-        if (target === 'replica') constraints = { ...constraints, avoidNode: this.replayAvoid };
-        this.replayAvoid = undefined;
+        if (target === 'replica') constraints = { ...constraints, avoidNode: avoid };
+        this.replayWindow.avoid = undefined;
       }
       choice = this.ctx.router.choose(target === 'replica' ? 'replica' : 'primary', constraints);
     } catch (error) {
@@ -808,7 +750,7 @@ export class ClientSession implements ServerDataHandler {
     this.serverNode = undefined;
     this.serverPool = undefined;
     this.attachedForWaiter = false;
-    this.closeReplayWindow();
+    this.replayWindow.close();
     node.inflight--;
     const elapsedMs = performance.now() - this.unitStartedAt;
     node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
@@ -1088,26 +1030,10 @@ export class ClientSession implements ServerDataHandler {
   /** Whether the server message starting now is swallowed (an answer to what pgrelay sent). */
   private shouldDrop(code: number): boolean {
     const head = this.queue.peek();
-    if ((head & SWALLOW) === 0) return this.replaySkip < this.replaySkipCodes.length && this.skipReplayed(code);
+    if ((head & SWALLOW) === 0) return this.replayWindow.alreadySent(code);
     // an error in an injected extended message (a re-sent Parse) is the client's error too
     if (code === BackendCode.ErrorResponse && kindOf(head) !== Expect.Query) return false;
     return true;
-  }
-
-  /**
-   * Units run again after a lost connection: the messages the client already has of their answer
-   * (ParseComplete, RowDescription, …) come again and are dropped. An error instead ends that:
-   * the client gets it after what it has, as from PostgreSQL.
-   */
-  private skipReplayed(code: number): boolean {
-    const expected = this.replaySkipCodes[this.replaySkip]!;
-    if (code === expected) {
-      this.replaySkip++;
-      return true;
-    }
-    this.replaySkip = this.replaySkipCodes.length;
-    if (code === BackendCode.ErrorResponse) return false;
-    throw new ProxyError(SqlState.connectionFailure, 'a read run again after a lost server connection was answered differently: the session cannot go on');
   }
 
   /** ReadyForQuery / ParameterStatus bodies; returns whether to pass the message on. */
@@ -1138,10 +1064,7 @@ export class ClientSession implements ServerDataHandler {
   private endMessage(code: number): void {
     const dropped = this.dropping;
     this.dropping = false;
-    if (!dropped && this.replayBuffer !== undefined && isAnswerHead(code)) {
-      this.replayCodes.push(code);
-      this.replayHeadBytes += this.currentLength;
-    }
+    if (!dropped && this.replayWindow.open) this.replayWindow.reachedClient(code, this.currentLength);
     const kind = this.queue.peekKind();
     switch (code) {
       case BackendCode.ParseComplete:
@@ -1249,7 +1172,7 @@ export class ClientSession implements ServerDataHandler {
     if (effects.length > 0 || this.txEffects.length > 0) this.applyEffects(effects, status, failed);
     // a write that reached the primary and is now committed: reads that follow must see it
     if (status === TxStatus.Idle && this.attachTarget === 'primary') this.ctx.wroteOnPrimary(this);
-    if (this.queue.length === 0 && !this.unitOpen) this.closeReplayWindow();
+    if (this.queue.length === 0 && !this.unitOpen) this.replayWindow.close();
     this.releaseAfterChunk = true;
   }
 
@@ -1343,7 +1266,7 @@ export class ClientSession implements ServerDataHandler {
     this.headerLength = 0;
     pool.discard(conn);
     if (hadWork && !inTransaction && !midMessage && this.replay(node.name)) return;
-    this.closeReplayWindow();
+    this.replayWindow.close();
     if (midMessage) {
       // the client holds part of a message: its stream cannot be repaired, and nothing may follow
       // (an ErrorResponse would be read as the rest of that message, e.g. as a row's last value);
@@ -1385,25 +1308,13 @@ export class ClientSession implements ServerDataHandler {
    * false when they may not (see openReplayWindow).
    */
   private replay(node: string): boolean {
-    const buffer = this.replayBuffer;
-    // the client may have had the heads of the answers (RowDescription, …), nothing else
-    if (buffer === undefined || !this.replayable || this.replayed || this.clientBytes - this.clientBytesAtReplayStart !== this.replayHeadBytes) return false;
-    this.replayBuffer = undefined;
-    this.replayed = true;
-    this.replayAvoid = node;
-    // what the client has is skipped when it comes again
-    const skip = this.replaySkipCodes;
-    this.replaySkipCodes = this.replayCodes;
-    this.replayCodes = skip;
-    this.replayCodes.length = 0;
-    this.replaySkip = 0;
+    const bytes = this.replayWindow.take(this.clientBytes, node);
+    if (bytes === undefined) return false;
     this.unitOpen = false;
     this.skipUntilSync = false;
     this.serverFatal = undefined;
     this.waiting = 'none';
-    const last = buffer.subarray(this.replayStart, this.replayEnd);
-    this.reader.unshift(this.replayParts.length === 0 ? last : Buffer.concat([...this.replayParts, last]));
-    this.replayParts = [];
+    this.reader.unshift(bytes);
     this.ctx.log.warn({ node, user: this.user }, 'server connection lost before a read was answered: running it again');
     this.pump();
     return true;
@@ -1484,17 +1395,9 @@ export class ClientSession implements ServerDataHandler {
    * or skipped when the client already has it from before a replay.
    */
   private sendHead(data: Buffer): void {
-    if (this.replaySkip < this.replaySkipCodes.length) {
-      if (data[0] === this.replaySkipCodes[this.replaySkip]) {
-        this.replaySkip++;
-        return;
-      }
-      this.replaySkip = this.replaySkipCodes.length;
-    }
-    if (this.replayBuffer !== undefined) {
-      this.replayCodes.push(data[0]!);
-      this.replayHeadBytes += data.length;
-    }
+    const code = data[0]!;
+    if (this.replayWindow.alreadySent(code)) return;
+    this.replayWindow.reachedClient(code, data.length);
     this.sendToClient(data);
   }
 
@@ -1565,18 +1468,6 @@ export class ClientSession implements ServerDataHandler {
     this.socket.destroySoon?.();
     this.ctx.sessionClosed(this);
   }
-}
-
-/** Messages that head an answer and carry nothing of its result: a read may run again after them. */
-function isAnswerHead(code: number): boolean {
-  return (
-    code === BackendCode.ParseComplete ||
-    code === BackendCode.BindComplete ||
-    code === BackendCode.CloseComplete ||
-    code === BackendCode.NoData ||
-    code === BackendCode.ParameterDescription ||
-    code === BackendCode.RowDescription
-  );
 }
 
 /** `BEGIN`, `BEGIN WORK|TRANSACTION`, `START TRANSACTION`: no options, no comment (hints stay routed) */
