@@ -1,19 +1,16 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { Load } from '../support/failover-load.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { useCleanups } from '../support/cleanups.js';
 
 // kill -9 of the primary under load, then of the promoted standby: managed failover keeps every
 // acknowledged write, keeps idle clients connected, re-points the replicas, and fences the old
 // primary when it comes back. This file builds its own cluster (it kills nodes).
-const cleanups: (() => Promise<unknown>)[] = [];
+const cleanups = useCleanups();
 let cluster: LocalCluster;
 let relay: Relay;
-
-afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-});
 
 async function client(): Promise<pg.Client> {
   const c = new pg.Client({ connectionString: relay.url() });

@@ -1,19 +1,16 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { useCleanups } from '../support/cleanups.js';
 
 // The standby and then the primary are lost: only an asynchronous replica is left. Managed
 // failover must not promote it (acknowledged writes may be missing there) unless
 // failover.allow_data_loss says so; mode off never changes the primary. Own cluster.
-const cleanups: (() => Promise<unknown>)[] = [];
+const cleanups = useCleanups();
 let cluster: LocalCluster;
 let managed: Relay;
 let off: Relay;
-
-afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-});
 
 beforeAll(async () => {
   cluster = await LocalCluster.create({ replicas: 1, standby: true });

@@ -1,17 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { Load } from '../support/failover-load.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { useCleanups } from '../support/cleanups.js';
 
 // failover.mode follow: an external manager promotes; pgrelay never does, and follows the node
 // that is out of recovery on the highest timeline. Own cluster (it stops and promotes nodes).
-const cleanups: (() => Promise<unknown>)[] = [];
+const cleanups = useCleanups();
 let cluster: LocalCluster;
 let relay: Relay;
-
-afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-});
 
 beforeAll(async () => {
   cluster = await LocalCluster.create({ replicas: 1, standby: true });

@@ -1,18 +1,15 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { Load } from '../support/failover-load.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { useCleanups } from '../support/cleanups.js';
 
 // A network-silent primary: every process of the node is stopped (SIGSTOP), so connections hang
 // instead of being refused. Only the health-check timeout can find it. Own cluster (it stops nodes).
-const cleanups: (() => Promise<unknown>)[] = [];
+const cleanups = useCleanups();
 let cluster: LocalCluster;
 let relay: Relay;
-
-afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-});
 
 beforeAll(async () => {
   cluster = await LocalCluster.create({ replicas: 2, standby: true });

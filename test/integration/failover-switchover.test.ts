@@ -1,17 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { Load } from '../support/failover-load.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { useCleanups } from '../support/cleanups.js';
 
 // Planned switchover (POST /admin/switchover) under load: clients see a pause, never an error, and
 // no acknowledged write is lost. Own cluster (it promotes nodes).
-const cleanups: (() => Promise<unknown>)[] = [];
+const cleanups = useCleanups();
 let cluster: LocalCluster;
 let relay: Relay;
-
-afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-});
 
 beforeAll(async () => {
   cluster = await LocalCluster.create({ replicas: 2, standby: true });

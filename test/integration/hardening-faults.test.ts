@@ -1,9 +1,10 @@
 import fc from 'fast-check';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { dataRow, errorFields, RawClient, serialize, type BackendMessage } from '../support/protocol-client.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { useCleanups } from '../support/cleanups.js';
 
 // Server faults under a live pgrelay, on a cluster of its own (primary + two async replicas):
 // a replica that crashes in the middle of a result, a replica that goes silent (SIGSTOP), a
@@ -12,7 +13,7 @@ import { startRelay, type Relay } from '../support/relay.js';
 // user is a pgrelay data-path server connection.
 const BOUND_MS = 60_000;
 const POOL_SIZE = 6;
-const cleanups: (() => Promise<unknown>)[] = [];
+const cleanups = useCleanups();
 let cluster: LocalCluster;
 let relay: Relay;
 
@@ -27,10 +28,6 @@ beforeAll(async () => {
   });
   cleanups.push(() => relay.stop());
   await waitAllUp();
-});
-
-afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
 });
 
 const login = () => ({ user: cluster.user, password: cluster.password, database: cluster.database });

@@ -14,26 +14,23 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { registerClusterRoutes } from '../../src/admin/cluster-routes.js';
 import type { StatusDocument } from '../../src/admin/status.js';
 import { LocalCluster } from '../../src/local/cluster.js';
 import type { ClusterWorkflows, WorkflowEvent } from '../../src/local/rds-workflows.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { useCleanups } from '../support/cleanups.js';
 
 const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
 const WAIT = { timeout: 90_000, interval: 100 };
 
-const cleanups: (() => Promise<unknown>)[] = [];
+const cleanups = useCleanups();
 /** RDS_TEST_TRACE=1 prints each streamed event as it arrives. */
 const trace = (text: string) => process.env.RDS_TEST_TRACE && process.stderr.write(`[rds trace] ${text}\n`);
 let cluster: LocalCluster;
 let relay: Relay;
 let workflows: ClusterWorkflows;
-
-afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
-});
 
 beforeAll(async () => {
   if (!fs.existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` first (npm test does)`);
