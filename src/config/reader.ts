@@ -207,21 +207,38 @@ function numberOf(found: ScalarView): number | undefined {
   return undefined;
 }
 
-export function str(options: { nonEmpty?: boolean; secret?: boolean } = {}): Spec<string> {
-  const expected = options.nonEmpty === true ? 'a non-empty string' : 'a string';
+/** Why a scalar was refused: what was expected ("expected …, got …"), or a message of its own. */
+type Refusal = { readonly expected: string } | { readonly message: string };
+
+/** A spec for one scalar: `convert` gives its value, or a Refusal. */
+function scalar<T extends string | number | boolean>(expected: string, convert: (found: ScalarView) => T | Refusal, secret = false): Spec<T> {
   return {
     expected,
     read(slot, ctx) {
       const found = view(slot, ctx);
       if (found === INVALID) return INVALID;
-      if (found.kind === 'string' && (options.nonEmpty !== true || found.value.trim() !== '')) return found.value;
-      if (found.kind === 'number' || found.kind === 'boolean') {
-        const hint = options.secret === true ? 'a string (put the value in quotes)' : `${expected} (put the value in quotes)`;
-        return mismatch(slot, ctx, hint, found, options.secret);
+      const result = convert(found);
+      if (typeof result !== 'object') return result;
+      if ('message' in result) {
+        ctx.report(slot.path, slot.at, result.message);
+        return INVALID;
       }
-      return mismatch(slot, ctx, expected, found, options.secret);
+      return mismatch(slot, ctx, result.expected, found, secret);
     },
   };
+}
+
+export function str(options: { nonEmpty?: boolean; secret?: boolean } = {}): Spec<string> {
+  const expected = options.nonEmpty === true ? 'a non-empty string' : 'a string';
+  const quoted = options.secret === true ? 'a string (put the value in quotes)' : `${expected} (put the value in quotes)`;
+  return scalar<string>(
+    expected,
+    (found) => {
+      if (found.kind === 'string' && (options.nonEmpty !== true || found.value.trim() !== '')) return found.value;
+      return { expected: found.kind === 'number' || found.kind === 'boolean' ? quoted : expected };
+    },
+    options.secret,
+  );
 }
 
 function rangeText(min: number, max: number | undefined, note: string | undefined): string {
@@ -231,54 +248,31 @@ function rangeText(min: number, max: number | undefined, note: string | undefine
 
 export function int(options: { min: number; max?: number; note?: string }): Spec<number> {
   const expected = `an integer ${rangeText(options.min, options.max, options.note)}`;
-  return {
-    expected,
-    read(slot, ctx) {
-      const found = view(slot, ctx);
-      if (found === INVALID) return INVALID;
-      const n = numberOf(found);
-      if (n === undefined || !Number.isInteger(n) || n < options.min || (options.max !== undefined && n > options.max)) {
-        return mismatch(slot, ctx, expected, found);
-      }
-      return n;
-    },
-  };
+  return scalar<number>(expected, (found) => {
+    const n = numberOf(found);
+    if (n === undefined || !Number.isInteger(n) || n < options.min || (options.max !== undefined && n > options.max)) return { expected };
+    return n;
+  });
 }
 
 export function num(options: { min: number }): Spec<number> {
   const expected = `a number ≥ ${options.min}`;
-  return {
-    expected,
-    read(slot, ctx) {
-      const found = view(slot, ctx);
-      if (found === INVALID) return INVALID;
-      const n = numberOf(found);
-      if (n === undefined || !Number.isFinite(n) || n < options.min) return mismatch(slot, ctx, expected, found);
-      return n;
-    },
-  };
+  return scalar<number>(expected, (found) => {
+    const n = numberOf(found);
+    return n === undefined || !Number.isFinite(n) || n < options.min ? { expected } : n;
+  });
 }
 
 /** Milliseconds: a number, or a string with a unit. `positive` rejects 0. */
 export function duration(options: { positive?: boolean } = {}): Spec<number> {
   const bound = options.positive === true ? '> 0' : '≥ 0';
   const expected = `a number ${bound} or a duration like "250ms" (units: ${DURATION_UNITS})`;
-  return {
-    expected,
-    read(slot, ctx) {
-      const found = view(slot, ctx);
-      if (found === INVALID) return INVALID;
-      const ms = found.kind === 'number' ? found.value : found.kind === 'string' ? parseDuration(found.value) : undefined;
-      if (ms === undefined || !Number.isFinite(ms) || ms < 0 || (options.positive === true && ms === 0)) {
-        return mismatch(slot, ctx, expected, found);
-      }
-      if (ms > MAX_DURATION_MS) {
-        ctx.report(slot.path, slot.at, `expected a duration of at most ${MAX_DURATION_MS}ms (about ${formatDuration(24 * 86_400_000)}), got ${describe(found)}`);
-        return INVALID;
-      }
-      return ms;
-    },
-  };
+  return scalar<number>(expected, (found) => {
+    const ms = found.kind === 'number' ? found.value : found.kind === 'string' ? parseDuration(found.value) : undefined;
+    if (ms === undefined || !Number.isFinite(ms) || ms < 0 || (options.positive === true && ms === 0)) return { expected };
+    if (ms > MAX_DURATION_MS) return { message: `expected a duration of at most ${MAX_DURATION_MS}ms (about ${formatDuration(24 * 86_400_000)}), got ${describe(found)}` };
+    return ms;
+  });
 }
 
 /** Bytes: a number, or a string with a unit (1024-based). */
@@ -286,68 +280,47 @@ export function size(options: { min: number; max?: number }): Spec<number> {
   const expected = `a number ${rangeText(options.min, options.max, undefined)} or a size like "16MB" (units: ${SIZE_UNITS})`;
   const expectedShort =
     options.max === undefined ? `a size ≥ ${formatSize(options.min)}` : `a size from ${formatSize(options.min)} to ${formatSize(options.max)}`;
-  return {
-    expected,
-    read(slot, ctx) {
-      const found = view(slot, ctx);
-      if (found === INVALID) return INVALID;
-      const bytes = found.kind === 'number' ? found.value : found.kind === 'string' ? parseSize(found.value) : undefined;
-      if (bytes === undefined || !Number.isFinite(bytes)) return mismatch(slot, ctx, expected, found);
-      if (!Number.isInteger(bytes) || bytes < options.min || (options.max !== undefined && bytes > options.max)) return mismatch(slot, ctx, expectedShort, found);
-      return bytes;
-    },
-  };
+  return scalar<number>(expected, (found) => {
+    const bytes = found.kind === 'number' ? found.value : found.kind === 'string' ? parseSize(found.value) : undefined;
+    if (bytes === undefined || !Number.isFinite(bytes)) return { expected };
+    if (!Number.isInteger(bytes) || bytes < options.min || (options.max !== undefined && bytes > options.max)) return { expected: expectedShort };
+    return bytes;
+  });
 }
 
 export function bool(): Spec<boolean> {
   const expected = 'true or false';
-  return {
-    expected,
-    read(slot, ctx) {
-      const found = view(slot, ctx);
-      if (found === INVALID) return INVALID;
-      if (found.kind === 'boolean') return found.value;
-      if (found.kind === 'string' && (found.value === 'true' || found.value === 'false')) return found.value === 'true';
-      return mismatch(slot, ctx, expected, found);
-    },
-  };
+  return scalar<boolean>(expected, (found) => {
+    if (found.kind === 'boolean') return found.value;
+    if (found.kind === 'string' && (found.value === 'true' || found.value === 'false')) return found.value === 'true';
+    return { expected };
+  });
 }
 
 export function oneOf<const V extends string>(values: readonly V[]): Spec<V> {
   const expected = `one of ${values.join(', ')}`;
-  return {
-    expected,
-    read(slot, ctx) {
-      const found = view(slot, ctx);
-      if (found === INVALID) return INVALID;
-      if (found.kind === 'string' && (values as readonly string[]).includes(found.value)) return found.value as V;
-      const guess = found.kind === 'string' ? suggestKey(found.value, values) : undefined;
-      const hint = guess === undefined ? '' : `; did you mean "${guess}"?`;
-      ctx.report(slot.path, slot.at, `expected ${expected}, got ${describe(found)}${hint}`);
-      return INVALID;
-    },
-  };
+  return scalar<V>(expected, (found) => {
+    if (found.kind === 'string' && (values as readonly string[]).includes(found.value)) return found.value as V;
+    const guess = found.kind === 'string' ? suggestKey(found.value, values) : undefined;
+    const hint = guess === undefined ? '' : `; did you mean "${guess}"?`;
+    return { message: `expected ${expected}, got ${describe(found)}${hint}` };
+  });
 }
 
 /** An http:// or https:// URL. */
 export function httpUrl(): Spec<string> {
   const expected = 'an http:// or https:// URL like "http://127.0.0.1:8008"';
-  return {
-    expected,
-    read(slot, ctx) {
-      const found = view(slot, ctx);
-      if (found === INVALID) return INVALID;
-      if (found.kind === 'string') {
-        try {
-          const url = new URL(found.value);
-          if (url.protocol === 'http:' || url.protocol === 'https:') return found.value;
-        } catch {
-          // reported below
-        }
+  return scalar<string>(expected, (found) => {
+    if (found.kind === 'string') {
+      try {
+        const url = new URL(found.value);
+        if (url.protocol === 'http:' || url.protocol === 'https:') return found.value;
+      } catch {
+        // refused below
       }
-      return mismatch(slot, ctx, expected, found);
-    },
-  };
+    }
+    return { expected };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
