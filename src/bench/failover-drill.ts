@@ -27,6 +27,7 @@ import { parseConfig } from '../config/load.js';
 import { LocalCluster } from '../local/cluster.js';
 import { createLogger, silentLogger, type Logger } from '../util/log.js';
 import { median } from './stats.js';
+import { ms, sleep, until } from './drill-common.js';
 
 interface Options {
   rounds: number;
@@ -365,22 +366,6 @@ function markdown(report: { date: string; options: Options; kills: KillRound[]; 
     );
   }
   return lines.join('\n');
-}
-
-function ms(value: number): string {
-  return Number.isFinite(value) ? `${Math.round(value)} ms` : 'n/a';
-}
-
-async function until(timeoutMs: number, what: string, done: () => boolean): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!done()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function parseOptions(argv: string[]): Options {

@@ -26,6 +26,7 @@ import { parseConfig } from '../config/load.js';
 import { PatroniCluster } from '../local/patroni-cluster.js';
 import { createLogger, silentLogger, type Logger } from '../util/log.js';
 import { median } from './stats.js';
+import { ms, sleep, until } from './drill-common.js';
 
 interface Options {
   rounds: number;
@@ -69,6 +70,8 @@ interface SwitchoverRound {
 
 const TABLE = 'patroni_drill';
 const PROBE_MS = 10;
+/** How often the drill's waits look again. */
+const POLL_MS = 20;
 
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2));
@@ -133,6 +136,7 @@ async function settle(cluster: PatroniCluster, apps: App[]): Promise<void> {
   const leader = members.find((m) => m.role === 'leader')!.name;
   await until(60_000, 'every pgrelay to follow the leader with fresh replicas', () =>
     apps.every((app) => app.topology.primaryName === leader && [...app.topology.nodes.values()].filter((n) => n.name !== leader && n.up && n.fresh).length === members.length - 1),
+    POLL_MS,
   );
 }
 
@@ -143,7 +147,7 @@ async function killRound(cluster: PatroniCluster, apps: App[], urls: string[], o
   const direct = new DirectProbe(cluster, others);
   await direct.connect();
   writers.forEach((w) => w.start());
-  await until(20_000, 'writes through every pgrelay', () => writers.every((w) => w.acks.length > 10));
+  await until(20_000, 'writes through every pgrelay', () => writers.every((w) => w.acks.length > 10), POLL_MS);
 
   // the kill: Patroni's process and every PostgreSQL process of the leader get SIGKILL at killAt;
   // by killDone they are all gone (a write sent before then may still have reached the old leader)
@@ -163,8 +167,8 @@ async function killRound(cluster: PatroniCluster, apps: App[], urls: string[], o
     }
     await sleep(PROBE_MS);
     return false;
-  });
-  await until(60_000, 'writes through every pgrelay and directly after the kill', () => direct.firstWriteAt !== undefined && writers.every((w) => w.firstAckAfter(killDone) !== undefined));
+  }, POLL_MS);
+  await until(60_000, 'writes through every pgrelay and directly after the kill', () => direct.firstWriteAt !== undefined && writers.every((w) => w.firstAckAfter(killDone) !== undefined), POLL_MS);
   await sleep(500);
   await Promise.all(writers.map((w) => w.stop()));
   await direct.stop();
@@ -191,12 +195,12 @@ async function killRound(cluster: PatroniCluster, apps: App[], urls: string[], o
 async function switchoverRound(cluster: PatroniCluster, apps: App[], urls: string[], options: Options): Promise<SwitchoverRound> {
   const writers = urls.map((url, i) => new Writers(url, i, options.writers));
   writers.forEach((w) => w.start());
-  await until(20_000, 'writes through every pgrelay', () => writers.every((w) => w.acks.length > 10));
+  await until(20_000, 'writes through every pgrelay', () => writers.every((w) => w.acks.length > 10), POLL_MS);
   const response = await fetch(`http://127.0.0.1:${apps[0]!.adminAddress!.port}/admin/switchover`, { method: 'POST', body: '', signal: AbortSignal.timeout(120_000) });
   const answer = (await response.json()) as Record<string, unknown>;
   if (response.status !== 200) throw new Error(`switchover failed: HTTP ${response.status} ${JSON.stringify(answer)}`);
   const to = String(answer['to']);
-  await until(30_000, 'every pgrelay to follow the new leader', () => apps.every((app) => app.topology.primaryName === to));
+  await until(30_000, 'every pgrelay to follow the new leader', () => apps.every((app) => app.topology.primaryName === to), POLL_MS);
   await sleep(1000);
   await Promise.all(writers.map((w) => w.stop()));
   let lost = 0;
@@ -362,22 +366,6 @@ function markdown(report: { date: string; options: Options; kills: KillRound[]; 
     );
   }
   return lines.join('\n');
-}
-
-function ms(value: number): string {
-  return Number.isFinite(value) ? `${Math.round(value)} ms` : 'n/a';
-}
-
-async function until(timeoutMs: number, what: string, done: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await done())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function parseOptions(argv: string[]): Options {
