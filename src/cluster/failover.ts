@@ -121,6 +121,10 @@ export class Failover {
     if (this.busy) throw new ProxyError(SqlState.cannotConnectNow, `a ${this.busy} is already running`);
     this.busy = 'switchover';
     try {
+      // a re-pointing or a change of synchronous standby under way would race the switchover's
+      // own (a standby re-pointed after it was made synchronous holds every commit): it stops at
+      // its next step now that a switchover is busy, and the switchover starts after it
+      await this.reconciling;
       const result = await runSwitchover(
         {
           topology: this.deps.topology,
@@ -357,7 +361,7 @@ export class Failover {
         await this.reconcileOnce().catch((error: unknown) => {
           if (!this.stopped) this.logError('reconcile', { err: errorText(error) }, 're-pointing replicas failed; will retry');
         });
-      } while (this.reconcileAgain && !this.stopped);
+      } while (this.reconcileAgain && !this.stopped && !this.busy);
     })().finally(() => {
       this.reconciling = undefined;
     });
@@ -385,8 +389,9 @@ export class Failover {
         }
       }),
     );
-    if (topology.primaryName !== primary.name || this.stopped) return;
+    if (topology.primaryName !== primary.name || this.stopped || this.busy) return;
     if (repointed.length > 0) await this.waitForStreaming(primary, repointed);
+    if (this.busy) return;
     if (this.syncWanted && this.syncSettledFor !== primary.name) await this.settleSynchronousStandby(primary);
   }
 
@@ -394,13 +399,13 @@ export class Failover {
   private async waitForStreaming(primary: NodeStatus, followers: NodeStatus[]): Promise<void> {
     const deadline = Date.now() + STREAMING_WAIT_MS;
     let waiting = followers;
-    while (waiting.length > 0 && Date.now() < deadline && !this.stopped && this.deps.topology.primaryName === primary.name) {
+    while (waiting.length > 0 && Date.now() < deadline && !this.stopped && !this.busy && this.deps.topology.primaryName === primary.name) {
       const peers = await this.admin.streamingPeers(address(primary)).catch(() => []);
       const streaming = new Set(peers.filter((p) => p.state === 'streaming').map((p) => p.applicationName.toLowerCase()));
       waiting = waiting.filter((f) => !streaming.has(this.deps.health.applicationName(f.name).toLowerCase()));
       if (waiting.length > 0) await sleep(100);
     }
-    if (this.stopped || this.deps.topology.primaryName !== primary.name) return;
+    if (this.stopped || this.busy || this.deps.topology.primaryName !== primary.name) return;
     for (const follower of waiting) {
       this.pointedAt.delete(follower.name);
       this.deps.log.error({ node: follower.name, primary: primary.name }, 'replica does not stream from the new primary (it may have gone past the point where the new timeline forked: rejoin it with pg_rewind)');

@@ -5,6 +5,7 @@ import type { Logger } from '../util/log.js';
 import { chooseFailoverTarget, type PlanNode, type ReplicationObservation } from './failover-plan.js';
 import type { HealthChecker } from './health-checker.js';
 import { sleep, type NodeAdmin, type NodeAddress } from './node-admin.js';
+import { listsStandby, parseSyncStandbyNames } from './sync-standby-names.js';
 import type { NodeStatus, Topology } from './topology.js';
 
 export interface SwitchoverContext {
@@ -69,9 +70,16 @@ export async function runSwitchover(ctx: SwitchoverContext, targetName: string |
     throw new ProxyError(SqlState.cannotConnectNow, `${target.name} is not streaming from ${old.name}: it cannot catch up`);
   }
   const reason = targetName ? `switchover to ${target.name} requested` : `switchover to ${target.name}, the synchronous standby`;
-  const synchronous = new Set(peers.filter((p) => p.syncState === 'sync' || p.syncState === 'quorum').map((p) => p.applicationName.toLowerCase()));
+  // A follower the old primary's commits may wait for is moved only once it refuses writes. Its
+  // sync_state lags a change of synchronous_standby_names (a walsender re-reads the setting on its
+  // own time), so a standby the setting lists counts as synchronous too.
+  const syncNames = parseSyncStandbyNames(await admin.synchronousStandbyNames(address(old)));
+  const synchronous = new Set(peers.filter((p) => p.syncState === 'sync' || p.syncState === 'quorum' || p.syncState === 'potential').map((p) => p.applicationName.toLowerCase()));
   const followers = [...topology.nodes.values()].filter((n) => n.name !== old.name && n.name !== target.name && n.up && !n.fenced && n.inRecovery === true);
-  const isSynchronous = (n: NodeStatus) => synchronous.has(ctx.health.applicationName(n.name).toLowerCase());
+  const isSynchronous = (n: NodeStatus) => {
+    const app = ctx.health.applicationName(n.name);
+    return synchronous.has(app.toLowerCase()) || listsStandby(syncNames, app);
+  };
 
   // 0. cascade the asynchronous replicas from the target
   await cascade(ctx, followers.filter((n) => !isSynchronous(n)), target);
