@@ -28,6 +28,7 @@ import { newestProfile, summariseProfile } from './profile.js';
 import { startRelayProcess, type RelayNode, type RelayProcess } from './relay-process.js';
 import { checkTargets, markdown, summarise, TARGET_LABELS, WORKLOAD_LABELS, type BenchReport, type RunRecord, type TargetId, type WorkloadId } from './report.js';
 import type { Service } from './service.js';
+import { prepareWebapp, runWebapp, setApplyDelay, type WebappMode, type WebappNode } from './webapp.js';
 
 interface Options {
   rounds: number;
@@ -40,6 +41,10 @@ interface Options {
   poolSize: number;
   idleClients: number;
   workloads: WorkloadId[];
+  /** the web-application workload (issue 17), with and without an apply delay on the async replicas */
+  webapp: boolean;
+  /** the async replicas' recovery_min_apply_delay for the delayed webapp runs */
+  webappDelayMs: number;
   profile: boolean;
   peers: boolean;
   install: boolean;
@@ -47,11 +52,12 @@ interface Options {
 }
 
 const ALL_WORKLOADS: WorkloadId[] = ['select-simple', 'select-extended', 'select-prepared', 'tpcb', 'latency-1-client'];
+const WEBAPP = 'webapp';
 
 const USAGE = `usage: npm run bench -- [--rounds N] [--duration S] [--latency-duration S] [--scale N] [--clients N]
        [--threads N] [--tpcb-clients N] [--pool-size N] [--idle-clients N] [--workloads a,b,…]
-       [--profile] [--no-peers] [--no-install] [--out DIR]
-workloads: ${ALL_WORKLOADS.join(', ')}`;
+       [--webapp-delay-ms N] [--profile] [--no-peers] [--no-install] [--out DIR]
+workloads: ${[...ALL_WORKLOADS, WEBAPP].join(', ')}`;
 
 function parseOptions(argv: string[]): Options {
   const options: Options = {
@@ -65,6 +71,8 @@ function parseOptions(argv: string[]): Options {
     poolSize: 8,
     idleClients: 2000,
     workloads: [...ALL_WORKLOADS],
+    webapp: true,
+    webappDelayMs: 20,
     profile: false,
     peers: true,
     install: true,
@@ -80,6 +88,7 @@ function parseOptions(argv: string[]): Options {
     'tpcb-clients': 'tpcbClients',
     'pool-size': 'poolSize',
     'idle-clients': 'idleClients',
+    'webapp-delay-ms': 'webappDelayMs',
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -94,9 +103,10 @@ function parseOptions(argv: string[]): Options {
       (options as unknown as Record<string, number>)[ints[flag]!] = n;
     } else if (flag === 'workloads') {
       const names = value().split(',').map((s) => s.trim()).filter(Boolean);
-      const unknown = names.filter((n) => !ALL_WORKLOADS.includes(n as WorkloadId));
-      if (unknown.length > 0 || names.length === 0) throw new UsageError(`--workloads: unknown ${unknown.join(', ') || '(empty)'}; choose from ${ALL_WORKLOADS.join(', ')}`);
+      const unknown = names.filter((n) => n !== WEBAPP && !ALL_WORKLOADS.includes(n as WorkloadId));
+      if (unknown.length > 0 || names.length === 0) throw new UsageError(`--workloads: unknown ${unknown.join(', ') || '(empty)'}; choose from ${[...ALL_WORKLOADS, WEBAPP].join(', ')}`);
       options.workloads = ALL_WORKLOADS.filter((w) => names.includes(w));
+      options.webapp = names.includes(WEBAPP);
     } else if (flag === 'profile') options.profile = true;
     else if (flag === 'no-peers') options.peers = false;
     else if (flag === 'no-install') options.install = false;
@@ -281,8 +291,8 @@ async function main(argv: string[]): Promise<number> {
       return record;
     };
 
-    say('warm-up: 2 s of select-only per target');
-    for (const t of targets) await runOne(0, 'select-simple', t.id, 2);
+    if (options.workloads.length > 0) say('warm-up: 2 s of select-only per target');
+    if (options.workloads.length > 0) for (const t of targets) await runOne(0, 'select-simple', t.id, 2);
     if (options.workloads.includes('select-prepared')) for (const t of targets) if (t.id !== 'pgbouncer' || bouncerPrepared) await runOne(0, 'select-prepared', t.id, 2);
 
     for (let round = 1; round <= options.rounds; round++) {
@@ -297,6 +307,35 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     report.summary = summarise(report.runs, options.workloads, targetsFor);
+
+    if (options.webapp) {
+      const webNodes: WebappNode[] = cluster.nodes.map((n) => ({ name: n.name, role: n.role, url: cluster!.url(n.name, { superuser: true }) }));
+      const asyncReplicas = webNodes.filter((n) => n.role === 'replica');
+      say('web application workload: table on the primary');
+      await prepareWebapp(cluster.url('primary'));
+      for (const node of nodes) await cluster.waitForReplay(node.name, 120_000);
+      report.webapp = [];
+      for (const delayMs of [0, options.webappDelayMs]) {
+        await setApplyDelay(asyncReplicas, delayMs);
+        for (let round = 1; round <= options.rounds; round++) {
+          for (const mode of ['autocommit', 'transactions'] as WebappMode[]) {
+            for (const targetId of ['pgrelay-read', 'pgpool'] as TargetId[]) {
+              const target = targets.find((t) => t.id === targetId);
+              if (!target) continue;
+              try {
+                const result = await runWebapp(target.endpoint, webNodes, { clients: options.clients, durationS: options.durationS, mode });
+                report.webapp.push({ round, delayMs, target: targetId, result });
+                say(`webapp round ${round}/${options.rounds}, apply delay ${delayMs} ms, ${mode} — ${TARGET_LABELS[targetId]}: ${result.requestsPerS.toFixed(0)} req/s, reads on replicas ${(100 * result.onReplicas).toFixed(1)} %, stale ${result.stale}, errors ${result.errors}${result.firstError ? ` (${result.firstError})` : ''}`);
+              } catch (error) {
+                report.webapp.push({ round, delayMs, target: targetId, error: message(error) });
+                say(`webapp round ${round}, ${mode} — ${TARGET_LABELS[targetId]}: FAILED: ${message(error)}`);
+              }
+            }
+          }
+        }
+      }
+      await setApplyDelay(asyncReplicas, 0);
+    }
 
     if (options.idleClients > 0) {
       say(`RSS per idle client: ${options.idleClients} idle clients on pgrelay (primary only)`);

@@ -210,6 +210,8 @@ export async function startPgpool(binary: string, setup: PeerSetup, nodes: reado
     'connection_cache = on',
     'load_balance_mode = on',
     'statement_level_load_balance = off',
+    // reads inside a transaction go to the primary after its first write (the default, said aloud)
+    "disable_load_balance_on_write = 'transaction'",
     'sr_check_period = 10',
     `sr_check_user = '${setup.user}'`,
     "sr_check_password = ''",

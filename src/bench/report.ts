@@ -7,6 +7,7 @@ import type { ClassifyBenchResult } from '../classify/bench.js';
 import type { IdleClientsResult } from './idle-clients.js';
 import type { ProfileSummary } from './profile.js';
 import { median, minMax } from './stats.js';
+import { webappMarkdown, type WebappRun } from './webapp.js';
 
 export type TargetId = 'direct' | 'pgrelay-primary' | 'pgrelay-read' | 'pgbouncer' | 'pgpool';
 
@@ -94,6 +95,7 @@ export interface BenchReport {
   idleClients?: IdleClientsResult | { error: string };
   classification?: ClassifyBenchResult | { error: string };
   profiles: { mode: string; summary: ProfileSummary; tps?: number }[];
+  webapp?: WebappRun[];
   durationS?: number;
 }
 
@@ -270,6 +272,7 @@ export function markdown(report: BenchReport, workloads: readonly WorkloadId[]):
     }
     out.push('');
   }
+  if (report.webapp && report.webapp.length > 0) out.push(...webappMarkdown(report.webapp, TARGET_LABELS));
   out.push('## Targets (issue 8)');
   out.push('');
   out.push('| target | wanted | measured | met |');
