@@ -228,6 +228,30 @@ describe('user functions and volatility', () => {
   });
 });
 
+describe('decisions that read a literal', () => {
+  it("set_config's is_local decides the pin per text, not per shape ('true' and 'false' mask alike)", async () => {
+    const k = await Classifier.create();
+    expect(k.classify("SELECT set_config('app.tenant', '1', 'true')").pin).toBe(false);
+    expect(k.classify("SELECT set_config('app.tenant', '7', 'false')").pin).toBe(true);
+    expect(k.classify("SELECT set_config('app.tenant', '8', 'true')").pin).toBe(false);
+    expect(k.classify("SELECT set_config('app.tenant', '7', 0)").pin).toBe(true);
+    expect(k.classify("SELECT set_config('app.tenant', '7', 1)").pin).toBe(false);
+    // keywords are not masked: those shapes stay cached
+    expect(k.classify("SELECT set_config('app.tenant', '1', true)").pin).toBe(false);
+    expect(k.classify("SELECT set_config('app.tenant', '2', false)").pin).toBe(true);
+    // a parameter is not known: pinned
+    expect(k.classify('SELECT set_config($1, $2, $3)').pin).toBe(true);
+  });
+
+  it('sequence functions pin: currval and lastval answer from the backend where nextval ran', async () => {
+    const k = await Classifier.create();
+    for (const sql of ["SELECT nextval('s')", "SELECT setval('s', 5)", "SELECT currval('s')", 'SELECT lastval()', "INSERT INTO t VALUES (nextval('s'))", "SELECT pg_catalog.currval('s')"]) {
+      expect(k.classify(sql), sql).toMatchObject({ route: 'primary', pin: true });
+    }
+    expect(k.classify("SELECT app.nextval('s')").pin).toBe(false); // a user function of that name
+  });
+});
+
 describe('cache', () => {
   it('two texts differing only in literals: one miss, one hit', async () => {
     const k = await Classifier.create();
