@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { Classifier, splitStatements } from '../../src/classify/classifier.js';
 import { runClassifyCli } from '../../src/classify/cli.js';
+import { refusedDeallocate } from '../../src/classify/deallocate.js';
 
 interface CorpusCase {
   sql: string;
@@ -249,6 +250,23 @@ describe('decisions that read a literal', () => {
       expect(k.classify(sql), sql).toMatchObject({ route: 'primary', pin: true });
     }
     expect(k.classify("SELECT app.nextval('s')").pin).toBe(false); // a user function of that name
+  });
+});
+
+describe('DEALLOCATE refusals', () => {
+  const ctx = (alone: boolean) => ({ isOwn: (n: string) => n === 'mine' || n === 'pgrelay_own', serverPrefix: 'pgrelay_', alone });
+  it.each([
+    ['DEALLOCATE pgrelay_1', true, '26000'],
+    ['SELECT 1; DEALLOCATE pgrelay_1', false, '26000'],
+    ['DEALLOCATE PREPARE "pgrelay_1"; SELECT 1', false, '26000'],
+    ['SELECT 1; DEALLOCATE ALL', false, '0A000'],
+    ['DEALLOCATE ALL', false, '0A000'], // through Parse
+    ['DEALLOCATE ALL', true, undefined], // answered by the session
+    ['DEALLOCATE pgrelay_own', false, undefined],
+    ['SELECT 1; DEALLOCATE mine', false, undefined],
+    ['SELECT 1; DEALLOCATE other', false, undefined],
+  ] as const)('%s (alone: %s) → %s', (sql, alone, sqlstate) => {
+    expect(refusedDeallocate(classifier.classify(sql), ctx(alone))?.sqlstate).toBe(sqlstate);
   });
 });
 
