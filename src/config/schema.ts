@@ -121,6 +121,7 @@ export const configSpec: Spec<Config> = obj<Config>(
         mode: withDefault(oneOf(['managed', 'follow', 'patroni', 'off']), defaults.failover.mode),
         wait_ms: withDefault(duration(), defaults.failover.wait_ms),
         allow_data_loss: withDefault(bool(), defaults.failover.allow_data_loss),
+        evidence_max_age_ms: optional(duration({ positive: true })),
         user: optional(str({ nonEmpty: true })),
         password: optional(str({ secret: true })),
       }),

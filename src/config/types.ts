@@ -19,8 +19,8 @@ export interface NodeConfig {
   port: number;
   /**
    * default `replica`. A starting hint (the servers' recovery state is the truth). Outside patroni
-   * mode exactly one node is `primary`. Several `standby` nodes are allowed: the first one (in file
-   * order) that is up is the failover target.
+   * mode exactly one node is `primary`. Several `standby` nodes are allowed; failover promotes the
+   * one the primary last reported as synchronous (the role alone is not evidence).
    */
   role: NodeRole;
   /** relative share of reads under `weighted` balancing; default 1; ≥ 0 (0 = never chosen while others qualify) */
@@ -82,7 +82,13 @@ export interface Config {
    * `user`/`password`: the role that promotes (pg_promote) and re-points replicas (ALTER SYSTEM):
    * a superuser; default: health's credentials.
    */
-  failover: { mode: FailoverMode; wait_ms: number; allow_data_loss: boolean; user?: string; password?: string };
+  /**
+   * `evidence_max_age_ms`: how old the primary's last observed replication state (which standby
+   * was synchronous) may be and still decide a failover; default (health.interval_ms +
+   * health.timeout_ms) × (health.failures + 2). Older evidence, or none (pgrelay started while
+   * the primary was down), promotes nothing unless `allow_data_loss`.
+   */
+  failover: { mode: FailoverMode; wait_ms: number; allow_data_loss: boolean; evidence_max_age_ms?: number; user?: string; password?: string };
   /** Patroni REST API base URLs (http:// or https://); required non-empty when failover.mode is patroni */
   patroni: { endpoints: string[]; poll_ms: number };
   /**
