@@ -270,6 +270,48 @@ describe('DEALLOCATE refusals', () => {
   });
 });
 
+describe('long texts (keys past the cache limit)', () => {
+  const rows = (n: number, row: (i: number) => string) => Array.from({ length: n }, (_, i) => row(i)).join(', ');
+
+  it('a bulk INSERT is parsed once per row shape, whatever its row count and values', async () => {
+    const k = await Classifier.create();
+    const a = k.classify(`INSERT INTO t (a, b) VALUES ${rows(2000, (i) => `(${i}, 'v${i}')`)}`);
+    const b = k.classify(`INSERT INTO t (a, b) VALUES ${rows(2500, (i) => `(${i * 7}, 'w')`)}`);
+    expect(a).toMatchObject({ route: 'primary', pin: false, reason: 'INSERT writes' });
+    expect(b).toEqual(a);
+    expect(k.stats.misses).toBe(1);
+    // with parameters, as drivers send bulk inserts: numbered differently in every row
+    const p1 = k.classify(`INSERT INTO t (a, b) VALUES ${rows(3000, (i) => `($${2 * i + 1}, $${2 * i + 2})`)}`);
+    k.classify(`INSERT INTO t (a, b) VALUES ${rows(3100, (i) => `($${2 * i + 1}, $${2 * i + 2})`)}`);
+    expect(p1.route).toBe('primary');
+    expect(k.stats.misses).toBe(2);
+  });
+
+  it('folding keeps what decides: a long read stays a read, a volatile call or a pinning one is seen', async () => {
+    const k = await Classifier.create();
+    k.setVolatility(new Map([['f', 'v'], ['g', 's']]));
+    const list = rows(5000, (i) => String(i));
+    expect(k.classify(`SELECT * FROM t WHERE id IN (${list})`).route).toBe('replica');
+    expect(k.classify(`SELECT * FROM t WHERE id IN (${list}) AND g(id)`).route).toBe('replica');
+    expect(k.classify(`SELECT * FROM t WHERE id IN (${list}) AND f(id)`).route).toBe('primary');
+    expect(k.classify(`SELECT * FROM t WHERE id IN (${list}) FOR UPDATE`).route).toBe('primary');
+    expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, nextval('s'))`)}`)).toMatchObject({ route: 'primary', pin: true });
+    expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, now())`)}`)).toMatchObject({ route: 'primary', pin: false });
+    // a row that differs from the others is not folded away
+    expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, now())`)}, (1, pg_advisory_lock(1))`)).toMatchObject({ route: 'primary', pin: true });
+    expect(k.classify(`SELECT * FROM t WHERE id IN (${list}); SET search_path = app`).effects).toEqual([{ type: 'set', name: 'search_path', statement: 1 }]);
+  });
+
+  it('a long text that does not fold is cached by a hash of its shape', async () => {
+    const k = await Classifier.create();
+    const columns = rows(3000, (i) => `c${i}`);
+    expect(k.classify(`SELECT ${columns} FROM t WHERE x = 1`).route).toBe('replica');
+    expect(k.classify(`SELECT ${columns} FROM t WHERE x = 2`).route).toBe('replica');
+    expect(k.classify(`SELECT ${columns} FROM t WHERE x = 2 FOR SHARE`).route).toBe('primary');
+    expect(k.stats.misses).toBe(2);
+  });
+});
+
 describe('cache', () => {
   it('two texts differing only in literals: one miss, one hit', async () => {
     const k = await Classifier.create();
