@@ -76,6 +76,7 @@ export const configSpec: Spec<Config> = obj<Config>(
         checkout_timeout_ms: withDefault(duration({ positive: true }), defaults.pool.checkout_timeout_ms),
         idle_timeout_ms: withDefault(duration(), defaults.pool.idle_timeout_ms),
         connect_timeout_ms: withDefault(duration({ positive: true }), defaults.pool.connect_timeout_ms),
+        max_per_node: withDefault(int({ min: 0 }), defaults.pool.max_per_node),
       }),
       () => ({ ...defaults.pool }),
     ),

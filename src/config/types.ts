@@ -52,6 +52,11 @@ export interface Config {
     idle_timeout_ms: number;
     /** connect + authenticate timeout towards a server */
     connect_timeout_ms: number;
+    /**
+     * server connections one node may have open across all its pools (every user and database);
+     * 0 = no cap. A unit that needs a connection past the cap waits as it would for its pool.
+     */
+    max_per_node: number;
   };
   client: {
     max_connections: number;
@@ -109,7 +114,7 @@ export const defaults = {
   listen: { host: '127.0.0.1', port: 6432 },
   admin: { host: '127.0.0.1', port: 9930 },
   auth: { method: 'scram-sha-256' },
-  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000 },
+  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000, max_per_node: 0 },
   client: { max_connections: 10_000, startup_timeout_ms: 10_000, max_message_bytes: 256 * 1024 * 1024 },
   routing: {
     consistency: 'session',
