@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { Classifier, splitStatements } from '../../src/classify/classifier.js';
 import { runClassifyCli } from '../../src/classify/cli.js';
+import { analyze } from '../../src/classify/analyze.js';
 import { refusedDeallocate } from '../../src/classify/deallocate.js';
 
 interface CorpusCase {
@@ -226,6 +227,27 @@ describe('user functions and volatility', () => {
     expect(k.classify('SELECT other.audit()').route).toBe('replica');
     expect(k.classify("SELECT nextval('s')").route).toBe('replica');
     expect(k.classify('SELECT lower(x) FROM t').route).toBe('replica');
+  });
+});
+
+describe('long texts: the folded short form decides as the whole text does', () => {
+  const list = Array.from({ length: 4000 }, (_, i) => String(i)).join(', ');
+  const rows = Array.from({ length: 1500 }, (_, i) => `(${i}, 'r${i}', $${i + 1})`).join(', ');
+  const cases = [...corpus('routing-corpus.yaml'), ...corpus('routing-corpus-extra.yaml')].map((c) => c.sql);
+  it.each(cases)('%s', (sql) => {
+    const k = classifier;
+    for (const tail of [`SELECT 1 FROM t WHERE x IN (${list})`, `INSERT INTO log VALUES ${rows}`]) {
+      const text = `${sql}\n;\n${tail}`;
+      const whole = analyze(text, { forcedPrimary: new Set(), forcedReplica: new Set() });
+      const c = k.classify(text);
+      expect({ pin: c.pin, effects: c.effects, statements: c.statements, primary: c.route === 'primary' }).toEqual({
+        pin: whole.pin,
+        effects: whole.effects,
+        statements: whole.statements,
+        // a hint comment moves a read (hints are applied after the cache, to any text)
+        primary: c.hint === 'primary' || whole.route === 'primary' || whole.userFunctions.length > 0,
+      });
+    }
   });
 });
 
