@@ -1505,8 +1505,9 @@ export function isUnreachable(error: unknown): boolean {
 }
 
 /**
- * Fails on the server exactly as a DEALLOCATE of a statement that does not exist (26000, the same
- * message; a transaction is aborted as it would be), without touching the server's statements.
+ * A statement that fails on the server with the refusal's SQLSTATE and message (for another
+ * client's statement: exactly as a DEALLOCATE of a statement that does not exist, 26000; a
+ * transaction is aborted as it would be), without touching the server's statements.
  */
 function refusalText(refused: DeallocateRefusal): string {
   const body = `BEGIN RAISE EXCEPTION USING ERRCODE = '${refused.sqlstate}', MESSAGE = ${quoteLiteral(refused.message)}; END`;
