@@ -45,21 +45,35 @@ afterAll(async () => {
 });
 
 describe('sequence state is per backend', () => {
-  it("currval and lastval answer the client's own nextval, whoever else drew from the sequence", async () => {
+  it("after its first currval or lastval a client keeps its backend: its later currval and lastval answer its own nextval, whoever else draws", async () => {
     const relay = await relayWith({ pool: { size: 2, checkout_timeout_ms: 30_000 } });
     const a = await connect(relay);
     const b = postgres(relay.url(), { max: 1, onnotice: () => undefined });
     sqls.push(b);
-    const mine = Number((await a.query("SELECT nextval('corr_seq') AS v")).rows[0].v);
-    const theirs = Number((await b`SELECT nextval('corr_seq') AS v`)[0]!.v);
-    expect(theirs).toBe(mine + 1);
+    // one statement: nextval and currval meet in one backend, and currval pins the client there
+    const [first] = (await a.query("SELECT nextval('corr_seq') AS n, currval('corr_seq') AS c")).rows;
+    expect(first.c).toBe(first.n);
     for (let i = 0; i < 3; i++) {
+      const mine = Number((await a.query("SELECT nextval('corr_seq') AS v")).rows[0].v);
+      // b draws in between on the other server connection (nextval alone does not pin b)
+      const theirs = Number((await b`SELECT nextval('corr_seq') AS v`)[0]!.v);
+      expect(theirs).toBeGreaterThan(mine);
       expect(Number((await a.query("SELECT currval('corr_seq') AS v")).rows[0].v)).toBe(mine);
       expect(Number((await a.query('SELECT lastval() AS v')).rows[0].v)).toBe(mine);
-      expect(Number((await b`SELECT currval('corr_seq') AS v`)[0]!.v)).toBe(theirs);
     }
-    // both clients hold their backend; that is what pinned_sessions counts
-    expect(poolStats(relay)).toMatchObject({ active: 2, idle: 0 });
+    // a holds its backend (pinned); b's nextval gave its connection back
+    expect(poolStats(relay)).toMatchObject({ active: 1, idle: 1 });
+  });
+
+  it('nextval alone does not pin: a client drawing ids gives its server connection back', async () => {
+    const relay = await relayWith({ pool: { size: 1, checkout_timeout_ms: 30_000 } });
+    const a = await connect(relay);
+    const b = await connect(relay);
+    // with a pool of one, b could not run at all if a's nextval had pinned a
+    const x = Number((await a.query("SELECT nextval('corr_seq') AS v")).rows[0].v);
+    const y = Number((await b.query("SELECT nextval('corr_seq') AS v")).rows[0].v);
+    expect(y).toBeGreaterThan(x);
+    expect(poolStats(relay)).toMatchObject({ active: 0, idle: 1 });
   });
 });
 

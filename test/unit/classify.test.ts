@@ -266,12 +266,15 @@ describe('decisions that read a literal', () => {
     expect(k.classify('SELECT set_config($1, $2, $3)').pin).toBe(true);
   });
 
-  it('sequence functions pin: currval and lastval answer from the backend where nextval ran', async () => {
+  it('currval and lastval pin (they answer from the backend where nextval ran); nextval and setval alone do not', async () => {
     const k = await Classifier.create();
-    for (const sql of ["SELECT nextval('s')", "SELECT setval('s', 5)", "SELECT currval('s')", 'SELECT lastval()', "INSERT INTO t VALUES (nextval('s'))", "SELECT pg_catalog.currval('s')"]) {
+    for (const sql of ["SELECT currval('s')", 'SELECT lastval()', "SELECT nextval('s'), currval('s')", "SELECT pg_catalog.currval('s')"]) {
       expect(k.classify(sql), sql).toMatchObject({ route: 'primary', pin: true });
     }
-    expect(k.classify("SELECT app.nextval('s')").pin).toBe(false); // a user function of that name
+    for (const sql of ["SELECT nextval('s')", "SELECT setval('s', 5)", "INSERT INTO t VALUES (nextval('s'))"]) {
+      expect(k.classify(sql), sql).toMatchObject({ route: 'primary', pin: false });
+    }
+    expect(k.classify("SELECT app.currval('s')").pin).toBe(false); // a user function of that name
   });
 });
 
@@ -317,7 +320,8 @@ describe('long texts (keys past the cache limit)', () => {
     expect(k.classify(`SELECT * FROM t WHERE id IN (${list}) AND g(id)`).route).toBe('replica');
     expect(k.classify(`SELECT * FROM t WHERE id IN (${list}) AND f(id)`).route).toBe('primary');
     expect(k.classify(`SELECT * FROM t WHERE id IN (${list}) FOR UPDATE`).route).toBe('primary');
-    expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, nextval('s'))`)}`)).toMatchObject({ route: 'primary', pin: true });
+    expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, nextval('s'))`)}`)).toMatchObject({ route: 'primary', pin: false });
+    expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, currval('s'))`)}`)).toMatchObject({ route: 'primary', pin: true });
     expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, now())`)}`)).toMatchObject({ route: 'primary', pin: false });
     // a row that differs from the others is not folded away
     expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, now())`)}, (1, pg_advisory_lock(1))`)).toMatchObject({ route: 'primary', pin: true });
