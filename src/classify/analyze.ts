@@ -132,6 +132,12 @@ function constantBool(node: Node | undefined): boolean | undefined {
   return undefined;
 }
 
+/** A string or number constant: the lexer masks it, so texts that differ in it share a shape. */
+function isMaskedConstant(node: Node | undefined): boolean {
+  const u = unwrap(node);
+  return u !== undefined && u[0] === 'A_Const' && (u[1]['sval'] !== undefined || u[1]['ival'] !== undefined || u[1]['fval'] !== undefined);
+}
+
 function constantString(node: Node | undefined): string | undefined {
   const u = unwrap(node);
   if (!u) return undefined;
@@ -174,6 +180,8 @@ class Collector {
   locking: string | undefined;
   nestedWrite: string | undefined;
   into: IntoClause | undefined;
+  /** the decision read a literal's value (it is then not cached by shape) */
+  literal = false;
 
   constructor(private readonly options: AnalyzeOptions) {}
 
@@ -228,10 +236,7 @@ class Collector {
         break;
       case 'writer':
         this.writer ??= `${qualified}()`;
-        // set_config(name, value, false) sets the setting for the rest of the server session,
-        // where pgrelay cannot follow its value: the client stays on that connection (with
-        // is_local true it lasts for the transaction only)
-        if (bare === 'set_config' && constantBool(fc.args?.[2]) !== true) this.pinning ??= qualified;
+        if (bare === 'set_config') this.setConfig(fc, qualified);
         break;
       case 'user':
         this.userFunctions.add(qualified);
@@ -239,6 +244,18 @@ class Collector {
       default:
         break;
     }
+  }
+
+  /**
+   * set_config(name, value, false) sets the setting for the rest of the server session, where
+   * pgrelay cannot follow its value: the client stays on that connection (with is_local true it
+   * lasts for the transaction only). `'true'` and `'false'` are literals that mask alike, so a
+   * decision read from a literal is not cached by shape.
+   */
+  private setConfig(fc: FuncCall, qualified: string): void {
+    const isLocal = fc.args?.[2];
+    if (isMaskedConstant(isLocal)) this.literal = true;
+    if (constantBool(isLocal) !== true) this.pinning ??= qualified;
   }
 
   /** pinned by a session-level advisory lock or a temporary table made by SELECT INTO / CTAS */
@@ -253,7 +270,7 @@ function decision(route: Route, reason: string, extra: Partial<StatementDecision
 
 /** A statement whose expressions run: reads unless the walk finds a write. */
 function queryDecision(c: Collector, what: string): StatementDecision {
-  const extra = { pin: c.pins, userFunctions: c.userFunctions };
+  const extra = { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal };
   if (c.nestedWrite) return decision('primary', `data-modifying ${c.nestedWrite} in WITH`, extra);
   if (c.into) return decision('primary', 'SELECT INTO creates a table', extra);
   if (c.locking) return decision('primary', `SELECT … ${c.locking} locks rows`, extra);
@@ -263,7 +280,7 @@ function queryDecision(c: Collector, what: string): StatementDecision {
 
 /** A statement that writes: primary, but its expressions may still pin (INSERT … pg_advisory_lock()). */
 function writeDecision(c: Collector, reason: string): StatementDecision {
-  return decision('primary', reason, { pin: c.pins, userFunctions: c.userFunctions });
+  return decision('primary', reason, { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal });
 }
 
 function analyzeStatement(node: Node | undefined, index: number, options: AnalyzeOptions): StatementDecision {

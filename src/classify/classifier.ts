@@ -20,12 +20,13 @@
 import { loadModule } from 'libpg-query';
 import { analyze, type AnalyzeOptions, type ShapeDecision } from './analyze.js';
 import { maskLiterals, type Hint } from './lexer.js';
+import { longKey, representative } from './long-key.js';
 import type { Classification, ClassifierOptions, Route, Volatility } from './types.js';
 
 export type { Classification, ClassifierOptions, Route, SessionEffect, Volatility } from './types.js';
 export { maskLiterals, splitStatements } from './lexer.js';
 
-/** Texts whose key is longer than this are not cached (bulk INSERTs are rarely one shape twice). */
+/** Keys longer than this are folded (bulk INSERTs, long IN lists: see long-key.ts). */
 const MAX_KEY_LENGTH = 16_384;
 
 interface CacheEntry {
@@ -91,7 +92,7 @@ export class Classifier {
     if (masked.empty) {
       return masked.hint === undefined && masked.maxLagMs === undefined ? EMPTY : withHints(EMPTY, masked.hint, masked.maxLagMs);
     }
-    const entry = this.lookup(masked.key, sql);
+    const entry = this.lookup(masked.key.length > MAX_KEY_LENGTH ? longKey(masked.key, MAX_KEY_LENGTH) : masked.key, sql);
     const resolved = this.resolved(entry);
     if (masked.hint === undefined && masked.maxLagMs === undefined) return resolved;
     return this.applyHint(entry.decision, resolved, masked.hint, masked.maxLagMs);
@@ -114,8 +115,8 @@ export class Classifier {
       return cached;
     }
     this.stats.misses++;
-    const entry: CacheEntry = { decision: analyze(sql, this.analyzeOptions), stamp: ++this.clock, resolved: undefined, generation: -1 };
-    if (this.cacheSize > 0 && entry.decision.cacheable && key.length <= MAX_KEY_LENGTH) {
+    const entry: CacheEntry = { decision: this.analyze(key, sql), stamp: ++this.clock, resolved: undefined, generation: -1 };
+    if (this.cacheSize > 0 && entry.decision.cacheable) {
       if (this.cache.size >= this.cacheSize) {
         const oldest = this.cache.keys().next();
         if (!oldest.done) this.cache.delete(oldest.value);
@@ -123,6 +124,19 @@ export class Classifier {
       this.cache.set(key, entry);
     }
     return entry;
+  }
+
+  /**
+   * The decision for a text. A long text whose key folds to a short shape is decided by parsing a
+   * short text of that shape instead (see long-key.ts), unless that decision reads a literal.
+   */
+  private analyze(key: string, sql: string): ShapeDecision {
+    const short = key === sql ? undefined : representative(key);
+    if (short !== undefined) {
+      const decision = analyze(short, this.analyzeOptions);
+      if (decision.cacheable) return decision;
+    }
+    return analyze(sql, this.analyzeOptions);
   }
 
   /**

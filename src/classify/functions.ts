@@ -10,8 +10,8 @@ import { BUILTIN_READ_FUNCTIONS } from './builtin-functions.js';
  * changes state that only the primary's connection would carry.
  */
 const WRITER_NAMES: ReadonlySet<string> = new Set([
-  // sequences: nextval/setval write; currval/lastval read state that exists only where nextval ran
-  'nextval', 'setval', 'currval', 'lastval',
+  // sequences: nextval/setval write (currval/lastval read per-backend state: see PINNING_NAMES)
+  'nextval', 'setval',
   // transaction ids: assigning one is a write
   'txid_current', 'txid_current_if_assigned', 'pg_current_xact_id', 'pg_current_xact_id_if_assigned',
   // WAL and backups (not available during recovery)
@@ -53,9 +53,17 @@ const WRITER_PREFIXES: readonly string[] = [
   'binary_upgrade_',
 ];
 
-/** Session-level advisory locks: they outlive the transaction, so the session stays on its connection. */
+/**
+ * Built-ins whose effect lives in the server session, so the client stays on its connection:
+ * session-level advisory locks outlive the transaction; a sequence's currval()/lastval() answer
+ * what nextval()/setval() last returned *in that backend*: a client that asks them keeps its
+ * connection from then on, so that its later nextval() and currval() meet in one backend.
+ * nextval()/setval() alone do not pin (the routing corpus: a client drawing ids — an ORM's
+ * sequence generator — must not hold a server connection for life).
+ */
 const PINNING_NAMES: ReadonlySet<string> = new Set([
   'pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_try_advisory_lock_shared',
+  'currval', 'lastval',
 ]);
 
 /**

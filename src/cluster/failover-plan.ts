@@ -33,15 +33,37 @@ export type TargetChoice =
   | { target: undefined; reason: string };
 
 /**
- * The node to promote when `failed` (the primary) is down. Only a node that had every
- * acknowledged commit qualifies: a standby the primary reported as `sync` (FIRST k), or the most
- * advanced of a quorum (ANY k) when fewer than k of its members are unavailable. Without any
- * observation of the primary, the configured `standby` nodes are trusted (first up in config
- * order). An asynchronous replica only with `allowDataLoss`: the one holding the most WAL.
+ * `failover.evidence_max_age_ms`, or by default (interval + timeout) × (failures + 2) of the
+ * health checks: the primary is observed at every successful check, and is marked down after
+ * `failures` failed ones, so a failover decided at once finds its evidence younger than that.
  */
-export function chooseFailoverTarget(nodes: readonly PlanNode[], failed: string, observed: ReplicationObservation | undefined, allowDataLoss: boolean): TargetChoice {
+export function evidenceMaxAgeMs(health: { interval_ms: number; timeout_ms: number; failures: number }, failover: { evidence_max_age_ms?: number }): number {
+  return failover.evidence_max_age_ms ?? (health.interval_ms + health.timeout_ms) * (health.failures + 2);
+}
+
+/** How old an observation may be and still count as evidence (see chooseFailoverTarget). */
+export interface EvidenceAge {
+  /** Date.now() at the decision */
+  now: number;
+  maxAgeMs: number;
+}
+
+/**
+ * The node to promote when `failed` (the primary) is down. Only a node known to have every
+ * acknowledged commit qualifies: a standby the primary reported as `sync` (FIRST k), or the most
+ * advanced of a quorum (ANY k) when fewer than k of its members are unavailable. The knowledge is
+ * the primary's own replication view, observed while it was up: without one (pgrelay started or
+ * restarted while the primary was down), or with one older than `age.maxAgeMs`, nothing is known
+ * and no node qualifies — the configured `standby` role is a hint, not evidence that the node was
+ * synchronous. An asynchronous replica (or any node without evidence) only with
+ * `allowDataLoss`: the one holding the most WAL.
+ */
+export function chooseFailoverTarget(nodes: readonly PlanNode[], failed: string, observed: ReplicationObservation | undefined, allowDataLoss: boolean, age?: EvidenceAge): TargetChoice {
   const eligible = nodes.filter((n) => n.name !== failed && n.up && !n.fenced && n.inRecovery === true);
-  const safe = safeTargets(eligible, observed);
+  const stale = observed !== undefined && age !== undefined && age.now - observed.at > age.maxAgeMs;
+  const safe = stale
+    ? { target: undefined, reason: `the primary's replication was last observed ${Math.round((age.now - observed.at) / 1000)} s ago (more than ${Math.round(age.maxAgeMs / 1000)} s): no evidence which node has every acknowledged commit` }
+    : safeTargets(eligible, observed);
   if (safe.target) return { target: safe.target, reason: safe.reason, dataLoss: false };
   if (allowDataLoss && eligible.length > 0) {
     const best = mostAdvanced(eligible)!;
@@ -52,12 +74,7 @@ export function chooseFailoverTarget(nodes: readonly PlanNode[], failed: string,
 
 function safeTargets(eligible: readonly PlanNode[], observed: ReplicationObservation | undefined): { target: string | undefined; reason: string } {
   const byApp = (name: string) => eligible.find((n) => n.applicationName.toLowerCase() === name.toLowerCase());
-  if (!observed) {
-    const standby = eligible.find((n) => n.configuredRole === 'standby');
-    return standby
-      ? { target: standby.name, reason: `${standby.name} is the first configured standby that is up (the primary's replication was never observed)` }
-      : { target: undefined, reason: 'no configured standby is up (the primary\u2019s replication was never observed)' };
-  }
+  if (!observed) return { target: undefined, reason: 'the primary\u2019s replication was never observed: no evidence which node has every acknowledged commit' };
   const ssn = parseSyncStandbyNames(observed.synchronousStandbyNames);
   if (ssn.method === 'none') return { target: undefined, reason: 'the primary had no synchronous standby (synchronous_standby_names was empty)' };
   if (ssn.method === 'first') {

@@ -3,7 +3,7 @@ import { ProxyError, SqlState } from '../errors.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { PoolSet } from '../pool/pool-set.js';
 import type { Logger } from '../util/log.js';
-import { chooseFailoverTarget, discoverPrimary, nodesToFence, type PlanNode, type ReplicationObservation } from './failover-plan.js';
+import { chooseFailoverTarget, discoverPrimary, evidenceMaxAgeMs, nodesToFence, type PlanNode, type ReplicationObservation } from './failover-plan.js';
 import { failoverLogin, type HealthChecker, type NodeDownEvent } from './health-checker.js';
 import type { ProbeResult } from './health-probe.js';
 import { NodeAdmin, sleep, type NodeAddress } from './node-admin.js';
@@ -236,7 +236,8 @@ export class Failover {
       this.deps.pools.closeNode(oldName);
       topology.changed();
       const observed = this.observations.get(oldName);
-      const choose = () => chooseFailoverTarget(this.planNodes(), oldName, observed, config().failover.allow_data_loss);
+      const age = () => ({ now: Date.now(), maxAgeMs: evidenceMaxAgeMs(config().health, config().failover) });
+      const choose = () => chooseFailoverTarget(this.planNodes(), oldName, observed, config().failover.allow_data_loss, age());
       let choice = choose();
       // WAL positions decide a quorum or a lossy choice: take them fresh (a synchronous standby needs none)
       if (!choice.target || choice.dataLoss || (observed && parseSyncStandbyNames(observed.synchronousStandbyNames).method === 'any')) {

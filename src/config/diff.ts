@@ -1,8 +1,8 @@
 /**
  * What a reload (SIGHUP) changes: pure, no I/O. Nodes are matched by name (a node whose host or
  * port changed is "changed", with the fields listed); users by name, and only their names are
- * reported, never credentials. Node order is reported too (`reordered`), because the first standby
- * that is up is the failover target.
+ * reported, never credentials. Node order is reported too (`reordered`), because it breaks ties
+ * between synchronous standbys when failover chooses one.
  *
  * Everything applies live except the keys in RESTART_REQUIRED_KEYS (the addresses of the listening
  * sockets); a reload that changes one of them should apply the rest and log that a restart is

@@ -19,8 +19,8 @@ export interface NodeConfig {
   port: number;
   /**
    * default `replica`. A starting hint (the servers' recovery state is the truth). Outside patroni
-   * mode exactly one node is `primary`. Several `standby` nodes are allowed: the first one (in file
-   * order) that is up is the failover target.
+   * mode exactly one node is `primary`. Several `standby` nodes are allowed; failover promotes the
+   * one the primary last reported as synchronous (the role alone is not evidence).
    */
   role: NodeRole;
   /** relative share of reads under `weighted` balancing; default 1; ≥ 0 (0 = never chosen while others qualify) */
@@ -52,6 +52,11 @@ export interface Config {
     idle_timeout_ms: number;
     /** connect + authenticate timeout towards a server */
     connect_timeout_ms: number;
+    /**
+     * server connections one node may have open across all its pools (every user and database);
+     * 0 = no cap. A unit that needs a connection past the cap waits as it would for its pool.
+     */
+    max_per_node: number;
   };
   client: {
     max_connections: number;
@@ -82,7 +87,13 @@ export interface Config {
    * `user`/`password`: the role that promotes (pg_promote) and re-points replicas (ALTER SYSTEM):
    * a superuser; default: health's credentials.
    */
-  failover: { mode: FailoverMode; wait_ms: number; allow_data_loss: boolean; user?: string; password?: string };
+  /**
+   * `evidence_max_age_ms`: how old the primary's last observed replication state (which standby
+   * was synchronous) may be and still decide a failover; default (health.interval_ms +
+   * health.timeout_ms) × (health.failures + 2). Older evidence, or none (pgrelay started while
+   * the primary was down), promotes nothing unless `allow_data_loss`.
+   */
+  failover: { mode: FailoverMode; wait_ms: number; allow_data_loss: boolean; evidence_max_age_ms?: number; user?: string; password?: string };
   /** Patroni REST API base URLs (http:// or https://); required non-empty when failover.mode is patroni */
   patroni: { endpoints: string[]; poll_ms: number };
   /**
@@ -103,7 +114,7 @@ export const defaults = {
   listen: { host: '127.0.0.1', port: 6432 },
   admin: { host: '127.0.0.1', port: 9930 },
   auth: { method: 'scram-sha-256' },
-  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000 },
+  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000, max_per_node: 0 },
   client: { max_connections: 10_000, startup_timeout_ms: 10_000, max_message_bytes: 256 * 1024 * 1024 },
   routing: {
     consistency: 'session',

@@ -1,6 +1,7 @@
 import type net from 'node:net';
 import type { Classification, SessionEffect } from '../classify/classifier.js';
 import { splitStatements } from '../classify/classifier.js';
+import { isLoneDeallocate, refusedDeallocate, type DeallocateRefusal } from '../classify/deallocate.js';
 import type { NodeStatus } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
 import type { Pool } from '../pool/pool.js';
@@ -82,6 +83,8 @@ const MAX_BUFFERED_INPUT = 1 << 20;
  *   a shared name); a Bind pipelined behind a Parse of the same name that then fails names the
  *   shared statement in its 26000 error;
  * - the unnamed statement survives a simple Query (PostgreSQL drops it);
+ * - a multi-statement Query with a DEALLOCATE pgrelay refuses (another client's statement, or
+ *   ALL) fails whole, before its other statements run; DEALLOCATE ALL through Parse fails (0A000);
  * - a SET rolled back to a savepoint is still replayed on the next connection if the
  *   transaction commits (ROLLBACK TO is not tracked; ROLLBACK, and COMMIT of a failed
  *   transaction, are).
@@ -348,9 +351,9 @@ export class ClientSession implements ServerDataHandler {
     this.startingClassification = classification;
     const ready = this.beginSimpleUnit(this.targetOf(classification), classification.route);
     if (ready !== OK) return ready === FAILED;
-    const foreign = foreignStatement(classification, this.statements);
-    if (foreign === undefined) this.forward(b, start, end);
-    else this.inject(refuseDeallocate(foreign));
+    const refused = this.refusedDeallocate(classification, isLoneDeallocate(classification));
+    if (refused === undefined) this.forward(b, start, end);
+    else this.inject(refuseDeallocate(refused));
     this.queue.push(Expect.Query, payload);
     // statements that forget prepared statements: what follows waits for their outcome
     for (const effect of classification.effects) if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.waiting = 'drain';
@@ -361,6 +364,9 @@ export class ClientSession implements ServerDataHandler {
     const [name, textStart] = readCString(b, start, end);
     const [text] = readCString(b, textStart, end);
     const classification = this.classify(text);
+    const refused = this.refusedDeallocate(classification, false);
+    // the statement fails at Execute, as the server's own refusal would
+    if (refused !== undefined) return this.onParse(...withParseText(b, start, end, name, refusalText(refused)));
     if (name !== '' && !this.orphanedTransaction) {
       const statement = this.ctx.statements.intern(text, b.subarray(textStart, end), classification);
       if (statement.parsed) {
@@ -1140,7 +1146,8 @@ export class ClientSession implements ServerDataHandler {
       if (kind === Expect.SyntheticParseComplete) this.sendHead(parseComplete);
       else if (kind === Expect.SyntheticCloseComplete) this.sendHead(closeComplete);
       else if (kind === Expect.SyntheticDeallocate) {
-        this.answerDeallocated(this.queue.peekPayload()!.text, this.queue.peekPayload()!.statement!);
+        const payload = this.queue.peekPayload()!;
+        this.answerDeallocated(payload.statement === undefined ? null : payload.text, payload.statement);
         this.releaseAfterChunk = true; // a unit of its own: the session may go on (see maybeRelease)
       }
       else return;
@@ -1348,30 +1355,39 @@ export class ClientSession implements ServerDataHandler {
     }
   }
 
+  /** A DEALLOCATE of the text that must not reach the shared server connection (see classify/deallocate.ts). */
+  private refusedDeallocate(classification: Classification, alone: boolean): DeallocateRefusal | undefined {
+    if (classification.effects.length === 0) return undefined;
+    return refusedDeallocate(classification, { isOwn: (name) => this.statements.has(name), serverPrefix: SERVER_STATEMENT_PREFIX, alone });
+  }
+
   /** DEALLOCATE of a protocol-level statement: only the client's name goes (the server one is shared). */
   private answerDeallocate(classification: Classification): boolean {
-    if (classification.effects.length !== 1 || classification.statements !== 1) return false;
+    if (!isLoneDeallocate(classification)) return false;
     const effect = classification.effects[0]!;
-    if (effect.type !== 'deallocate' || effect.name === null || !this.statements.has(effect.name)) return false;
-    const statement = this.statements.get(effect.name)!;
+    if (effect.type !== 'deallocate') return false;
+    // DEALLOCATE ALL forgets the client's names (a pinned client's own connection runs it)
+    if (effect.name === null ? this.pinned : !this.statements.has(effect.name)) return false;
+    const statement = effect.name === null ? undefined : this.statements.get(effect.name)!;
     if (this.queue.length === 0) {
       this.answerDeallocated(effect.name, statement);
       return true;
     }
     // behind work still in flight: whether it succeeds depends on how that work ends (a failed
     // transaction refuses it), so the answer and what the client sent after it wait for that
-    this.queue.push(Expect.SyntheticDeallocate, { classification, text: effect.name, statement });
+    this.queue.push(Expect.SyntheticDeallocate, { classification, text: effect.name ?? '', statement });
     this.waiting = 'drain';
     return true;
   }
 
-  private answerDeallocated(name: string, statement: ServerStatement): void {
+  private answerDeallocated(name: string | null, statement: ServerStatement | undefined): void {
     if (this.clientTxStatus === TxStatus.Failed) {
       // as PostgreSQL: nothing runs in a failed transaction, the statement stays
       this.sendToClient(errorResponse({ severity: 'ERROR', code: SqlState.inFailedTransaction, message: 'current transaction is aborted, commands ignored until end of transaction block' }));
     } else {
-      if (this.statements.get(name) === statement) this.statements.delete(name);
-      this.sendToClient(commandComplete('DEALLOCATE'));
+      if (statement === undefined) this.statements.clear();
+      else if (this.statements.get(name!) === statement) this.statements.delete(name!);
+      this.sendToClient(commandComplete(statement === undefined ? 'DEALLOCATE ALL' : 'DEALLOCATE'));
     }
     this.sendToClient(readyForQuery(this.clientTxStatus));
   }
@@ -1489,24 +1505,23 @@ export function isUnreachable(error: unknown): boolean {
 }
 
 /**
- * The name in `DEALLOCATE name` when it is a server-side statement (pgrelay's namespace) that this
- * client did not prepare: another client's statement on the shared connection, which it must not
- * be able to remove.
+ * A statement that fails on the server with the refusal's SQLSTATE and message (for another
+ * client's statement: exactly as a DEALLOCATE of a statement that does not exist, 26000; a
+ * transaction is aborted as it would be), without touching the server's statements.
  */
-function foreignStatement(classification: Classification, own: ReadonlyMap<string, unknown>): string | undefined {
-  if (classification.effects.length !== 1 || classification.statements !== 1) return undefined;
-  const effect = classification.effects[0]!;
-  if (effect.type !== 'deallocate' || effect.name === null || own.has(effect.name)) return undefined;
-  return effect.name.startsWith(SERVER_STATEMENT_PREFIX) ? effect.name : undefined;
+function refusalText(refused: DeallocateRefusal): string {
+  const body = `BEGIN RAISE EXCEPTION USING ERRCODE = '${refused.sqlstate}', MESSAGE = ${quoteLiteral(refused.message)}; END`;
+  return `DO ${quoteLiteral(body)}`;
 }
 
-/**
- * Fails on the server exactly as a DEALLOCATE of a statement that does not exist (26000, the same
- * message; a transaction is aborted as it would be), without touching the server's statements.
- */
-function refuseDeallocate(name: string): Buffer {
-  const body = `BEGIN RAISE EXCEPTION USING ERRCODE = '26000', MESSAGE = ${quoteLiteral(`prepared statement "${name}" does not exist`)}; END`;
-  return message(FrontendCode.Query, (w) => w.cstring(`DO ${quoteLiteral(body)}`));
+function refuseDeallocate(refused: DeallocateRefusal): Buffer {
+  return message(FrontendCode.Query, (w) => w.cstring(refusalText(refused)));
+}
+
+/** A Parse message like the one at b[start, end) but with another text and no parameter types. */
+function withParseText(b: Buffer, start: number, end: number, name: string, text: string): [Buffer, number, number] {
+  const m = message(FrontendCode.Parse, (w) => w.cstring(name).cstring(text).int16(0));
+  return [m, 5, m.length];
 }
 
 function toProxyError(error: unknown): ProxyError {

@@ -1,12 +1,17 @@
 import { readFileSync } from 'node:fs';
 import type { Config, NodeConfig, UserConfig } from '../config/types.js';
+import { NodeBudget } from './node-budget.js';
 import { Pool, type PoolOptions } from './pool.js';
 import type { ServerConnection } from './server-connection.js';
 
 /**
- * Every pool, keyed by node, user and database. Pools are made on first use. A reload that removes
- * a node (or a user, or moves a node, or changes credentials) retires the pools concerned: they
- * lend nothing more, and close once their lent connections have finished their unit.
+ * Every pool, keyed by node, user and database. Pools are made on first use, and reclaimed once
+ * they have held no connection and no waiting unit for two sweeps in a row (a sweep every
+ * `pool.idle_timeout_ms`, between 100 ms and 10 s): a client cannot grow pgrelay's memory by
+ * naming many databases. The connections of a node across its pools are capped by
+ * `pool.max_per_node` (see node-budget.ts). A reload that removes a node (or a user, or moves a
+ * node, or changes credentials) retires the pools concerned: they lend nothing more, and close
+ * once their lent connections have finished their unit.
  */
 export class PoolSet {
   private readonly pools = new Map<string, Pool>();
@@ -23,6 +28,14 @@ export class PoolSet {
   private options: PoolOptions;
   /** told when any pool of a node sees a broken connection (for immediate health checks) */
   onNodeBroken: ((node: string, error: Error | undefined) => void) | undefined;
+  private readonly budgets = new Map<string, NodeBudget>();
+  private maxPerNode = 0;
+  /** pools found empty at the last sweep: reclaimed if still empty at the next */
+  private emptyAtLastSweep = new Set<Pool>();
+  private sweeper: NodeJS.Timeout | undefined;
+  private sweepEveryMs = 0;
+  /** pools reclaimed since start (for tests and diagnostics) */
+  reclaimed = 0;
 
   constructor(config: Config) {
     this.options = poolOptions(config);
@@ -30,6 +43,9 @@ export class PoolSet {
   }
 
   configure(config: Config): void {
+    this.maxPerNode = config.pool.max_per_node;
+    for (const budget of this.budgets.values()) budget.resize(this.maxPerNode);
+    this.armSweeper(Math.min(10_000, Math.max(100, config.pool.idle_timeout_ms === 0 ? 10_000 : config.pool.idle_timeout_ms)));
     this.nodes = new Map(config.nodes.map((n) => [n.name, n]));
     this.users = new Map(config.users.map((u) => [u.name, u]));
     const next = poolOptions(config);
@@ -92,8 +108,45 @@ export class PoolSet {
     );
     pool.onBroken = (error) => this.onNodeBroken?.(nodeName, error);
     pool.onStray = (conn, reusable) => this.stray(conn, reusable);
+    pool.budget = this.budget(nodeName);
+    pool.budget.pools.add(pool);
     this.pools.set(key, pool);
     return pool;
+  }
+
+  private budget(nodeName: string): NodeBudget {
+    let budget = this.budgets.get(nodeName);
+    if (budget === undefined) {
+      budget = new NodeBudget(this.maxPerNode);
+      this.budgets.set(nodeName, budget);
+    }
+    return budget;
+  }
+
+  private armSweeper(everyMs: number): void {
+    if (this.sweeper !== undefined && this.sweepEveryMs === everyMs) return;
+    clearInterval(this.sweeper);
+    this.sweepEveryMs = everyMs;
+    this.sweeper = setInterval(() => this.sweep(), everyMs);
+    this.sweeper.unref();
+  }
+
+  /** Reclaims the pools that were empty (no connection, no waiting unit) at this sweep and the last. */
+  sweep(): void {
+    const empty = new Set<Pool>();
+    for (const [key, pool] of this.pools) {
+      const { idle, active, connecting, waiting } = pool.stats();
+      if (idle + active + connecting + waiting > 0) continue;
+      if (!this.emptyAtLastSweep.has(pool)) {
+        empty.add(pool);
+        continue;
+      }
+      this.pools.delete(key);
+      this.generation++;
+      this.reclaimed++;
+      pool.close();
+    }
+    this.emptyAtLastSweep = empty;
   }
 
   /** Pools of one node, draining ones included (for metrics and status). */
@@ -124,6 +177,8 @@ export class PoolSet {
   }
 
   close(): void {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
     for (const pool of this.all()) pool.close();
     this.pools.clear();
     this.generation++;

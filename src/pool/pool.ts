@@ -1,4 +1,5 @@
 import { ProxyError, SqlState } from '../errors.js';
+import type { BudgetedPool, NodeBudget } from './node-budget.js';
 import { ServerConnection, type ServerConnectOptions, type ServerDataHandler, type ServerEndpoint, type ServerLogin } from './server-connection.js';
 
 export interface PoolOptions extends ServerConnectOptions {
@@ -29,14 +30,16 @@ export interface PoolStats {
  * opened. Clients wait in FIFO order when all `size` connections are lent, and get 53300 after
  * `checkoutTimeoutMs`.
  */
-export class Pool implements ServerDataHandler {
+export class Pool implements ServerDataHandler, BudgetedPool {
   private readonly idle: ServerConnection[] = [];
   private readonly active = new Set<ServerConnection>();
   private connecting = 0;
   private readonly waiters: Waiter[] = [];
   private waiterHead = 0;
   private expiryTimer: NodeJS.Timeout | undefined;
-  private closed = false;
+  closed = false;
+  /** the node's cap on connections across its pools (pool.max_per_node), set by the pool set */
+  budget: NodeBudget | undefined;
   private readonly sweeper: NodeJS.Timeout | undefined;
   /** parameters reported by the first server connection, for the clients' startup */
   serverParams: Map<string, string> | undefined;
@@ -70,11 +73,16 @@ export class Pool implements ServerDataHandler {
 
   resize(size: number): void {
     this.options = { ...this.options, size };
-    while (this.idle.length > 0 && this.total > size) this.idle.pop()!.terminate();
+    let closed = 0;
+    while (this.idle.length > 0 && this.total > size) {
+      this.idle.pop()!.terminate();
+      closed++;
+    }
     this.serveWaiters();
+    if (closed > 0) this.budget?.freed();
   }
 
-  private get total(): number {
+  get total(): number {
     return this.idle.length + this.active.size + this.connecting;
   }
 
@@ -95,11 +103,26 @@ export class Pool implements ServerDataHandler {
       return;
     }
     if (this.total < this.options.size) {
-      this.open(callback);
-      return;
+      if (this.budget === undefined || this.budget.mayOpen(this)) {
+        this.open(callback);
+        return;
+      }
+      this.budget.wait(this);
     }
     this.waiters.push({ callback, done: false, deadline: Date.now() + this.options.checkoutTimeoutMs });
     if (this.expiryTimer === undefined) this.armExpiry();
+  }
+
+  get waitingCount(): number {
+    return this.waiters.length - this.waiterHead;
+  }
+
+  /** Closes one idle connection so that another pool of the node may open one (node cap). */
+  evictIdle(): boolean {
+    const conn = this.idle.shift(); // the least recently used
+    if (!conn) return false;
+    conn.terminate();
+    return true;
   }
 
   /**
@@ -128,7 +151,11 @@ export class Pool implements ServerDataHandler {
       if (waiter.done) continue;
       waiter.done = true;
       waiter.callback(
-        new ProxyError(SqlState.tooManyConnections, `no server connection to node ${this.endpoint.node} became free within ${this.options.checkoutTimeoutMs} ms (pool size ${this.options.size})`, { retryable: true }),
+        new ProxyError(
+          SqlState.tooManyConnections,
+          `no server connection to node ${this.endpoint.node} became free within ${this.options.checkoutTimeoutMs} ms (pool size ${this.options.size}${this.budget && this.budget.cap > 0 ? `, pool.max_per_node ${this.budget.cap}` : ''})`,
+          { retryable: true },
+        ),
         undefined,
       );
     }
@@ -155,6 +182,7 @@ export class Pool implements ServerDataHandler {
           conn.terminate();
           callback(this.closedError(), undefined);
           this.checkDrained();
+          this.budget?.freed();
           return;
         }
         this.active.add(conn);
@@ -168,6 +196,7 @@ export class Pool implements ServerDataHandler {
         // a waiter may now get a slot to try again
         this.serveWaiters();
         this.checkDrained();
+        this.budget?.freed();
       },
     );
   }
@@ -182,12 +211,19 @@ export class Pool implements ServerDataHandler {
       conn.terminate();
       this.serveWaiters();
       this.checkDrained();
+      this.budget?.freed();
       return;
     }
     const waiter = this.nextWaiter();
     if (waiter) {
       this.active.add(conn);
       waiter.callback(undefined, conn);
+      return;
+    }
+    if (this.budget?.othersWaiting(this)) {
+      // another pool of the node waits for a slot: this connection gives its slot up
+      conn.terminate();
+      this.budget.freed();
       return;
     }
     conn.setHandler(this);
@@ -203,6 +239,7 @@ export class Pool implements ServerDataHandler {
     if (!lentHere) this.onStray?.(conn, false);
     this.serveWaiters();
     this.checkDrained();
+    this.budget?.freed();
   }
 
   /** Whether `conn` is lent by this pool now. */
@@ -258,8 +295,12 @@ export class Pool implements ServerDataHandler {
     return undefined;
   }
 
-  private serveWaiters(): void {
+  serveWaiters(): void {
     while (this.waiterHead < this.waiters.length && (this.idle.length > 0 || this.total < this.options.size)) {
+      if (this.idle.length === 0 && this.budget !== undefined && !this.budget.mayOpen(this)) {
+        this.budget.wait(this);
+        return;
+      }
       const waiter = this.nextWaiter();
       if (!waiter) return;
       const conn = this.idle.pop();
@@ -274,12 +315,14 @@ export class Pool implements ServerDataHandler {
   onServerData(conn: ServerConnection): void {
     this.removeIdle(conn);
     conn.destroy();
+    this.budget?.freed();
   }
 
   onServerClose(conn: ServerConnection, error: Error | undefined): void {
     this.removeIdle(conn);
     this.onBroken?.(error);
     this.serveWaiters();
+    this.budget?.freed();
   }
 
   private removeIdle(conn: ServerConnection): void {
@@ -294,13 +337,16 @@ export class Pool implements ServerDataHandler {
       if (conn.lastUsedAt < cutoff) {
         this.idle.splice(i, 1);
         conn.terminate();
+        this.budget?.freed();
       }
     }
   }
 
   /** Closes idle connections now; lent ones are closed as they come back. */
   drainIdle(): void {
-    for (const conn of this.idle.splice(0)) conn.terminate();
+    const idle = this.idle.splice(0);
+    for (const conn of idle) conn.terminate();
+    if (idle.length > 0) this.budget?.freed();
   }
 
   close(): void {
@@ -314,5 +360,7 @@ export class Pool implements ServerDataHandler {
     this.active.clear();
     let waiter: Waiter | undefined;
     while ((waiter = this.nextWaiter())) waiter.callback(this.closedError(), undefined);
+    this.budget?.pools.delete(this);
+    this.budget?.freed();
   }
 }

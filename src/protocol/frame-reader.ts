@@ -2,9 +2,11 @@ import { ProxyError, SqlState } from '../errors.js';
 
 /**
  * Cuts a byte stream into typed messages (1 code byte + int32 length that includes itself).
- * Framing is by cursor: when nothing is left over, the socket chunk is adopted as is; only a
- * partial trailing frame is copied. A frame larger than `maxMessageBytes` is refused before any of
- * its body is buffered.
+ * Framing is by cursor: when nothing is left over, the socket chunk is adopted as is. The chunks
+ * of a frame that spans several are collected and copied into one buffer once, when the frame is
+ * complete (or once to read a header split across chunks), so every byte is copied at most twice
+ * however many chunks a large message comes in. A frame larger than `maxMessageBytes` is refused
+ * as soon as its header is in, before any of its body is buffered.
  *
  * Usage: `reader.push(chunk)`, then `while (reader.next()) { reader.code, reader.buffer,
  * reader.start, reader.end }` — the body is `buffer[start, end)` and is valid until the next call.
@@ -17,36 +19,38 @@ export class FrameReader {
   /** body of the current message: [start, end) */
   start = 0;
   end = 0;
+  /** bytes copied so far to join chunks (for tests and diagnostics) */
+  bytesCopied = 0;
 
   private chunk: Buffer = EMPTY;
   private offset = 0;
   private length = 0;
+  /** chunks received after `chunk`, not yet joined to it */
+  private parts: Buffer[] = [];
+  private partsBytes = 0;
 
   constructor(private readonly maxMessageBytes: number = 1 << 30) {}
 
   push(data: Buffer): void {
-    if (this.offset >= this.length) {
+    if (this.offset >= this.length && this.partsBytes === 0) {
       this.chunk = data;
       this.offset = 0;
       this.length = data.length;
       return;
     }
-    const remaining = this.length - this.offset;
-    const merged = Buffer.allocUnsafe(remaining + data.length);
-    this.chunk.copy(merged, 0, this.offset, this.length);
-    data.copy(merged, remaining);
-    this.chunk = merged;
-    this.offset = 0;
-    this.length = merged.length;
+    this.parts.push(data);
+    this.partsBytes += data.length;
   }
 
   /** Advances to the next complete message; false when more bytes are needed. */
   next(): boolean {
-    const available = this.length - this.offset;
-    if (available < 5) return false;
-    const chunk = this.chunk;
-    const at = this.offset;
-    const declared = chunk.readInt32BE(at + 1);
+    let inChunk = this.length - this.offset;
+    if (inChunk < 5) {
+      if (inChunk + this.partsBytes < 5) return false;
+      this.join();
+      inChunk = this.length - this.offset;
+    }
+    const declared = this.chunk.readInt32BE(this.offset + 1);
     if (declared < 4 || declared > this.maxMessageBytes) {
       throw new ProxyError(
         SqlState.protocolViolation,
@@ -54,7 +58,12 @@ export class FrameReader {
         { severity: 'FATAL' },
       );
     }
-    if (available < declared + 1) return false;
+    if (inChunk < declared + 1) {
+      if (inChunk + this.partsBytes < declared + 1) return false;
+      this.join();
+    }
+    const chunk = this.chunk;
+    const at = this.offset;
     this.code = chunk[at]!;
     this.buffer = chunk;
     this.frameStart = at;
@@ -64,6 +73,24 @@ export class FrameReader {
     return true;
   }
 
+  /** Copies the unread bytes of `chunk` and every collected part into one buffer. */
+  private join(): void {
+    const remaining = this.length - this.offset;
+    const merged = Buffer.allocUnsafe(remaining + this.partsBytes);
+    this.chunk.copy(merged, 0, this.offset, this.length);
+    let at = remaining;
+    for (const part of this.parts) {
+      part.copy(merged, at);
+      at += part.length;
+    }
+    this.bytesCopied += merged.length;
+    this.parts = [];
+    this.partsBytes = 0;
+    this.chunk = merged;
+    this.offset = 0;
+    this.length = merged.length;
+  }
+
   /** Steps back to the start of the current message, so that next() returns it again. */
   rewind(): void {
     this.offset = this.frameStart;
@@ -71,6 +98,7 @@ export class FrameReader {
 
   /** Puts bytes back in front of those not yet returned (messages to be handled again). */
   unshift(data: Buffer): void {
+    if (this.partsBytes > 0) this.join();
     const remaining = this.length - this.offset;
     if (remaining === 0) {
       this.chunk = data;
@@ -88,11 +116,12 @@ export class FrameReader {
 
   /** Bytes received but not yet returned as messages. */
   get pending(): number {
-    return this.length - this.offset;
+    return this.length - this.offset + this.partsBytes;
   }
 
   /** Takes the unread bytes out (used when a TLS upgrade or a hand-off changes the reader). */
   drain(): Buffer {
+    if (this.partsBytes > 0) this.join();
     const rest = this.chunk.subarray(this.offset, this.length);
     this.chunk = EMPTY;
     this.offset = 0;

@@ -70,11 +70,10 @@ describe('pool', () => {
     const waiters = await Promise.all([connect(relay), connect(relay), connect(relay)]);
     await holder.query('BEGIN');
     await holder.query('SELECT 1'); // a plain BEGIN takes a connection with the transaction's first statement
-    await queryNode(shared, primary, 'DROP SEQUENCE IF EXISTS proto_pool_seq; CREATE SEQUENCE proto_pool_seq');
     const pending: Promise<{ n: number; v: number }>[] = [];
     for (const [i, client] of waiters.entries()) {
-      // nextval numbers the queries in the order the server ran them
-      pending.push(client.query("SELECT nextval('proto_pool_seq')::int AS n, $1::int AS v", [i]).then((r) => r.rows[0]));
+      // transaction ids number the queries in the order the server ran them
+      pending.push(client.query('SELECT txid_current()::int AS n, $1::int AS v', [i]).then((r) => r.rows[0]));
       await vi.waitFor(() => expect(poolStats(relay).waiting).toBe(i + 1), { timeout: 30_000, interval: 20 }); // queued in this order
     }
     await holder.query('COMMIT');

@@ -4,6 +4,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { Classifier, splitStatements } from '../../src/classify/classifier.js';
 import { runClassifyCli } from '../../src/classify/cli.js';
+import { analyze } from '../../src/classify/analyze.js';
+import { refusedDeallocate } from '../../src/classify/deallocate.js';
 
 interface CorpusCase {
   sql: string;
@@ -225,6 +227,114 @@ describe('user functions and volatility', () => {
     expect(k.classify('SELECT other.audit()').route).toBe('replica');
     expect(k.classify("SELECT nextval('s')").route).toBe('replica');
     expect(k.classify('SELECT lower(x) FROM t').route).toBe('replica');
+  });
+});
+
+describe('long texts: the folded short form decides as the whole text does', () => {
+  const list = Array.from({ length: 4000 }, (_, i) => String(i)).join(', ');
+  const rows = Array.from({ length: 1500 }, (_, i) => `(${i}, 'r${i}', $${i + 1})`).join(', ');
+  const cases = [...corpus('routing-corpus.yaml'), ...corpus('routing-corpus-extra.yaml')].map((c) => c.sql);
+  it.each(cases)('%s', (sql) => {
+    const k = classifier;
+    for (const tail of [`SELECT 1 FROM t WHERE x IN (${list})`, `INSERT INTO log VALUES ${rows}`]) {
+      const text = `${sql}\n;\n${tail}`;
+      const whole = analyze(text, { forcedPrimary: new Set(), forcedReplica: new Set() });
+      const c = k.classify(text);
+      expect({ pin: c.pin, effects: c.effects, statements: c.statements, primary: c.route === 'primary' }).toEqual({
+        pin: whole.pin,
+        effects: whole.effects,
+        statements: whole.statements,
+        // a hint comment moves a read (hints are applied after the cache, to any text)
+        primary: c.hint === 'primary' || whole.route === 'primary' || whole.userFunctions.length > 0,
+      });
+    }
+  });
+});
+
+describe('decisions that read a literal', () => {
+  it("set_config's is_local decides the pin per text, not per shape ('true' and 'false' mask alike)", async () => {
+    const k = await Classifier.create();
+    expect(k.classify("SELECT set_config('app.tenant', '1', 'true')").pin).toBe(false);
+    expect(k.classify("SELECT set_config('app.tenant', '7', 'false')").pin).toBe(true);
+    expect(k.classify("SELECT set_config('app.tenant', '8', 'true')").pin).toBe(false);
+    expect(k.classify("SELECT set_config('app.tenant', '7', 0)").pin).toBe(true);
+    expect(k.classify("SELECT set_config('app.tenant', '7', 1)").pin).toBe(false);
+    // keywords are not masked: those shapes stay cached
+    expect(k.classify("SELECT set_config('app.tenant', '1', true)").pin).toBe(false);
+    expect(k.classify("SELECT set_config('app.tenant', '2', false)").pin).toBe(true);
+    // a parameter is not known: pinned
+    expect(k.classify('SELECT set_config($1, $2, $3)').pin).toBe(true);
+  });
+
+  it('currval and lastval pin (they answer from the backend where nextval ran); nextval and setval alone do not', async () => {
+    const k = await Classifier.create();
+    for (const sql of ["SELECT currval('s')", 'SELECT lastval()', "SELECT nextval('s'), currval('s')", "SELECT pg_catalog.currval('s')"]) {
+      expect(k.classify(sql), sql).toMatchObject({ route: 'primary', pin: true });
+    }
+    for (const sql of ["SELECT nextval('s')", "SELECT setval('s', 5)", "INSERT INTO t VALUES (nextval('s'))"]) {
+      expect(k.classify(sql), sql).toMatchObject({ route: 'primary', pin: false });
+    }
+    expect(k.classify("SELECT app.currval('s')").pin).toBe(false); // a user function of that name
+  });
+});
+
+describe('DEALLOCATE refusals', () => {
+  const ctx = (alone: boolean) => ({ isOwn: (n: string) => n === 'mine' || n === 'pgrelay_own', serverPrefix: 'pgrelay_', alone });
+  it.each([
+    ['DEALLOCATE pgrelay_1', true, '26000'],
+    ['SELECT 1; DEALLOCATE pgrelay_1', false, '26000'],
+    ['DEALLOCATE PREPARE "pgrelay_1"; SELECT 1', false, '26000'],
+    ['SELECT 1; DEALLOCATE ALL', false, '0A000'],
+    ['DEALLOCATE ALL', false, '0A000'], // through Parse
+    ['DEALLOCATE ALL', true, undefined], // answered by the session
+    ['DEALLOCATE pgrelay_own', false, undefined],
+    ['SELECT 1; DEALLOCATE mine', false, undefined],
+    ['SELECT 1; DEALLOCATE other', false, undefined],
+  ] as const)('%s (alone: %s) → %s', (sql, alone, sqlstate) => {
+    expect(refusedDeallocate(classifier.classify(sql), ctx(alone))?.sqlstate).toBe(sqlstate);
+  });
+});
+
+describe('long texts (keys past the cache limit)', () => {
+  const rows = (n: number, row: (i: number) => string) => Array.from({ length: n }, (_, i) => row(i)).join(', ');
+
+  it('a bulk INSERT is parsed once per row shape, whatever its row count and values', async () => {
+    const k = await Classifier.create();
+    const a = k.classify(`INSERT INTO t (a, b) VALUES ${rows(2000, (i) => `(${i}, 'v${i}')`)}`);
+    const b = k.classify(`INSERT INTO t (a, b) VALUES ${rows(2500, (i) => `(${i * 7}, 'w')`)}`);
+    expect(a).toMatchObject({ route: 'primary', pin: false, reason: 'INSERT writes' });
+    expect(b).toEqual(a);
+    expect(k.stats.misses).toBe(1);
+    // with parameters, as drivers send bulk inserts: numbered differently in every row
+    const p1 = k.classify(`INSERT INTO t (a, b) VALUES ${rows(3000, (i) => `($${2 * i + 1}, $${2 * i + 2})`)}`);
+    k.classify(`INSERT INTO t (a, b) VALUES ${rows(3100, (i) => `($${2 * i + 1}, $${2 * i + 2})`)}`);
+    expect(p1.route).toBe('primary');
+    expect(k.stats.misses).toBe(2);
+  });
+
+  it('folding keeps what decides: a long read stays a read, a volatile call or a pinning one is seen', async () => {
+    const k = await Classifier.create();
+    k.setVolatility(new Map([['f', 'v'], ['g', 's']]));
+    const list = rows(5000, (i) => String(i));
+    expect(k.classify(`SELECT * FROM t WHERE id IN (${list})`).route).toBe('replica');
+    expect(k.classify(`SELECT * FROM t WHERE id IN (${list}) AND g(id)`).route).toBe('replica');
+    expect(k.classify(`SELECT * FROM t WHERE id IN (${list}) AND f(id)`).route).toBe('primary');
+    expect(k.classify(`SELECT * FROM t WHERE id IN (${list}) FOR UPDATE`).route).toBe('primary');
+    expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, nextval('s'))`)}`)).toMatchObject({ route: 'primary', pin: false });
+    expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, currval('s'))`)}`)).toMatchObject({ route: 'primary', pin: true });
+    expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, now())`)}`)).toMatchObject({ route: 'primary', pin: false });
+    // a row that differs from the others is not folded away
+    expect(k.classify(`INSERT INTO t VALUES ${rows(2000, (i) => `(${i}, now())`)}, (1, pg_advisory_lock(1))`)).toMatchObject({ route: 'primary', pin: true });
+    expect(k.classify(`SELECT * FROM t WHERE id IN (${list}); SET search_path = app`).effects).toEqual([{ type: 'set', name: 'search_path', statement: 1 }]);
+  });
+
+  it('a long text that does not fold is cached by a hash of its shape', async () => {
+    const k = await Classifier.create();
+    const columns = rows(3000, (i) => `c${i}`);
+    expect(k.classify(`SELECT ${columns} FROM t WHERE x = 1`).route).toBe('replica');
+    expect(k.classify(`SELECT ${columns} FROM t WHERE x = 2`).route).toBe('replica');
+    expect(k.classify(`SELECT ${columns} FROM t WHERE x = 2 FOR SHARE`).route).toBe('primary');
+    expect(k.stats.misses).toBe(2);
   });
 });
 

@@ -683,6 +683,13 @@ describe('parseConfig: values', () => {
     expect(rest).toEqual(defaults);
   });
 
+  it('failover.evidence_max_age_ms: a duration, unset by default (derived from health)', () => {
+    expect(parseConfig(minimalNodes + 'failover:\n  evidence_max_age_ms: 5s\n', { env: {} }).failover.evidence_max_age_ms).toBe(5000);
+    expect(parseConfig(minimalNodes, { env: {} }).failover.evidence_max_age_ms).toBeUndefined();
+    const error = failure(minimalNodes + 'failover:\n  evidence_max_age_ms: 0\n');
+    expect(error.message).toContain('failover.evidence_max_age_ms at line 9');
+  });
+
   it('treats an empty section as all defaults', () => {
     const config = parseConfig(minimalNodes + 'pool:\ntls:\n', { env: {} });
     expect(config.pool).toEqual(defaults.pool);

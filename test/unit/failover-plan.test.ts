@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chooseFailoverTarget, discoverPrimary, nodesToFence, type PlanNode, type ReplicationObservation } from '../../src/cluster/failover-plan.js';
+import { chooseFailoverTarget, discoverPrimary, evidenceMaxAgeMs, nodesToFence, type PlanNode, type ReplicationObservation } from '../../src/cluster/failover-plan.js';
 
 function node(name: string, over: Partial<PlanNode> = {}): PlanNode {
   return {
@@ -59,10 +59,31 @@ describe('chooseFailoverTarget', () => {
     expect(choice.target).toBeUndefined();
   });
 
-  it('trusts the configured standby when the primary was never observed', () => {
-    expect(chooseFailoverTarget(cluster(), 'primary', undefined, false).target).toBe('standby1');
+  it('never promotes without evidence: the configured standby role alone is not (the primary was never observed)', () => {
+    const choice = chooseFailoverTarget(cluster(), 'primary', undefined, false);
+    expect(choice.target).toBeUndefined();
+    expect(choice.reason).toMatch(/never observed/);
     const noStandby = [node('primary', down), node('replica1'), node('replica2')];
     expect(chooseFailoverTarget(noStandby, 'primary', undefined, false).target).toBeUndefined();
+    // allow_data_loss: the node holding the most WAL, whatever its configured role
+    expect(chooseFailoverTarget(cluster(), 'primary', undefined, true)).toMatchObject({ target: 'replica1', dataLoss: true });
+  });
+
+  it('evidence has an age: an observation older than the bound is no evidence', () => {
+    const observed = { ...seen('FIRST 1 (standby1)', [['standby1', 'sync']]), at: 1_000_000 };
+    const fresh = chooseFailoverTarget(cluster(), 'primary', observed, false, { now: 1_000_000 + 10_000, maxAgeMs: 10_000 });
+    expect(fresh).toMatchObject({ target: 'standby1', dataLoss: false });
+    const stale = chooseFailoverTarget(cluster(), 'primary', observed, false, { now: 1_000_000 + 10_001, maxAgeMs: 10_000 });
+    expect(stale.target).toBeUndefined();
+    expect(stale.reason).toMatch(/last observed 10 s ago \(more than 10 s\)/);
+    expect(chooseFailoverTarget(cluster(), 'primary', observed, true, { now: 2_000_000, maxAgeMs: 10_000 })).toMatchObject({ target: 'replica1', dataLoss: true });
+  });
+
+  it('the default bound follows the health checks; the config key overrides it', () => {
+    const health = { interval_ms: 1000, timeout_ms: 1000, failures: 3 };
+    expect(evidenceMaxAgeMs(health, {})).toBe(10_000);
+    expect(evidenceMaxAgeMs({ interval_ms: 250, timeout_ms: 500, failures: 2 }, {})).toBe(3000);
+    expect(evidenceMaxAgeMs(health, { evidence_max_age_ms: 2500 })).toBe(2500);
   });
 
   it('skips nodes that are fenced, down or out of recovery', () => {

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { parseOptions } from '../../src/frontend/client-handshake.js';
 import { ProxyError, SqlState } from '../../src/errors.js';
 import { FrameReader, parseStartupParameters, readStartupPacket } from '../../src/protocol/frame-reader.js';
@@ -92,6 +92,30 @@ describe('FrameReader', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('copies each byte of a large message split into many chunks at most twice (not once per chunk)', () => {
+    const body = Buffer.alloc(4 << 20, 7);
+    body.writeUInt32BE(0xdeadbeef, body.length - 4);
+    const data = encode([{ code: 0x64, body }, { code: 0x63, body: new Uint8Array(0) }]);
+    const chunkBytes = 4096;
+    const copy = vi.spyOn(Buffer.prototype, 'copy');
+    try {
+      const reader = new FrameReader(8 << 20);
+      const seen: { code: number; length: number; tail: number }[] = [];
+      // a header split across chunks too: the first cut is inside it
+      const cuts = [3, ...Array.from({ length: Math.ceil(data.length / chunkBytes) }, (_, i) => 3 + (i + 1) * chunkBytes)];
+      for (const piece of split(data, cuts)) {
+        reader.push(piece);
+        while (reader.next()) seen.push({ code: reader.code, length: reader.end - reader.start, tail: reader.end - reader.start >= 4 ? reader.buffer.readUInt32BE(reader.end - 4) : 0 });
+      }
+      expect(seen).toEqual([{ code: 0x64, length: body.length, tail: 0xdeadbeef }, { code: 0x63, length: 0, tail: 0 }]);
+      const copied = copy.mock.results.reduce((sum, r) => sum + (r.value as number), 0);
+      expect(copied).toBeLessThanOrEqual(2 * data.length);
+      expect(reader.bytesCopied).toBe(copied);
+    } finally {
+      copy.mockRestore();
+    }
   });
 
   it('refuses a declared length below 4 or above the limit from the 5-byte header alone', () => {
