@@ -9,6 +9,7 @@ import { Failover } from './cluster/failover.js';
 import { HealthChecker } from './cluster/health-checker.js';
 import { LagMonitor } from './cluster/lag-monitor.js';
 import { PatroniTopologySource } from './cluster/patroni.js';
+import { Preflight } from './cluster/preflight.js';
 import { Topology } from './cluster/topology.js';
 import type { Config } from './config/types.js';
 import { Frontend } from './frontend/frontend.js';
@@ -43,6 +44,8 @@ export class App {
   readonly health: HealthChecker;
   readonly failover: Failover;
   readonly lagMonitor: LagMonitor;
+  /** what the monitor and failover roles may do (capabilities in /status, /health, pgrelay_capability) */
+  readonly preflight: Preflight;
   /** failover.mode patroni: the topology comes from Patroni's REST API */
   readonly patroni: PatroniTopologySource | undefined;
   readonly freshness: Freshness;
@@ -77,6 +80,8 @@ export class App {
     this.health.on('down', (event: { node: string }) => {
       if (event.node !== this.topology.primaryName) this.pools.closeNode(event.node);
     });
+    this.preflight = new Preflight({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
+    this.health.on('up', (name: string) => this.preflight.nodeUp(name));
     this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.freshness = new Freshness(this.lagMonitor, config.routing.consistency);
     this.patroni =
@@ -115,6 +120,8 @@ export class App {
       // the servers' own view (recovery state, timeline) before anything routes on it
       await app.health.start();
       app.failover.start();
+      // what the roles may do, logged before the ready line (a node that does not answer is checked when it comes up)
+      await app.preflight.start();
       await app.volatility.start();
       await app.lagMonitor.start();
       app.adminAddress = await app.admin.listen(config.admin.host, config.admin.port);
@@ -146,6 +153,7 @@ export class App {
     this.pools.configure(this.patroni ? { ...next, nodes: this.patroni.nodeConfigs(next) } : next);
     this.patroni?.reload();
     this.secureContext = secureContext;
+    void this.preflight.run(true);
   }
 
   /** stop() was called: /health answers 503 from then on */
@@ -162,6 +170,7 @@ export class App {
     this.volatility.stop();
     this.patroni?.stop();
     this.failover.stop();
+    this.preflight.stop();
     this.health.stop();
     await this.lagMonitor.stop();
     this.pools.close();

@@ -59,6 +59,9 @@ function safeTargets(eligible: readonly PlanNode[], observed: ReplicationObserva
       : { target: undefined, reason: 'no configured standby is up (the primary\u2019s replication was never observed)' };
   }
   const ssn = parseSyncStandbyNames(observed.synchronousStandbyNames);
+  if (ssn.method !== 'none' && observed.peers.length > 0 && observed.peers.every((p) => p.syncState === '')) {
+    return { target: undefined, reason: 'which standby was synchronous is not known: the monitor role could not see pg_stat_replication.sync_state (GRANT pg_monitor to it)' };
+  }
   if (ssn.method === 'none') return { target: undefined, reason: 'the primary had no synchronous standby (synchronous_standby_names was empty)' };
   if (ssn.method === 'first') {
     const sync = observed.peers.filter((p) => p.syncState === 'sync');
