@@ -233,6 +233,24 @@ describe('pg_monitor for health, a failover role with the PostgreSQL 15 grants',
   }
 });
 
+describe('reload', () => {
+  it('a reload that gives health its own pg_monitor role runs the preflight again: reads ok, nothing unknown', async () => {
+    const relay = await startRelay(document({ failover: { mode: 'follow' } }));
+    expect(relay.app.preflight.report!.replica_reads.state).toBe('degraded');
+    await vi.waitFor(async () => expect((await status(relay.admin)).nodes.find((n) => n.name === 'replica2')!.not_known).not.toBeNull(), WAIT);
+    relay.app.reload(parseConfig(stringify(document({ failover: { mode: 'follow' }, health: MONITOR })), { source: 'test' }));
+    await vi.waitFor(async () => {
+      const doc = await status(relay.admin);
+      expect(doc.capabilities.replica_reads!.state).toBe('ok');
+      expect(doc.capabilities.shortfalls).toEqual([]);
+      for (const name of ['standby1', 'replica1', 'replica2']) expect(doc.nodes.find((n) => n.name === name)).toMatchObject({ not_known: null, health: 'up' });
+    }, WAIT);
+    const metrics = await (await fetch(`${relay.admin}/metrics`)).text();
+    expect(capabilityMetric(metrics, 'replica_reads')).toBe(1);
+    expect(relay.logs.some((l) => l.msg === 'preflight: replica_reads: ok (the monitor role pgrelay_monitor sees replay position, streaming state and timeline of every replica)')).toBe(true);
+  });
+});
+
 describe('pgrelay check-config --connect', () => {
   function checkConfig(doc: Record<string, unknown>, name: string): Promise<{ code: number | null; out: string; err: string }> {
     const file = join(dir, `${name}.yaml`);
