@@ -5,6 +5,7 @@ import type { WriteLsnSource } from '../routing/freshness.js';
 import type { Logger } from '../util/log.js';
 import { monitorCredentials } from './credentials.js';
 import { LagHistory } from './lag-history.js';
+import { divergenceReason, notKnownText, type LimitedTrack } from './limited-view.js';
 import { lsnDistance, parseLsn } from './lsn.js';
 import { NodeProbe } from './node-probe.js';
 import type { NodeStatus, Topology } from './topology.js';
@@ -14,11 +15,7 @@ const PRIMARY_SQL = `SELECT pg_current_wal_lsn()::text AS current_lsn,
        pg_current_wal_insert_lsn()::text AS insert_lsn,
        ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline`;
 
-/**
- * A replica's (or standby's) replay position and where its WAL comes from. pg_stat_wal_receiver
- * shows its columns only to roles with the privileges of pg_read_all_stats (pg_monitor);
- * `sees_receiver` tells whether its nulls mean "not streaming" or "not shown to this role".
- */
+/** A replica's replay position and where its WAL comes from (`sees_receiver`: see limited-view.ts). */
 const REPLICA_SQL = `SELECT pg_is_in_recovery() AS in_recovery,
        pg_last_wal_replay_lsn()::text AS replay_lsn,
        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END AS replay_paused,
@@ -58,11 +55,11 @@ interface ReplicaSample {
   row: ReplicaRow;
 }
 
-interface Probe {
+/** `previous` and `diverged`: the limited view's (limited-view.ts) */
+interface Probe extends LimitedTrack {
   probe: NodeProbe;
   busy: boolean;
   last: ReplicaSample | undefined;
-  /** the sample before `last` (the limited view compares it with a later primary position) */
   previous: ReplicaSample | undefined;
   /** the last query failed (logged once per failure streak) */
   failing: boolean;
@@ -336,16 +333,19 @@ export class LagMonitor implements WriteLsnSource {
     const { row } = sample;
     node.replayLsn = row.replay_lsn === null ? undefined : parseLsn(row.replay_lsn);
     node.replayPaused = row.replay_paused === true;
-    node.notKnown = row.sees_receiver ? undefined : `whether it streams, from which node and on which timeline (the monitor role ${monitorCredentials(this.config()).user} cannot see pg_stat_wal_receiver: GRANT pg_monitor TO it); freshness is judged from its replay position alone`;
+    node.notKnown = row.sees_receiver ? undefined : notKnownText(monitorCredentials(this.config()).user);
     const primary = this.primarySample;
     const unfit = this.unfitReason(node, row, primary);
-    if (unfit !== undefined || !primary || node.replayLsn === undefined) {
+    // the limited view judges the sample its divergence check vouched for (the one before)
+    const judged = row.sees_receiver ? sample : (this.probes.get(name)?.previous ?? sample);
+    const judgedLsn = judged.row.replay_lsn === null ? undefined : parseLsn(judged.row.replay_lsn);
+    if (unfit !== undefined || !primary || judgedLsn === undefined) {
       this.setLag(node, undefined, undefined);
       this.verdict(node, false, false, unfit ?? 'the primary WAL position is not known yet');
       return;
     }
-    const lagBytes = lsnDistance(primary.currentLsn, node.replayLsn);
-    const estimate = this.history.lag(node.replayLsn, sample.atMs);
+    const lagBytes = lsnDistance(primary.currentLsn, judgedLsn);
+    const estimate = this.history.lag(judgedLsn, judged.atMs);
     const lagMs = estimate?.lagMs ?? 0;
     this.setLag(node, lagMs, lagBytes);
     if (estimate?.beyondHistory) {
@@ -361,7 +361,8 @@ export class LagMonitor implements WriteLsnSource {
   private unfitReason(node: NodeStatus, row: ReplicaRow, primary: PrimarySample | undefined): string | undefined {
     if (!row.in_recovery) return 'out of recovery: not a replica';
     if (row.replay_lsn === null) return 'has not replayed any WAL yet';
-    if (!row.sees_receiver) return this.limitedUnfitReason(node, primary);
+    // a role without pg_monitor sees the receiver's pid and nulls: see limited-view.ts
+    if (!row.sees_receiver) return primary && this.probes.has(node.name) ? divergenceReason(this.probes.get(node.name)!, primary) : undefined;
     if (row.receiver_status !== 'streaming') return `WAL receiver is ${row.receiver_status ?? 'not running'}, not streaming`;
     if (primary && row.received_tli !== null && row.received_tli !== primary.timeline) {
       return `receives timeline ${row.received_tli} while the primary ${primary.node} is on timeline ${primary.timeline}`;
@@ -374,22 +375,6 @@ export class LagMonitor implements WriteLsnSource {
         if (otherLast?.row.in_recovery !== true) return `streams from ${other.name}, which is not the primary (${this.topology.primaryName ?? 'none'})`;
       }
     }
-    return undefined;
-  }
-
-  /**
-   * Without pg_stat_wal_receiver (a monitor role without pg_monitor), a replica still following
-   * another primary shows only in its positions: one that falls behind is excluded by its lag, and
-   * one that has replayed WAL the primary does not have (it went past the point where a new
-   * primary's timeline forked) is found here: a sample of it taken before a primary sample must not
-   * be ahead of that primary position. Until such a pair exists (start, a new primary), it is unfit.
-   */
-  private limitedUnfitReason(node: NodeStatus, primary: PrimarySample | undefined): string | undefined {
-    if (!primary) return undefined;
-    const earlier = this.probes.get(node.name)?.previous;
-    if (!earlier || earlier.atMs > primary.atMs || earlier.row.replay_lsn === null) return `not yet compared with a later position of the primary ${primary.node}`;
-    const replayed = parseLsn(earlier.row.replay_lsn);
-    if (replayed > primary.currentLsn) return `has replayed WAL (${earlier.row.replay_lsn}) that the primary ${primary.node} did not have later: it follows another primary`;
     return undefined;
   }
 
@@ -482,6 +467,7 @@ export class LagMonitor implements WriteLsnSource {
         busy: false,
         last: undefined,
         previous: undefined,
+        diverged: undefined,
         failing: false,
       });
       if (node.name !== this.topology.primaryName && this.timer) this.unmeasured(node, 'lag not measured yet');

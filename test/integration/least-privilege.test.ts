@@ -298,3 +298,45 @@ describe('pgrelay check-config --connect', () => {
     expect(result.out).toMatch(/^warn: role shop lacks the privileges of pg_read_all_stats .*GRANT pg_monitor TO shop;/m);
   });
 });
+
+// Last in the file: it changes the cluster (standby1 becomes the primary).
+describe('only the application role, after a promotion elsewhere (follow mode)', () => {
+  it('excludes replicas still following the old primary once they replay WAL the new primary does not have', async () => {
+    const relay = await startRelay(document({ failover: { mode: 'follow' } }));
+    await vi.waitFor(async () => {
+      const nodes = (await status(relay.admin)).nodes;
+      for (const name of ['standby1', 'replica1', 'replica2']) expect(nodes.find((n) => n.name === name)!.health).toBe('up');
+    }, WAIT);
+    // an external manager promotes standby1; the replicas keep streaming from the old primary,
+    // which (not stopped) goes on writing: they pass the point where standby1's timeline forked
+    await cluster.promote('standby1');
+    await vi.waitFor(() => expect(relay.app.topology.primaryName).toBe('standby1'), WAIT);
+    expect(relay.app.topology.node('primary')!.fenced).toBe(true);
+    const old = await client(cluster.url('primary', { superuser: true }));
+    await old.query('SET synchronous_commit = local'); // its synchronous standby is gone
+    const [{ lsn: newPrimaryLsn }] = await cluster.query<{ lsn: string }>('standby1', 'SELECT pg_current_wal_lsn()::text AS lsn');
+    for (let i = 0; i < 50; i++) await old.query('INSERT INTO lp_items DEFAULT VALUES');
+    // the replicas have replayed more WAL than the new primary has written
+    await vi.waitFor(async () => {
+      for (const name of ['replica1', 'replica2']) {
+        const [row] = await cluster.query<{ ahead: boolean }>(name, 'SELECT pg_last_wal_replay_lsn() > $1::pg_lsn AS ahead', [newPrimaryLsn]);
+        expect(row!.ahead).toBe(true);
+      }
+    }, WAIT);
+    await vi.waitFor(async () => {
+      const nodes = (await status(relay.admin)).nodes;
+      for (const name of ['replica1', 'replica2']) {
+        const node = nodes.find((n) => n.name === name)!;
+        expect(node.health).toBe('stale');
+        expect(node.stale_reason).toMatch(/that the primary standby1 did not have later: it follows another primary/);
+      }
+    }, WAIT);
+    // and reads do not go there (the new primary answers them)
+    const c = await client(relay.url);
+    const byNode = await readsByNode(c, 30);
+    console.log(`[least-privilege] app-only reads after the promotion: ${JSON.stringify(Object.fromEntries(byNode))}`);
+    expect(byNode.get('replica1') ?? 0).toBe(0);
+    expect(byNode.get('replica2') ?? 0).toBe(0);
+    expect(byNode.get('standby1')).toBe(30);
+  });
+});
