@@ -198,7 +198,7 @@ function renderCapabilities(caps) {
     item.dataset.state = cap ? cap.state : "unknown";
     item.append(el("b", "", CAPABILITY_NAMES[key]), el("span", "state", cap ? cap.state : "not checked"), cap ? cap.reason : "");
     const grants = (caps.shortfalls || []).filter((s) => s.features ? s.features.includes(key) : true).map((s) => s.grant);
-    if (cap && cap.state !== "ok" && grants.length > 0) item.append(el("div", "grants", [...new Set(grants)].join("\n")));
+    if (cap && cap.state !== "ok" && grants.length > 0) item.append(el("div", "grants", [...new Set(grants)].join("\\n")));
     box.append(item);
   }
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pg from 'pg';
+import { chromium } from 'playwright-core';
 import { beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { stringify } from 'yaml';
 import type { StatusDocument } from '../../src/admin/status.js';
@@ -200,6 +201,26 @@ describe('only the application role (no health.user, no failover.user)', () => {
     expect(capabilityMetric(metrics, 'replica_reads')).toBe(0);
     expect(capabilityMetric(metrics, 'failover')).toBe(0);
     expect(capabilityMetric(metrics, 'switchover')).toBe(0);
+  });
+});
+
+describe('the topology page', () => {
+  it('shows each capability with its state, its reason and the grants that fix it (headless Chromium)', async () => {
+    const relay = await startRelay(document());
+    const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+    onTestFinished(() => browser.close());
+    const page = await browser.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    await page.goto(`${relay.admin}/`);
+    await page.waitForSelector('[data-capability="failover"][data-state="impossible"]', { timeout: 10_000 });
+    const failover = await page.textContent('[data-capability="failover"]');
+    expect(failover).toContain('cannot see pg_stat_replication.sync_state');
+    expect(failover).toContain('GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO shop;');
+    expect(await page.getAttribute('[data-capability="replica_reads"]', 'data-state')).toBe('degraded');
+    expect(await page.textContent('[data-capability="replica_reads"]')).toContain('GRANT pg_monitor TO shop;');
+    await page.waitForSelector('[data-node="replica1"]');
+    expect(pageErrors).toEqual([]);
   });
 });
 
