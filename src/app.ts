@@ -7,6 +7,7 @@ import { UserDirectory } from './auth/user-directory.js';
 import { Classifier } from './classify/classifier.js';
 import { Failover } from './cluster/failover.js';
 import { HealthChecker } from './cluster/health-checker.js';
+import type { ProbeResult } from './cluster/health-probe.js';
 import { LagMonitor } from './cluster/lag-monitor.js';
 import { PatroniTopologySource } from './cluster/patroni.js';
 import { Preflight } from './cluster/preflight.js';
@@ -82,6 +83,9 @@ export class App {
     });
     this.preflight = new Preflight({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.health.on('up', (name: string) => this.preflight.nodeUp(name));
+    this.health.on('checked', (name: string, result: ProbeResult | undefined) => {
+      if (result && !result.inRecovery && name === this.topology.primaryName) this.preflight.primarySeen(name, result.synchronousStandbyNames);
+    });
     this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.freshness = new Freshness(this.lagMonitor, config.routing.consistency);
     this.patroni =

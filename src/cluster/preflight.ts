@@ -158,8 +158,9 @@ export const PREFLIGHT_REPEAT_MS = 60_000;
 
 /**
  * The preflight as pgrelay runs it: at start, after each reload (both log every finding: errors
- * for what disables a feature, warnings for what degrades one), again every PREFLIGHT_REPEAT_MS
- * and when a node it could not reach comes up (these log only what changed). Keeps the latest
+ * for what disables a feature, warnings for what degrades one), again every PREFLIGHT_REPEAT_MS,
+ * when a node it could not reach comes up and when the primary or its synchronous standby setting
+ * changes (these log only what changed). Keeps the latest
  * report for /status, /health and pgrelay_capability.
  */
 export class Preflight {
@@ -171,6 +172,8 @@ export class Preflight {
   private loud = false;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
+  /** the primary and its synchronous_standby_names as last seen by the health checks */
+  private primaryKey: string | undefined;
 
   constructor(private readonly deps: PreflightDeps) {}
 
@@ -200,6 +203,17 @@ export class Preflight {
       this.running = undefined;
     });
     return this.running;
+  }
+
+  /**
+   * A health check of the primary: a new primary, or a change of its synchronous_standby_names (a
+   * standby added, failover settling a new one), changes what failover can do: check again.
+   */
+  primarySeen(name: string, synchronousStandbyNames: string): void {
+    const key = `${name}\0${synchronousStandbyNames}`;
+    const before = this.primaryKey;
+    this.primaryKey = key;
+    if (before !== undefined && before !== key && this.report) void this.run(false);
   }
 
   /** A node came up: check again if the last run could not reach it. */

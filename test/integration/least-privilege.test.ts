@@ -254,6 +254,27 @@ describe('pg_monitor for health, a failover role with the PostgreSQL 15 grants',
   }
 });
 
+describe('the synchronous standby setting changes', () => {
+  it('failover turns impossible while the primary has no synchronous standby, and ok again, without a reload', async () => {
+    const relay = await startRelay(document({ health: { ...MONITOR, interval_ms: 200 }, failover: { user: cluster.superuser, password: cluster.superuserPassword } }));
+    expect(relay.app.preflight.report!.failover.state).toBe('ok');
+    const [{ names }] = await cluster.query<{ names: string }>('primary', "SELECT current_setting('synchronous_standby_names') AS names");
+    const setNames = async (value: string) => {
+      await cluster.query('primary', `ALTER SYSTEM SET synchronous_standby_names = '${value.replace(/'/g, "''")}'`, [], { superuser: true, database: 'postgres' });
+      await cluster.query('primary', 'SELECT pg_reload_conf()', [], { superuser: true, database: 'postgres' });
+    };
+    await setNames('');
+    onTestFinished(() => setNames(names));
+    await vi.waitFor(async () => {
+      const health = (await (await fetch(`${relay.admin}/health`)).json()) as { failover: { state: string; reason: string } };
+      expect(health.failover).toEqual({ state: 'impossible', reason: 'the primary primary has no synchronous standby (synchronous_standby_names is empty)' });
+    }, WAIT);
+    expect(relay.logs.some((l) => l.level === 'error' && String(l.msg).startsWith('preflight: failover: impossible'))).toBe(true);
+    await setNames(names);
+    await vi.waitFor(() => expect(relay.app.preflight.report!.failover.state).toBe('ok'), WAIT);
+  });
+});
+
 describe('reload', () => {
   it('a reload that gives health its own pg_monitor role runs the preflight again: reads ok, nothing unknown', async () => {
     const relay = await startRelay(document({ failover: { mode: 'follow' } }));
