@@ -98,6 +98,8 @@ export async function roleFacts(login: NodeLogin, timeoutMs: number): Promise<Ro
       // only a database we may not use is worth the second try
       if (code !== '3D000' && !(code === '42501' && database !== 'template1' && /database/i.test(errorText(error)))) break;
     } finally {
+      // a polite goodbye (no "unexpected EOF" in the server's log every minute), bounded: a hung server gets none
+      await Promise.race([client.end().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
       (client as unknown as { connection?: { stream?: net.Socket } }).connection?.stream?.destroy();
     }
   }
