@@ -131,7 +131,10 @@ export function judgeCapabilities(input: PreflightInput): CapabilityReport {
   const unchecked: CapabilityReport['unchecked'] = [];
   const replicaReads = judgeReads(input, shortfalls, unchecked);
   const { failover, switchover } = judgeFailover(input, shortfalls, unchecked);
-  return { replica_reads: replicaReads, failover, switchover, shortfalls, unchecked };
+  // the monitor and failover roles may be one: each node and role once
+  const seen = new Set<string>();
+  const once = unchecked.filter((u) => !seen.has(`${u.node}\0${u.role}`) && seen.add(`${u.node}\0${u.role}`));
+  return { replica_reads: replicaReads, failover, switchover, shortfalls, unchecked: once };
 }
 
 function isPrimary(input: PreflightInput, check: NodeCheck): boolean {

@@ -104,7 +104,8 @@ export async function roleFacts(login: NodeLogin, timeoutMs: number): Promise<Ro
     }
   }
   const code = (last as { code?: string }).code;
-  return { error: code ? `${code} ${errorText(last)}` : errorText(last), login: code !== undefined && REFUSED.has(code) };
+  const sqlstate = code !== undefined && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+  return { error: sqlstate ? `${sqlstate} ${errorText(last)}` : errorText(last), login: sqlstate !== undefined && REFUSED.has(sqlstate) };
 }
 
 /** Checks both roles on every node (the failover role in managed mode only) and judges. */
