@@ -166,6 +166,45 @@ describe('only the application role (no health.user, no failover.user)', () => {
     await vi.waitFor(async () => expect((await status(relay.admin)).nodes.find((n) => n.name === 'replica1')!.health).toBe('up'), WAIT);
   });
 
+  it('excludes a replica that stops receiving WAL once its lag passes max_lag_ms (it cannot see that the receiver stopped)', async () => {
+    const relay = await startRelay(document());
+    const c = await client(relay.url);
+    await vi.waitFor(async () => expect((await status(relay.admin)).nodes.find((n) => n.name === 'replica2')!.health).toBe('up'), WAIT);
+    const su = { superuser: true, database: 'postgres' };
+    const [{ conninfo }] = await cluster.query<{ conninfo: string }>('replica2', "SELECT current_setting('primary_conninfo') AS conninfo", [], su);
+    const setConninfo = async (value: string) => {
+      await cluster.query('replica2', `ALTER SYSTEM SET primary_conninfo = '${value.replace(/'/g, "''")}'`, [], su);
+      await cluster.query('replica2', 'SELECT pg_reload_conf()', [], su);
+    };
+    await setConninfo('');
+    onTestFinished(() => setConninfo(conninfo));
+    await vi.waitFor(async () => expect(await cluster.query('replica2', 'SELECT count(*)::int AS n FROM pg_stat_wal_receiver', [], su)).toEqual([{ n: 0 }]), WAIT);
+    const writer = await client(cluster.url('primary'));
+    let writing = true;
+    const writes = (async () => {
+      while (writing) {
+        await writer.query('INSERT INTO lp_items DEFAULT VALUES');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    onTestFinished(async () => {
+      writing = false;
+      await writes;
+    });
+    await vi.waitFor(async () => {
+      const node = (await status(relay.admin)).nodes.find((n) => n.name === 'replica2')!;
+      expect(node.health).toBe('stale');
+      expect(node.stale_reason).toMatch(/exceeds max_lag_ms 1000/);
+    }, WAIT);
+    const byNode = await readsByNode(c, 40);
+    expect(byNode.get('replica2') ?? 0).toBe(0);
+    expect((byNode.get('standby1') ?? 0) + (byNode.get('replica1') ?? 0)).toBe(40);
+    writing = false;
+    await writes;
+    await setConninfo(conninfo);
+    await vi.waitFor(async () => expect((await status(relay.admin)).nodes.find((n) => n.name === 'replica2')!.health).toBe('up'), WAIT);
+  });
+
   it('says at start, in /status, /health and pgrelay_capability, that failover is impossible and which grants fix it', async () => {
     const relay = await startRelay(document());
     const errors = relay.logs.filter((l) => l.level === 'error' && String(l.msg).startsWith('preflight:'));
