@@ -7,8 +7,10 @@ import { UserDirectory } from './auth/user-directory.js';
 import { Classifier } from './classify/classifier.js';
 import { Failover } from './cluster/failover.js';
 import { HealthChecker } from './cluster/health-checker.js';
+import type { ProbeResult } from './cluster/health-probe.js';
 import { LagMonitor } from './cluster/lag-monitor.js';
 import { PatroniTopologySource } from './cluster/patroni.js';
+import { Preflight } from './cluster/preflight.js';
 import { Topology } from './cluster/topology.js';
 import type { Config } from './config/types.js';
 import { Frontend } from './frontend/frontend.js';
@@ -43,6 +45,8 @@ export class App {
   readonly health: HealthChecker;
   readonly failover: Failover;
   readonly lagMonitor: LagMonitor;
+  /** what the monitor and failover roles may do (capabilities in /status, /health, pgrelay_capability) */
+  readonly preflight: Preflight;
   /** failover.mode patroni: the topology comes from Patroni's REST API */
   readonly patroni: PatroniTopologySource | undefined;
   readonly freshness: Freshness;
@@ -76,6 +80,11 @@ export class App {
     // partition); the primary's are closed by failover when it takes over
     this.health.on('down', (event: { node: string }) => {
       if (event.node !== this.topology.primaryName) this.pools.closeNode(event.node);
+    });
+    this.preflight = new Preflight({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
+    this.health.on('up', (name: string) => this.preflight.nodeUp(name));
+    this.health.on('checked', (name: string, result: ProbeResult | undefined) => {
+      if (result && !result.inRecovery && name === this.topology.primaryName) this.preflight.primarySeen(name, result.synchronousStandbyNames);
     });
     this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.freshness = new Freshness(this.lagMonitor, config.routing.consistency);
@@ -115,6 +124,8 @@ export class App {
       // the servers' own view (recovery state, timeline) before anything routes on it
       await app.health.start();
       app.failover.start();
+      // what the roles may do, logged before the ready line (a node that does not answer is checked when it comes up)
+      await app.preflight.start();
       await app.volatility.start();
       await app.lagMonitor.start();
       app.adminAddress = await app.admin.listen(config.admin.host, config.admin.port);
@@ -146,6 +157,7 @@ export class App {
     this.pools.configure(this.patroni ? { ...next, nodes: this.patroni.nodeConfigs(next) } : next);
     this.patroni?.reload();
     this.secureContext = secureContext;
+    void this.preflight.run(true);
   }
 
   /** stop() was called: /health answers 503 from then on */
@@ -162,6 +174,7 @@ export class App {
     this.volatility.stop();
     this.patroni?.stop();
     this.failover.stop();
+    this.preflight.stop();
     this.health.stop();
     await this.lagMonitor.stop();
     this.pools.close();

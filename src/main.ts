@@ -5,14 +5,15 @@
  *                                   run the proxy; SIGHUP reloads FILE, SIGTERM/SIGINT stop gracefully
  *   pgrelay demo [--replicas N] [--standby 0|1] [--port P] [--admin-port P]
  *   pgrelay classify                JSON string per line on stdin → decision per line on stdout
- *   pgrelay check-config FILE
+ *   pgrelay check-config [--connect] FILE
+ *                                   validate FILE; --connect: also the roles' grants on the servers
  *   pgrelay status [--admin URL]
  *   pgrelay cluster add-replica|add-standby|remove NODE [--name NAME] [--admin URL]
  *                                   the RDS workflows on the demo's local cluster (cluster-command.ts)
  */
 import { App } from './app.js';
 import { runClassifyCli } from './classify/cli.js';
-import { checkConfigCommand } from './config/check.js';
+import { checkConfigCommand, checkConfigConnectCommand } from './config/check.js';
 import { loadConfig } from './config/load.js';
 import { InvalidConfigError } from './config/issues.js';
 import { runDemo } from './demo.js';
@@ -28,7 +29,7 @@ const USAGE = `usage:
   pgrelay start --config FILE [--grace-ms 20000]
   pgrelay demo [--replicas N] [--standby 0|1] [--port PORT] [--admin-port PORT]
   pgrelay classify            (one JSON string per line on stdin)
-  pgrelay check-config FILE
+  pgrelay check-config [--connect] FILE
   pgrelay status [--admin http://127.0.0.1:9930]
 ${CLUSTER_USAGE}`;
 
@@ -51,9 +52,11 @@ async function main(argv: string[]): Promise<number> {
       await runClassifyCli(process.stdin, process.stdout);
       return 0;
     case 'check-config': {
-      const file = flags.get('_0') ?? flags.get('config');
+      // `--connect FILE` reads FILE as the flag's value; `FILE --connect` leaves it empty
+      const connect = flags.has('connect');
+      const file = flags.get('_0') ?? flags.get('config') ?? (flags.get('connect') || undefined);
       if (!file) return usage();
-      return checkConfigCommand(file, process.stdout, process.stderr);
+      return connect ? checkConfigConnectCommand(file, process.stdout, process.stderr) : checkConfigCommand(file, process.stdout, process.stderr);
     }
     case 'status':
       return printStatus(flags.get('admin') ?? 'http://127.0.0.1:9930', process.stdout, process.stderr);

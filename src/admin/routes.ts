@@ -3,7 +3,7 @@ import { json, type AdminServer } from './admin-server.js';
 import { switchoverRequest } from '../cluster/switchover.js';
 import { collectStateMetrics } from './collect-state.js';
 import { reloadFromFile } from './config-reload.js';
-import { healthOf, statusOf } from './status.js';
+import { healthBody, healthOf, statusOf } from './status.js';
 import { TOPOLOGY_PAGE } from './topology-page.js';
 
 export { statusOf } from './status.js';
@@ -20,8 +20,8 @@ export function registerAdminRoutes(admin: AdminServer, app: App): void {
       return { status: 200, body: await app.metrics.registry.metrics(), contentType: app.metrics.registry.contentType };
     })
     .route('GET', '/health', () => {
-      const health = healthOf(app.topology, app.stopping);
-      return health.ok ? json(200, { status: 'ok', primary: health.primary }) : json(503, { status: 'unavailable', primary: health.primary, reason: health.reason });
+      const health = healthOf(app.topology, app.stopping, app.preflight.report);
+      return json(health.ok ? 200 : 503, healthBody(health));
     })
     .route('GET', '/status', async () => json(200, await statusOf(app)))
     .route('POST', '/admin/reload', () => {

@@ -3,7 +3,7 @@ import type { StatusDocument, StatusNode } from './status.js';
 
 /** What the table needs from /status (older or newer pgrelays may send more or less). */
 type StatusForTable = Pick<StatusDocument, 'primary' | 'consistency' | 'clients'> &
-  Partial<Pick<StatusDocument, 'health' | 'max_lag_ms' | 'last_failover' | 'draining_pools'>> & {
+  Partial<Pick<StatusDocument, 'health' | 'max_lag_ms' | 'last_failover' | 'draining_pools' | 'capabilities'>> & {
     nodes: (Pick<StatusNode, 'name' | 'role' | 'host' | 'port' | 'up' | 'fenced' | 'fresh' | 'lag_bytes' | 'lag_seconds' | 'inflight'> &
       Partial<Pick<StatusNode, 'health' | 'stale_reason' | 'units'>> & { pools: { idle: number; active: number; waiting: number }[] })[];
   };
@@ -51,6 +51,15 @@ export function formatStatusTable(status: StatusForTable): string {
   }
   const f = status.last_failover;
   text += `last failover: ${f ? `${String(f.from ?? '?')} -> ${String(f.to)} (${String(f.kind)}${typeof f.durationMs === 'number' ? `, ${(f.durationMs / 1000).toFixed(1)} s` : ''}${f.at ? `, ${String(f.at)}` : ''})` : 'none'}\n`;
+  // what the roles do not allow (README "Roles pgrelay logs in as"): only when something is missing
+  const caps = status.capabilities;
+  if (caps) {
+    for (const name of ['replica_reads', 'failover', 'switchover'] as const) {
+      const cap = caps[name];
+      if (cap && cap.configured && cap.state !== 'ok') text += `${name.replace('_', ' ')}: ${cap.state.toUpperCase()} (${cap.reason})\n`;
+    }
+    for (const grant of new Set((caps.shortfalls ?? []).map((s) => s.grant))) text += `  fix: ${grant}\n`;
+  }
   return text;
 }
 

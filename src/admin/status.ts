@@ -1,4 +1,5 @@
 import type { App } from '../app.js';
+import { groupShortfalls, type Capability, type CapabilityReport, type CapabilityState, type Feature } from '../cluster/capabilities.js';
 import type { FailoverRecord } from '../cluster/failover.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { redactConfig } from '../config/redact.js';
@@ -20,18 +21,56 @@ export interface Health {
   primary: string | null;
   /** why writes cannot be served (when not ok) */
   reason?: string;
+  /**
+   * whether pgrelay could fail over if the primary died now, as the preflight found it (absent
+   * before the first preflight). It does not change `ok`: a pgrelay that serves writes stays in
+   * its load balancer even when it could not fail over (alert on pgrelay_capability instead).
+   */
+  failover?: { state: CapabilityState; reason: string };
 }
 
 /** GET /health: pgrelay can serve writes when it runs and knows a primary that is up and not fenced. */
-export function healthOf(topology: Topology, stopping: boolean): Health {
-  if (stopping) return { ok: false, primary: topology.primaryName ?? null, reason: 'pgrelay is shutting down' };
+export function healthOf(topology: Topology, stopping: boolean, capabilities?: CapabilityReport): Health {
+  const failover = capabilities ? { failover: { state: capabilities.failover.state, reason: capabilities.failover.reason } } : {};
+  if (stopping) return { ok: false, primary: topology.primaryName ?? null, reason: 'pgrelay is shutting down', ...failover };
   const primary = topology.primary();
-  if (primary) return { ok: true, primary: primary.name };
+  if (primary) return { ok: true, primary: primary.name, ...failover };
   const name = topology.primaryName;
   const node = name === undefined ? undefined : topology.node(name);
-  if (!node) return { ok: false, primary: null, reason: 'no primary is known (failover in progress, or none configured)' };
-  if (node.fenced) return { ok: false, primary: node.name, reason: `primary ${node.name} is fenced` };
-  return { ok: false, primary: node.name, reason: `primary ${node.name} is down${node.lastError ? ` (${node.lastError})` : ''}` };
+  if (!node) return { ok: false, primary: null, reason: 'no primary is known (failover in progress, or none configured)', ...failover };
+  if (node.fenced) return { ok: false, primary: node.name, reason: `primary ${node.name} is fenced`, ...failover };
+  return { ok: false, primary: node.name, reason: `primary ${node.name} is down${node.lastError ? ` (${node.lastError})` : ''}`, ...failover };
+}
+
+/** The body of GET /health (status 200 when `ok`, else 503). */
+export function healthBody(health: Health): Record<string, unknown> {
+  const { ok, ...rest } = health;
+  return { status: ok ? 'ok' : 'unavailable', ...rest };
+}
+
+/** The /status `capabilities` block: what the configured roles let pgrelay do (see cluster/capabilities.ts). */
+export interface StatusCapabilities {
+  /** ISO time of the preflight this comes from; null before the first one finished */
+  checked_at: string | null;
+  replica_reads: Capability | null;
+  failover: Capability | null;
+  switchover: Capability | null;
+  /** one entry per role and grant, with the nodes it is missing on */
+  shortfalls: { role: string; missing: string; grant: string; nodes: string[]; features: Feature[]; effects: string[]; disables: boolean }[];
+  /** nodes a role could not be checked on (they did not answer) */
+  unchecked: { node: string; role: string; error: string }[];
+}
+
+export function capabilitiesOf(report: CapabilityReport | undefined, checkedAt: number | undefined): StatusCapabilities {
+  if (!report) return { checked_at: null, replica_reads: null, failover: null, switchover: null, shortfalls: [], unchecked: [] };
+  return {
+    checked_at: checkedAt === undefined ? null : new Date(checkedAt).toISOString(),
+    replica_reads: report.replica_reads,
+    failover: report.failover,
+    switchover: report.switchover,
+    shortfalls: groupShortfalls(report.shortfalls).map(({ role, missing, grant, nodes, features, effects, disables }) => ({ role, missing, grant, nodes, features, effects, disables })),
+    unchecked: report.unchecked,
+  };
 }
 
 export interface PoolUse {
@@ -63,6 +102,8 @@ export interface StatusNode {
   fenced: boolean;
   fresh: boolean;
   stale_reason: string | null;
+  /** what the monitor role cannot see on this node (freshness is then judged from positions alone) */
+  not_known: string | null;
   last_error: string | null;
   timeline: number | null;
   lag_bytes: number | null;
@@ -87,6 +128,8 @@ export interface StatusDocument {
   clients: number;
   sessions: number;
   pinned_sessions: number;
+  /** what the monitor and failover roles let pgrelay do */
+  capabilities: StatusCapabilities;
   nodes: StatusNode[];
   /** server connections of nodes a reload removed, still finishing their unit */
   draining_pools: (PoolUse & { node: string })[];
@@ -107,7 +150,7 @@ export async function statusOf(app: App): Promise<StatusDocument> {
     now: Date.now(),
     started_at: app.startedAt,
     stopping: app.stopping,
-    health: healthOf(app.topology, app.stopping),
+    health: healthOf(app.topology, app.stopping, app.preflight.report),
     primary: app.topology.primaryName ?? null,
     consistency: config.routing.consistency,
     max_lag_ms: config.routing.max_lag_ms,
@@ -115,6 +158,7 @@ export async function statusOf(app: App): Promise<StatusDocument> {
     clients: app.frontend.clientCount,
     sessions: app.frontend.sessionCount,
     pinned_sessions: (await app.metrics.pinnedSessions.get()).values[0]?.value ?? 0,
+    capabilities: capabilitiesOf(app.preflight.report, app.preflight.checkedAt),
     nodes: [...app.topology.nodes.values()].map((n) => ({
       name: n.name,
       host: n.host,
@@ -126,6 +170,7 @@ export async function statusOf(app: App): Promise<StatusDocument> {
       fenced: n.fenced,
       fresh: n.fresh,
       stale_reason: n.staleReason ?? null,
+      not_known: n.notKnown ?? null,
       last_error: n.lastError ?? null,
       timeline: n.timeline ?? null,
       lag_bytes: n.lagBytes ?? null,

@@ -8,7 +8,8 @@
  *
  * Hooks for tests and scripts: each card has data-node, data-role and data-health; a replica's lag
  * bar fill has data-lag-ms and data-lag-fraction; the rates have data-reads-per-s and
- * data-writes-per-s.
+ * data-writes-per-s; each capability (replica reads, failover, switchover) has data-capability and
+ * data-state, and its reason as text.
  */
 export const TOPOLOGY_PAGE = /* html */ `<!doctype html>
 <html lang="en">
@@ -49,6 +50,12 @@ export const TOPOLOGY_PAGE = /* html */ `<!doctype html>
   .lag-fill { height: 100%; width: 0; border-radius: 5px; background: var(--up); transition: width .4s ease; }
   .lag-fill.warn { background: var(--stale); } .lag-fill.over { background: var(--down); } .lag-fill.unknown { background: var(--unknown); }
   .lag-text { font-size: 12px; color: var(--muted); font-variant-numeric: tabular-nums; }
+  #capabilities { display: flex; flex-wrap: wrap; gap: 8px 12px; padding: 12px 24px 0; }
+  .cap { padding: 6px 10px; border-radius: 6px; background: var(--card); border: 1px solid var(--line); font-size: 12px; max-width: 640px; }
+  .cap b { margin-right: 6px; } .cap .state { font-weight: 700; text-transform: uppercase; margin-right: 6px; }
+  .cap[data-state="ok"] .state { color: var(--up); } .cap[data-state="degraded"] .state, .cap[data-state="unknown"] .state { color: var(--stale); }
+  .cap[data-state="impossible"] .state, .cap[data-state="off"] .state { color: var(--down); }
+  .cap .grants { font-family: ui-monospace, monospace; color: var(--muted); margin-top: 4px; white-space: pre-wrap; }
   footer { padding: 0 24px 16px; color: var(--muted); font-size: 12px; }
   .legend span { margin-right: 14px; } .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; vertical-align: -1px; }
 </style>
@@ -66,6 +73,7 @@ export const TOPOLOGY_PAGE = /* html */ `<!doctype html>
   <span class="fact">last failover <b id="failover">none</b></span>
 </header>
 <div id="error" role="alert"></div>
+<div id="capabilities" aria-label="capabilities"></div>
 <div id="stage">
   <svg id="lines" aria-hidden="true"></svg>
   <div class="row" id="row-primary"></div>
@@ -173,8 +181,26 @@ function render(status) {
   for (const [name, c] of cards) if (!seen.has(name)) { c.root.remove(); cards.delete(name); }
   $("reads").textContent = anyRate ? fmtRate(totalReads) : "…";
   $("writes").textContent = anyRate ? fmtRate(totalWrites) : "…";
+  renderCapabilities(status.capabilities);
   drawLines(status);
   previous = status;
+}
+
+const CAPABILITY_NAMES = { replica_reads: "replica reads", failover: "failover", switchover: "switchover" };
+function renderCapabilities(caps) {
+  const box = $("capabilities");
+  box.innerHTML = "";
+  if (!caps) return;
+  for (const key of Object.keys(CAPABILITY_NAMES)) {
+    const cap = caps[key];
+    const item = el("div", "cap");
+    item.dataset.capability = key;
+    item.dataset.state = cap ? cap.state : "unknown";
+    item.append(el("b", "", CAPABILITY_NAMES[key]), el("span", "state", cap ? cap.state : "not checked"), cap ? cap.reason : "");
+    const grants = (caps.shortfalls || []).filter((s) => s.features ? s.features.includes(key) : true).map((s) => s.grant);
+    if (cap && cap.state !== "ok" && grants.length > 0) item.append(el("div", "grants", [...new Set(grants)].join("\\n")));
+    box.append(item);
+  }
 }
 
 function drawLines(status) {

@@ -76,6 +76,9 @@ function safeTargets(eligible: readonly PlanNode[], observed: ReplicationObserva
   const byApp = (name: string) => eligible.find((n) => n.applicationName.toLowerCase() === name.toLowerCase());
   if (!observed) return { target: undefined, reason: 'the primary\u2019s replication was never observed: no evidence which node has every acknowledged commit' };
   const ssn = parseSyncStandbyNames(observed.synchronousStandbyNames);
+  if (ssn.method !== 'none' && observed.peers.length > 0 && observed.peers.every((p) => p.syncState === '')) {
+    return { target: undefined, reason: 'which standby was synchronous is not known: the monitor role could not see pg_stat_replication.sync_state (GRANT pg_monitor to it)' };
+  }
   if (ssn.method === 'none') return { target: undefined, reason: 'the primary had no synchronous standby (synchronous_standby_names was empty)' };
   if (ssn.method === 'first') {
     const sync = observed.peers.filter((p) => p.syncState === 'sync');

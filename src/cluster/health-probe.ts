@@ -63,7 +63,7 @@ interface CheckRow {
   receiver: { host: string | null; port: number | null; status: string | null; conninfo: string | null } | null;
   receive_lsn: string | null;
   replay_lsn: string | null;
-  peers: { app: string; state: string; sync: string }[] | null;
+  peers: { app: string; state: string | null; sync: string | null }[] | null;
 }
 
 /**
@@ -210,7 +210,8 @@ function toResult(row: CheckRow): ProbeResult {
     inRecovery: row.in_recovery,
     timeline,
     synchronousStandbyNames: row.sync_names,
-    peers: (row.peers ?? []).map((p) => ({ applicationName: p.app, state: p.state, syncState: p.sync })),
+    // state and sync_state are null for a role without pg_read_all_stats: '' = not known
+    peers: (row.peers ?? []).map((p) => ({ applicationName: p.app, state: p.state ?? '', syncState: p.sync ?? '' })),
     applicationName: row.in_recovery ? (applicationNameOf(receiver?.conninfo) ?? (row.cluster_name || undefined)) : undefined,
     upstream: receiver?.host && receiver.port ? { host: receiver.host, port: receiver.port, status: receiver.status ?? '' } : undefined,
     receiveLsn: parseLsn(row.receive_lsn),

@@ -5,6 +5,7 @@ import type { WriteLsnSource } from '../routing/freshness.js';
 import type { Logger } from '../util/log.js';
 import { monitorCredentials } from './credentials.js';
 import { LagHistory } from './lag-history.js';
+import { divergenceReason, notKnownText, type LimitedTrack } from './limited-view.js';
 import { lsnDistance, parseLsn } from './lsn.js';
 import { NodeProbe } from './node-probe.js';
 import type { NodeStatus, Topology } from './topology.js';
@@ -14,11 +15,12 @@ const PRIMARY_SQL = `SELECT pg_current_wal_lsn()::text AS current_lsn,
        pg_current_wal_insert_lsn()::text AS insert_lsn,
        ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline`;
 
-/** A replica's (or standby's) replay position and where its WAL comes from. */
+/** A replica's replay position and where its WAL comes from (`sees_receiver`: see limited-view.ts). */
 const REPLICA_SQL = `SELECT pg_is_in_recovery() AS in_recovery,
        pg_last_wal_replay_lsn()::text AS replay_lsn,
        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END AS replay_paused,
-       r.status AS receiver_status, r.received_tli, r.sender_host, r.sender_port
+       r.status AS receiver_status, r.received_tli, r.sender_host, r.sender_port,
+       pg_has_role('pg_read_all_stats', 'USAGE') AS sees_receiver
   FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true`;
 
 interface PrimaryRow {
@@ -35,6 +37,7 @@ interface ReplicaRow {
   received_tli: number | null;
   sender_host: string | null;
   sender_port: number | null;
+  sees_receiver: boolean;
 }
 
 interface PrimarySample {
@@ -52,10 +55,12 @@ interface ReplicaSample {
   row: ReplicaRow;
 }
 
-interface Probe {
+/** `previous` and `diverged`: the limited view's (limited-view.ts) */
+interface Probe extends LimitedTrack {
   probe: NodeProbe;
   busy: boolean;
   last: ReplicaSample | undefined;
+  previous: ReplicaSample | undefined;
   /** the last query failed (logged once per failure streak) */
   failing: boolean;
 }
@@ -312,6 +317,7 @@ export class LagMonitor implements WriteLsnSource {
           } else {
             if (probe.failing) this.log.info({ node: node.name }, 'lag monitor queries the node again');
             probe.failing = false;
+            probe.previous = probe.last;
             probe.last = result;
             this.judge(node.name, result);
           }
@@ -327,15 +333,19 @@ export class LagMonitor implements WriteLsnSource {
     const { row } = sample;
     node.replayLsn = row.replay_lsn === null ? undefined : parseLsn(row.replay_lsn);
     node.replayPaused = row.replay_paused === true;
+    node.notKnown = row.sees_receiver ? undefined : notKnownText(monitorCredentials(this.config()).user);
     const primary = this.primarySample;
     const unfit = this.unfitReason(node, row, primary);
-    if (unfit !== undefined || !primary || node.replayLsn === undefined) {
+    // the limited view judges the sample its divergence check vouched for (the one before)
+    const judged = row.sees_receiver ? sample : (this.probes.get(name)?.previous ?? sample);
+    const judgedLsn = judged.row.replay_lsn === null ? undefined : parseLsn(judged.row.replay_lsn);
+    if (unfit !== undefined || !primary || judgedLsn === undefined) {
       this.setLag(node, undefined, undefined);
       this.verdict(node, false, false, unfit ?? 'the primary WAL position is not known yet');
       return;
     }
-    const lagBytes = lsnDistance(primary.currentLsn, node.replayLsn);
-    const estimate = this.history.lag(node.replayLsn, sample.atMs);
+    const lagBytes = lsnDistance(primary.currentLsn, judgedLsn);
+    const estimate = this.history.lag(judgedLsn, judged.atMs);
     const lagMs = estimate?.lagMs ?? 0;
     this.setLag(node, lagMs, lagBytes);
     if (estimate?.beyondHistory) {
@@ -351,6 +361,8 @@ export class LagMonitor implements WriteLsnSource {
   private unfitReason(node: NodeStatus, row: ReplicaRow, primary: PrimarySample | undefined): string | undefined {
     if (!row.in_recovery) return 'out of recovery: not a replica';
     if (row.replay_lsn === null) return 'has not replayed any WAL yet';
+    // a role without pg_monitor sees the receiver's pid and nulls: see limited-view.ts
+    if (!row.sees_receiver) return primary && this.probes.has(node.name) ? divergenceReason(this.probes.get(node.name)!, primary) : undefined;
     if (row.receiver_status !== 'streaming') return `WAL receiver is ${row.receiver_status ?? 'not running'}, not streaming`;
     if (primary && row.received_tli !== null && row.received_tli !== primary.timeline) {
       return `receives timeline ${row.received_tli} while the primary ${primary.node} is on timeline ${primary.timeline}`;
@@ -454,6 +466,8 @@ export class LagMonitor implements WriteLsnSource {
         probe: new NodeProbe(node.name, { host: node.host, port: node.port, credentials, timeoutMs: config.health.timeout_ms, tls: config.server_tls, applicationName: 'pgrelay lag monitor' }),
         busy: false,
         last: undefined,
+        previous: undefined,
+        diverged: undefined,
         failing: false,
       });
       if (node.name !== this.topology.primaryName && this.timer) this.unmeasured(node, 'lag not measured yet');

@@ -33,6 +33,8 @@ export interface NodeStatus {
    */
   replicating: boolean;
   staleReason: string | undefined;
+  /** what the lag monitor cannot see on this node with the monitor role's privileges (undefined: nothing hidden) */
+  notKnown: string | undefined;
   /** units running on the node now, and a moving average of their duration */
   inflight: number;
   latencyEwmaMs: number;
@@ -82,6 +84,7 @@ export class Topology extends EventEmitter {
         fresh: true,
         replicating: true,
         staleReason: undefined,
+        notKnown: undefined,
         inflight: 0,
         latencyEwmaMs: 1,
         lastError: undefined,

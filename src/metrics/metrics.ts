@@ -46,6 +46,7 @@ export class Metrics {
   readonly replicaLagBytes = new Gauge({ name: 'pgrelay_replica_lag_bytes', help: 'WAL bytes between the primary\u2019s current position and the replica\u2019s replay position (absent until measured).', labelNames: ['node'], registers: [this.registry] });
   readonly failovers = new Counter({ name: 'pgrelay_failovers_total', help: 'Primary changes (failover, switchover, or one followed) carried out or followed.', registers: [this.registry] });
   readonly failoverDuration = new Gauge({ name: 'pgrelay_last_failover_duration_seconds', help: 'Duration of the last failover or switchover, from detection to writes flowing on the new primary (0 until one happened).', registers: [this.registry] });
+  readonly capability = new Gauge({ name: 'pgrelay_capability', help: 'Per capability (replica_reads, failover, switchover): 1 when the preflight finds it fully working with the configured roles, 0 when it is degraded, impossible, off or not yet checked; absent when not configured (no replica, failover.mode off).', labelNames: ['capability'], registers: [this.registry] });
 
   // ---------------------------------------------------------------- pools
   readonly poolConnections = new Gauge({ name: 'pgrelay_pool_connections', help: 'Server connections by node and state (idle, active, connecting).', labelNames: ['node', 'state'], registers: [this.registry] });

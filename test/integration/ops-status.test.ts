@@ -42,7 +42,8 @@ describe('admin API', () => {
   it('GET /health is 200 with the primary when writes can be served', async () => {
     const response = await fetch(`${relay.adminUrl}/health`);
     expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({ status: 'ok', primary: 'primary' });
+    // the failover verdict of the preflight rides along; it does not change the status code
+    expect(await response.json()).toEqual({ status: 'ok', primary: 'primary', failover: { state: 'ok', reason: expect.stringContaining('can promote') } });
   });
 
   it('GET /status describes nodes, pools, clients and unit counts', async () => {
@@ -54,7 +55,7 @@ describe('admin API', () => {
     expect(response.headers.get('content-type')).toContain('application/json');
     const status = (await response.json()) as StatusDocument;
     expect(status.primary).toBe('primary');
-    expect(status.health).toEqual({ ok: true, primary: 'primary' });
+    expect(status.health).toEqual({ ok: true, primary: 'primary', failover: { state: 'ok', reason: expect.any(String) } });
     expect(status.consistency).toBe('session');
     expect(status.max_lag_ms).toBe(relay.config.routing.max_lag_ms);
     expect(status.clients).toBeGreaterThanOrEqual(1);

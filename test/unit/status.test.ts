@@ -94,6 +94,33 @@ describe('`pgrelay status` table', () => {
     ]);
   });
 
+  it('lists capabilities that are not ok, with the grants that fix them', () => {
+    const text = formatStatusTable({
+      primary: 'primary',
+      consistency: 'session',
+      clients: 0,
+      nodes: [node('primary', 'primary')],
+      capabilities: {
+        checked_at: '2026-01-02T03:04:05.000Z',
+        replica_reads: { state: 'degraded', reason: 'the monitor role shop cannot see pg_stat_wal_receiver', configured: true },
+        failover: { state: 'impossible', reason: 'sync_state not visible', configured: true },
+        switchover: { state: 'ok', reason: 'fine', configured: true },
+        shortfalls: [
+          { role: 'shop', missing: 'pg_read_all_stats', grant: 'GRANT pg_monitor TO shop;', nodes: ['replica1'], features: ['replica_reads'], effects: [], disables: false },
+          { role: 'shop', missing: 'pg_read_all_stats', grant: 'GRANT pg_monitor TO shop;', nodes: ['primary'], features: ['failover'], effects: [], disables: true },
+        ],
+        unchecked: [],
+      },
+    });
+    expect(text.split('\n').slice(-5)).toEqual([
+      'last failover: none',
+      'replica reads: DEGRADED (the monitor role shop cannot see pg_stat_wal_receiver)',
+      'failover: IMPOSSIBLE (sync_state not visible)',
+      '  fix: GRANT pg_monitor TO shop;',
+      '',
+    ]);
+  });
+
   it('reads an older /status without health words (derives them)', () => {
     const text = formatStatusTable({
       primary: null,
