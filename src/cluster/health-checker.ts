@@ -309,13 +309,13 @@ export function healthLogin(config: Config): Omit<NodeLogin, 'host' | 'port'> {
   const first = config.users[0];
   const user = config.health.user ?? first?.server_user ?? first?.name ?? 'postgres';
   const password = config.health.password ?? (config.health.user === undefined ? (first?.server_password ?? first?.password) : undefined) ?? '';
-  return { user, password, database: 'postgres', ssl: sslOf(config) };
+  return { user, password, database: 'postgres', ssl: sslOf(config), requireAuth: new Set(config.server_auth.require_auth) };
 }
 
 /** The superuser failover acts as: failover.user/password, else health's credentials. */
 export function failoverLogin(config: Config): Omit<NodeLogin, 'host' | 'port'> {
   if (config.failover.user === undefined) return healthLogin(config);
-  return { user: config.failover.user, password: config.failover.password ?? '', database: 'postgres', ssl: sslOf(config) };
+  return { user: config.failover.user, password: config.failover.password ?? '', database: 'postgres', ssl: sslOf(config), requireAuth: new Set(config.server_auth.require_auth) };
 }
 
 /** server_tls for pg: `require` encrypts (verifying against `ca` when given); pg has no `prefer`. */

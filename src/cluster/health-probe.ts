@@ -1,5 +1,7 @@
 import type net from 'node:net';
 import pg from 'pg';
+import { enforceServerAuth } from '../auth/pg-client-auth.js';
+import type { ServerAuthMethod } from '../config/types.js';
 import { parseConninfo } from './conninfo.js';
 
 /** Where and as whom pgrelay's own connections to a node log in (health checks, failover). */
@@ -10,6 +12,7 @@ export interface NodeLogin {
   password: string;
   database: string;
   ssl: false | { rejectUnauthorized: boolean; ca?: string };
+  requireAuth: ReadonlySet<ServerAuthMethod>;
 }
 
 export interface ReplicationPeer {
@@ -153,6 +156,7 @@ export class HealthProbe {
         connectionTimeoutMillis: timeoutMs,
         keepAlive: true,
       });
+      enforceServerAuth(client, `${this.login.host}:${this.login.port}`, this.login.requireAuth);
       client.on('error', (error: Error) => {
         if (this.client !== client) return;
         this.drop();

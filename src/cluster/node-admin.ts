@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { enforceServerAuth } from '../auth/pg-client-auth.js';
 import { repointConninfo } from './conninfo.js';
 import { parseLsn, type NodeLogin } from './health-probe.js';
 
@@ -41,6 +42,7 @@ export class NodeAdmin {
       statement_timeout: STATEMENT_TIMEOUT_MS,
       query_timeout: STATEMENT_TIMEOUT_MS + 5_000,
     });
+    enforceServerAuth(client, node.name, login.requireAuth);
     client.on('error', () => {}); // a node dying under this connection is reported by the query
     try {
       await client.connect();

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
+import { enforceServerAuth } from '../auth/pg-client-auth.js';
 import type { Config } from '../config/types.js';
 import type { Credentials } from './credentials.js';
 
@@ -102,6 +103,7 @@ export class NodeProbe {
       keepAlive: true,
       ssl: tls ? { ca: this.options.tls.ca === undefined ? undefined : readFileSync(this.options.tls.ca), rejectUnauthorized: this.options.tls.ca !== undefined } : false,
     });
+    enforceServerAuth(client, this.name, credentials.requireAuth);
     client.on('error', () => {
       if (this.client === client) this.drop();
     });

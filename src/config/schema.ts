@@ -141,6 +141,12 @@ export const configSpec: Spec<Config> = obj<Config>(
       }),
       () => ({ ...defaults.tls }),
     ),
+    server_auth: withDefault(
+      obj<Config['server_auth']>({
+        require_auth: withDefault(list(oneOf(['password', 'md5', 'scram-sha-256', 'none'])), () => [...defaults.server_auth.require_auth]),
+      }),
+      () => ({ require_auth: [...defaults.server_auth.require_auth] }),
+    ),
     server_tls: withDefault(
       obj<Config['server_tls']>({
         mode: withDefault(oneOf(['disable', 'prefer', 'require']), defaults.server_tls.mode),

@@ -10,6 +10,8 @@ export type Balance = 'latency' | 'round_robin' | 'random' | 'least_connections'
 export type Fallback = 'primary' | 'error';
 export type FailoverMode = 'managed' | 'follow' | 'patroni' | 'off';
 export type AuthMethod = 'scram-sha-256' | 'md5' | 'trust';
+/** libpq's `require_auth` names: cleartext `password`, `md5`, `scram-sha-256`, `none` (trust) */
+export type ServerAuthMethod = 'password' | 'md5' | 'scram-sha-256' | 'none';
 
 export interface NodeConfig {
   /** unique, non-empty; used in metrics labels and the admin API */
@@ -91,6 +93,11 @@ export interface Config {
    * that the files exist.
    */
   tls: { cert?: string; key?: string; required: boolean };
+  /**
+   * server-facing authentication: the methods a server may ask pgrelay for (libpq's
+   * `require_auth`; see auth/server-auth.ts). Default: scram-sha-256, md5, none (no cleartext).
+   */
+  server_auth: { require_auth: ServerAuthMethod[] };
   /** server-facing TLS; `ca` is a PEM file path (resolved like tls.cert) */
   server_tls: { mode: 'disable' | 'prefer' | 'require'; ca?: string };
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'pretty' };
@@ -119,6 +126,7 @@ export const defaults = {
   failover: { mode: 'managed', wait_ms: 30_000, allow_data_loss: false },
   patroni: { endpoints: [], poll_ms: 1000 },
   tls: { required: false },
+  server_auth: { require_auth: ['scram-sha-256', 'md5', 'none'] },
   server_tls: { mode: 'disable' },
   log: { level: 'info', format: 'json' },
-} as const satisfies Omit<Config, 'nodes' | 'users' | 'tls' | 'server_tls'> & Record<string, unknown>;
+} as const satisfies Omit<Config, 'nodes' | 'users' | 'tls' | 'server_tls' | 'server_auth'> & Record<string, unknown>;

@@ -10,6 +10,7 @@
  * - tls.cert and tls.key both or neither; tls.required needs both.
  * - listen and admin must not share a host:port (port 0 excepted).
  * - a function may not be listed under both routing.functions.primary and .replica.
+ * - server_auth.require_auth is not empty (no server could be logged in to).
  */
 import type { ReadContext } from './reader.js';
 import type { Config } from './types.js';
@@ -21,6 +22,7 @@ export function validateConfig(config: Config, ctx: ReadContext): void {
   checkTls(config, ctx);
   checkPorts(config, ctx);
   checkFunctions(config, ctx);
+  checkServerAuth(config, ctx);
 }
 
 function report(ctx: ReadContext, path: string, message: string, at = path): void {
@@ -125,6 +127,11 @@ function checkFunctions(config: Config, ctx: ReadContext): void {
   config.routing.functions.replica.forEach((name, i) => {
     if (primary.has(name)) report(ctx, `routing.functions.replica[${i}]`, `function "${name}" is listed under both routing.functions.primary and routing.functions.replica`);
   });
+}
+
+function checkServerAuth(config: Config, ctx: ReadContext): void {
+  if (ctx.hasIssuesUnder('server_auth') || config.server_auth.require_auth.length > 0) return;
+  report(ctx, 'server_auth.require_auth', 'server_auth.require_auth is empty: list the methods servers may use (scram-sha-256, md5, password, none)');
 }
 
 function lineOf(ctx: ReadContext, path: string): string {

@@ -147,5 +147,6 @@ function poolOptions(config: Config): PoolOptions {
     connectTimeoutMs: config.pool.connect_timeout_ms,
     // server_tls.ca names a file: the certificate itself is what tls.connect wants
     tls: { mode: config.server_tls.mode, ca: config.server_tls.ca === undefined ? undefined : readFileSync(config.server_tls.ca, 'utf8') },
+    requireAuth: new Set(config.server_auth.require_auth),
   };
 }

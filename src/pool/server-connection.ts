@@ -1,9 +1,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
-import { ScramClientExchange } from '../auth/scram.js';
-import { md5PasswordHash } from '../auth/md5.js';
-import { AuthCode, BackendCode } from '../protocol/codes.js';
+import { ServerAuthExchange, type ServerAuthMethod } from '../auth/server-auth.js';
+import { BackendCode } from '../protocol/codes.js';
 import { FrameReader } from '../protocol/frame-reader.js';
 import { readCString, readErrorFields } from '../protocol/messages.js';
 import { ProxyError, SqlState } from '../errors.js';
@@ -23,6 +22,8 @@ export interface ServerLogin {
 export interface ServerConnectOptions {
   connectTimeoutMs: number;
   tls: { mode: 'disable' | 'prefer' | 'require'; ca?: string };
+  /** the authentication methods a server may ask for (`server_auth.require_auth`) */
+  requireAuth: ReadonlySet<ServerAuthMethod>;
 }
 
 /** Receives a server connection's bytes while a client session (or the pool) owns it. */
@@ -134,7 +135,7 @@ export class ServerConnection {
             const conn = new ServerConnection(endpoint, login, socket, plaintext);
             if (plaintext) receive = (chunk) => conn.receive(chunk);
             else socket.on('data', (chunk: Buffer) => conn.receive(chunk));
-            return conn.startup();
+            return conn.startup(options.requireAuth);
           })
           .then((conn) => {
             if (settled) {
@@ -156,10 +157,10 @@ export class ServerConnection {
   }
 
   /** StartupMessage, authentication, then ParameterStatus/BackendKeyData until ReadyForQuery. */
-  private startup(): Promise<ServerConnection> {
+  private startup(requireAuth: ReadonlySet<ServerAuthMethod>): Promise<ServerConnection> {
     return new Promise((resolve, reject) => {
       const reader = new FrameReader();
-      let scram: ScramClientExchange | undefined;
+      const auth = new ServerAuthExchange(this.endpoint.node, this.login, requireAuth);
       const onData = (chunk: Buffer) => {
         try {
           reader.push(chunk);
@@ -167,21 +168,8 @@ export class ServerConnection {
             const { buffer: b, start, end } = reader;
             switch (reader.code) {
               case BackendCode.Authentication: {
-                const kind = b.readInt32BE(start);
-                if (kind === AuthCode.Ok) break;
-                if (kind === AuthCode.CleartextPassword) this.socket.write(serialize.password(this.login.password));
-                else if (kind === AuthCode.MD5Password) this.socket.write(serialize.password(md5PasswordHash(this.login.user, this.login.password, b.subarray(start + 4, start + 8))));
-                else if (kind === AuthCode.SASL) {
-                  const mechanisms = b.toString('utf8', start + 4, end).split('\0');
-                  if (!mechanisms.includes('SCRAM-SHA-256')) throw new Error(`server offers no supported SASL mechanism (${mechanisms.filter(Boolean).join(', ')})`);
-                  scram = new ScramClientExchange(this.login.password);
-                  this.socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
-                } else if (kind === AuthCode.SASLContinue) {
-                  if (!scram) throw new Error('unexpected SASL continue');
-                  this.socket.write(serialize.sendSCRAMClientFinalMessage(scram.handleServerFirst(b.toString('utf8', start + 4, end))));
-                } else if (kind === AuthCode.SASLFinal) {
-                  scram?.verifyServerFinal(b.toString('utf8', start + 4, end));
-                } else throw new Error(`unsupported authentication request ${kind}`);
+                const answer = auth.request(b.readInt32BE(start), b.subarray(start + 4, end));
+                if (answer) this.socket.write(answer);
                 break;
               }
               case BackendCode.ParameterStatus: {
@@ -205,6 +193,7 @@ export class ServerConnection {
               case BackendCode.NegotiateProtocolVersion:
                 break;
               case BackendCode.ReadyForQuery:
+                if (auth.method === undefined) throw new ProxyError(SqlState.protocolViolation, `node ${this.endpoint.node} sent ReadyForQuery before AuthenticationOk`, { severity: 'FATAL' });
                 this.startupSink = undefined;
                 if (reader.pending > 0) throw new Error('unexpected data after ReadyForQuery');
                 resolve(this);

@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { InvalidConfigError } from '../../src/config/issues.js';
+import { parseConfig } from '../../src/config/load.js';
+
+const base = 'nodes:\n  - {name: primary, host: 127.0.0.1, role: primary}\nusers:\n  - {name: app, password: secret}\n';
+
+function failure(text: string): string {
+  try {
+    parseConfig(text);
+  } catch (error) {
+    if (error instanceof InvalidConfigError) return error.message;
+    throw error;
+  }
+  throw new Error('expected a config error');
+}
+
+describe('server_auth.require_auth', () => {
+  it('defaults to scram-sha-256, md5 and none: no cleartext', () => {
+    expect(parseConfig(base).server_auth.require_auth).toEqual(['scram-sha-256', 'md5', 'none']);
+  });
+
+  it('takes a list of libpq method names', () => {
+    expect(parseConfig(`${base}server_auth:\n  require_auth: [scram-sha-256]\n`).server_auth.require_auth).toEqual(['scram-sha-256']);
+  });
+
+  it('refuses an unknown method and an empty list, naming the key and the line', () => {
+    expect(failure(`${base}server_auth:\n  require_auth: [scram-sha-256, kerberos]\n`)).toMatch(/server_auth\.require_auth\[1\].*line 6/s);
+    expect(failure(`${base}server_auth:\n  require_auth: []\n`)).toMatch(/line 6.*server_auth\.require_auth is empty/s);
+  });
+});
