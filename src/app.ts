@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
+import type { AdminApp } from './admin/admin-app.js';
 import { AdminServer } from './admin/admin-server.js';
 import { registerAdminRoutes } from './admin/routes.js';
 import { UserDirectory } from './auth/user-directory.js';
@@ -32,7 +33,7 @@ export interface AppOptions {
  * The composition root: builds every part from a Config, starts them in order (pools and cluster
  * view before the listener), stops them in reverse order.
  */
-export class App {
+export class App implements AdminApp {
   readonly metrics: Metrics;
   readonly topology: Topology;
   readonly router: Router;

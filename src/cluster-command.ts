@@ -1,6 +1,6 @@
 /**
  * `pgrelay cluster …`: the RDS workflows on the local cluster behind a running `pgrelay demo`,
- * through its admin API (admin/cluster-routes.ts). Prints each step as the server reports it and
+ * through its admin API (demo-cluster-routes.ts). Prints each step as the server reports it and
  * exits 0 when the workflow is done, 1 when it failed or could not be asked for, 2 on bad usage.
  *
  *   pgrelay cluster add-replica [--name NAME] [--admin URL]   create a read replica from a snapshot

@@ -1,6 +1,6 @@
 import { stringify } from 'yaml';
-import { registerClusterRoutes } from './admin/cluster-routes.js';
 import { App } from './app.js';
+import { registerClusterRoutes } from './demo-cluster-routes.js';
 import { parseConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { LocalCluster, type LocalNode } from './local/cluster.js';

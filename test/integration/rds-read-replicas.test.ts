@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import { registerClusterRoutes } from '../../src/admin/cluster-routes.js';
+import { registerClusterRoutes } from '../../src/demo-cluster-routes.js';
 import type { StatusDocument } from '../../src/admin/status.js';
 import { LocalCluster } from '../../src/local/cluster.js';
 import type { ClusterWorkflows, WorkflowEvent } from '../../src/local/rds-workflows.js';
