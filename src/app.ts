@@ -103,7 +103,7 @@ export class App implements AdminApp {
       whenNodeDecided: (node, callback) => this.health.whenDecided(node, callback),
     });
     this.volatility = new VolatilityLoader(this.topology, this.classifier, () => monitorCredentials(this.config), config.routing.volatility_refresh_ms, this.log);
-    this.admin = new AdminServer(this.log);
+    this.admin = new AdminServer(this.log, () => this.config.admin);
     registerAdminRoutes(this.admin, this);
   }
 
@@ -118,7 +118,7 @@ export class App implements AdminApp {
       app.failover.start();
       await app.volatility.start();
       await app.lagMonitor.start();
-      app.adminAddress = await app.admin.listen(config.admin.host, config.admin.port);
+      app.adminAddress = await app.admin.listen(config.admin.host, config.admin.port, config.admin.cert && config.admin.key ? { cert: config.admin.cert, key: config.admin.key } : undefined);
       app.listenAddress = await app.frontend.listen(config.listen.host, config.listen.port);
     } catch (error) {
       await app.stop();

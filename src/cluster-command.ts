@@ -18,6 +18,8 @@ export const CLUSTER_USAGE = `  pgrelay cluster add-replica [--name NAME] [--adm
 export interface ClusterCommandOptions {
   admin: string;
   name?: string;
+  /** the admin token (main.ts reads PGRELAY_ADMIN_TOKEN) */
+  token?: string;
 }
 
 type Request = { method: 'POST' | 'DELETE'; path: string; body?: string };
@@ -51,7 +53,7 @@ export async function runClusterCommand(subcommand: string | undefined, node: st
   try {
     response = await fetch(new URL(request.path, `${base}/`), {
       method: request.method,
-      headers: request.body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...(options.token ? { authorization: `Bearer ${options.token}` } : {}) },
       body: request.body,
     });
   } catch (error) {
@@ -70,7 +72,8 @@ export async function runClusterCommand(subcommand: string | undefined, node: st
     } catch {
       // not JSON: print it as it is
     }
-    err.write(`${what}: refused (HTTP ${response.status}): ${message}\n`);
+    const hint = response.status === 401 && !options.token ? ' (set PGRELAY_ADMIN_TOKEN to the admin token; `pgrelay demo` prints it)' : '';
+    err.write(`${what}: refused (HTTP ${response.status}): ${message}${hint}\n`);
     return 1;
   }
   out.write(`${what} (${base})\n`);

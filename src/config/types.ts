@@ -9,6 +9,11 @@ export type Consistency = 'eventual' | 'session' | 'global';
 export type Balance = 'latency' | 'round_robin' | 'random' | 'least_connections' | 'weighted';
 export type Fallback = 'primary' | 'error';
 export type FailoverMode = 'managed' | 'follow' | 'patroni' | 'off';
+/**
+ * Who may read the admin API without a token: `open` every GET; `probes` only /health and
+ * /metrics (the rest needs admin.read_token or admin.token); `token` nothing.
+ */
+export type AdminReadAccess = 'open' | 'probes' | 'token';
 export type AuthMethod = 'scram-sha-256' | 'md5' | 'trust';
 /** libpq's `require_auth` names: cleartext `password`, `md5`, `scram-sha-256`, `none` (trust) */
 export type ServerAuthMethod = 'password' | 'md5' | 'scram-sha-256' | 'none';
@@ -40,7 +45,13 @@ export interface UserConfig {
 
 export interface Config {
   listen: { host: string; port: number };
-  admin: { host: string; port: number };
+  /**
+   * The admin HTTP port. `token`: needed for every state-changing request (POST, DELETE; none
+   * are allowed without it); `read_token`: read-only access; `read_access`: see AdminReadAccess;
+   * `allowed_hosts`: host names accepted in the Host header besides IP addresses, `localhost` and
+   * `host` (DNS rebinding); `cert`/`key`: PEM files, both or neither: HTTPS instead of HTTP.
+   */
+  admin: { host: string; port: number; token?: string; read_token?: string; read_access: AdminReadAccess; allowed_hosts: string[]; cert?: string; key?: string };
   nodes: NodeConfig[];
   users: UserConfig[];
   auth: { method: AuthMethod };
@@ -108,7 +119,7 @@ export const nodeDefaults = { port: 5432, role: 'replica', weight: 1 } as const 
 
 export const defaults = {
   listen: { host: '127.0.0.1', port: 6432 },
-  admin: { host: '127.0.0.1', port: 9930 },
+  admin: { host: '127.0.0.1', port: 9930, read_access: 'open', allowed_hosts: [] },
   auth: { method: 'scram-sha-256' },
   pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000 },
   client: { max_connections: 10_000, startup_timeout_ms: 10_000, max_message_bytes: 256 * 1024 * 1024 },

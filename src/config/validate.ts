@@ -11,6 +11,8 @@
  * - listen and admin must not share a host:port (port 0 excepted).
  * - a function may not be listed under both routing.functions.primary and .replica.
  * - server_auth.require_auth is not empty (no server could be logged in to).
+ * - admin.token and admin.read_token: at least 16 characters, not the same; admin.cert and
+ *   admin.key both or neither; admin.read_access other than open needs a token to read with.
  */
 import type { ReadContext } from './reader.js';
 import type { Config } from './types.js';
@@ -23,6 +25,7 @@ export function validateConfig(config: Config, ctx: ReadContext): void {
   checkPorts(config, ctx);
   checkFunctions(config, ctx);
   checkServerAuth(config, ctx);
+  checkAdmin(config, ctx);
 }
 
 function report(ctx: ReadContext, path: string, message: string, at = path): void {
@@ -132,6 +135,25 @@ function checkFunctions(config: Config, ctx: ReadContext): void {
 function checkServerAuth(config: Config, ctx: ReadContext): void {
   if (ctx.hasIssuesUnder('server_auth') || config.server_auth.require_auth.length > 0) return;
   report(ctx, 'server_auth.require_auth', 'server_auth.require_auth is empty: list the methods servers may use (scram-sha-256, md5, password, none)');
+}
+
+/** Tokens are compared whole; a short one can be guessed over HTTP. */
+const MIN_ADMIN_TOKEN_LENGTH = 16;
+
+function checkAdmin(config: Config, ctx: ReadContext): void {
+  if (ctx.hasIssuesUnder('admin')) return;
+  const { token, read_token: readToken, read_access: readAccess, cert, key } = config.admin;
+  for (const [path, value] of [['admin.token', token], ['admin.read_token', readToken]] as const) {
+    if (value !== undefined && value.length < MIN_ADMIN_TOKEN_LENGTH) {
+      report(ctx, path, `${path} is too short (${value.length} characters); use at least ${MIN_ADMIN_TOKEN_LENGTH}, e.g. from \`openssl rand -base64 24\``);
+    }
+  }
+  if (token !== undefined && token === readToken) report(ctx, 'admin.read_token', 'admin.read_token is the same as admin.token; the read-only token must differ');
+  if (cert !== undefined && key === undefined) report(ctx, 'admin.cert', 'admin.cert is set but admin.key is not; set both (PEM files) or neither');
+  if (key !== undefined && cert === undefined) report(ctx, 'admin.key', 'admin.key is set but admin.cert is not; set both (PEM files) or neither');
+  if (readAccess !== 'open' && token === undefined && readToken === undefined) {
+    report(ctx, 'admin.read_access', `admin.read_access: ${readAccess} needs admin.read_token or admin.token to read with`);
+  }
 }
 
 function lineOf(ctx: ReadContext, path: string): string {

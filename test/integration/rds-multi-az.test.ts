@@ -27,13 +27,15 @@ const COMMITS = 200;
 let demo: DemoProcess;
 let url: string;
 let adminUrl: string;
+let adminToken: string;
 let baseDir = '';
 let primaryPort: number;
 const clients: pg.Client[] = [];
 
 beforeAll(async () => {
   demo = await startDemo(['--replicas', '0', '--standby', '0', '--port', '0', '--admin-port', '0']);
-  ({ url, adminUrl, baseDir } = demo);
+  ({ url, adminUrl, adminToken, baseDir } = demo);
+  expect(adminToken).toMatch(/^[A-Za-z0-9_-]{32}$/);
   primaryPort = Number(/^ {2}primary +primary +127\.0\.0\.1:(\d+)$/m.exec(demo.output)![1]);
 }, DEMO_READY_TIMEOUT_MS + 10_000);
 
@@ -67,7 +69,7 @@ async function status(): Promise<StatusDocument> {
 
 /** `pgrelay cluster …` against the demo's admin port. */
 async function cli(...args: string[]): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, [MAIN, 'cluster', ...args, '--admin', adminUrl], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN, 'cluster', ...args, '--admin', adminUrl], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PGRELAY_ADMIN_TOKEN: adminToken } });
   let text = '';
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
