@@ -109,6 +109,7 @@ export const configSpec: Spec<Config> = obj<Config>(
           () => ({ primary: [], replica: [] }),
         ),
         volatility_refresh_ms: withDefault(duration({ positive: true }), defaults.routing.volatility_refresh_ms),
+        min_synchronous_commit: withDefault(oneOf(['off', 'local', 'remote_write', 'on', 'remote_apply']), defaults.routing.min_synchronous_commit),
       }),
       () => ({ ...defaults.routing, functions: { primary: [], replica: [] } }),
     ),

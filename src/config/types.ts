@@ -84,6 +84,11 @@ export interface Config {
     functions: { primary: string[]; replica: string[] };
     /** how often pg_proc volatility is re-read from the primary */
     volatility_refresh_ms: number;
+    /**
+     * the lowest synchronous_commit a client may set (SET, set_config, startup parameter,
+     * ALTER … SET); lower is refused with 42501. `off` lets clients set anything.
+     */
+    min_synchronous_commit: 'off' | 'local' | 'remote_write' | 'on' | 'remote_apply';
   };
   /**
    * `user`/`password`: the role health checks and the lag monitor log in as (pg_monitor is
@@ -132,6 +137,7 @@ export const defaults = {
     lag_interval_ms: 250,
     functions: { primary: [], replica: [] },
     volatility_refresh_ms: 60_000,
+    min_synchronous_commit: 'on',
   },
   health: { interval_ms: 1000, timeout_ms: 1000, failures: 3 },
   failover: { mode: 'managed', wait_ms: 30_000, allow_data_loss: false },

@@ -1,6 +1,7 @@
 import type net from 'node:net';
 import type { Classification, SessionEffect } from '../classify/classifier.js';
 import { splitStatements } from '../classify/classifier.js';
+import { syncCommitFloorFrame } from '../routing/sync-commit-floor.js';
 import type { NodeStatus } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
 import type { Pool } from '../pool/pool.js';
@@ -337,6 +338,8 @@ export class ClientSession implements ServerDataHandler {
 
   private onQuery(b: Buffer, start: number, end: number): boolean {
     const text = b.toString('utf8', start, end - 1);
+    const refused = syncCommitFloorFrame(text, this.ctx.config().routing.min_synchronous_commit);
+    if (refused) return this.onQuery(refused, 5, refused.length);
     const classification = this.classify(text);
     if (this.orphanedTransaction) {
       this.answerOrphaned(classification, true);
@@ -359,7 +362,9 @@ export class ClientSession implements ServerDataHandler {
 
   private onParse(b: Buffer, start: number, end: number): boolean {
     const [name, textStart] = readCString(b, start, end);
-    const [text] = readCString(b, textStart, end);
+    const [text, typesStart] = readCString(b, textStart, end);
+    const refused = syncCommitFloorFrame(text, this.ctx.config().routing.min_synchronous_commit, { name, types: b.subarray(typesStart, end) });
+    if (refused) return this.onParse(refused, 5, refused.length);
     const classification = this.classify(text);
     if (name !== '' && !this.orphanedTransaction) {
       const statement = this.ctx.statements.intern(text, b.subarray(textStart, end), classification);
