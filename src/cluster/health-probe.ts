@@ -1,6 +1,7 @@
 import type net from 'node:net';
 import pg from 'pg';
 import { enforceServerAuth } from '../auth/pg-client-auth.js';
+import { pgSsl, type ServerTlsSettings } from '../auth/server-tls.js';
 import type { ServerAuthMethod } from '../config/types.js';
 import { parseConninfo } from './conninfo.js';
 
@@ -11,7 +12,8 @@ export interface NodeLogin {
   user: string;
   password: string;
   database: string;
-  ssl: false | { rejectUnauthorized: boolean; ca?: string };
+  /** server_tls (auth/server-tls.ts) */
+  tls: ServerTlsSettings;
   requireAuth: ReadonlySet<ServerAuthMethod>;
 }
 
@@ -151,7 +153,7 @@ export class HealthProbe {
         user: this.login.user,
         password: this.login.password,
         database: this.fallback ? 'template1' : this.login.database,
-        ssl: this.login.ssl,
+        ssl: pgSsl(this.login.tls, this.login.host),
         application_name: 'pgrelay health check',
         connectionTimeoutMillis: timeoutMs,
         keepAlive: true,

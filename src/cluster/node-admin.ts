@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { enforceServerAuth } from '../auth/pg-client-auth.js';
+import { pgSsl } from '../auth/server-tls.js';
 import { repointConninfo } from './conninfo.js';
 import { parseLsn, type NodeLogin } from './health-probe.js';
 
@@ -36,7 +37,7 @@ export class NodeAdmin {
       user: login.user,
       password: login.password,
       database: login.database,
-      ssl: login.ssl,
+      ssl: pgSsl(login.tls, node.host),
       application_name: 'pgrelay failover',
       connectionTimeoutMillis: timeoutMs,
       statement_timeout: STATEMENT_TIMEOUT_MS,

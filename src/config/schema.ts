@@ -156,7 +156,7 @@ export const configSpec: Spec<Config> = obj<Config>(
     ),
     server_tls: withDefault(
       obj<Config['server_tls']>({
-        mode: withDefault(oneOf(['disable', 'prefer', 'require']), defaults.server_tls.mode),
+        mode: withDefault(oneOf(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']), defaults.server_tls.mode),
         ca: optional(str({ nonEmpty: true })),
       }),
       () => ({ ...defaults.server_tls }),

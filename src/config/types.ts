@@ -114,8 +114,11 @@ export interface Config {
    * `require_auth`; see auth/server-auth.ts). Default: scram-sha-256, md5, none (no cleartext).
    */
   server_auth: { require_auth: ServerAuthMethod[] };
-  /** server-facing TLS; `ca` is a PEM file path (resolved like tls.cert) */
-  server_tls: { mode: 'disable' | 'prefer' | 'require'; ca?: string };
+  /**
+   * server-facing TLS, libpq's sslmode (see auth/server-tls.ts); `ca` is a PEM file path
+   * (resolved like tls.cert), required by verify-ca and verify-full
+   */
+  server_tls: { mode: 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-full'; ca?: string };
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'pretty' };
 }
 

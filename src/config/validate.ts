@@ -11,6 +11,7 @@
  * - listen and admin must not share a host:port (port 0 excepted).
  * - a function may not be listed under both routing.functions.primary and .replica.
  * - server_auth.require_auth is not empty (no server could be logged in to).
+ * - server_tls.mode verify-ca and verify-full need server_tls.ca.
  * - admin.token and admin.read_token: at least 16 characters, not the same; admin.cert and
  *   admin.key both or neither; admin.read_access other than open needs a token to read with.
  */
@@ -26,6 +27,7 @@ export function validateConfig(config: Config, ctx: ReadContext): void {
   checkFunctions(config, ctx);
   checkServerAuth(config, ctx);
   checkAdmin(config, ctx);
+  checkServerTls(config, ctx);
 }
 
 function report(ctx: ReadContext, path: string, message: string, at = path): void {
@@ -135,6 +137,14 @@ function checkFunctions(config: Config, ctx: ReadContext): void {
 function checkServerAuth(config: Config, ctx: ReadContext): void {
   if (ctx.hasIssuesUnder('server_auth') || config.server_auth.require_auth.length > 0) return;
   report(ctx, 'server_auth.require_auth', 'server_auth.require_auth is empty: list the methods servers may use (scram-sha-256, md5, password, none)');
+}
+
+function checkServerTls(config: Config, ctx: ReadContext): void {
+  if (ctx.hasIssuesUnder('server_tls')) return;
+  const { mode, ca } = config.server_tls;
+  if ((mode === 'verify-ca' || mode === 'verify-full') && ca === undefined) {
+    report(ctx, 'server_tls.mode', `server_tls.mode ${mode} needs server_tls.ca: the PEM file of the CA that signs the servers' certificates`);
+  }
 }
 
 /** Tokens are compared whole; a short one can be guessed over HTTP. */

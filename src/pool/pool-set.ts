@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { loadServerTls } from '../auth/server-tls.js';
 import type { Config, NodeConfig, UserConfig } from '../config/types.js';
 import { Pool, type PoolOptions } from './pool.js';
 import type { ServerConnection } from './server-connection.js';
@@ -145,8 +145,7 @@ function poolOptions(config: Config): PoolOptions {
     checkoutTimeoutMs: config.pool.checkout_timeout_ms,
     idleTimeoutMs: config.pool.idle_timeout_ms,
     connectTimeoutMs: config.pool.connect_timeout_ms,
-    // server_tls.ca names a file: the certificate itself is what tls.connect wants
-    tls: { mode: config.server_tls.mode, ca: config.server_tls.ca === undefined ? undefined : readFileSync(config.server_tls.ca, 'utf8') },
+    tls: loadServerTls(config),
     requireAuth: new Set(config.server_auth.require_auth),
   };
 }

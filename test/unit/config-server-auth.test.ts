@@ -28,3 +28,12 @@ describe('server_auth.require_auth', () => {
     expect(failure(`${base}server_auth:\n  require_auth: []\n`)).toMatch(/line 6.*server_auth\.require_auth is empty/s);
   });
 });
+
+describe('server_tls.mode', () => {
+  it('takes libpq sslmode names; verify-ca and verify-full need a ca', () => {
+    expect(parseConfig(`${base}server_tls:\n  mode: require\n`).server_tls.mode).toBe('require');
+    expect(failure(`${base}server_tls:\n  mode: verify-full\n`)).toMatch(/line 6.*server_tls\.mode verify-full needs server_tls\.ca/s);
+    expect(failure(`${base}server_tls:\n  mode: verify-ca\n`)).toMatch(/server_tls\.mode verify-ca needs server_tls\.ca/);
+    expect(failure(`${base}server_tls:\n  mode: allow\n`)).toMatch(/server_tls\.mode/);
+  });
+});
