@@ -1,5 +1,5 @@
 import type { UserConfig } from '../config/types.js';
-import { makeScramSecret, mockScramSecret, parseScramVerifier, type ScramSecret } from './scram.js';
+import { makeScramSecret, mockChoice, mockScramSecret, parseScramVerifier, type ScramSecret } from './scram.js';
 
 export interface UserEntry {
   name: string;
@@ -15,6 +15,8 @@ export interface UserEntry {
  */
 export class UserDirectory {
   private users = new Map<string, UserEntry>();
+  /** iteration count and salt length of each real secret, in config order: what mocks look like */
+  private shapes: { iterations: number; saltBytes: number }[] = [];
 
   constructor(users: readonly UserConfig[]) {
     this.configure(users);
@@ -36,14 +38,23 @@ export class UserDirectory {
       });
     }
     this.users = next;
+    this.shapes = [...next.values()].map((entry) => ({ iterations: entry.secret.iterations, saltBytes: entry.secret.salt.length }));
   }
 
   get(name: string): UserEntry | undefined {
     return this.users.get(name);
   }
 
-  /** The secret to run the exchange with: the real one, or a stable fake for unknown users. */
+  /**
+   * The secret to run the exchange with: the real one, or a stable fake for unknown users. A fake
+   * takes the iteration count and salt length of one real user, chosen per name (stable, and as
+   * often as each shape occurs among real users), so that an unknown user's server-first-message
+   * cannot be told from a real one's, also when verifiers with other counts are configured.
+   */
   secretFor(name: string): ScramSecret {
-    return this.users.get(name)?.secret ?? mockScramSecret(name);
+    const known = this.users.get(name);
+    if (known) return known.secret;
+    const shape = this.shapes[mockChoice(name, this.shapes.length)];
+    return mockScramSecret(name, shape ?? {});
   }
 }
