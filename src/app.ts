@@ -68,6 +68,7 @@ export class App implements AdminApp {
     this.router = new Router(this.topology, routerOptions(config));
     this.pools = new PoolSet(config);
     this.users = new UserDirectory(config.users);
+    this.pools.passThroughKeys = (user) => this.users.clientKeys(user);
     this.secureContext = loadTls(config);
     this.health = new HealthChecker({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.failover = new Failover({ topology: this.topology, health: this.health, pools: this.pools, metrics: this.metrics, log: this.log, config: () => this.config });

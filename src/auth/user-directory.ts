@@ -1,5 +1,5 @@
 import type { UserConfig } from '../config/types.js';
-import { makeScramSecret, mockChoice, mockScramSecret, parseScramVerifier, type ScramSecret } from './scram.js';
+import { makeScramSecret, mockChoice, mockScramSecret, parseScramVerifier, type ScramClientKeys, type ScramSecret } from './scram.js';
 
 export interface UserEntry {
   name: string;
@@ -17,6 +17,8 @@ export class UserDirectory {
   private users = new Map<string, UserEntry>();
   /** iteration count and salt length of each real secret, in config order: what mocks look like */
   private shapes: { iterations: number; saltBytes: number }[] = [];
+  /** SCRAM pass-through: keys proved by a client of a verifier-only user (memory only, never logged) */
+  private proved = new Map<string, ScramClientKeys>();
 
   constructor(users: readonly UserConfig[]) {
     this.configure(users);
@@ -37,8 +39,26 @@ export class UserDirectory {
         secret: verifier ?? makeScramSecret(user.password),
       });
     }
+    // keys proved under a verifier that changed (or of a user that left) are no use any more
+    for (const name of this.proved.keys()) if (next.get(name) === undefined || next.get(name) !== this.users.get(name)) this.proved.delete(name);
     this.users = next;
     this.shapes = [...next.values()].map((entry) => ({ iterations: entry.secret.iterations, saltBytes: entry.secret.salt.length }));
+  }
+
+  /**
+   * A client of `name` passed SCRAM and proved `clientKey`: for a verifier-only user, keep the keys
+   * to log in to the servers with (they hold the same verifier). Ignored for users with a password.
+   */
+  proveClientKey(name: string, clientKey: Buffer): void {
+    const entry = this.users.get(name);
+    if (!entry || entry.password !== undefined) return;
+    const { salt, iterations, serverKey } = entry.secret;
+    this.proved.set(name, { salt, iterations, serverKey, clientKey });
+  }
+
+  /** The keys of a verifier-only user's last successful client login, if any. */
+  clientKeys(name: string): ScramClientKeys | undefined {
+    return this.proved.get(name);
   }
 
   get(name: string): UserEntry | undefined {

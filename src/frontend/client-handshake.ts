@@ -206,6 +206,7 @@ function startAuth(options: HandshakeOptions, user: string, socket: net.Socket):
       }
       const result = exchange.handleClientFinal(body.toString('utf8'));
       if (!result.ok || !entry) throw passwordFailed(user);
+      options.users.proveClientKey(user, exchange.clientKey!);
       socket.write(authenticationSaslFinal(result.serverFinal));
       this.done = true;
     },

@@ -3,6 +3,7 @@ import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
 import { ServerAuthExchange, type ServerAuthMethod } from '../auth/server-auth.js';
 import { tlsOptions, type ServerTlsSettings } from '../auth/server-tls.js';
+import type { ScramClientKeys } from '../auth/scram.js';
 import { BackendCode } from '../protocol/codes.js';
 import { FrameReader } from '../protocol/frame-reader.js';
 import { readCString, readErrorFields } from '../protocol/messages.js';
@@ -16,7 +17,8 @@ export interface ServerEndpoint {
 
 export interface ServerLogin {
   user: string;
-  password: string;
+  /** the password, or SCRAM keys (pass-through of a client's proof for a verifier-only user) */
+  readonly password: string | ScramClientKeys;
   database: string;
 }
 

@@ -53,3 +53,27 @@ describe('UserDirectory mock secrets', () => {
     expect(server.handleClientFinal(final)).toEqual({ ok: false });
   });
 });
+
+describe('UserDirectory SCRAM pass-through keys', () => {
+  it('keeps the ClientKey a client proved, for verifier-only users only, until the verifier changes', () => {
+    const v = verifier('pw', 4096);
+    const directory = new UserDirectory([{ name: 'vo', password: v }, { name: 'plain', password: 'pw' }]);
+    for (const name of ['vo', 'plain']) {
+      const client = new ScramClientExchange('pw');
+      const server = new ScramServerExchange(directory.secretFor(name));
+      const outcome = server.handleClientFinal(client.handleServerFirst(server.handleClientFirst(client.clientFirst())));
+      expect(outcome.ok).toBe(true);
+      directory.proveClientKey(name, server.clientKey!);
+    }
+    const keys = directory.clientKeys('vo')!;
+    expect(keys.iterations).toBe(4096);
+    // the keys log in as the password would: a server holding the same verifier accepts them
+    const server = new ScramServerExchange(directory.secretFor('vo'));
+    const client = new ScramClientExchange(keys);
+    const outcome = server.handleClientFinal(client.handleServerFirst(server.handleClientFirst(client.clientFirst())));
+    expect(outcome.ok).toBe(true);
+    expect(directory.clientKeys('plain')).toBeUndefined();
+    directory.configure([{ name: 'vo', password: verifier('other', 4096) }]);
+    expect(directory.clientKeys('vo')).toBeUndefined();
+  });
+});
