@@ -4,6 +4,7 @@ import tls from 'node:tls';
 import type { AdminApp } from './admin/admin-app.js';
 import { AdminServer } from './admin/admin-server.js';
 import { registerAdminRoutes } from './admin/routes.js';
+import { AuthQuery } from './auth/auth-query.js';
 import { UserDirectory } from './auth/user-directory.js';
 import { Classifier } from './classify/classifier.js';
 import { Failover } from './cluster/failover.js';
@@ -39,6 +40,7 @@ export class App implements AdminApp {
   readonly router: Router;
   readonly pools: PoolSet;
   readonly users: UserDirectory;
+  private readonly authQuery: AuthQuery;
   readonly frontend: Frontend;
   readonly admin: AdminServer;
   readonly health: HealthChecker;
@@ -69,6 +71,9 @@ export class App implements AdminApp {
     this.pools = new PoolSet(config);
     this.users = new UserDirectory(config.users);
     this.pools.passThroughKeys = (user) => this.users.clientKeys(user);
+    this.authQuery = new AuthQuery(() => this.config, () => this.topology.primary());
+    this.pools.lookedUpUser = (user) => this.users.lookedUp(user);
+    this.users.setLookup(this.lookupOf(config));
     this.secureContext = loadTls(config);
     this.health = new HealthChecker({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.failover = new Failover({ topology: this.topology, health: this.health, pools: this.pools, metrics: this.metrics, log: this.log, config: () => this.config });
@@ -139,6 +144,7 @@ export class App implements AdminApp {
     const secureContext = loadTls(next);
     this.config = next;
     this.users.configure(next.users);
+    this.users.setLookup(this.lookupOf(next));
     this.topology.configure(this.patroni?.nodeConfigs(next) ?? next.nodes);
     this.health.reload();
     this.router.configure(routerOptions(next));
@@ -148,6 +154,16 @@ export class App implements AdminApp {
     this.pools.configure(this.patroni ? { ...next, nodes: this.patroni.nodeConfigs(next) } : next);
     this.patroni?.reload();
     this.secureContext = secureContext;
+  }
+
+  /** auth_query: the verifier lookup for users not in the config (failures logged, never the verifier). */
+  private lookupOf(config: Config): ((user: string) => Promise<string | undefined>) | undefined {
+    if (!config.auth_query) return undefined;
+    return (user) =>
+      this.authQuery.verifier(user).catch((error: unknown) => {
+        this.log.warn({ user, err: error instanceof Error ? error.message : String(error) }, 'auth_query failed');
+        throw error;
+      });
   }
 
   /** stop() was called: /health answers 503 from then on */
@@ -167,6 +183,7 @@ export class App implements AdminApp {
     this.health.stop();
     await this.lagMonitor.stop();
     this.pools.close();
+    this.authQuery.close();
     await this.admin.close();
     this.log.info('pgrelay stopped');
   }

@@ -19,6 +19,10 @@ export class UserDirectory {
   private shapes: { iterations: number; saltBytes: number }[] = [];
   /** SCRAM pass-through: keys proved by a client of a verifier-only user (memory only, never logged) */
   private proved = new Map<string, ScramClientKeys>();
+  /** auth_query: reads a verifier from the server for a user not in the config */
+  private lookupVerifier: ((name: string) => Promise<string | undefined>) | undefined;
+  /** users found by auth_query, with the verifier text they were found with */
+  private looked = new Map<string, UserEntry & { verifier: string }>();
 
   constructor(users: readonly UserConfig[]) {
     this.configure(users);
@@ -50,7 +54,7 @@ export class UserDirectory {
    * to log in to the servers with (they hold the same verifier). Ignored for users with a password.
    */
   proveClientKey(name: string, clientKey: Buffer): void {
-    const entry = this.users.get(name);
+    const entry = this.get(name);
     if (!entry || entry.password !== undefined) return;
     const { salt, iterations, serverKey } = entry.secret;
     this.proved.set(name, { salt, iterations, serverKey, clientKey });
@@ -62,7 +66,43 @@ export class UserDirectory {
   }
 
   get(name: string): UserEntry | undefined {
-    return this.users.get(name);
+    return this.users.get(name) ?? this.looked.get(name);
+  }
+
+  /** auth_query: how to read a verifier for users not in the config (undefined: none). */
+  setLookup(lookup: ((name: string) => Promise<string | undefined>) | undefined): void {
+    this.lookupVerifier = lookup;
+    if (!lookup) this.looked.clear();
+  }
+
+  /** Whether `name` must be looked up (auth_query) before its exchange starts. */
+  needsLookup(name: string): boolean {
+    return this.lookupVerifier !== undefined && !this.users.has(name);
+  }
+
+  /**
+   * Reads `name`'s verifier with auth_query, on every login (a password changed on the server
+   * counts at once). A user without one, or with an md5 hash, is unknown (a mock exchange). The
+   * entry object stays the same while the verifier does, so keys proved under it stay valid.
+   */
+  async lookup(name: string): Promise<void> {
+    const verifier = await this.lookupVerifier?.(name);
+    const secret = verifier === undefined ? undefined : parseScramVerifier(verifier);
+    const known = this.looked.get(name);
+    if (!secret || verifier === undefined) {
+      this.looked.delete(name);
+      this.proved.delete(name);
+      return;
+    }
+    if (known?.verifier === verifier) return;
+    this.proved.delete(name);
+    this.looked.set(name, { name, password: undefined, secret, verifier });
+  }
+
+  /** A looked-up user as the pools see it: its verifier as the password (SCRAM pass-through). */
+  lookedUp(name: string): UserConfig | undefined {
+    const entry = this.looked.get(name);
+    return entry && !this.users.has(name) ? { name, password: entry.verifier } : undefined;
   }
 
   /**
@@ -72,7 +112,7 @@ export class UserDirectory {
    * cannot be told from a real one's, also when verifiers with other counts are configured.
    */
   secretFor(name: string): ScramSecret {
-    const known = this.users.get(name);
+    const known = this.get(name);
     if (known) return known.secret;
     const shape = this.shapes[mockChoice(name, this.shapes.length)];
     return mockScramSecret(name, shape ?? {});

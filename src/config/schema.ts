@@ -18,6 +18,7 @@ import {
   withDefault,
   type Spec,
 } from './reader.js';
+import { DEFAULT_AUTH_QUERY } from './auth-query-default.js';
 import { defaults, nodeDefaults, type Config, type NodeConfig, type UserConfig } from './types.js';
 
 const port = int({ min: 1, max: 65535 });
@@ -74,6 +75,14 @@ export const configSpec: Spec<Config> = obj<Config>(
         method: withDefault(oneOf(['scram-sha-256', 'md5', 'trust']), defaults.auth.method),
       }),
       () => ({ ...defaults.auth }),
+    ),
+    auth_query: optional(
+      obj<NonNullable<Config['auth_query']>>({
+        user: required(str({ nonEmpty: true }), 'the role that reads the verifiers (see README: a SECURITY DEFINER function is enough)'),
+        password: optional(str({ secret: true })),
+        query: withDefault(str({ nonEmpty: true }), DEFAULT_AUTH_QUERY),
+        database: withDefault(str({ nonEmpty: true }), 'postgres'),
+      }),
     ),
     pool: withDefault(
       obj<Config['pool']>({

@@ -55,6 +55,12 @@ export interface Config {
   nodes: NodeConfig[];
   users: UserConfig[];
   auth: { method: AuthMethod };
+  /**
+   * users not in `users`: their SCRAM verifier is read from the primary with `query` ($1 = the
+   * user name, the verifier in the second column), as `user`; they then log in by SCRAM
+   * pass-through (auth/auth-query.ts)
+   */
+  auth_query?: { user: string; password?: string; query: string; database: string };
   pool: {
     mode: PoolMode;
     /** server connections per node, user and database */

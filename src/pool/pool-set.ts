@@ -29,6 +29,8 @@ export class PoolSet {
    * to log in to the servers; set by App.
    */
   passThroughKeys: ((user: string) => ScramClientKeys | undefined) | undefined;
+  /** auth_query: users not in the config that a lookup found (their verifier as the password); set by App */
+  lookedUpUser: ((user: string) => UserConfig | undefined) | undefined;
   /** told when any pool of a node sees a broken connection (for immediate health checks) */
   onNodeBroken: ((node: string, error: Error | undefined) => void) | undefined;
 
@@ -45,7 +47,7 @@ export class PoolSet {
     this.options = next;
     for (const [key, pool] of this.pools) {
       const node = this.nodes.get(pool.endpoint.node);
-      const user = this.users.get(userOf(key));
+      const user = this.userConfig(userOf(key));
       if (!node || !user || node.host !== pool.endpoint.host || node.port !== pool.endpoint.port || serverPassword(user) !== this.madeWith.get(pool) || (user.server_user ?? user.name) !== pool.login.user) {
         this.pools.delete(key);
         this.generation++;
@@ -86,7 +88,7 @@ export class PoolSet {
       return pool;
     }
     const node = this.nodes.get(nodeName);
-    const userConfig = this.users.get(user);
+    const userConfig = this.userConfig(user);
     if (!node || !userConfig) {
       // a session giving back a connection of a node (or user) that a reload removed
       for (const [retired, retiredKey] of this.retired) if (retiredKey === key) return retired;
@@ -99,6 +101,10 @@ export class PoolSet {
     pool.onStray = (conn, reusable) => this.stray(conn, reusable);
     this.pools.set(key, pool);
     return pool;
+  }
+
+  private userConfig(name: string): UserConfig | undefined {
+    return this.users.get(name) ?? this.lookedUpUser?.(name);
   }
 
   /**

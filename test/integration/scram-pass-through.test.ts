@@ -70,3 +70,81 @@ describe('a verifier-only user', () => {
     expect(error?.code).toBe('28P01');
   });
 });
+
+describe('auth_query: a user that is not in the file', () => {
+  let looked: Relay;
+
+  beforeAll(async () => {
+    // the least-privilege lookup of the README: a SECURITY DEFINER function, a role that may only call it
+    const setup = [
+      'DROP SCHEMA IF EXISTS pgrelay_test_auth CASCADE',
+      'DROP ROLE IF EXISTS pgrelay_auth_lookup',
+      "CREATE ROLE pgrelay_auth_lookup LOGIN PASSWORD 'lookup-password'",
+      'CREATE SCHEMA pgrelay_test_auth',
+      `CREATE FUNCTION pgrelay_test_auth.get_auth(p_user text, OUT usename name, OUT passwd text)
+         RETURNS record LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
+         AS $$ SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = p_user $$`,
+      'REVOKE ALL ON FUNCTION pgrelay_test_auth.get_auth(text) FROM PUBLIC',
+      'GRANT USAGE ON SCHEMA pgrelay_test_auth TO pgrelay_auth_lookup',
+      'GRANT EXECUTE ON FUNCTION pgrelay_test_auth.get_auth(text) TO pgrelay_auth_lookup',
+    ];
+    for (const statement of setup) await queryNode(cluster, 'primary', statement, [], true);
+    cleanups.push(async () => {
+      await queryNode(cluster, 'primary', 'DROP SCHEMA IF EXISTS pgrelay_test_auth CASCADE', [], true);
+      await queryNode(cluster, 'primary', 'DROP ROLE IF EXISTS pgrelay_auth_lookup', [], true);
+    });
+    // the app user is the only one in the file; the role above is found with auth_query
+    looked = await startRelay(cluster, {
+      ...STEADY,
+      auth_query: { user: 'pgrelay_auth_lookup', password: 'lookup-password', query: 'SELECT usename, passwd FROM pgrelay_test_auth.get_auth($1)' },
+    });
+    cleanups.push(() => looked.stop());
+  });
+
+  const lookedUrl = (password: string, user = ROLE) => looked.url({ user, password });
+
+  it('logs in with node-postgres, postgres.js and psql, as itself on the server', async () => {
+    const client = new pg.Client({ connectionString: lookedUrl(PASSWORD) });
+    await client.connect();
+    cleanups.push(() => client.end());
+    expect((await client.query<{ who: string }>('SELECT current_user AS who')).rows).toEqual([{ who: ROLE }]);
+
+    const sql = postgres(lookedUrl(PASSWORD), { max: 1, onnotice: () => undefined });
+    cleanups.push(() => sql.end({ timeout: 5 }));
+    expect(await sql`SELECT current_user AS who`).toEqual([{ who: ROLE }]);
+
+    const result = await new Promise<{ code: number; stdout: string }>((resolve) => {
+      execFile('psql', ['-X', '-q', '--no-align', '--tuples-only', lookedUrl(PASSWORD), '-c', 'SELECT current_user'], { env: { ...process.env, PGCONNECT_TIMEOUT: '10' }, timeout: 60_000 }, (error, stdout) =>
+        resolve({ code: error ? 1 : 0, stdout }),
+      );
+    });
+    expect(result).toEqual({ code: 0, stdout: `${ROLE}\n` });
+  });
+
+  it('a wrong password and a user that does not exist get the same refusal', async () => {
+    const attempt = async (user: string, password: string) => {
+      const client = new pg.Client({ connectionString: lookedUrl(password, user) });
+      client.on('error', () => undefined);
+      return client.connect().then(
+        () => undefined,
+        (e: unknown) => e as { code?: string; message: string },
+      );
+    };
+    const wrong = await attempt(ROLE, 'not the password');
+    const unknown = await attempt('pgrelay_no_such_role', PASSWORD);
+    expect(wrong).toMatchObject({ code: '28P01', message: `password authentication failed for user "${ROLE}"` });
+    expect(unknown).toMatchObject({ code: '28P01', message: 'password authentication failed for user "pgrelay_no_such_role"' });
+  });
+
+  it('sees a password changed on the server at the next login', async () => {
+    await queryNode(cluster, 'primary', `ALTER ROLE ${ROLE} PASSWORD 'changed on the server'`, [], true);
+    try {
+      const client = new pg.Client({ connectionString: lookedUrl('changed on the server') });
+      await client.connect();
+      expect((await client.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await client.end();
+    } finally {
+      await queryNode(cluster, 'primary', `ALTER ROLE ${ROLE} PASSWORD '${PASSWORD}'`, [], true);
+    }
+  });
+});

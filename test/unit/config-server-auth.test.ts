@@ -37,3 +37,16 @@ describe('server_tls.mode', () => {
     expect(failure(`${base}server_tls:\n  mode: allow\n`)).toMatch(/server_tls\.mode/);
   });
 });
+
+describe('auth_query', () => {
+  it('is off by default; takes a user, with PgBouncer\u2019s query and postgres as defaults', () => {
+    expect(parseConfig(base).auth_query).toBeUndefined();
+    expect(parseConfig(`${base}auth_query:\n  user: lookup\n  password: secret\n`).auth_query).toEqual({
+      user: 'lookup',
+      password: 'secret',
+      query: 'SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1',
+      database: 'postgres',
+    });
+    expect(failure(`${base}auth_query:\n  query: SELECT 1\n`)).toMatch(/auth_query\.user/);
+  });
+});
