@@ -5,7 +5,8 @@
  * 1. Host: an IP address, `localhost`, admin.host, or a name in admin.allowed_hosts. Anything
  *    else is refused (403): a DNS-rebinding page reaches the port under its own host name.
  * 2. Origin / Sec-Fetch-Site: a browser request from another site (`Origin` not this origin,
- *    `Sec-Fetch-Site: cross-site`) is refused (403), reads included.
+ *    `Sec-Fetch-Site: cross-site`) is refused (403), reads included — except following a link
+ *    (a GET navigation), whose answer the other site cannot read.
  * 3. A state-changing request (any method but GET and HEAD) needs `Content-Type: application/json`
  *    (415 otherwise: an HTML form or a "simple" fetch cannot send it without a CORS preflight,
  *    which this server never grants) and admin.token (403 when none is configured: the API is
@@ -48,10 +49,13 @@ export function checkAdminRequest(request: AdminRequest, config: AdminAccessConf
   if (origin !== undefined && !sameOrigin(origin, host, secure)) {
     return refuse(403, `cross-origin request refused (Origin ${printable(origin)})`);
   }
-  if (header(request, 'sec-fetch-site') === 'cross-site') return refuse(403, 'cross-site request refused');
+  // a link from another site to the topology page is fine (the page is shown, not read by the
+  // other site); any other cross-site request is not
+  const method = request.method.toUpperCase();
+  const navigation = (method === 'GET' || method === 'HEAD') && header(request, 'sec-fetch-mode') === 'navigate';
+  if (header(request, 'sec-fetch-site') === 'cross-site' && !navigation) return refuse(403, 'cross-site request refused');
 
   const presented = credentials(request);
-  const method = request.method.toUpperCase();
   if (method !== 'GET' && method !== 'HEAD') {
     const type = header(request, 'content-type');
     if (type === undefined || type.split(';')[0]!.trim().toLowerCase() !== 'application/json') {

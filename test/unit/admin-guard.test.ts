@@ -60,6 +60,10 @@ describe('Host and Origin', () => {
     expect(status(request('POST', '/admin/switchover', { ...write, origin: 'https://127.0.0.1:9930' }))).toBe(403);
     expect(status(request('GET', '/status', { origin: 'http://attacker.example' }))).toBe(403);
     expect(status(request('GET', '/status', { 'sec-fetch-site': 'cross-site' }))).toBe(403);
+    expect(status(request('GET', '/status', { 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'cors' }))).toBe(403);
+    // following a link from another site (Grafana) to the page: shown to the operator, not readable by that site
+    expect(status(request('GET', '/', { 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'navigate' }))).toBe(200);
+    expect(status(request('POST', '/admin/switchover', { ...write, 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'navigate' }))).toBe(403);
     // the page itself (same origin) may post
     expect(status(request('POST', '/admin/switchover', { ...write, origin: 'http://127.0.0.1:9930', 'sec-fetch-site': 'same-origin' }))).toBe(200);
     expect(status(request('POST', '/admin/switchover', { ...write, origin: 'https://127.0.0.1:9930' }), base, true)).toBe(200);
