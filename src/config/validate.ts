@@ -12,6 +12,8 @@
  * - a function may not be listed under both routing.functions.primary and .replica.
  * - server_auth.require_auth is not empty (no server could be logged in to).
  * - server_tls.mode verify-ca and verify-full need server_tls.ca.
+ * - without health.user, the first user (whose credentials pgrelay's own connections then use)
+ *   needs a password or server_password, not only a SCRAM verifier.
  * - admin.token and admin.read_token: at least 16 characters, not the same; admin.cert and
  *   admin.key both or neither; admin.read_access other than open needs a token to read with.
  */
@@ -28,6 +30,7 @@ export function validateConfig(config: Config, ctx: ReadContext): void {
   checkServerAuth(config, ctx);
   checkAdmin(config, ctx);
   checkServerTls(config, ctx);
+  checkMonitorLogin(config, ctx);
 }
 
 function report(ctx: ReadContext, path: string, message: string, at = path): void {
@@ -137,6 +140,13 @@ function checkFunctions(config: Config, ctx: ReadContext): void {
 function checkServerAuth(config: Config, ctx: ReadContext): void {
   if (ctx.hasIssuesUnder('server_auth') || config.server_auth.require_auth.length > 0) return;
   report(ctx, 'server_auth.require_auth', 'server_auth.require_auth is empty: list the methods servers may use (scram-sha-256, md5, password, none)');
+}
+
+function checkMonitorLogin(config: Config, ctx: ReadContext): void {
+  if (ctx.hasIssuesUnder('users') || ctx.hasIssuesUnder('health') || config.health.user !== undefined) return;
+  const first = config.users[0];
+  if (!first || first.server_password !== undefined || !/^SCRAM-SHA-256\$/.test(first.password)) return;
+  report(ctx, 'users[0].password', `user "${first.name}" has only a SCRAM verifier, which cannot log in pgrelay's own connections (health checks, lag monitor): set health.user and health.password (a pg_monitor role)`);
 }
 
 function checkServerTls(config: Config, ctx: ReadContext): void {

@@ -50,3 +50,11 @@ describe('auth_query', () => {
     expect(failure(`${base}auth_query:\n  query: SELECT 1\n`)).toMatch(/auth_query\.user/);
   });
 });
+
+describe('a verifier-only first user', () => {
+  const verifierUser = 'nodes:\n  - {name: primary, host: 127.0.0.1, role: primary}\nusers:\n  - {name: app, password: "SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB"}\n';
+  it('needs health.user for pgrelay\u2019s own connections', () => {
+    expect(failure(verifierUser)).toMatch(/users\[0\]\.password.*only a SCRAM verifier.*set health\.user/s);
+    expect(parseConfig(`${verifierUser}health:\n  user: monitor\n  password: pw\n`).health.user).toBe('monitor');
+  });
+});
