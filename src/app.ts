@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
+import type { AdminApp } from './admin/admin-app.js';
 import { AdminServer } from './admin/admin-server.js';
 import { registerAdminRoutes } from './admin/routes.js';
+import { AuthQuery } from './auth/auth-query.js';
 import { UserDirectory } from './auth/user-directory.js';
 import { Classifier } from './classify/classifier.js';
 import { Failover } from './cluster/failover.js';
@@ -34,12 +36,13 @@ export interface AppOptions {
  * The composition root: builds every part from a Config, starts them in order (pools and cluster
  * view before the listener), stops them in reverse order.
  */
-export class App {
+export class App implements AdminApp {
   readonly metrics: Metrics;
   readonly topology: Topology;
   readonly router: Router;
   readonly pools: PoolSet;
   readonly users: UserDirectory;
+  private readonly authQuery: AuthQuery;
   readonly frontend: Frontend;
   readonly admin: AdminServer;
   readonly health: HealthChecker;
@@ -71,6 +74,10 @@ export class App {
     this.router = new Router(this.topology, routerOptions(config));
     this.pools = new PoolSet(config);
     this.users = new UserDirectory(config.users);
+    this.pools.passThroughKeys = (user) => this.users.clientKeys(user);
+    this.authQuery = new AuthQuery(() => this.config, () => this.topology.primary());
+    this.pools.lookedUpUser = (user) => this.users.lookedUp(user);
+    this.users.setLookup(this.lookupOf(config));
     this.secureContext = loadTls(config);
     this.health = new HealthChecker({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
     this.failover = new Failover({ topology: this.topology, health: this.health, pools: this.pools, metrics: this.metrics, log: this.log, config: () => this.config });
@@ -111,7 +118,7 @@ export class App {
       whenNodeDecided: (node, callback) => this.health.whenDecided(node, callback),
     });
     this.volatility = new VolatilityLoader(this.topology, this.classifier, () => monitorCredentials(this.config), config.routing.volatility_refresh_ms, this.log);
-    this.admin = new AdminServer(this.log);
+    this.admin = new AdminServer(this.log, () => this.config.admin);
     registerAdminRoutes(this.admin, this);
   }
 
@@ -128,7 +135,7 @@ export class App {
       await app.preflight.start();
       await app.volatility.start();
       await app.lagMonitor.start();
-      app.adminAddress = await app.admin.listen(config.admin.host, config.admin.port);
+      app.adminAddress = await app.admin.listen(config.admin.host, config.admin.port, config.admin.cert && config.admin.key ? { cert: config.admin.cert, key: config.admin.key } : undefined);
       app.listenAddress = await app.frontend.listen(config.listen.host, config.listen.port);
     } catch (error) {
       await app.stop();
@@ -148,6 +155,7 @@ export class App {
     const secureContext = loadTls(next);
     this.config = next;
     this.users.configure(next.users);
+    this.users.setLookup(this.lookupOf(next));
     this.topology.configure(this.patroni?.nodeConfigs(next) ?? next.nodes);
     this.health.reload();
     this.router.configure(routerOptions(next));
@@ -158,6 +166,16 @@ export class App {
     this.patroni?.reload();
     this.secureContext = secureContext;
     void this.preflight.run(true);
+  }
+
+  /** auth_query: the verifier lookup for users not in the config (failures logged, never the verifier). */
+  private lookupOf(config: Config): ((user: string) => Promise<string | undefined>) | undefined {
+    if (!config.auth_query) return undefined;
+    return (user) =>
+      this.authQuery.verifier(user).catch((error: unknown) => {
+        this.log.warn({ user, err: error instanceof Error ? error.message : String(error) }, 'auth_query failed');
+        throw error;
+      });
   }
 
   /** stop() was called: /health answers 503 from then on */
@@ -178,6 +196,7 @@ export class App {
     this.health.stop();
     await this.lagMonitor.stop();
     this.pools.close();
+    this.authQuery.close();
     await this.admin.close();
     this.log.info('pgrelay stopped');
   }

@@ -1,6 +1,6 @@
 /**
  * `pgrelay cluster …`: the RDS workflows on the local cluster behind a running `pgrelay demo`,
- * through its admin API (admin/cluster-routes.ts). Prints each step as the server reports it and
+ * through its admin API (demo-cluster-routes.ts). Prints each step as the server reports it and
  * exits 0 when the workflow is done, 1 when it failed or could not be asked for, 2 on bad usage.
  *
  *   pgrelay cluster add-replica [--name NAME] [--admin URL]   create a read replica from a snapshot
@@ -18,6 +18,8 @@ export const CLUSTER_USAGE = `  pgrelay cluster add-replica [--name NAME] [--adm
 export interface ClusterCommandOptions {
   admin: string;
   name?: string;
+  /** the admin token (main.ts reads PGRELAY_ADMIN_TOKEN) */
+  token?: string;
 }
 
 type Request = { method: 'POST' | 'DELETE'; path: string; body?: string };
@@ -51,7 +53,7 @@ export async function runClusterCommand(subcommand: string | undefined, node: st
   try {
     response = await fetch(new URL(request.path, `${base}/`), {
       method: request.method,
-      headers: request.body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...(options.token ? { authorization: `Bearer ${options.token}` } : {}) },
       body: request.body,
     });
   } catch (error) {
@@ -70,7 +72,8 @@ export async function runClusterCommand(subcommand: string | undefined, node: st
     } catch {
       // not JSON: print it as it is
     }
-    err.write(`${what}: refused (HTTP ${response.status}): ${message}\n`);
+    const hint = response.status === 401 && !options.token ? ' (set PGRELAY_ADMIN_TOKEN to the admin token; `pgrelay demo` prints it)' : '';
+    err.write(`${what}: refused (HTTP ${response.status}): ${message}${hint}\n`);
     return 1;
   }
   out.write(`${what} (${base})\n`);

@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { stringify } from 'yaml';
-import { registerClusterRoutes } from './admin/cluster-routes.js';
 import { App } from './app.js';
+import { registerClusterRoutes } from './demo-cluster-routes.js';
 import { parseConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { LocalCluster, type LocalNode } from './local/cluster.js';
@@ -45,7 +46,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       out.write('pgrelay demo: stopped, nothing left running\n');
     })());
   try {
-    const config = demoConfig(cluster, options);
+    // the admin API changes nothing without a token: one per run, printed below
+    const adminToken = randomBytes(24).toString('base64url');
+    const config = demoConfig(cluster, { ...options, adminToken });
     app = await App.start(config, { log: createLogger({ level: 'warn', pretty: true }) });
     registerClusterRoutes(app.admin, app, cluster);
     const address = app.listenAddress!;
@@ -56,6 +59,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     out.write(`\n  pgrelay cluster add-replica${admin}     create a read replica from a snapshot\n`);
     out.write(`  pgrelay cluster add-standby${admin}     single-AZ to Multi-AZ (synchronous standby)\n`);
     out.write(`  pgrelay cluster remove NODE${admin}     drain, detach and delete a node\n`);
+    out.write(`  (they send the admin token from the environment: export PGRELAY_ADMIN_TOKEN=${adminToken})\n`);
     out.write(`\npgrelay ready postgres://${cluster.user}:${cluster.password}@${address.address}:${address.port}/${cluster.database}\n`);
   } catch (error) {
     await stop();
@@ -69,10 +73,10 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   return 0;
 }
 
-export function demoConfig(cluster: LocalCluster, options: { port: number; adminPort: number }): Config {
+export function demoConfig(cluster: LocalCluster, options: { port: number; adminPort: number; adminToken: string }): Config {
   const document = {
     listen: { host: '127.0.0.1', port: options.port },
-    admin: { host: '127.0.0.1', port: options.adminPort },
+    admin: { host: '127.0.0.1', port: options.adminPort, token: options.adminToken },
     nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
     users: [{ name: cluster.user, password: cluster.password }],
     failover: { user: cluster.superuser, password: cluster.superuserPassword },

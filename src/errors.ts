@@ -21,6 +21,7 @@ export const SqlState = {
   invalidParameterValue: '22023',
   undefinedPreparedStatement: '26000',
   duplicatePreparedStatement: '42P05',
+  insufficientPrivilege: '42501',
   systemError: '58000',
   internalError: 'XX000',
 } as const;

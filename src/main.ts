@@ -10,6 +10,7 @@
  *   pgrelay status [--admin URL]
  *   pgrelay cluster add-replica|add-standby|remove NODE [--name NAME] [--admin URL]
  *                                   the RDS workflows on the demo's local cluster (cluster-command.ts)
+ *   status and cluster send PGRELAY_ADMIN_TOKEN (the environment, not a flag: flags show in `ps`)
  */
 import { App } from './app.js';
 import { runClassifyCli } from './classify/cli.js';
@@ -31,7 +32,9 @@ const USAGE = `usage:
   pgrelay classify            (one JSON string per line on stdin)
   pgrelay check-config [--connect] FILE
   pgrelay status [--admin http://127.0.0.1:9930]
-${CLUSTER_USAGE}`;
+${CLUSTER_USAGE}
+  status and cluster send the admin token from the environment variable PGRELAY_ADMIN_TOKEN
+`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -59,9 +62,9 @@ async function main(argv: string[]): Promise<number> {
       return connect ? checkConfigConnectCommand(file, process.stdout, process.stderr) : checkConfigCommand(file, process.stdout, process.stderr);
     }
     case 'status':
-      return printStatus(flags.get('admin') ?? 'http://127.0.0.1:9930', process.stdout, process.stderr);
+      return printStatus(flags.get('admin') ?? 'http://127.0.0.1:9930', process.stdout, process.stderr, process.env.PGRELAY_ADMIN_TOKEN || undefined);
     case 'cluster':
-      return runClusterCommand(flags.get('_0'), flags.get('_1'), { admin: flags.get('admin') ?? 'http://127.0.0.1:9930', name: flags.get('name') }, process.stdout, process.stderr);
+      return runClusterCommand(flags.get('_0'), flags.get('_1'), { admin: flags.get('admin') ?? 'http://127.0.0.1:9930', name: flags.get('name'), token: process.env.PGRELAY_ADMIN_TOKEN || undefined }, process.stdout, process.stderr);
     case undefined:
     case 'help':
     case '--help':

@@ -1,6 +1,9 @@
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../util/log.js';
+import { checkAdminRequest, type AdminAccessConfig } from './admin-guard.js';
 
 export type AdminHandler = (request: http.IncomingMessage, body: string) => Promise<AdminResponse> | AdminResponse;
 
@@ -13,13 +16,20 @@ export interface AdminResponse {
 
 /**
  * The admin HTTP port: a small router from "METHOD /path" to handlers. The handlers live with
- * what they report on (app.ts wires them); this file only serves them.
+ * what they report on (app.ts wires them); this file only serves them, each request after
+ * admin-guard.ts let it through (Host, Origin, token, JSON content type); handlers that take a
+ * body parse it as JSON and refuse anything else (400). HTTPS when admin.cert and admin.key are set.
  */
 export class AdminServer {
   private server: http.Server | undefined;
+  private secure = false;
   private readonly routes = new Map<string, AdminHandler>();
 
-  constructor(private readonly log: Logger) {}
+  /** `access`: the current admin settings (token, read access, hosts), read per request (reload) */
+  constructor(
+    private readonly log: Logger,
+    private readonly access: () => AdminAccessConfig,
+  ) {}
 
   /** `path` ending in `/*` serves every path under it (the handler reads the rest from request.url). */
   route(method: string, path: string, handler: AdminHandler): this {
@@ -38,9 +48,11 @@ export class AdminServer {
     return undefined;
   }
 
-  listen(host: string, port: number): Promise<AddressInfo> {
+  listen(host: string, port: number, tls?: { cert: string; key: string }): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
-      const server = http.createServer((request, response) => void this.serve(request, response));
+      const serve = (request: http.IncomingMessage, response: http.ServerResponse) => void this.serve(request, response);
+      this.secure = tls !== undefined;
+      const server = tls ? https.createServer({ cert: readFileSync(tls.cert), key: readFileSync(tls.key) }, serve) : http.createServer(serve);
       server.keepAliveTimeout = 5000;
       server.once('error', reject);
       server.listen(port, host, () => {
@@ -53,6 +65,14 @@ export class AdminServer {
 
   private async serve(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
     const path = (request.url ?? '/').split('?')[0]!;
+    const verdict = checkAdminRequest({ method: request.method ?? 'GET', path, headers: request.headers }, this.access(), this.secure);
+    if (!verdict.ok) {
+      this.log.warn({ method: request.method, path, status: verdict.status, reason: verdict.error }, 'admin request refused');
+      response.writeHead(verdict.status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...verdict.headers });
+      response.end(JSON.stringify({ error: verdict.error }) + '\n');
+      request.resume();
+      return;
+    }
     const handler = this.handlerFor(request.method, path);
     try {
       if (!handler) {

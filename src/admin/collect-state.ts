@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { App } from '../app.js';
+import type { AdminApp } from './admin-app.js';
 
 /**
  * Gauges that describe state are read from their owners when Prometheus scrapes, so that the data
@@ -9,7 +9,7 @@ import type { App } from '../app.js';
  * topology of that moment (nodes a reload removed disappear, a node that changed role is listed
  * once). Failover counters are moved by the failover module itself.
  */
-export function collectStateMetrics(app: App): void {
+export function collectStateMetrics(app: AdminApp): void {
   const { metrics, topology } = app;
   // nodes can leave (reload) and change role (failover): start from empty label sets each time
   metrics.poolConnections.reset();

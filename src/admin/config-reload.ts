@@ -1,4 +1,4 @@
-import type { App } from '../app.js';
+import type { AdminApp } from './admin-app.js';
 import { describeDiff, diffConfig } from '../config/diff.js';
 import { InvalidConfigError } from '../config/issues.js';
 import { loadConfig } from '../config/load.js';
@@ -26,17 +26,17 @@ export interface ReloadOutcome {
   errors?: string[];
 }
 
-/** Keys that App.reload cannot apply to a running process, beyond diffConfig's RESTART_REQUIRED_KEYS. */
+/** Keys that AdminApp.reload cannot apply to a running process, beyond diffConfig's RESTART_REQUIRED_KEYS. */
 const NOT_LIVE_PREFIXES = ['log.format', 'routing.functions.'];
 
-const outcomes = new WeakMap<App, ReloadOutcome>();
+const outcomes = new WeakMap<AdminApp, ReloadOutcome>();
 
 /** The last reload of this app (for /status). */
-export function lastReload(app: App): ReloadOutcome | undefined {
+export function lastReload(app: AdminApp): ReloadOutcome | undefined {
   return outcomes.get(app);
 }
 
-export function reloadFromFile(app: App, path: string): ReloadOutcome {
+export function reloadFromFile(app: AdminApp, path: string): ReloadOutcome {
   let next: Config;
   try {
     next = loadConfig(path);
@@ -48,7 +48,7 @@ export function reloadFromFile(app: App, path: string): ReloadOutcome {
 }
 
 /** Applies a validated config to a running app (what reloadFromFile does after loading). */
-export function applyConfig(app: App, next: Config): ReloadOutcome {
+export function applyConfig(app: AdminApp, next: Config): ReloadOutcome {
   const current = app.currentConfig;
   const diff = diffConfig(current, next);
   if (!diff.changed) {
@@ -74,13 +74,13 @@ export function applyConfig(app: App, next: Config): ReloadOutcome {
   return remember(app, { result: 'applied', at: Date.now(), changes, ...(kept.length > 0 ? { restartRequired: kept } : {}) });
 }
 
-function reject(app: App, errors: string[]): ReloadOutcome {
+function reject(app: AdminApp, errors: string[]): ReloadOutcome {
   app.log.error({ errors }, 'configuration reload rejected; keeping the running configuration');
   app.metrics.reloads.labels('rejected').inc();
   return remember(app, { result: 'rejected', at: Date.now(), errors });
 }
 
-function remember(app: App, outcome: ReloadOutcome): ReloadOutcome {
+function remember(app: AdminApp, outcome: ReloadOutcome): ReloadOutcome {
   outcomes.set(app, outcome);
   return outcome;
 }

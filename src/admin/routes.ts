@@ -1,4 +1,4 @@
-import type { App } from '../app.js';
+import type { AdminApp } from './admin-app.js';
 import { json, type AdminServer } from './admin-server.js';
 import { switchoverRequest } from '../cluster/switchover.js';
 import { collectStateMetrics } from './collect-state.js';
@@ -12,7 +12,7 @@ export { statusOf } from './status.js';
  * The admin API: GET / (the live topology page), /metrics, /health, /status;
  * POST /admin/reload.
  */
-export function registerAdminRoutes(admin: AdminServer, app: App): void {
+export function registerAdminRoutes(admin: AdminServer, app: AdminApp): void {
   admin
     .route('GET', '/', () => ({ status: 200, body: TOPOLOGY_PAGE, contentType: 'text/html; charset=utf-8' }))
     .route('GET', '/metrics', async () => {

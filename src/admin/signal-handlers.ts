@@ -1,4 +1,4 @@
-import type { App } from '../app.js';
+import type { AdminApp } from './admin-app.js';
 import { reloadFromFile } from './config-reload.js';
 
 export interface SignalOptions {
@@ -24,7 +24,7 @@ export interface SignalHandling {
  * SIGTERM or SIGINT stop gracefully: no new clients, running transactions get `graceMs` to
  * finish, then everything closes. A second SIGTERM/SIGINT does not wait any longer.
  */
-export function handleSignals(app: App, options: SignalOptions): SignalHandling {
+export function handleSignals(app: AdminApp, options: SignalOptions): SignalHandling {
   const { signals, log } = { signals: options.signals, log: app.log };
   let stopping = false;
   let resolveStopped!: () => void;

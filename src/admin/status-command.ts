@@ -8,11 +8,16 @@ type StatusForTable = Pick<StatusDocument, 'primary' | 'consistency' | 'clients'
       Partial<Pick<StatusNode, 'health' | 'stale_reason' | 'units'>> & { pools: { idle: number; active: number; waiting: number }[] })[];
   };
 
-/** `pgrelay status`: the admin API's /status as a table. Exit code 0 when it could be read. */
-export async function printStatus(adminUrl: string, out: TextSink, err: TextSink): Promise<number> {
+/**
+ * `pgrelay status`: the admin API's /status as a table. Exit code 0 when it could be read.
+ * `token`: sent as a Bearer token when given (needed unless admin.read_access is `open`).
+ */
+export async function printStatus(adminUrl: string, out: TextSink, err: TextSink, token?: string): Promise<number> {
   let status: StatusForTable;
   try {
-    const response = await fetch(new URL('/status', adminUrl), { signal: AbortSignal.timeout(5000) });
+    const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+    const response = await fetch(new URL('/status', adminUrl), { headers, signal: AbortSignal.timeout(5000) });
+    if (response.status === 401) throw new Error(`HTTP 401: ${token ? 'the token in PGRELAY_ADMIN_TOKEN was refused' : 'set PGRELAY_ADMIN_TOKEN to admin.read_token or admin.token'}`);
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     status = (await response.json()) as StatusForTable;
   } catch (error) {

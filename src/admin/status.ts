@@ -1,5 +1,5 @@
-import type { App } from '../app.js';
 import { groupShortfalls, type Capability, type CapabilityReport, type CapabilityState, type Feature } from '../cluster/capabilities.js';
+import type { AdminApp } from './admin-app.js';
 import type { FailoverRecord } from '../cluster/failover.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { redactConfig } from '../config/redact.js';
@@ -142,7 +142,7 @@ export interface StatusDocument {
 }
 
 /** The /status document: topology, health, lag, pools and unit counts per node. */
-export async function statusOf(app: App): Promise<StatusDocument> {
+export async function statusOf(app: AdminApp): Promise<StatusDocument> {
   const config = app.currentConfig;
   const units = await unitCounts(app);
   const known = new Set(app.topology.nodes.keys());
@@ -193,7 +193,7 @@ export async function statusOf(app: App): Promise<StatusDocument> {
 }
 
 /** The failover module (src/cluster/failover.ts) keeps the last change of primary. */
-function lastFailover(app: App): StatusDocument['last_failover'] {
+function lastFailover(app: AdminApp): StatusDocument['last_failover'] {
   const record = app.failover.lastFailover;
   if (!record) return null;
   return { ...record, from: record.from ?? null, detectMs: record.detectMs ?? null, timeline: record.timeline ?? null };
@@ -204,7 +204,7 @@ function poolUse(pool: Pool): PoolUse {
 }
 
 /** From pgrelay_queries_total{node,route}: route replica = a read, primary = a write, else other. */
-async function unitCounts(app: App): Promise<Map<string, UnitCounts>> {
+async function unitCounts(app: AdminApp): Promise<Map<string, UnitCounts>> {
   const out = new Map<string, UnitCounts>();
   for (const { labels, value } of (await app.metrics.queries.get()).values) {
     const node = String(labels.node);

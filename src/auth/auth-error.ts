@@ -13,6 +13,8 @@ import { ProxyError, SqlState } from '../errors.js';
  *   iteration count than the verifier they came from (28000).
  * - `server-signature`: a server failed to prove it knows our password (28000).
  * - `server-error`: a server answered `e=…` in its final message (28P01 for invalid-proof).
+ * - `method-not-allowed`: a server asked for an authentication method `server_auth.require_auth`
+ *   does not list (28000).
  * - `out-of-order`: a method of an exchange was called in the wrong step (XX000, a bug).
  *
  * A wrong password on the client-facing side is not an error but `{ ok: false }`.
@@ -25,6 +27,7 @@ export type AuthErrorCode =
   | 'verifier-mismatch'
   | 'server-signature'
   | 'server-error'
+  | 'method-not-allowed'
   | 'out-of-order';
 
 const sqlstateOf: Record<AuthErrorCode, string> = {
@@ -35,6 +38,7 @@ const sqlstateOf: Record<AuthErrorCode, string> = {
   'verifier-mismatch': SqlState.invalidAuthorization,
   'server-signature': SqlState.invalidAuthorization,
   'server-error': SqlState.invalidAuthorization,
+  'method-not-allowed': SqlState.invalidAuthorization,
   'out-of-order': SqlState.internalError,
 };
 

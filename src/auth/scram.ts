@@ -111,6 +111,15 @@ export function formatScramVerifier(secret: ScramSecret): string {
 
 /** Per-process key for mock secrets: stable for a user while the process lives, unguessable. */
 const MOCK_KEY = randomBytes(32);
+
+/**
+ * A number in [0, n) chosen by the user name with the mock key: stable for a name, unguessable,
+ * spread evenly (for picking which real secret's shape a mock secret takes).
+ */
+export function mockChoice(user: string, n: number): number {
+  if (n <= 1) return 0;
+  return createHmac('sha256', MOCK_KEY).update('choice\0').update(user, 'utf8').digest().readUInt32BE(0) % n;
+}
 /** Mock secrets handed out, so that an exchange with one fails even if a proof somehow verified. */
 const mockSecrets = new WeakSet<ScramSecret>();
 
@@ -118,14 +127,16 @@ const mockSecrets = new WeakSet<ScramSecret>();
  * A secret for a user that does not exist (or has no usable secret). Run the exchange with it as
  * with a real one: the salt is derived from the user name and a per-process random key (stable for
  * that user, like a real user's), the iteration count is the default (pass the one real secrets use
- * if it differs), the work per message is the same, and the exchange ends in `{ ok: false }`, so a
- * wrong user and a wrong password look alike in messages and timing.
+ * if it differs; `saltBytes` likewise, up to 32), the work per message is the same, and the
+ * exchange ends in `{ ok: false }`, so a wrong user and a wrong password look alike in messages
+ * and timing.
  */
-export function mockScramSecret(user: string, options: { iterations?: number } = {}): ScramSecret {
+export function mockScramSecret(user: string, options: { iterations?: number; saltBytes?: number } = {}): ScramSecret {
   const derive = (label: string): Buffer =>
     createHmac('sha256', MOCK_KEY).update(label).update('\0').update(user, 'utf8').digest();
+  const saltBytes = Math.max(1, Math.min(options.saltBytes ?? SALT_BYTES, KEY_BYTES));
   const secret: ScramSecret = {
-    salt: derive('salt').subarray(0, SALT_BYTES),
+    salt: derive('salt').subarray(0, saltBytes),
     iterations: options.iterations ?? SCRAM_DEFAULT_ITERATIONS,
     // Keys no password leads to (nobody knows MOCK_KEY, and H(ClientKey) would need a preimage).
     storedKey: derive('stored-key'),

@@ -27,7 +27,7 @@ import { parseConfig } from '../config/load.js';
 import { LocalCluster } from '../local/cluster.js';
 import { createLogger, silentLogger, type Logger } from '../util/log.js';
 import { median } from './stats.js';
-import { ms, sleep, until } from './drill-common.js';
+import { adminHeaders, DRILL_ADMIN_TOKEN, ms, sleep, until } from './drill-common.js';
 
 interface Options {
   rounds: number;
@@ -135,7 +135,7 @@ async function withSetup<T>(options: Options, log: Logger, say: (text: string) =
     await cluster.query('primary', `CREATE TABLE ${TABLE} (id bigserial PRIMARY KEY, writer int NOT NULL)`);
     const document = {
       listen: { host: '127.0.0.1', port: 0 },
-      admin: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0, token: DRILL_ADMIN_TOKEN },
       nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
       users: [{ name: cluster.user, password: cluster.password }],
       health: HEALTH,
@@ -220,7 +220,7 @@ async function switchoverRound(setup: Setup): Promise<SwitchoverRound> {
   try {
     await until(30_000, 'writes and reads to flow', () => load.acks.length > 200 && load.reads > 50);
     setup.say('switchover under load (POST /admin/switchover)');
-    const response = await fetch(`http://127.0.0.1:${app.adminAddress!.port}/admin/switchover`, { method: 'POST' });
+    const response = await fetch(`http://127.0.0.1:${app.adminAddress!.port}/admin/switchover`, { method: 'POST', headers: adminHeaders(DRILL_ADMIN_TOKEN) });
     const answer = (await response.json()) as { status: string; from: string; to: string; pausedMs: number; error?: string };
     if (response.status !== 200) throw new Error(`switchover failed: ${answer.error ?? response.status}`);
     const after = performance.now();

@@ -26,7 +26,7 @@ import { parseConfig } from '../config/load.js';
 import { PatroniCluster } from '../local/patroni-cluster.js';
 import { createLogger, silentLogger, type Logger } from '../util/log.js';
 import { median } from './stats.js';
-import { ms, sleep, until } from './drill-common.js';
+import { adminHeaders, DRILL_ADMIN_TOKEN, ms, sleep, until } from './drill-common.js';
 
 interface Options {
   rounds: number;
@@ -117,7 +117,7 @@ async function main(): Promise<void> {
 async function startApp(cluster: PatroniCluster, options: Options, log: Logger): Promise<App> {
   const document = {
     listen: { host: '127.0.0.1', port: 0 },
-    admin: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0, token: DRILL_ADMIN_TOKEN },
     nodes: [],
     users: [{ name: cluster.user, password: cluster.password }],
     failover: { mode: 'patroni' },
@@ -196,7 +196,7 @@ async function switchoverRound(cluster: PatroniCluster, apps: App[], urls: strin
   const writers = urls.map((url, i) => new Writers(url, i, options.writers));
   writers.forEach((w) => w.start());
   await until(20_000, 'writes through every pgrelay', () => writers.every((w) => w.acks.length > 10), POLL_MS);
-  const response = await fetch(`http://127.0.0.1:${apps[0]!.adminAddress!.port}/admin/switchover`, { method: 'POST', body: '', signal: AbortSignal.timeout(120_000) });
+  const response = await fetch(`http://127.0.0.1:${apps[0]!.adminAddress!.port}/admin/switchover`, { method: 'POST', headers: adminHeaders(DRILL_ADMIN_TOKEN), body: '', signal: AbortSignal.timeout(120_000) });
   const answer = (await response.json()) as Record<string, unknown>;
   if (response.status !== 200) throw new Error(`switchover failed: HTTP ${response.status} ${JSON.stringify(answer)}`);
   const to = String(answer['to']);

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { loadServerTls } from '../auth/server-tls.js';
 import type { Config, NodeRole } from '../config/types.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Logger } from '../util/log.js';
@@ -309,18 +309,12 @@ export function healthLogin(config: Config): Omit<NodeLogin, 'host' | 'port'> {
   const first = config.users[0];
   const user = config.health.user ?? first?.server_user ?? first?.name ?? 'postgres';
   const password = config.health.password ?? (config.health.user === undefined ? (first?.server_password ?? first?.password) : undefined) ?? '';
-  return { user, password, database: 'postgres', ssl: sslOf(config) };
+  return { user, password, database: 'postgres', tls: loadServerTls(config), requireAuth: new Set(config.server_auth.require_auth) };
 }
 
 /** The superuser failover acts as: failover.user/password, else health's credentials. */
 export function failoverLogin(config: Config): Omit<NodeLogin, 'host' | 'port'> {
   if (config.failover.user === undefined) return healthLogin(config);
-  return { user: config.failover.user, password: config.failover.password ?? '', database: 'postgres', ssl: sslOf(config) };
+  return { user: config.failover.user, password: config.failover.password ?? '', database: 'postgres', tls: loadServerTls(config), requireAuth: new Set(config.server_auth.require_auth) };
 }
 
-/** server_tls for pg: `require` encrypts (verifying against `ca` when given); pg has no `prefer`. */
-function sslOf(config: Config): NodeLogin['ssl'] {
-  if (config.server_tls.mode !== 'require') return false;
-  const ca = config.server_tls.ca ? readFileSync(config.server_tls.ca, 'utf8') : undefined;
-  return ca ? { rejectUnauthorized: true, ca } : { rejectUnauthorized: false };
-}

@@ -1,5 +1,8 @@
 import type net from 'node:net';
 import pg from 'pg';
+import { enforceServerAuth } from '../auth/pg-client-auth.js';
+import { pgSsl, type ServerTlsSettings } from '../auth/server-tls.js';
+import type { ServerAuthMethod } from '../config/types.js';
 import { parseConninfo } from './conninfo.js';
 
 /** Where and as whom pgrelay's own connections to a node log in (health checks, failover). */
@@ -9,7 +12,9 @@ export interface NodeLogin {
   user: string;
   password: string;
   database: string;
-  ssl: false | { rejectUnauthorized: boolean; ca?: string };
+  /** server_tls (auth/server-tls.ts) */
+  tls: ServerTlsSettings;
+  requireAuth: ReadonlySet<ServerAuthMethod>;
 }
 
 export interface ReplicationPeer {
@@ -148,11 +153,12 @@ export class HealthProbe {
         user: this.login.user,
         password: this.login.password,
         database: this.fallback ? 'template1' : this.login.database,
-        ssl: this.login.ssl,
+        ssl: pgSsl(this.login.tls, this.login.host),
         application_name: 'pgrelay health check',
         connectionTimeoutMillis: timeoutMs,
         keepAlive: true,
       });
+      enforceServerAuth(client, `${this.login.host}:${this.login.port}`, this.login.requireAuth);
       client.on('error', (error: Error) => {
         if (this.client !== client) return;
         this.drop();

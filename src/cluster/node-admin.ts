@@ -1,4 +1,6 @@
 import pg from 'pg';
+import { enforceServerAuth } from '../auth/pg-client-auth.js';
+import { pgSsl } from '../auth/server-tls.js';
 import { repointConninfo } from './conninfo.js';
 import { parseLsn, type NodeLogin } from './health-probe.js';
 
@@ -35,12 +37,13 @@ export class NodeAdmin {
       user: login.user,
       password: login.password,
       database: login.database,
-      ssl: login.ssl,
+      ssl: pgSsl(login.tls, node.host),
       application_name: 'pgrelay failover',
       connectionTimeoutMillis: timeoutMs,
       statement_timeout: STATEMENT_TIMEOUT_MS,
       query_timeout: STATEMENT_TIMEOUT_MS + 5_000,
     });
+    enforceServerAuth(client, node.name, login.requireAuth);
     client.on('error', () => {}); // a node dying under this connection is reported by the query
     try {
       await client.connect();

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
+import { enforceServerAuth } from '../auth/pg-client-auth.js';
+import { isNoTlsError, pgSslAttempt } from '../auth/server-tls.js';
 import type { Config } from '../config/types.js';
 import type { Credentials } from './credentials.js';
 
@@ -100,8 +102,9 @@ export class NodeProbe {
       query_timeout: timeoutMs,
       statement_timeout: timeoutMs,
       keepAlive: true,
-      ssl: tls ? { ca: this.options.tls.ca === undefined ? undefined : readFileSync(this.options.tls.ca), rejectUnauthorized: this.options.tls.ca !== undefined } : false,
+      ssl: tls ? pgSslAttempt({ mode: this.options.tls.mode, ca: this.options.tls.ca === undefined ? undefined : readFileSync(this.options.tls.ca, 'utf8') }, host) : false,
     });
+    enforceServerAuth(client, this.name, credentials.requireAuth);
     client.on('error', () => {
       if (this.client === client) this.drop();
     });
@@ -109,7 +112,7 @@ export class NodeProbe {
       await client.connect();
     } catch (error) {
       client.connection.stream.destroy();
-      if (tls && this.options.tls.mode === 'prefer' && /does not support SSL/i.test(error instanceof Error ? error.message : '')) return this.openOn(database, false);
+      if (tls && this.options.tls.mode === 'prefer' && isNoTlsError(error)) return this.openOn(database, false);
       throw error;
     }
     return client;

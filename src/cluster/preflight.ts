@@ -1,3 +1,5 @@
+import { enforceServerAuth } from '../auth/pg-client-auth.js';
+import { pgSsl } from '../auth/server-tls.js';
 import type net from 'node:net';
 import pg from 'pg';
 import type { Config } from '../config/types.js';
@@ -62,12 +64,13 @@ export async function roleFacts(login: NodeLogin, timeoutMs: number): Promise<Ro
       user: login.user,
       password: login.password,
       database,
-      ssl: login.ssl,
+      ssl: pgSsl(login.tls, login.host),
       application_name: 'pgrelay preflight',
       connectionTimeoutMillis: timeoutMs,
       query_timeout: timeoutMs,
       statement_timeout: timeoutMs,
     });
+    enforceServerAuth(client, `${login.host}:${login.port}`, login.requireAuth);
     client.on('error', () => {});
     try {
       await client.connect();

@@ -45,6 +45,8 @@ export const RESTART_REQUIRED_KEYS: readonly string[] = [
   'listen.port',
   'admin.host',
   'admin.port',
+  'admin.cert',
+  'admin.key',
 ];
 
 const nodeFields = ['host', 'port', 'role', 'weight'] as const satisfies readonly (keyof NodeConfig)[];

@@ -5,7 +5,7 @@
  * Order: YAML syntax (if the text is not valid YAML, only those errors are reported), then each key
  * against the schema (schema.ts: types, ranges, enums, unknown keys, `${ENV}` substitution), then
  * the rules between keys (validate.ts), then — for loadConfig — the files named by tls.cert,
- * tls.key and server_tls.ca. All problems of a stage are reported together, in file order.
+ * tls.key, server_tls.ca, admin.cert and admin.key. All problems of a stage are reported together, in file order.
  */
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
@@ -22,7 +22,7 @@ export interface ParseConfigOptions {
   /** for `${NAME}` substitution; default process.env */
   env?: NodeJS.ProcessEnv;
   /**
-   * When given, relative paths in tls.cert, tls.key and server_tls.ca are resolved against this
+   * When given, relative paths in tls.cert, tls.key, server_tls.ca, admin.cert and admin.key are resolved against this
    * directory (the result holds absolute paths) and the files must exist and be readable.
    */
   baseDir?: string;
@@ -88,6 +88,10 @@ function checkFiles(config: Config, baseDir: string, ctx: ReadContext): void {
   if (cert !== undefined) config.tls.cert = cert;
   if (key !== undefined) config.tls.key = key;
   if (ca !== undefined) config.server_tls.ca = ca;
+  const adminCert = check('admin.cert', config.admin.cert);
+  const adminKey = check('admin.key', config.admin.key);
+  if (adminCert !== undefined) config.admin.cert = adminCert;
+  if (adminKey !== undefined) config.admin.key = adminKey;
 }
 
 function describeFsError(error: unknown): string {

@@ -18,6 +18,7 @@ import {
   withDefault,
   type Spec,
 } from './reader.js';
+import { DEFAULT_AUTH_QUERY } from './auth-query-default.js';
 import { defaults, nodeDefaults, type Config, type NodeConfig, type UserConfig } from './types.js';
 
 const port = int({ min: 1, max: 65535 });
@@ -58,8 +59,14 @@ export const configSpec: Spec<Config> = obj<Config>(
       obj<Config['admin']>({
         host: withDefault(host, defaults.admin.host),
         port: withDefault(listenPort, defaults.admin.port),
+        token: optional(str({ nonEmpty: true, secret: true })),
+        read_token: optional(str({ nonEmpty: true, secret: true })),
+        read_access: withDefault(oneOf(['open', 'probes', 'token']), defaults.admin.read_access),
+        allowed_hosts: withDefault(list(str({ nonEmpty: true })), () => []),
+        cert: optional(str({ nonEmpty: true })),
+        key: optional(str({ nonEmpty: true })),
       }),
-      () => ({ ...defaults.admin }),
+      () => ({ ...defaults.admin, allowed_hosts: [] }),
     ),
     nodes: withDefault(list(nodeSpec), () => []),
     users: withDefault(list(userSpec), () => []),
@@ -68,6 +75,14 @@ export const configSpec: Spec<Config> = obj<Config>(
         method: withDefault(oneOf(['scram-sha-256', 'md5', 'trust']), defaults.auth.method),
       }),
       () => ({ ...defaults.auth }),
+    ),
+    auth_query: optional(
+      obj<NonNullable<Config['auth_query']>>({
+        user: required(str({ nonEmpty: true }), 'the role that reads the verifiers (see README: a SECURITY DEFINER function is enough)'),
+        password: optional(str({ secret: true })),
+        query: withDefault(str({ nonEmpty: true }), DEFAULT_AUTH_QUERY),
+        database: withDefault(str({ nonEmpty: true }), 'postgres'),
+      }),
     ),
     pool: withDefault(
       obj<Config['pool']>({
@@ -104,6 +119,7 @@ export const configSpec: Spec<Config> = obj<Config>(
           () => ({ primary: [], replica: [] }),
         ),
         volatility_refresh_ms: withDefault(duration({ positive: true }), defaults.routing.volatility_refresh_ms),
+        min_synchronous_commit: withDefault(oneOf(['off', 'local', 'remote_write', 'on', 'remote_apply']), defaults.routing.min_synchronous_commit),
       }),
       () => ({ ...defaults.routing, functions: { primary: [], replica: [] } }),
     ),
@@ -143,9 +159,15 @@ export const configSpec: Spec<Config> = obj<Config>(
       }),
       () => ({ ...defaults.tls }),
     ),
+    server_auth: withDefault(
+      obj<Config['server_auth']>({
+        require_auth: withDefault(list(oneOf(['password', 'md5', 'scram-sha-256', 'none'])), () => [...defaults.server_auth.require_auth]),
+      }),
+      () => ({ require_auth: [...defaults.server_auth.require_auth] }),
+    ),
     server_tls: withDefault(
       obj<Config['server_tls']>({
-        mode: withDefault(oneOf(['disable', 'prefer', 'require']), defaults.server_tls.mode),
+        mode: withDefault(oneOf(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']), defaults.server_tls.mode),
         ca: optional(str({ nonEmpty: true })),
       }),
       () => ({ ...defaults.server_tls }),

@@ -9,7 +9,14 @@ export type Consistency = 'eventual' | 'session' | 'global';
 export type Balance = 'latency' | 'round_robin' | 'random' | 'least_connections' | 'weighted';
 export type Fallback = 'primary' | 'error';
 export type FailoverMode = 'managed' | 'follow' | 'patroni' | 'off';
+/**
+ * Who may read the admin API without a token: `open` every GET; `probes` only /health and
+ * /metrics (the rest needs admin.read_token or admin.token); `token` nothing.
+ */
+export type AdminReadAccess = 'open' | 'probes' | 'token';
 export type AuthMethod = 'scram-sha-256' | 'md5' | 'trust';
+/** libpq's `require_auth` names: cleartext `password`, `md5`, `scram-sha-256`, `none` (trust) */
+export type ServerAuthMethod = 'password' | 'md5' | 'scram-sha-256' | 'none';
 
 export interface NodeConfig {
   /** unique, non-empty; used in metrics labels and the admin API */
@@ -38,10 +45,22 @@ export interface UserConfig {
 
 export interface Config {
   listen: { host: string; port: number };
-  admin: { host: string; port: number };
+  /**
+   * The admin HTTP port. `token`: needed for every state-changing request (POST, DELETE; none
+   * are allowed without it); `read_token`: read-only access; `read_access`: see AdminReadAccess;
+   * `allowed_hosts`: host names accepted in the Host header besides IP addresses, `localhost` and
+   * `host` (DNS rebinding); `cert`/`key`: PEM files, both or neither: HTTPS instead of HTTP.
+   */
+  admin: { host: string; port: number; token?: string; read_token?: string; read_access: AdminReadAccess; allowed_hosts: string[]; cert?: string; key?: string };
   nodes: NodeConfig[];
   users: UserConfig[];
   auth: { method: AuthMethod };
+  /**
+   * users not in `users`: their SCRAM verifier is read from the primary with `query` ($1 = the
+   * user name, the verifier in the second column), as `user`; they then log in by SCRAM
+   * pass-through (auth/auth-query.ts)
+   */
+  auth_query?: { user: string; password?: string; query: string; database: string };
   pool: {
     mode: PoolMode;
     /** server connections per node, user and database */
@@ -76,6 +95,11 @@ export interface Config {
     functions: { primary: string[]; replica: string[] };
     /** how often pg_proc volatility is re-read from the primary */
     volatility_refresh_ms: number;
+    /**
+     * the lowest synchronous_commit a client may set (SET, set_config, startup parameter,
+     * ALTER … SET); lower is refused with 42501. `off` lets clients set anything.
+     */
+    min_synchronous_commit: 'off' | 'local' | 'remote_write' | 'on' | 'remote_apply';
   };
   /**
    * `user`/`password`: the role health checks and the lag monitor log in as (pg_monitor is
@@ -102,8 +126,16 @@ export interface Config {
    * that the files exist.
    */
   tls: { cert?: string; key?: string; required: boolean };
-  /** server-facing TLS; `ca` is a PEM file path (resolved like tls.cert) */
-  server_tls: { mode: 'disable' | 'prefer' | 'require'; ca?: string };
+  /**
+   * server-facing authentication: the methods a server may ask pgrelay for (libpq's
+   * `require_auth`; see auth/server-auth.ts). Default: scram-sha-256, md5, none (no cleartext).
+   */
+  server_auth: { require_auth: ServerAuthMethod[] };
+  /**
+   * server-facing TLS, libpq's sslmode (see auth/server-tls.ts); `ca` is a PEM file path
+   * (resolved like tls.cert), required by verify-ca and verify-full
+   */
+  server_tls: { mode: 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-full'; ca?: string };
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'pretty' };
 }
 
@@ -112,7 +144,7 @@ export const nodeDefaults = { port: 5432, role: 'replica', weight: 1 } as const 
 
 export const defaults = {
   listen: { host: '127.0.0.1', port: 6432 },
-  admin: { host: '127.0.0.1', port: 9930 },
+  admin: { host: '127.0.0.1', port: 9930, read_access: 'open', allowed_hosts: [] },
   auth: { method: 'scram-sha-256' },
   pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000, max_per_node: 0 },
   client: { max_connections: 10_000, startup_timeout_ms: 10_000, max_message_bytes: 256 * 1024 * 1024 },
@@ -125,11 +157,13 @@ export const defaults = {
     lag_interval_ms: 250,
     functions: { primary: [], replica: [] },
     volatility_refresh_ms: 60_000,
+    min_synchronous_commit: 'on',
   },
   health: { interval_ms: 1000, timeout_ms: 1000, failures: 3 },
   failover: { mode: 'managed', wait_ms: 30_000, allow_data_loss: false },
   patroni: { endpoints: [], poll_ms: 1000 },
   tls: { required: false },
+  server_auth: { require_auth: ['scram-sha-256', 'md5', 'none'] },
   server_tls: { mode: 'disable' },
   log: { level: 'info', format: 'json' },
-} as const satisfies Omit<Config, 'nodes' | 'users' | 'tls' | 'server_tls'> & Record<string, unknown>;
+} as const satisfies Omit<Config, 'nodes' | 'users' | 'tls' | 'server_tls' | 'server_auth'> & Record<string, unknown>;

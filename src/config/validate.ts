@@ -10,6 +10,12 @@
  * - tls.cert and tls.key both or neither; tls.required needs both.
  * - listen and admin must not share a host:port (port 0 excepted).
  * - a function may not be listed under both routing.functions.primary and .replica.
+ * - server_auth.require_auth is not empty (no server could be logged in to).
+ * - server_tls.mode verify-ca and verify-full need server_tls.ca.
+ * - without health.user, the first user (whose credentials pgrelay's own connections then use)
+ *   needs a password or server_password, not only a SCRAM verifier.
+ * - admin.token and admin.read_token: at least 16 characters, not the same; admin.cert and
+ *   admin.key both or neither; admin.read_access other than open needs a token to read with.
  */
 import type { ReadContext } from './reader.js';
 import type { Config } from './types.js';
@@ -21,6 +27,10 @@ export function validateConfig(config: Config, ctx: ReadContext): void {
   checkTls(config, ctx);
   checkPorts(config, ctx);
   checkFunctions(config, ctx);
+  checkServerAuth(config, ctx);
+  checkAdmin(config, ctx);
+  checkServerTls(config, ctx);
+  checkMonitorLogin(config, ctx);
 }
 
 function report(ctx: ReadContext, path: string, message: string, at = path): void {
@@ -125,6 +135,45 @@ function checkFunctions(config: Config, ctx: ReadContext): void {
   config.routing.functions.replica.forEach((name, i) => {
     if (primary.has(name)) report(ctx, `routing.functions.replica[${i}]`, `function "${name}" is listed under both routing.functions.primary and routing.functions.replica`);
   });
+}
+
+function checkServerAuth(config: Config, ctx: ReadContext): void {
+  if (ctx.hasIssuesUnder('server_auth') || config.server_auth.require_auth.length > 0) return;
+  report(ctx, 'server_auth.require_auth', 'server_auth.require_auth is empty: list the methods servers may use (scram-sha-256, md5, password, none)');
+}
+
+function checkMonitorLogin(config: Config, ctx: ReadContext): void {
+  if (ctx.hasIssuesUnder('users') || ctx.hasIssuesUnder('health') || config.health.user !== undefined) return;
+  const first = config.users[0];
+  if (!first || first.server_password !== undefined || !/^SCRAM-SHA-256\$/.test(first.password)) return;
+  report(ctx, 'users[0].password', `user "${first.name}" has only a SCRAM verifier, which cannot log in pgrelay's own connections (health checks, lag monitor): set health.user and health.password (a pg_monitor role)`);
+}
+
+function checkServerTls(config: Config, ctx: ReadContext): void {
+  if (ctx.hasIssuesUnder('server_tls')) return;
+  const { mode, ca } = config.server_tls;
+  if ((mode === 'verify-ca' || mode === 'verify-full') && ca === undefined) {
+    report(ctx, 'server_tls.mode', `server_tls.mode ${mode} needs server_tls.ca: the PEM file of the CA that signs the servers' certificates`);
+  }
+}
+
+/** Tokens are compared whole; a short one can be guessed over HTTP. */
+const MIN_ADMIN_TOKEN_LENGTH = 16;
+
+function checkAdmin(config: Config, ctx: ReadContext): void {
+  if (ctx.hasIssuesUnder('admin')) return;
+  const { token, read_token: readToken, read_access: readAccess, cert, key } = config.admin;
+  for (const [path, value] of [['admin.token', token], ['admin.read_token', readToken]] as const) {
+    if (value !== undefined && value.length < MIN_ADMIN_TOKEN_LENGTH) {
+      report(ctx, path, `${path} is too short (${value.length} characters); use at least ${MIN_ADMIN_TOKEN_LENGTH}, e.g. from \`openssl rand -base64 24\``);
+    }
+  }
+  if (token !== undefined && token === readToken) report(ctx, 'admin.read_token', 'admin.read_token is the same as admin.token; the read-only token must differ');
+  if (cert !== undefined && key === undefined) report(ctx, 'admin.cert', 'admin.cert is set but admin.key is not; set both (PEM files) or neither');
+  if (key !== undefined && cert === undefined) report(ctx, 'admin.key', 'admin.key is set but admin.cert is not; set both (PEM files) or neither');
+  if (readAccess !== 'open' && token === undefined && readToken === undefined) {
+    report(ctx, 'admin.read_access', `admin.read_access: ${readAccess} needs admin.read_token or admin.token to read with`);
+  }
 }
 
 function lineOf(ctx: ReadContext, path: string): string {

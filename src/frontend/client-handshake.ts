@@ -56,7 +56,7 @@ export function clientHandshake(initial: net.Socket, options: HandshakeOptions):
     let socket: net.Socket = initial;
     let buffered: Buffer = Buffer.alloc(0);
     let secure = false;
-    let phase: 'startup' | 'auth' = 'startup';
+    let phase: 'startup' | 'lookup' | 'auth' = 'startup';
     let auth: AuthStep | undefined;
     let reader: FrameReader | undefined;
     let user = '';
@@ -74,8 +74,27 @@ export function clientHandshake(initial: net.Socket, options: HandshakeOptions):
     };
     const onClose = () => finish(undefined);
 
+    /** The exchange starts (after an auth_query lookup, when the user is not in the config). */
+    const beginAuth = () => {
+      phase = 'auth';
+      reader = new FrameReader(64 * 1024);
+      auth = startAuth(options, user, socket);
+      if (auth.done) {
+        socket.write(authenticationOk);
+        return finish({ socket, user, database, params, leftover: buffered, tls: secure });
+      }
+      if (buffered.length === 0) return;
+      const rest = buffered;
+      buffered = Buffer.alloc(0);
+      onData(rest);
+    };
+
     const onData = (chunk: Buffer) => {
       try {
+        if (phase === 'lookup') {
+          buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+          return;
+        }
         if (phase === 'startup') {
           buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
           for (;;) {
@@ -128,17 +147,23 @@ export function clientHandshake(initial: net.Socket, options: HandshakeOptions):
             params = new Map();
             for (const [key, value] of all) if (!NOT_SETTINGS.has(key) && !key.startsWith('_pq_.')) params.set(key, value);
             for (const [key, value] of parseOptions(all.get('options') ?? '')) params.set(key, value);
-            phase = 'auth';
-            reader = new FrameReader(64 * 1024);
-            auth = startAuth(options, user, socket);
-            if (auth.done) {
-              socket.write(authenticationOk);
-              return finish({ socket, user, database, params, leftover: buffered, tls: secure });
+            if (options.users.needsLookup(user)) {
+              phase = 'lookup';
+              options.users.lookup(user).then(
+                () => {
+                  if (settled) return;
+                  try {
+                    beginAuth();
+                  } catch (error) {
+                    finish(error instanceof Error ? error : new Error(String(error)));
+                  }
+                },
+                () => finish(new ProxyError(SqlState.cannotConnectNow, 'pgrelay cannot look up users right now (auth_query failed)', { severity: 'FATAL' })),
+              );
+              return;
             }
-            if (buffered.length === 0) return;
-            chunk = buffered;
-            buffered = Buffer.alloc(0);
-            break;
+            beginAuth();
+            return;
           }
         }
         reader!.push(chunk);
@@ -206,6 +231,7 @@ function startAuth(options: HandshakeOptions, user: string, socket: net.Socket):
       }
       const result = exchange.handleClientFinal(body.toString('utf8'));
       if (!result.ok || !entry) throw passwordFailed(user);
+      options.users.proveClientKey(user, exchange.clientKey!);
       socket.write(authenticationSaslFinal(result.serverFinal));
       this.done = true;
     },

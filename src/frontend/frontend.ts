@@ -19,6 +19,7 @@ import { clientHandshake, type Handshake } from './client-handshake.js';
 import { StatementRegistry } from './prepared-statements.js';
 import type { SessionContext } from './session-context.js';
 import { ClientSession, isUnreachable } from './session.js';
+import { startupSyncCommitRefusal } from '../routing/sync-commit-floor.js';
 import { stateTransition } from './session-state.js';
 
 export interface FrontendDeps {
@@ -173,6 +174,8 @@ export class Frontend implements SessionContext {
   /** After authentication: checks the startup settings on a server, tells the client its parameters. */
   private async startSession(handshake: Handshake): Promise<void> {
     const { socket } = handshake;
+    const refused = startupSyncCommitRefusal(handshake.params, this.config().routing.min_synchronous_commit);
+    if (refused) throw refused;
     let processId: number;
     do processId = randomInt(1, 0x7fffffff);
     while (this.sessions.has(processId));

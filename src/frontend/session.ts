@@ -2,6 +2,7 @@ import type net from 'node:net';
 import type { Classification, SessionEffect } from '../classify/classifier.js';
 import { splitStatements } from '../classify/classifier.js';
 import { isLoneDeallocate, refusedDeallocate, type DeallocateRefusal } from '../classify/deallocate.js';
+import { syncCommitFloorFrame } from '../routing/sync-commit-floor.js';
 import type { NodeStatus } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
 import type { Pool } from '../pool/pool.js';
@@ -340,6 +341,8 @@ export class ClientSession implements ServerDataHandler {
 
   private onQuery(b: Buffer, start: number, end: number): boolean {
     const text = b.toString('utf8', start, end - 1);
+    const belowFloor = syncCommitFloorFrame(text, this.ctx.config().routing.min_synchronous_commit);
+    if (belowFloor) return this.onQuery(belowFloor, 5, belowFloor.length);
     const classification = this.classify(text);
     if (this.orphanedTransaction) {
       this.answerOrphaned(classification, true);
@@ -362,7 +365,9 @@ export class ClientSession implements ServerDataHandler {
 
   private onParse(b: Buffer, start: number, end: number): boolean {
     const [name, textStart] = readCString(b, start, end);
-    const [text] = readCString(b, textStart, end);
+    const [text, typesStart] = readCString(b, textStart, end);
+    const belowFloor = syncCommitFloorFrame(text, this.ctx.config().routing.min_synchronous_commit, { name, types: b.subarray(typesStart, end) });
+    if (belowFloor) return this.onParse(belowFloor, 5, belowFloor.length);
     const classification = this.classify(text);
     const refused = this.refusedDeallocate(classification, false);
     // the statement fails at Execute, as the server's own refusal would

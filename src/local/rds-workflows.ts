@@ -11,7 +11,7 @@
  * Every step is reported as it happens (WorkflowEvent). A failed add leaves pgrelay's configuration
  * as it was and removes whatever it had created. One workflow runs at a time.
  *
- * The running pgrelay is reached through RelayControl (admin/cluster-routes.ts implements it over
+ * The running pgrelay is reached through RelayControl (demo-cluster-routes.ts implements it over
  * App), so this module depends on no part of the proxy.
  */
 import fs from 'node:fs';

@@ -1,8 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { parseScramVerifier, type ScramClientKeys } from '../auth/scram.js';
+import { loadServerTls } from '../auth/server-tls.js';
 import type { Config, NodeConfig, UserConfig } from '../config/types.js';
 import { NodeBudget } from './node-budget.js';
 import { Pool, type PoolOptions } from './pool.js';
-import type { ServerConnection } from './server-connection.js';
+import type { ServerConnection, ServerLogin } from './server-connection.js';
 
 /**
  * Every pool, keyed by node, user and database. Pools are made on first use, and reclaimed once
@@ -26,6 +27,15 @@ export class PoolSet {
   private nodes = new Map<string, NodeConfig>();
   private users = new Map<string, UserConfig>();
   private options: PoolOptions;
+  /** the configured password (or verifier) each pool was made with, to tell a changed one on reload */
+  private readonly madeWith = new WeakMap<Pool, string>();
+  /**
+   * SCRAM pass-through: the keys a client of this verifier-only user proved (UserDirectory), used
+   * to log in to the servers; set by App.
+   */
+  passThroughKeys: ((user: string) => ScramClientKeys | undefined) | undefined;
+  /** auth_query: users not in the config that a lookup found (their verifier as the password); set by App */
+  lookedUpUser: ((user: string) => UserConfig | undefined) | undefined;
   /** told when any pool of a node sees a broken connection (for immediate health checks) */
   onNodeBroken: ((node: string, error: Error | undefined) => void) | undefined;
   private readonly budgets = new Map<string, NodeBudget>();
@@ -53,8 +63,8 @@ export class PoolSet {
     this.options = next;
     for (const [key, pool] of this.pools) {
       const node = this.nodes.get(pool.endpoint.node);
-      const user = this.users.get(userOf(key));
-      if (!node || !user || node.host !== pool.endpoint.host || node.port !== pool.endpoint.port || serverPassword(user) !== pool.login.password || (user.server_user ?? user.name) !== pool.login.user) {
+      const user = this.userConfig(userOf(key));
+      if (!node || !user || node.host !== pool.endpoint.host || node.port !== pool.endpoint.port || serverPassword(user) !== this.madeWith.get(pool) || (user.server_user ?? user.name) !== pool.login.user) {
         this.pools.delete(key);
         this.generation++;
         this.retire(key, pool);
@@ -94,18 +104,15 @@ export class PoolSet {
       return pool;
     }
     const node = this.nodes.get(nodeName);
-    const userConfig = this.users.get(user);
+    const userConfig = this.userConfig(user);
     if (!node || !userConfig) {
       // a session giving back a connection of a node (or user) that a reload removed
       for (const [retired, retiredKey] of this.retired) if (retiredKey === key) return retired;
     }
     if (!node) throw new Error(`unknown node ${nodeName}`);
     if (!userConfig) throw new Error(`unknown user ${user}`);
-    pool = new Pool(
-      { node: node.name, host: node.host, port: node.port },
-      { user: userConfig.server_user ?? userConfig.name, password: serverPassword(userConfig), database },
-      this.options,
-    );
+    pool = new Pool({ node: node.name, host: node.host, port: node.port }, this.loginFor(userConfig, database), this.options);
+    this.madeWith.set(pool, serverPassword(userConfig));
     pool.onBroken = (error) => this.onNodeBroken?.(nodeName, error);
     pool.onStray = (conn, reusable) => this.stray(conn, reusable);
     pool.budget = this.budget(nodeName);
@@ -147,6 +154,28 @@ export class PoolSet {
       pool.close();
     }
     this.emptyAtLastSweep = empty;
+  }
+
+  private userConfig(name: string): UserConfig | undefined {
+    return this.users.get(name) ?? this.lookedUpUser?.(name);
+  }
+
+  /**
+   * The login towards the servers: the server password, or — for a user whose config holds only a
+   * SCRAM verifier and no server_password — the keys a client proved (SCRAM pass-through), read at
+   * each connect. The servers must hold the same verifier (salt and iteration count).
+   */
+  private loginFor(user: UserConfig, database: string): ServerLogin {
+    const name = user.server_user ?? user.name;
+    if (user.server_password !== undefined || parseScramVerifier(user.password) === undefined) return { user: name, password: serverPassword(user), database };
+    const keys = () => this.passThroughKeys?.(user.name);
+    return {
+      user: name,
+      database,
+      get password() {
+        return keys() ?? '';
+      },
+    };
   }
 
   /** Pools of one node, draining ones included (for metrics and status). */
@@ -200,7 +229,7 @@ function poolOptions(config: Config): PoolOptions {
     checkoutTimeoutMs: config.pool.checkout_timeout_ms,
     idleTimeoutMs: config.pool.idle_timeout_ms,
     connectTimeoutMs: config.pool.connect_timeout_ms,
-    // server_tls.ca names a file: the certificate itself is what tls.connect wants
-    tls: { mode: config.server_tls.mode, ca: config.server_tls.ca === undefined ? undefined : readFileSync(config.server_tls.ca, 'utf8') },
+    tls: loadServerTls(config),
+    requireAuth: new Set(config.server_auth.require_auth),
   };
 }

@@ -1,9 +1,10 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
-import { ScramClientExchange } from '../auth/scram.js';
-import { md5PasswordHash } from '../auth/md5.js';
-import { AuthCode, BackendCode } from '../protocol/codes.js';
+import { ServerAuthExchange, type ServerAuthMethod } from '../auth/server-auth.js';
+import { tlsOptions, type ServerTlsSettings } from '../auth/server-tls.js';
+import type { ScramClientKeys } from '../auth/scram.js';
+import { BackendCode } from '../protocol/codes.js';
 import { FrameReader } from '../protocol/frame-reader.js';
 import { readCString, readErrorFields } from '../protocol/messages.js';
 import { ProxyError, SqlState } from '../errors.js';
@@ -16,13 +17,17 @@ export interface ServerEndpoint {
 
 export interface ServerLogin {
   user: string;
-  password: string;
+  /** the password, or SCRAM keys (pass-through of a client's proof for a verifier-only user) */
+  readonly password: string | ScramClientKeys;
   database: string;
 }
 
 export interface ServerConnectOptions {
   connectTimeoutMs: number;
-  tls: { mode: 'disable' | 'prefer' | 'require'; ca?: string };
+  /** server_tls with the CA read (auth/server-tls.ts); also used for cancel requests */
+  tls: ServerTlsSettings;
+  /** the authentication methods a server may ask for (`server_auth.require_auth`) */
+  requireAuth: ReadonlySet<ServerAuthMethod>;
 }
 
 /** Receives a server connection's bytes while a client session (or the pool) owns it. */
@@ -77,6 +82,7 @@ export class ServerConnection {
     readonly socket: net.Socket,
     /** reads land in one reused buffer (plaintext): chunks are views, copied unless borrowed */
     private readonly viewsOfReadBuffer: boolean,
+    private readonly tls: ServerTlsSettings,
   ) {}
 
   /** A chunk from the socket (a view of the read buffer when `viewsOfReadBuffer`). */
@@ -127,14 +133,14 @@ export class ServerConnection {
       raw.once('error', fail);
       raw.once('close', () => fail(new Error('connection closed during startup')));
       raw.once('connect', () => {
-        negotiateTls(raw, endpoint, options)
+        negotiateTls(raw, endpoint, options.tls)
           .then((socket) => {
             socket.on('error', fail);
             socket.once('close', () => fail(new Error('connection closed during startup')));
-            const conn = new ServerConnection(endpoint, login, socket, plaintext);
+            const conn = new ServerConnection(endpoint, login, socket, plaintext, options.tls);
             if (plaintext) receive = (chunk) => conn.receive(chunk);
             else socket.on('data', (chunk: Buffer) => conn.receive(chunk));
-            return conn.startup();
+            return conn.startup(options.requireAuth);
           })
           .then((conn) => {
             if (settled) {
@@ -156,10 +162,10 @@ export class ServerConnection {
   }
 
   /** StartupMessage, authentication, then ParameterStatus/BackendKeyData until ReadyForQuery. */
-  private startup(): Promise<ServerConnection> {
+  private startup(requireAuth: ReadonlySet<ServerAuthMethod>): Promise<ServerConnection> {
     return new Promise((resolve, reject) => {
       const reader = new FrameReader();
-      let scram: ScramClientExchange | undefined;
+      const auth = new ServerAuthExchange(this.endpoint.node, this.login, requireAuth);
       const onData = (chunk: Buffer) => {
         try {
           reader.push(chunk);
@@ -167,21 +173,8 @@ export class ServerConnection {
             const { buffer: b, start, end } = reader;
             switch (reader.code) {
               case BackendCode.Authentication: {
-                const kind = b.readInt32BE(start);
-                if (kind === AuthCode.Ok) break;
-                if (kind === AuthCode.CleartextPassword) this.socket.write(serialize.password(this.login.password));
-                else if (kind === AuthCode.MD5Password) this.socket.write(serialize.password(md5PasswordHash(this.login.user, this.login.password, b.subarray(start + 4, start + 8))));
-                else if (kind === AuthCode.SASL) {
-                  const mechanisms = b.toString('utf8', start + 4, end).split('\0');
-                  if (!mechanisms.includes('SCRAM-SHA-256')) throw new Error(`server offers no supported SASL mechanism (${mechanisms.filter(Boolean).join(', ')})`);
-                  scram = new ScramClientExchange(this.login.password);
-                  this.socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
-                } else if (kind === AuthCode.SASLContinue) {
-                  if (!scram) throw new Error('unexpected SASL continue');
-                  this.socket.write(serialize.sendSCRAMClientFinalMessage(scram.handleServerFirst(b.toString('utf8', start + 4, end))));
-                } else if (kind === AuthCode.SASLFinal) {
-                  scram?.verifyServerFinal(b.toString('utf8', start + 4, end));
-                } else throw new Error(`unsupported authentication request ${kind}`);
+                const answer = auth.request(b.readInt32BE(start), b.subarray(start + 4, end));
+                if (answer) this.socket.write(answer);
                 break;
               }
               case BackendCode.ParameterStatus: {
@@ -205,6 +198,7 @@ export class ServerConnection {
               case BackendCode.NegotiateProtocolVersion:
                 break;
               case BackendCode.ReadyForQuery:
+                if (auth.method === undefined) throw new ProxyError(SqlState.protocolViolation, `node ${this.endpoint.node} sent ReadyForQuery before AuthenticationOk`, { severity: 'FATAL' });
                 this.startupSink = undefined;
                 if (reader.pending > 0) throw new Error('unexpected data after ReadyForQuery');
                 resolve(this);
@@ -241,7 +235,7 @@ export class ServerConnection {
    */
   cancel(): void {
     this.cancelsInFlight++;
-    void sendCancel(this.endpoint, this.processId, this.secretKey).then(() => {
+    void sendCancel(this.endpoint, this.processId, this.secretKey, this.tls).then(() => {
       if (--this.cancelsInFlight > 0) return;
       const waiting = this.afterCancels;
       this.afterCancels = [];
@@ -282,39 +276,53 @@ export class ServerConnection {
 
 const TERMINATE = serialize.end();
 
-function negotiateTls(raw: net.Socket, endpoint: ServerEndpoint, options: ServerConnectOptions): Promise<net.Socket> {
-  if (options.tls.mode === 'disable') return Promise.resolve(raw);
+/**
+ * SSLRequest, then the TLS handshake under server_tls (auth/server-tls.ts). A server without TLS
+ * ('N') is used in plaintext only under prefer. A certificate that does not verify fails the
+ * connection with the reason (unknown CA, wrong host name).
+ */
+function negotiateTls(raw: net.Socket, endpoint: ServerEndpoint, settings: ServerTlsSettings): Promise<net.Socket> {
+  if (settings.mode === 'disable') return Promise.resolve(raw);
   return new Promise((resolve, reject) => {
     raw.once('data', (answer: Buffer) => {
       if (answer[0] === 0x53) {
-        const secure = tls.connect({
-          socket: raw,
-          servername: net.isIP(endpoint.host) ? undefined : endpoint.host,
-          ca: options.tls.ca,
-          rejectUnauthorized: options.tls.ca !== undefined,
-        });
+        const secure = tls.connect({ socket: raw, ...tlsOptions(settings, endpoint.host) });
         secure.setNoDelay(true);
         secure.once('secureConnect', () => resolve(secure));
-        secure.once('error', reject);
-      } else if (options.tls.mode === 'require') {
-        reject(new ProxyError(SqlState.connectionFailure, `node ${endpoint.node} does not support TLS`));
+        secure.once('error', (error: Error) =>
+          reject(new ProxyError(SqlState.connectionFailure, `TLS to node ${endpoint.node} failed (server_tls.mode ${settings.mode}): ${error.message}`, { cause: error })),
+        );
+      } else if (settings.mode !== 'prefer') {
+        reject(new ProxyError(SqlState.connectionFailure, `node ${endpoint.node} does not support TLS (server_tls.mode ${settings.mode})`));
       } else resolve(raw);
     });
     raw.write(serialize.requestSsl());
   });
 }
 
-/** Sends a CancelRequest for a server backend over a fresh connection. */
-export function sendCancel(endpoint: ServerEndpoint, processId: number, secretKey: number): Promise<void> {
+/**
+ * Sends a CancelRequest for a server backend over a fresh connection, under the same server_tls
+ * as the data path: over TLS when the mode asks for it (the server takes a CancelRequest after
+ * SSLRequest); never in plaintext to a server that must use TLS.
+ */
+export function sendCancel(endpoint: ServerEndpoint, processId: number, secretKey: number, settings: ServerTlsSettings = { mode: 'disable' }): Promise<void> {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: endpoint.host, port: endpoint.port });
+    const raw = net.connect({ host: endpoint.host, port: endpoint.port });
+    let socket: net.Socket = raw;
     const done = () => {
       socket.destroy();
+      raw.destroy();
       resolve();
     };
-    socket.setTimeout(5000, done);
-    socket.once('error', done);
-    socket.once('close', done);
-    socket.once('connect', () => socket.end(serialize.cancel(processId, secretKey)));
+    raw.setTimeout(5000, done);
+    raw.once('error', done);
+    raw.once('close', done);
+    raw.once('connect', () => {
+      negotiateTls(raw, endpoint, settings).then((secure) => {
+        socket = secure;
+        secure.once('error', done);
+        secure.end(serialize.cancel(processId, secretKey));
+      }, done);
+    });
   });
 }

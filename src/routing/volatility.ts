@@ -1,4 +1,6 @@
 import pg from 'pg';
+import { enforceServerAuth } from '../auth/pg-client-auth.js';
+import { pgSsl } from '../auth/server-tls.js';
 import type { Classifier, Volatility } from '../classify/classifier.js';
 import type { Topology } from '../cluster/topology.js';
 import type { Credentials } from '../cluster/credentials.js';
@@ -68,9 +70,10 @@ export class VolatilityLoader {
   private async load(): Promise<void> {
     const primary = this.topology.primary();
     if (!primary) return;
-    const { user, password } = this.credentials();
+    const { user, password, requireAuth, tls } = this.credentials();
     const connect = async (database: string) => {
-      const client = new pg.Client({ host: primary.host, port: primary.port, user, password, database, connectionTimeoutMillis: 5000, statement_timeout: 10_000 });
+      const client = new pg.Client({ host: primary.host, port: primary.port, user, password, database, ssl: pgSsl(tls, primary.host), connectionTimeoutMillis: 5000, statement_timeout: 10_000 });
+      enforceServerAuth(client, primary.name, requireAuth);
       client.on('error', () => undefined);
       await client.connect();
       return client;

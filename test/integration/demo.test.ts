@@ -90,6 +90,18 @@ describe('pgrelay demo', () => {
     for (const node of ['primary', 'standby1', 'replica1', 'replica2']) expect(body).toContain(`"${node}"`);
   });
 
+  it('prints an admin token of its own: state-changing admin requests need it', async () => {
+    expect(demo.adminToken).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    const reload = (authorization?: string) =>
+      fetch(`${demo.adminUrl}/admin/reload`, { method: 'POST', headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) } });
+    expect((await reload()).status).toBe(401);
+    expect((await reload('Bearer wrong-token-wrong-token')).status).toBe(401);
+    // accepted: the demo has no config file to re-read, which is the answer past the token check
+    const accepted = await reload(`Bearer ${demo.adminToken}`);
+    expect(accepted.status).toBe(409);
+    expect(JSON.stringify(await accepted.json())).toContain('not started from a config file');
+  });
+
   it('runs SELECT 1, CREATE TABLE, INSERT through psql and reads the rows back', async () => {
     expect(await psql(url, 'SELECT 1')).toEqual(['1']);
     expect(await psql(url, 'CREATE TABLE demo_items (id int PRIMARY KEY, name text NOT NULL)')).toEqual([]);

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { Load } from '../support/failover-load.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { adminRequest, startRelay, type Relay } from '../support/relay.js';
 import { useCleanups } from '../support/cleanups.js';
 
 // Planned switchover (POST /admin/switchover) under load: clients see a pause, never an error, and
@@ -19,7 +19,7 @@ beforeAll(async () => {
 });
 
 async function switchover(body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
-  const response = await fetch(`${relay.adminUrl}/admin/switchover`, { method: 'POST', body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
+  const response = await adminRequest(relay.adminUrl, 'POST', '/admin/switchover', body);
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
 

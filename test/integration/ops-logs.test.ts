@@ -8,7 +8,7 @@ import { stringify } from 'yaml';
 import { App } from '../../src/app.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/util/log.js';
-import { relayDocument } from '../support/relay.js';
+import { adminRequest, relayDocument } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
 // pgrelay's log at debug level, captured while secrets go through it: passwords from ${ENV}, a
@@ -99,7 +99,7 @@ describe('logs', () => {
 
     // a reload: first a file with a password of the wrong type (rejected), then a valid one
     writeFileSync(configPath, stringify({ ...document(), users: [{ name: cluster.user, password: 88776655 }] }));
-    const rejected = await fetch(`http://127.0.0.1:${app.adminAddress!.port}/admin/reload`, { method: 'POST' });
+    const rejected = await adminRequest(`http://127.0.0.1:${app.adminAddress!.port}`, 'POST', '/admin/reload');
     expect(rejected.status).toBe(400);
     expect(JSON.stringify(await rejected.json())).not.toContain('88776655');
 

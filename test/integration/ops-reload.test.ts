@@ -11,7 +11,7 @@ import { App } from '../../src/app.js';
 import { loadConfig } from '../../src/config/load.js';
 import { LocalCluster, type LocalNode } from '../../src/local/cluster.js';
 import { createLogger } from '../../src/util/log.js';
-import { relayDocument } from '../support/relay.js';
+import { adminRequest, relayDocument } from '../support/relay.js';
 
 // Reload under load, on a cluster of this file's own (it adds and removes a replica): 16 clients
 // run reads, writes and transactions while the config file is edited and pgrelay gets a real
@@ -211,7 +211,7 @@ describe('reload', () => {
     expect(entry.errors).toEqual([expect.stringMatching(/pool\.size at line \d+.*expected an integer ≥ 1, got "lots"/)]);
     expect(app.currentConfig).toBe(before);
 
-    const response = await fetch(`http://127.0.0.1:${app.adminAddress!.port}/admin/reload`, { method: 'POST' });
+    const response = await adminRequest(`http://127.0.0.1:${app.adminAddress!.port}`, 'POST', '/admin/reload');
     expect(response.status).toBe(400);
     const body = (await response.json()) as { status: string; errors: string[] };
     expect(body.status).toBe('rejected');
@@ -231,7 +231,7 @@ describe('reload', () => {
     (document.users as unknown[]).push({ name: 'reporting', password: 'rep-secret', server_user: cluster.user, server_password: cluster.password });
     writeFileSync(configPath, stringify(document));
     await expect(connect('reporting', 'rep-secret')).rejects.toThrow(/password authentication failed for user "reporting"/);
-    const response = await fetch(`http://127.0.0.1:${app.adminAddress!.port}/admin/reload`, { method: 'POST' });
+    const response = await adminRequest(`http://127.0.0.1:${app.adminAddress!.port}`, 'POST', '/admin/reload');
     expect(response.status).toBe(200);
     const body = (await response.json()) as { status: string; changes: string; restartRequired: string[] };
     expect(body.status).toBe('applied');
@@ -266,7 +266,7 @@ describe('reload', () => {
     // "replica1" now names the server that was replica3 (which leaves the file)
     const moved = [cluster.node('primary'), { ...replica1, host: replica3.host, port: replica3.port }];
     writeConfig(moved);
-    const response = await fetch(`http://127.0.0.1:${app.adminAddress!.port}/admin/reload`, { method: 'POST' });
+    const response = await adminRequest(`http://127.0.0.1:${app.adminAddress!.port}`, 'POST', '/admin/reload');
     expect(response.status).toBe(200);
     expect(((await response.json()) as { changes: string }).changes).toMatch(/^nodes -replica3 ~replica1\(port\)/);
     // the old replica1 pool is retired with the transaction's connection still lent

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { printStatus } from '../../src/admin/status-command.js';
 import type { StatusDocument } from '../../src/admin/status.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { adminRequest, startRelay, type Relay } from '../support/relay.js';
 import { sharedCluster } from '../support/shared-cluster.js';
 
 // The admin API against a relay in front of the shared cluster: /health, /status, the
@@ -120,8 +120,8 @@ describe('admin API', () => {
 
   it('answers 404 for unknown paths, 405 for a known path with the wrong method, 409 for a reload without a file', async () => {
     expect((await fetch(`${relay.adminUrl}/nope`)).status).toBe(404);
-    expect((await fetch(`${relay.adminUrl}/status`, { method: 'POST' })).status).toBe(405);
-    const reload = await fetch(`${relay.adminUrl}/admin/reload`, { method: 'POST' });
+    expect((await adminRequest(relay.adminUrl, 'POST', '/status')).status).toBe(405);
+    const reload = await adminRequest(relay.adminUrl, 'POST', '/admin/reload');
     expect(reload.status).toBe(409);
     expect(((await reload.json()) as { errors: string[] }).errors[0]).toContain('not started from a config file');
   });

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Load } from '../support/failover-load.js';
 import { PatroniCluster, queryUrl, startPatroniRelay } from '../support/patroni-cluster.js';
-import type { Relay } from '../support/relay.js';
+import { adminRequest, type Relay } from '../support/relay.js';
 
 const TABLE = 'patroni_load';
 /** SQLSTATEs a write may get while the leader dies: connection lost (08…), shutting down (57P01-3) */
@@ -186,7 +186,7 @@ describe('pgrelay following Patroni (failover.mode patroni)', () => {
       loads.forEach((load) => load.start(4, 2));
       await vi.waitFor(() => loads.forEach((l) => expect(l.acks.length).toBeGreaterThan(20)), { timeout: 20_000, interval: 50 });
       const askedAt = performance.now();
-      const response = await fetch(`${relays[0]!.adminUrl}/admin/switchover`, { method: 'POST', body: '', signal: AbortSignal.timeout(90_000) });
+      const response = await adminRequest(relays[0]!.adminUrl, 'POST', '/admin/switchover', '', { signal: AbortSignal.timeout(90_000) });
       const answer = (await response.json()) as Record<string, unknown>;
       expect(response.status, JSON.stringify(answer)).toBe(200);
       expect(answer['from']).toBe(oldLeader);

@@ -15,11 +15,11 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import { registerClusterRoutes } from '../../src/admin/cluster-routes.js';
+import { registerClusterRoutes } from '../../src/demo-cluster-routes.js';
 import type { StatusDocument } from '../../src/admin/status.js';
 import { LocalCluster } from '../../src/local/cluster.js';
 import type { ClusterWorkflows, WorkflowEvent } from '../../src/local/rds-workflows.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { ADMIN_TOKEN, adminRequest, startRelay, type Relay } from '../support/relay.js';
 import { useCleanups } from '../support/cleanups.js';
 
 const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
@@ -50,11 +50,7 @@ interface Received extends WorkflowEvent {
 
 /** Calls the admin API and collects the streamed events (or the refusal). */
 async function adminCall(method: 'POST' | 'DELETE', path: string, body?: unknown): Promise<{ status: number; events: Received[]; error?: string }> {
-  const response = await fetch(`${relay.adminUrl}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const response = await adminRequest(relay.adminUrl, method, path, body);
   if (!(response.headers.get('content-type') ?? '').startsWith('application/x-ndjson')) {
     return { status: response.status, events: [], error: ((await response.json()) as { error: string }).error };
   }
@@ -151,7 +147,7 @@ describe('add a read replica from a snapshot, twice, and remove one, under pgben
       console.log(`[rds] add-replica replica1: ${first.events.map((e) => `\n  ${(e.elapsedMs / 1000).toFixed(1)} s ${e.step}: ${e.message}`).join('')}`);
 
       // 2. through the CLI, as a user runs it
-      const cli = spawn(process.execPath, [MAIN, 'cluster', 'add-replica', '--admin', relay.adminUrl], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const cli = spawn(process.execPath, [MAIN, 'cluster', 'add-replica', '--admin', relay.adminUrl], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PGRELAY_ADMIN_TOKEN: ADMIN_TOKEN } });
       cleanups.push(async () => cli.kill('SIGKILL'));
       let cliOutput = '';
       cli.stdout!.setEncoding('utf8').on('data', (chunk: string) => (cliOutput += chunk));

@@ -29,6 +29,8 @@ export interface DemoProcess {
   baseDir: string;
   /** its admin base URL, from its progress line */
   adminUrl: string;
+  /** the admin token it generated and printed (`export PGRELAY_ADMIN_TOKEN=…`) */
+  adminToken: string;
   /** Ctrl-C: resolves with how it exited, rejects if it still runs after DEMO_EXIT_TIMEOUT_MS */
   interrupt(): Promise<Exit>;
   /** cleanup after a failed test: stop it if it still runs, then whatever it left behind */
@@ -52,6 +54,7 @@ export async function startDemo(args: string[]): Promise<DemoProcess> {
     url: '',
     baseDir: '',
     adminUrl: '',
+    adminToken: '',
     interrupt: async () => {
       child.kill('SIGINT');
       return Promise.race([
@@ -86,5 +89,6 @@ export async function startDemo(args: string[]): Promise<DemoProcess> {
   ]);
   demo.baseDir = /^ {2}… cluster files in (\/\S+) /m.exec(output)?.[1] ?? '';
   demo.adminUrl = /admin (http:\/\/127\.0\.0\.1:\d+)\/status/.exec(output)?.[1] ?? '';
+  demo.adminToken = /export PGRELAY_ADMIN_TOKEN=([A-Za-z0-9_-]+)/.exec(output)?.[1] ?? '';
   return demo;
 }

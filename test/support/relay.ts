@@ -17,11 +17,22 @@ export interface Relay {
 
 type Overrides = Record<string, unknown>;
 
+/** The admin token of every test relay (admin.token): state-changing admin requests need it. */
+export const ADMIN_TOKEN = 'pgrelay-test-admin-token';
+
+/** Headers of an authorized state-changing admin request. */
+export const ADMIN_HEADERS = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' } as const;
+
+/** A state-changing admin request with the test token: `body` is sent as JSON (a string as is). */
+export function adminRequest(adminUrl: string, method: 'POST' | 'DELETE', path: string, body?: unknown, init: RequestInit = {}): Promise<Response> {
+  return fetch(`${adminUrl}${path}`, { ...init, method, headers: ADMIN_HEADERS, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
+}
+
 /** The YAML document a test relay runs with: the cluster's nodes and user, ports picked by the OS. */
 export function relayDocument(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'password'> & Partial<Pick<SharedCluster, 'superuser' | 'superuserPassword'>>, overrides: Overrides = {}): Record<string, unknown> {
   const base: Record<string, unknown> = {
     listen: { host: '127.0.0.1', port: 0 },
-    admin: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0, token: ADMIN_TOKEN },
     nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
     users: [{ name: cluster.user, password: cluster.password }],
     ...(cluster.superuser ? { failover: { user: cluster.superuser, password: cluster.superuserPassword } } : {}),

@@ -133,10 +133,16 @@ describe('docker/pgrelay.yaml', () => {
     expect(lines).toContain('PGRELAY_ADMIN_PASSWORD');
   });
 
+  it('admin on all interfaces of its container only with a token, /status behind it too; Prometheus\'s host name allowed', () => {
+    const config = dockerConfig({ ADMIN_TOKEN: 'a-token-from-the-environment' });
+    expect(config.admin).toMatchObject({ token: 'a-token-from-the-environment', read_access: 'probes', allowed_hosts: ['pgrelay'] });
+    expect(fs.readFileSync(PROMETHEUS_FILE, 'utf8')).toContain('targets: ["pgrelay:9930"]');
+  });
+
   it('listens on all interfaces of its container, on the ports compose publishes', () => {
     const config = dockerConfig();
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 6432 });
-    expect(config.admin).toEqual({ host: '0.0.0.0', port: 9930 });
+    expect(config.admin).toMatchObject({ host: '0.0.0.0', port: 9930 });
     const ports = loadCompose().services.pgrelay!.ports!;
     expect(ports).toEqual([`127.0.0.1:6432:${config.listen.port}`, `127.0.0.1:9930:${config.admin.port}`]);
   });

@@ -1,10 +1,11 @@
-import type { App } from '../app.js';
-import type { LocalCluster } from '../local/cluster.js';
-import { ClusterWorkflows, WorkflowRefused, type RelayControl, type WorkflowEvent, type WorkflowKind } from '../local/rds-workflows.js';
-import { json, type AdminResponse, type AdminServer } from './admin-server.js';
-import { applyConfig } from './config-reload.js';
+import type { AdminApp } from './admin/admin-app.js';
+import { json, type AdminResponse, type AdminServer } from './admin/admin-server.js';
+import { applyConfig } from './admin/config-reload.js';
+import type { LocalCluster } from './local/cluster.js';
+import { ClusterWorkflows, WorkflowRefused, type RelayControl, type WorkflowEvent, type WorkflowKind } from './local/rds-workflows.js';
 
 /**
+ * Demo only (next to demo.ts, so that the ops API in admin/ does not depend on local/).
  * The admin API of a pgrelay that fronts a local cluster it manages (`pgrelay demo`): the RDS
  * workflows (local/rds-workflows.ts), each answered as NDJSON, one WorkflowEvent per line as the
  * step happens, the last line `done` or `failed`:
@@ -15,7 +16,7 @@ import { applyConfig } from './config-reload.js';
  * A request refused before anything changed gets 400/404/409 and {"error": "…"}.
  * A pgrelay started from a config file has none of these routes (404).
  */
-export function registerClusterRoutes(admin: AdminServer, app: App, cluster: LocalCluster): ClusterWorkflows {
+export function registerClusterRoutes(admin: AdminServer, app: AdminApp, cluster: LocalCluster): ClusterWorkflows {
   const workflows = new ClusterWorkflows(cluster, relayControl(app));
   const run = (kind: WorkflowKind, name: string | undefined): AdminResponse => {
     if (app.stopping) return json(409, { error: 'pgrelay is shutting down' });
@@ -63,8 +64,8 @@ export function registerClusterRoutes(admin: AdminServer, app: App, cluster: Loc
   return workflows;
 }
 
-/** The running App as the workflows see it. */
-export function relayControl(app: App): RelayControl {
+/** The running pgrelay as the workflows see it. */
+export function relayControl(app: AdminApp): RelayControl {
   return {
     config: () => app.currentConfig,
     apply: (next) => {
@@ -117,7 +118,7 @@ function requestedName(body: string): string | undefined | AdminResponse {
   return name;
 }
 
-function log(app: App, kind: WorkflowKind, event: WorkflowEvent): void {
+function log(app: AdminApp, kind: WorkflowKind, event: WorkflowEvent): void {
   const fields = { workflow: kind, node: event.node, step: event.step, elapsedMs: event.elapsedMs };
   if (event.step === 'failed') app.log.error({ ...fields, err: event.error }, `cluster ${kind}: ${event.message}`);
   else if (event.step === 'done' || event.step === 'check' || event.step === 'pgrelay' || event.step === 'rollback') app.log.info(fields, `cluster ${kind}: ${event.message}`);

@@ -1,0 +1,39 @@
+import type { Classifier } from '../classify/classifier.js';
+import type { Failover } from '../cluster/failover.js';
+import type { PatroniTopologySource } from '../cluster/patroni.js';
+import type { Preflight } from '../cluster/preflight.js';
+import type { Topology } from '../cluster/topology.js';
+import type { Config } from '../config/types.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { PoolSet } from '../pool/pool-set.js';
+import type { Logger } from '../util/log.js';
+
+/**
+ * What the admin layer (HTTP routes, /status, reload, signals) needs from the running pgrelay.
+ * App implements it; the admin files depend on this interface, not on app.ts, so that imports go
+ * one way (app → admin).
+ */
+export interface AdminApp {
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly topology: Topology;
+  readonly pools: PoolSet;
+  readonly failover: Failover;
+  /** failover.mode patroni: the topology comes from Patroni's REST API */
+  readonly patroni: PatroniTopologySource | undefined;
+  readonly classifier: Classifier;
+  /** what the monitor and failover roles can do (capabilities in /status and /health) */
+  readonly preflight: Preflight;
+  readonly frontend: { readonly clientCount: number; readonly sessionCount: number };
+  /** the file the config came from, when started from one */
+  readonly configPath: string | undefined;
+  /** epoch milliseconds */
+  readonly startedAt: number;
+  /** stop() was called */
+  readonly stopping: boolean;
+  readonly currentConfig: Config;
+  /** Applies a new, validated config without dropping clients. */
+  reload(next: Config): void;
+  /** Stops accepting, lets running transactions finish (bounded by graceMs), then closes everything. */
+  stop(graceMs?: number): Promise<void>;
+}
