@@ -27,21 +27,16 @@
  */
 import type { Config, NodeConfig, NodeRole } from '../config/types.js';
 import { ProxyError, SqlState } from '../errors.js';
-import type { Metrics } from '../metrics/metrics.js';
-import type { PoolSet } from '../pool/pool-set.js';
-import type { Logger } from '../util/log.js';
 import { PatroniClient, type PatroniClusterView, type PatroniMember } from './patroni-client.js';
-import type { NodeStatus, Topology } from './topology.js';
+import type { PatroniFailoverRecord, PatroniSourceDeps, PatroniSwitchoverResult } from './patroni-source-types.js';
+import { HOLD_AHEAD_MS, SwitchoverHold } from './switchover-hold.js';
+import type { NodeStatus } from './topology.js';
+
+export type { HealthView, PatroniFailoverRecord, PatroniSourceDeps, PatroniSwitchoverResult } from './patroni-source-types.js';
+export { HOLD_AHEAD_MS } from './switchover-hold.js';
 
 /** Poll pace while there is no writable leader, or a leader change or a switchover is under way. */
 export const FAST_POLL_MS = 100;
-/**
- * How long before a scheduled switchover's time each pgrelay stops giving the leader new units:
- * the time units already running there have to finish before Patroni stops it.
- */
-export const HOLD_AHEAD_MS = 1_000;
-/** A hold for a switchover that did not happen ends this long after its set time. */
-const HOLD_LIMIT_MS = 30_000;
 /** Pace and bound of the checks of a newly named leader until it is out of recovery. */
 const CONFIRM_MS = 20;
 const CONFIRM_MAX_MS = 3_000;
@@ -50,69 +45,6 @@ const CLUSTER_TIMEOUT_MS = 2_000;
 /** The same Patroni API error is logged at most this often. */
 const ERROR_LOG_MS = 10_000;
 
-/** What pgrelay's health checker offers (HealthChecker implements it). */
-export interface HealthView {
-  /** runs a check of the node now (or joins the running one); NodeStatus is updated before it resolves */
-  checkNow(name: string): Promise<unknown>;
-  /** the node list changed: start checking new nodes */
-  reload(): void;
-  on(event: 'checked', listener: (name: string, result: unknown) => void): unknown;
-  off(event: 'checked', listener: (name: string, result: unknown) => void): unknown;
-}
-
-/** A change of primary followed (the shape of Failover.lastFailover, shown by /status). */
-export interface PatroniFailoverRecord {
-  kind: 'switchover' | 'follow';
-  from: string;
-  to: string;
-  /** ISO time the change completed */
-  at: string;
-  /** from losing the old primary (or the switchover request) to writes flowing on the new one */
-  durationMs: number;
-  detectMs: undefined;
-  timeline: number | undefined;
-  reason: string;
-  dataLoss: false;
-}
-
-/** The answer of a switchover (the shape of the managed mode's SwitchoverResult). */
-export interface PatroniSwitchoverResult {
-  from: string;
-  to: string;
-  timeline: number;
-  /** not known in this mode (Patroni stops the old leader): '' */
-  finalLsn: string;
-  /** the time the switchover was scheduled for (ISO) */
-  scheduledAt: string;
-  /** how long units for the primary were held */
-  pausedMs: number;
-  durationMs: number;
-  reason: string;
-  /** Patroni's own answer to POST /switchover */
-  patroni: string;
-}
-
-export interface PatroniSourceDeps {
-  topology: Topology;
-  pools: PoolSet;
-  health: HealthView;
-  metrics: Metrics;
-  log: Logger;
-  config: () => Config;
-  /** the node list changed (after health.reload): e.g. the lag monitor opens probes for new nodes */
-  nodesChanged?: () => void;
-  /** a change of primary was followed (for /status: Failover.lastFailover) */
-  primaryMoved?: (record: PatroniFailoverRecord) => void;
-}
-
-interface Hold {
-  from: string;
-  /** performance.now() */
-  startedAt: number;
-  /** the scheduled time, epoch milliseconds */
-  atMs: number;
-}
-
 export class PatroniTopologySource {
   readonly client: PatroniClient;
   /** the last answer of Patroni's REST API */
@@ -120,10 +52,8 @@ export class PatroniTopologySource {
   /** when `view` was read (Date.now()) */
   viewAt = 0;
   lastError: string | undefined;
-  /** a scheduled switchover is near: the leader gets no new units */
-  private hold: Hold | undefined;
-  /** the last hold, once released (performance.now() figures) */
-  lastHold: { from: string; startedAt: number; releasedAt: number } | undefined;
+  /** a scheduled switchover that is near, and the last one */
+  private readonly holds: SwitchoverHold;
   /** the primary that was lost, and when (performance.now()), until a new one takes writes */
   private lost: { name: string; at: number; reason: string } | undefined;
   /** nodes this module fenced, with why */
@@ -144,8 +74,14 @@ export class PatroniTopologySource {
   private readonly lastErrorLog = new Map<string, number>();
   private readonly onChecked = (): void => this.decide();
 
+  /** the last hold, once released (performance.now() figures) */
+  get lastHold(): SwitchoverHold['last'] {
+    return this.holds.last;
+  }
+
   constructor(private readonly deps: PatroniSourceDeps) {
     this.client = new PatroniClient(deps.config().patroni.endpoints);
+    this.holds = new SwitchoverHold(deps.log);
   }
 
   /**
@@ -202,7 +138,7 @@ export class PatroniTopologySource {
       paused: view?.paused ?? false,
       members: (view?.members ?? []).map((m) => ({ name: m.name, role: m.role, state: m.state, timeline: m.timeline ?? null, lag_bytes: m.lagBytes ?? null })),
       scheduled_switchover: scheduled ? { at: new Date(scheduled.atMs).toISOString(), from: scheduled.from ?? null, to: scheduled.to ?? null } : null,
-      holding_units_for_switchover: this.hold !== undefined,
+      holding_units_for_switchover: this.holds.current !== undefined,
       fenced: Object.fromEntries(this.fenceReasons),
     };
   }
@@ -258,7 +194,7 @@ export class PatroniTopologySource {
     const moved = await waitUntil(waitMs, () => topology.primaryName !== undefined && topology.primaryName !== leader && topology.primary() !== undefined);
     if (!moved) throw new ProxyError(SqlState.cannotConnectNow, `the switchover scheduled for ${scheduledAt.toISOString()} did not give a new writable leader within ${waitMs} ms`);
     const to = topology.primaryName!;
-    const pausedMs = this.lastHold ? this.lastHold.releasedAt - this.lastHold.startedAt : 0;
+    const pausedMs = this.holds.last ? this.holds.last.releasedAt - this.holds.last.startedAt : 0;
     return {
       from: leader,
       to,
@@ -319,7 +255,7 @@ export class PatroniTopologySource {
     // every CONFIRM_MS rather than at the next poll or health check, so writes resume right after
     const leader = view.leader;
     const deadline = performance.now() + CONFIRM_MAX_MS;
-    while (this.running && leader !== undefined && this.view?.leader === leader && leader !== this.deps.topology.primaryName && this.hold?.from !== leader && this.deps.topology.node(leader)?.up !== false) {
+    while (this.running && leader !== undefined && this.view?.leader === leader && leader !== this.deps.topology.primaryName && this.holds.current?.from !== leader && this.deps.topology.node(leader)?.up !== false) {
       await this.deps.health.checkNow(leader);
       if (performance.now() > deadline || this.deps.topology.primaryName === leader) break;
       await new Promise((resolve) => setTimeout(resolve, CONFIRM_MS));
@@ -343,7 +279,7 @@ export class PatroniTopologySource {
   /** Nothing is changing: Patroni's leader is pgrelay's primary and takes writes. */
   private settled(): boolean {
     const { topology } = this.deps;
-    return !this.hold && !this.view?.scheduledSwitchover && this.view?.leader !== undefined && topology.primaryName === this.view.leader && topology.primary() !== undefined;
+    return !this.holds.current && !this.view?.scheduledSwitchover && this.view?.leader !== undefined && topology.primaryName === this.view.leader && topology.primary() !== undefined;
   }
 
   // ---------------------------------------------------------------- applying Patroni's view
@@ -398,7 +334,7 @@ export class PatroniTopologySource {
   private decide(): void {
     const { topology, log } = this.deps;
     const leader = this.view?.leader;
-    this.updateHold(leader);
+    this.holds.update(leader, this.view?.scheduledSwitchover);
     let changed = false;
     for (const node of topology.nodes.values()) {
       if (node.name === leader || node.inRecovery !== false) this.suspects.delete(node.name);
@@ -424,14 +360,14 @@ export class PatroniTopologySource {
         changed = true;
       }
     }
-    const candidate = leader === undefined || this.hold?.from === leader ? undefined : topology.node(leader);
+    const candidate = leader === undefined || this.holds.current?.from === leader ? undefined : topology.node(leader);
     const next = candidate && candidate.up && !candidate.fenced && candidate.inRecovery === false ? candidate.name : undefined;
     const current = topology.primaryName;
     if (next !== current) {
       if (next === undefined) {
         if (current !== undefined) {
-          const why = this.hold ? `switchover from ${current}` : !leader ? 'Patroni names no leader' : leader !== current ? `Patroni's leader is now ${leader}` : `${current} does not take writes (${this.whyNot(topology.node(current))})`;
-          this.lost ??= { name: current, at: this.hold?.startedAt ?? performance.now(), reason: why };
+          const why = this.holds.current ? `switchover from ${current}` : !leader ? 'Patroni names no leader' : leader !== current ? `Patroni's leader is now ${leader}` : `${current} does not take writes (${this.whyNot(topology.node(current))})`;
+          this.lost ??= { name: current, at: this.holds.current?.startedAt ?? performance.now(), reason: why };
           log.warn({ primary: current, reason: why }, 'no primary: units for the primary wait for Patroni\'s next leader');
         }
         topology.setPrimary(undefined);
@@ -444,33 +380,6 @@ export class PatroniTopologySource {
     if (changed) topology.changed();
   }
 
-  /**
-   * Starts holding units for the leader once a switchover scheduled away from it is near; ends a
-   * hold whose switchover did not happen (Patroni dropped it, or its time is long past).
-   */
-  private updateHold(leader: string | undefined): void {
-    const scheduled = this.view?.scheduledSwitchover;
-    const now = Date.now();
-    if (!this.hold) {
-      if (scheduled && leader !== undefined && (scheduled.from === undefined || scheduled.from === leader) && now >= scheduled.atMs - HOLD_AHEAD_MS && now <= scheduled.atMs + HOLD_LIMIT_MS) {
-        this.hold = { from: leader, startedAt: performance.now(), atMs: scheduled.atMs };
-        this.deps.log.warn({ leader, to: scheduled.to ?? null, at: new Date(scheduled.atMs).toISOString() }, 'switchover is near: holding units for the primary');
-      }
-      return;
-    }
-    const expired = now > this.hold.atMs + HOLD_LIMIT_MS;
-    if (expired || (leader === this.hold.from && !scheduled)) {
-      this.deps.log.warn({ leader, expired }, 'the scheduled switchover did not happen: the leader takes writes again');
-      this.releaseHold();
-    }
-  }
-
-  private releaseHold(): Hold | undefined {
-    const hold = this.hold;
-    if (hold) this.lastHold = { from: hold.from, startedAt: hold.startedAt, releasedAt: performance.now() };
-    this.hold = undefined;
-    return hold;
-  }
 
   /** Whether a poll started after the node was first seen out of recovery still does not name it leader. */
   private confirmedSuspect(name: string): boolean {
@@ -491,7 +400,7 @@ export class PatroniTopologySource {
     const { log, metrics } = this.deps;
     const lost = this.lost;
     this.lost = undefined;
-    const hold = this.releaseHold();
+    const hold = this.holds.release();
     const from = lost?.name ?? current;
     if (from === undefined) {
       log.info({ primary: name }, 'primary: Patroni\'s leader');

@@ -9,116 +9,36 @@
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
+import { isValidNodeName, MAX_NODE_NAME_LENGTH, nodeFilesIn, prepareBaseDir, removeIfEmpty, removeNodeDirs, type BaseDirLayout } from './base-dir.js';
+import type { AddNodeOptions, LocalClusterOptions, LocalNode, LocalRole, NodeRecord } from './cluster-types.js';
 import { registerForExitCleanup, unregisterForExitCleanup, type ExitCleanup } from './exit-cleanup.js';
 import { findFreePort } from './free-port.js';
-import { conninfo, passfile, synchronousStandbyNames, type Settings } from './node-config.js';
-import {
-  findProcessesIn,
-  killProcessesInSync,
-  releaseOrphanSharedMemory,
-  runningPostmasterPid,
-  signalProcesses,
-  waitForExit,
-} from './node-processes.js';
+import { NodeClient, pollUntil, type ConnectOptions } from './node-client.js';
+import { conninfo, passfile, type Settings } from './node-config.js';
+import { killProcessesInSync, releaseOrphanSharedMemory, runningPostmasterPid, signalNode, type SignalName } from './node-processes.js';
 import {
   baseBackup,
   initdbPrimary,
   isStandby,
-  NodeStartError,
   rewind,
+  startOnFreePort,
   startPostgres,
   stopPostgres,
   stopPostgresSync,
   updateAutoConf,
   type BaseBackupProgress,
-  type NodeFiles,
 } from './node-setup.js';
 import { PgBinaries } from './pg-binaries.js';
+import { alterSystem, createRoles, type ClusterRoles, dropSlot, ensureSlot, setSynchronousStandbys, waitForReplay, waitForStreaming } from './replication.js';
 
-export type LocalRole = 'primary' | 'standby' | 'replica';
+export type { AddNodeOptions, LocalClusterOptions, LocalNode, LocalRole } from './cluster-types.js';
+export type { SignalName } from './node-processes.js';
 export type { BaseBackupProgress } from './node-setup.js';
-
-export interface LocalNode {
-  name: string;
-  role: LocalRole;
-  host: string;
-  port: number;
-  dataDir: string;
-  logFile: string;
-}
-
-export interface LocalClusterOptions {
-  /** Default: a fresh directory under os.tmpdir(). */
-  baseDir?: string;
-  /** Asynchronous read replicas; default 2. */
-  replicas?: number;
-  /** A synchronous standby; default true. */
-  standby?: boolean;
-  /** Application credentials; default app/app/app. */
-  user?: string;
-  password?: string;
-  database?: string;
-  /** Default postgres/postgres. */
-  superuser?: string;
-  superuserPassword?: string;
-  /** Extra postgresql.conf settings for every node. */
-  settings?: Record<string, string | number>;
-  /** One call per visible step ("initdb primary", "base backup replica1", …). */
-  onProgress?: (step: string) => void;
-  /** Use these server binaries instead of searching for the newest installed. */
-  binDir?: string;
-}
-
-export type SignalName = 'SIGKILL' | 'SIGSTOP' | 'SIGCONT' | 'SIGTERM';
-
-export interface AddNodeOptions {
-  /** Default: the first free standbyN / replicaN. */
-  name?: string;
-  /** Each step of this call, in the words of the cluster's onProgress ("base backup replica3", "start replica3", …). */
-  onStep?: (step: string) => void;
-  /** pg_basebackup's --progress reports while the node's snapshot is copied. */
-  onBaseBackupProgress?: (progress: BaseBackupProgress) => void;
-  /**
-   * A standby only. 'now' (default): it becomes the primary's synchronous standby at once.
-   * 'later': synchronous_standby_names is left alone until applySynchronousStandbys(), so that
-   * commits do not wait while the new standby works through its backlog.
-   */
-  synchronous?: 'now' | 'later';
-}
+export { isValidNodeName } from './base-dir.js';
 
 const HOST = '127.0.0.1';
-/** Node names double as replication slot and application names: keep them to [a-z0-9_]. */
-const NODE_NAME = /^[a-z][a-z0-9_]{0,39}$/;
-const MAX_NODE_NAME_LENGTH = 40;
-/** sockaddr_un.sun_path holds 108 bytes including the terminating NUL. */
-const MAX_SOCKET_PATH = 107;
-const SOCKET_FILE_LENGTH = '/.s.PGSQL.65535'.length;
 const START_ATTEMPTS = 5;
-const POLL_MS = 25;
-const QUERY_TIMEOUT_MS = 60_000;
-
-/** Whether `name` can name a new node ([a-z][a-z0-9_]*, at most 40 characters). */
-export function isValidNodeName(name: string): boolean {
-  return NODE_NAME.test(name);
-}
-
-interface NodeRecord {
-  node: LocalNode;
-  files: NodeFiles;
-  /** The node this one streams from (undefined for a primary). */
-  upstream: string | undefined;
-}
-
-interface BaseDirLayout {
-  baseDir: string;
-  /** The topmost directory we created for baseDir (baseDir or a parent): stop() removes it whole. */
-  createdDir: string | undefined;
-  /** A short directory under /tmp for sockets when baseDir is too long for a socket path. */
-  socketRoot: string | undefined;
-}
 
 export class LocalCluster implements ExitCleanup {
   readonly baseDir: string;
@@ -131,10 +51,10 @@ export class LocalCluster implements ExitCleanup {
 
   private readonly records = new Map<string, NodeRecord>();
   private readonly passFile: string;
-  private readonly replicationUser: string;
-  private readonly replicationPassword: string;
+  private readonly roles: ClusterRoles;
   private readonly settings: Record<string, string | number>;
   private readonly progress: (step: string) => void;
+  private readonly sql: NodeClient;
   private primaryName = 'primary';
   private stopping: Promise<void> | undefined;
 
@@ -154,8 +74,15 @@ export class LocalCluster implements ExitCleanup {
     this.passFile = path.join(this.baseDir, 'pgpass');
     // A dedicated replication role, unless the application or superuser already has that name.
     const useSuperuser = [this.user, this.superuser].includes('replicator');
-    this.replicationUser = useSuperuser ? this.superuser : 'replicator';
-    this.replicationPassword = useSuperuser ? this.superuserPassword : randomBytes(18).toString('base64url');
+    this.roles = {
+      user: this.user,
+      password: this.password,
+      database: this.database,
+      superuser: this.superuser,
+      replicationUser: useSuperuser ? this.superuser : 'replicator',
+      replicationPassword: useSuperuser ? this.superuserPassword : randomBytes(18).toString('base64url'),
+    };
+    this.sql = new NodeClient(this, (name) => this.node(name));
   }
 
   /** Builds and starts the whole cluster; on failure everything built so far is torn down. */
@@ -191,13 +118,8 @@ export class LocalCluster implements ExitCleanup {
   }
 
   /** Runs one statement on its own short-lived connection and returns the rows. */
-  async query<T = any>(
-    name: string,
-    sql: string,
-    params: unknown[] = [],
-    opts: { superuser?: boolean; database?: string } = {},
-  ): Promise<T[]> {
-    return this.withClient(name, opts, async (client) => (await client.query(sql, params)).rows as T[]);
+  async query<T = any>(name: string, sql: string, params: unknown[] = [], opts: ConnectOptions = {}): Promise<T[]> {
+    return this.sql.query<T>(name, sql, params, opts);
   }
 
   async stopNode(name: string, mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
@@ -211,25 +133,9 @@ export class LocalCluster implements ExitCleanup {
     await startPostgres(this.bins, this.record(name).files);
   }
 
-  /**
-   * SIGKILL and SIGTERM go to the postmaster only (SIGKILL is "kill -9 the primary": its backends
-   * then die on their own, or are killed by stopNode/startNode). SIGSTOP and SIGCONT go to every
-   * process of the node: freezing only the postmaster would leave open connections working.
-   */
+  /** SIGKILL and SIGTERM go to the postmaster only, SIGSTOP and SIGCONT to every process of the node. */
   async signalNode(name: string, signal: SignalName): Promise<void> {
-    const { files } = this.record(name);
-    if (signal === 'SIGSTOP' || signal === 'SIGCONT') {
-      const pids = findProcessesIn(files.dataDir);
-      if (pids.length === 0) throw new Error(`node ${name} is not running`);
-      signalProcesses(pids, signal);
-      return;
-    }
-    const pid = runningPostmasterPid(files.dataDir);
-    if (pid === undefined) throw new Error(`node ${name} is not running`);
-    process.kill(pid, signal);
-    if (signal === 'SIGKILL' && !(await waitForExit(pid, 5_000))) {
-      throw new Error(`postmaster ${pid} of ${name} survived SIGKILL`);
-    }
+    await signalNode(this.record(name).files.dataDir, name, signal);
   }
 
   postmasterPid(name: string): number | undefined {
@@ -238,15 +144,15 @@ export class LocalCluster implements ExitCleanup {
 
   /** Pauses WAL replay; returns once the node reports it paused (no new rows become visible). */
   async pauseReplay(name: string): Promise<void> {
-    await this.superQuery(name, 'SELECT pg_wal_replay_pause()');
-    await this.pollUntil(`${name} to pause replay`, 10_000, async () => {
-      const [row] = await this.superQuery<{ state: string }>(name, 'SELECT pg_get_wal_replay_pause_state() AS state');
+    await this.sql.superQuery(name, 'SELECT pg_wal_replay_pause()');
+    await pollUntil(`${name} to pause replay`, 10_000, async () => {
+      const [row] = await this.sql.superQuery<{ state: string }>(name, 'SELECT pg_get_wal_replay_pause_state() AS state');
       return row?.state === 'paused' ? true : undefined;
     });
   }
 
   async resumeReplay(name: string): Promise<void> {
-    await this.superQuery(name, 'SELECT pg_wal_replay_resume()');
+    await this.sql.superQuery(name, 'SELECT pg_wal_replay_resume()');
   }
 
   /**
@@ -307,7 +213,7 @@ export class LocalCluster implements ExitCleanup {
     if (name === primaryName) throw new Error(`cannot repoint ${name} to itself`);
     if (name === this.primaryName) throw new Error(`${name} is the primary; promote another node first`);
     this.progress(`repoint ${name} to ${primaryName}`);
-    await this.ensureSlot(primaryName, name);
+    await ensureSlot(this.sql, primaryName, name);
     const upstreamSettings: Settings = {
       primary_conninfo: this.primaryConninfo(name, target.node),
       primary_slot_name: name,
@@ -315,7 +221,7 @@ export class LocalCluster implements ExitCleanup {
     if (!isStandby(record.files)) {
       await this.rejoin(record, target.node, upstreamSettings);
     } else if (runningPostmasterPid(record.files.dataDir) !== undefined) {
-      await this.alterSystem(name, upstreamSettings);
+      await alterSystem(this.sql, name, upstreamSettings);
     } else {
       updateAutoConf(this.bins, record.files, upstreamSettings);
     }
@@ -364,11 +270,11 @@ export class LocalCluster implements ExitCleanup {
     for (const holder of new Set([this.primaryName, record.upstream])) {
       if (holder !== undefined && this.records.has(holder) && this.postmasterPid(holder) !== undefined) {
         step(`drop slot ${name} on ${holder}`);
-        await this.dropSlot(holder, name);
+        await dropSlot(this.sql, holder, name);
       }
     }
     step(`delete files of ${name}`);
-    removeNodeDirs(record);
+    removeNodeDirs(record.files);
   }
 
   /**
@@ -378,21 +284,7 @@ export class LocalCluster implements ExitCleanup {
    */
   async waitForReplay(name: string, timeoutMs = 30_000): Promise<void> {
     if (name === this.primaryName) return;
-    const [row] = await this.superQuery<{ lsn: string; timeline: number }>(
-      this.primaryName,
-      `SELECT pg_current_wal_lsn()::text AS lsn,
-              ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline`,
-    );
-    const { lsn, timeline } = row!;
-    await this.pollUntil(`${name} to replay up to ${lsn} on timeline ${timeline}`, timeoutMs, async () => {
-      const [replay] = await this.superQuery<{ done: boolean | null }>(
-        name,
-        `SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn
-                AND (SELECT received_tli FROM pg_stat_wal_receiver) = $2 AS done`,
-        [lsn, timeline],
-      );
-      return replay?.done === true ? true : undefined;
-    });
+    await waitForReplay(this.sql, this.primaryName, name, timeoutMs);
   }
 
   /** Stops every node (immediate), kills leftovers and removes the files. Idempotent. */
@@ -413,7 +305,7 @@ export class LocalCluster implements ExitCleanup {
       stopPostgresSync(this.bins, record.files);
       killProcessesInSync(record.files.dataDir);
       releaseOrphanSharedMemory(record.files.dataDir);
-      removeNodeDirs(record);
+      removeNodeDirs(record.files);
     }
     fs.rmSync(this.passFile, { force: true });
     if (this.layout.createdDir !== undefined) fs.rmSync(this.layout.createdDir, { recursive: true, force: true });
@@ -427,7 +319,7 @@ export class LocalCluster implements ExitCleanup {
     this.bins.writeFile(
       this.passFile,
       passfile([
-        { host: HOST, user: this.replicationUser, password: this.replicationPassword },
+        { host: HOST, user: this.roles.replicationUser, password: this.roles.replicationPassword },
         { host: HOST, user: this.superuser, password: this.superuserPassword },
       ]),
     );
@@ -436,7 +328,7 @@ export class LocalCluster implements ExitCleanup {
     this.progress('start primary');
     await this.startNew(primary);
     this.progress('create roles and database');
-    await this.createRoles();
+    await createRoles(this.sql, 'primary', this.roles);
 
     const followers: [string, 'standby' | 'replica'][] = [];
     if (standby) followers.push(['standby1', 'standby']);
@@ -462,24 +354,6 @@ export class LocalCluster implements ExitCleanup {
     updateAutoConf(this.bins, record.files, this.ownSettings(record));
   }
 
-  private async createRoles(): Promise<void> {
-    await this.withClient('primary', { superuser: true, database: 'postgres' }, async (client) => {
-      const user = client.escapeIdentifier(this.user);
-      if (this.user !== this.superuser) {
-        await client.query(`CREATE ROLE ${user} LOGIN PASSWORD ${client.escapeLiteral(this.password)}`);
-        // Lets the application (and pgrelay's lag monitor) read pg_stat_replication and friends.
-        await client.query(`GRANT pg_monitor TO ${user}`);
-      }
-      if (this.database !== 'postgres') {
-        await client.query(`CREATE DATABASE ${client.escapeIdentifier(this.database)} OWNER ${user}`);
-      }
-      if (this.replicationUser !== this.superuser) {
-        const role = client.escapeIdentifier(this.replicationUser);
-        await client.query(`CREATE ROLE ${role} LOGIN REPLICATION PASSWORD ${client.escapeLiteral(this.replicationPassword)}`);
-      }
-    });
-  }
-
   /** Base backup of `sourceName` through a new slot there, per-node settings, start. */
   private async buildFollower(
     name: string,
@@ -491,7 +365,7 @@ export class LocalCluster implements ExitCleanup {
     const source = this.record(sourceName).node;
     const record = await this.defineNode(name, role, sourceName);
     step(`replication slot ${name} on ${sourceName}`);
-    await this.ensureSlot(sourceName, name);
+    await ensureSlot(this.sql, sourceName, name);
     step(`base backup ${name}`);
     await baseBackup(this.bins, record.files, {
       sourceConninfo: this.primaryConninfo(name, source),
@@ -507,41 +381,23 @@ export class LocalCluster implements ExitCleanup {
 
   /** Registers a node with a free port and creates its directories. */
   private async defineNode(name: string, role: LocalRole, upstream: string | undefined): Promise<NodeRecord> {
-    if (!NODE_NAME.test(name)) {
+    if (!isValidNodeName(name)) {
       throw new Error(`invalid node name "${name}": use [a-z][a-z0-9_]*, at most ${MAX_NODE_NAME_LENGTH} characters`);
     }
     if (this.records.has(name)) throw new Error(`node ${name} already exists`);
-    const nodeDir = path.join(this.baseDir, name);
-    const socketDir = this.layout.socketRoot === undefined ? nodeDir : path.join(this.layout.socketRoot, name);
-    const node: LocalNode = {
-      name,
-      role,
-      host: HOST,
-      port: await findFreePort(HOST),
-      dataDir: path.join(nodeDir, 'data'),
-      logFile: path.join(nodeDir, 'postgresql.log'),
-    };
-    const files: NodeFiles = { name, nodeDir, dataDir: node.dataDir, logFile: node.logFile, socketDir };
+    const files = nodeFilesIn(this.layout, name);
+    const node: LocalNode = { name, role, host: HOST, port: await findFreePort(HOST), dataDir: files.dataDir, logFile: files.logFile };
     const record: NodeRecord = { node, files, upstream };
     this.records.set(name, record);
     this.nodes.push(node);
-    this.bins.mkdir(nodeDir);
-    if (socketDir !== nodeDir) this.bins.mkdir(socketDir);
+    this.bins.mkdir(files.nodeDir);
+    if (files.socketDir !== files.nodeDir) this.bins.mkdir(files.socketDir);
     return record;
   }
 
   /** First start of a new node: a port taken since we picked it is replaced by another. */
   private async startNew(record: NodeRecord): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await startPostgres(this.bins, record.files);
-        return;
-      } catch (err) {
-        if (!(err instanceof NodeStartError && err.portInUse) || attempt >= START_ATTEMPTS) throw err;
-        record.node.port = await findFreePort(HOST);
-        updateAutoConf(this.bins, record.files, { port: record.node.port });
-      }
-    }
+    await startOnFreePort(this.bins, record.files, async () => (record.node.port = await findFreePort(HOST)), START_ATTEMPTS);
   }
 
   /**
@@ -568,7 +424,7 @@ export class LocalCluster implements ExitCleanup {
     return conninfo({
       host: upstream.host,
       port: upstream.port,
-      user: this.replicationUser,
+      user: this.roles.replicationUser,
       passfile: this.passFile,
       application_name: name,
     });
@@ -599,53 +455,7 @@ export class LocalCluster implements ExitCleanup {
     const standbys = [...this.records.values()]
       .filter((r) => r.node.role === 'standby' && r.upstream === this.primaryName)
       .map((r) => r.node.name);
-    const wanted = synchronousStandbyNames(standbys);
-    const [row] = await this.superQuery<{ value: string }>(
-      this.primaryName,
-      "SELECT current_setting('synchronous_standby_names') AS value",
-    );
-    if (row?.value === wanted) return;
-    step(`synchronous standby ${standbys.join(', ') || 'none'}`);
-    await this.alterSystem(this.primaryName, { synchronous_standby_names: wanted });
-  }
-
-  /** ALTER SYSTEM SET … then a reload; returns once a new session sees the values. */
-  private async alterSystem(name: string, settings: Settings): Promise<void> {
-    await this.withClient(name, { superuser: true, database: 'postgres' }, async (client) => {
-      for (const [key, value] of Object.entries(settings)) {
-        await client.query(`ALTER SYSTEM SET ${client.escapeIdentifier(key)} = ${client.escapeLiteral(String(value))}`);
-      }
-      await client.query('SELECT pg_reload_conf()');
-    });
-    await this.pollUntil(`${name} to reload its configuration`, 10_000, async () => {
-      for (const [key, value] of Object.entries(settings)) {
-        const [row] = await this.superQuery<{ value: string }>(name, 'SELECT current_setting($1) AS value', [key]);
-        if (row?.value !== String(value)) return undefined;
-      }
-      return true;
-    });
-  }
-
-  private async ensureSlot(holder: string, slotName: string): Promise<void> {
-    await this.superQuery(
-      holder,
-      `SELECT pg_create_physical_replication_slot($1, true)
-        WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`,
-      [slotName],
-    );
-  }
-
-  /** Drops a slot once its walsender has noticed the node is gone (an active slot cannot be dropped). */
-  private async dropSlot(holder: string, slotName: string): Promise<void> {
-    await this.pollUntil(`slot ${slotName} on ${holder} to be dropped`, 15_000, async () => {
-      const rows = await this.superQuery<{ active: boolean }>(
-        holder,
-        `SELECT active, CASE WHEN NOT active THEN pg_drop_replication_slot(slot_name) END
-           FROM pg_replication_slots WHERE slot_name = $1`,
-        [slotName],
-      );
-      return rows.length === 0 || rows.every((row) => !row.active) ? true : undefined;
-    });
+    await setSynchronousStandbys(this.sql, this.primaryName, standbys, step);
   }
 
   /**
@@ -656,17 +466,8 @@ export class LocalCluster implements ExitCleanup {
     (opts.step ?? this.progress)('wait for streaming');
     const followsPrimary = (record: NodeRecord) => record.upstream === this.primaryName;
     const expectSync = opts.sync ?? [...this.records.values()].some((r) => r.node.role === 'standby' && followsPrimary(r));
-    await this.pollUntil(`streaming to ${names.join(', ')}`, 60_000, async () => {
-      const rows = await this.query<{ application_name: string; state: string; sync_state: string }>(
-        this.primaryName,
-        'SELECT application_name, state, sync_state FROM pg_stat_replication',
-      );
-      const streaming = new Set(rows.filter((r) => r.state === 'streaming').map((r) => r.application_name));
-      const expected = names.filter((name) => this.records.has(name) && followsPrimary(this.record(name)));
-      if (!expected.every((name) => streaming.has(name))) return undefined;
-      if (expectSync && !rows.some((r) => r.sync_state === 'sync')) return undefined;
-      return true;
-    });
+    const expected = () => names.filter((name) => this.records.has(name) && followsPrimary(this.record(name)));
+    await waitForStreaming(this.sql, this.primaryName, names, expected, expectSync);
   }
 
   // ---- helpers ----
@@ -692,98 +493,5 @@ export class LocalCluster implements ExitCleanup {
       this.progress(step);
       onStep(step);
     };
-  }
-
-  private superQuery<T>(name: string, sql: string, params: unknown[] = []): Promise<T[]> {
-    return this.query<T>(name, sql, params, { superuser: true });
-  }
-
-  private async withClient<T>(
-    name: string,
-    opts: { superuser?: boolean; database?: string },
-    use: (client: pg.Client) => Promise<T>,
-  ): Promise<T> {
-    const node = this.node(name);
-    const client = new pg.Client({
-      host: node.host,
-      port: node.port,
-      user: opts.superuser ? this.superuser : this.user,
-      password: opts.superuser ? this.superuserPassword : this.password,
-      database: opts.database ?? this.database,
-      connectionTimeoutMillis: 10_000,
-      query_timeout: QUERY_TIMEOUT_MS,
-    });
-    client.on('error', () => {}); // a node killed under an idle client must not crash the process
-    try {
-      await client.connect();
-      return await use(client);
-    } finally {
-      await client.end().catch(() => {});
-    }
-  }
-
-  /** Retries `check` (errors count as "not yet") until it returns a value or time runs out. */
-  private async pollUntil<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    let lastError: unknown;
-    for (;;) {
-      try {
-        const result = await check();
-        if (result !== undefined) return result;
-      } catch (err) {
-        lastError = err;
-      }
-      if (Date.now() > deadline) {
-        const detail = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
-        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    }
-  }
-}
-
-/**
- * The cluster's base directory, owned by the server user. Its parents must be traversable by that
- * user (a mkdtemp under /root would not be), which is checked here with a clear message.
- */
-function prepareBaseDir(bins: PgBinaries, requested: string | undefined): BaseDirLayout {
-  let createdDir: string | undefined;
-  if (requested === undefined) {
-    createdDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-'));
-  } else {
-    createdDir = fs.mkdirSync(requested, { recursive: true });
-  }
-  // /proc/PID/cwd shows resolved paths; node processes are found by comparing with it.
-  if (createdDir !== undefined) createdDir = fs.realpathSync(createdDir);
-  const baseDir = fs.realpathSync(requested ?? createdDir!);
-  fs.chmodSync(baseDir, 0o755);
-  bins.chown(baseDir);
-  if (!bins.canUseDirectory(baseDir)) {
-    if (createdDir !== undefined) fs.rmSync(createdDir, { recursive: true, force: true });
-    throw new Error(
-      `the ${bins.runAs?.name ?? 'current'} OS user cannot write to ${baseDir}: every parent directory must be ` +
-        'traversable (chmod o+x), or pass another baseDir',
-    );
-  }
-  const longestSocketPath = path.join(baseDir, 'x'.repeat(MAX_NODE_NAME_LENGTH)).length + SOCKET_FILE_LENGTH;
-  let socketRoot: string | undefined;
-  if (longestSocketPath > MAX_SOCKET_PATH) {
-    socketRoot = fs.mkdtempSync('/tmp/pgr-');
-    fs.chmodSync(socketRoot, 0o755);
-    bins.chown(socketRoot);
-  }
-  return { baseDir, createdDir, socketRoot };
-}
-
-function removeNodeDirs(record: NodeRecord): void {
-  fs.rmSync(record.files.nodeDir, { recursive: true, force: true });
-  if (record.files.socketDir !== record.files.nodeDir) fs.rmSync(record.files.socketDir, { recursive: true, force: true });
-}
-
-function removeIfEmpty(dir: string): void {
-  try {
-    fs.rmdirSync(dir);
-  } catch {
-    // not empty or already gone: leave what is not ours
   }
 }

@@ -86,6 +86,29 @@ export function signalProcesses(pids: readonly number[], signal: NodeJS.Signals)
   }
 }
 
+export type SignalName = 'SIGKILL' | 'SIGSTOP' | 'SIGCONT' | 'SIGTERM';
+
+/**
+ * Signals the node whose data directory is `dataDir`. SIGKILL and SIGTERM go to the postmaster only
+ * (SIGKILL is "kill -9 the primary": its backends then die on their own, or are killed by a later
+ * stop or start). SIGSTOP and SIGCONT go to every process of the node: freezing only the postmaster
+ * would leave open connections working.
+ */
+export async function signalNode(dataDir: string, name: string, signal: SignalName): Promise<void> {
+  if (signal === 'SIGSTOP' || signal === 'SIGCONT') {
+    const pids = findProcessesIn(dataDir);
+    if (pids.length === 0) throw new Error(`node ${name} is not running`);
+    signalProcesses(pids, signal);
+    return;
+  }
+  const pid = runningPostmasterPid(dataDir);
+  if (pid === undefined) throw new Error(`node ${name} is not running`);
+  process.kill(pid, signal);
+  if (signal === 'SIGKILL' && !(await waitForExit(pid, 5_000))) {
+    throw new Error(`postmaster ${pid} of ${name} survived SIGKILL`);
+  }
+}
+
 /** SIGCONT (a stopped process cannot die) then SIGKILL everything in `dir`; waits until gone. */
 export async function killProcessesIn(dir: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -163,6 +163,22 @@ export async function startPostgres(bins: PgBinaries, files: NodeFiles): Promise
 }
 
 /**
+ * First start of a new node: a port taken since it was picked is replaced by `newPort()` (which
+ * records it), up to `attempts` times.
+ */
+export async function startOnFreePort(bins: PgBinaries, files: NodeFiles, newPort: () => Promise<number>, attempts: number): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await startPostgres(bins, files);
+      return;
+    } catch (err) {
+      if (!(err instanceof NodeStartError && err.portInUse) || attempt >= attempts) throw err;
+      updateAutoConf(bins, files, { port: await newPort() });
+    }
+  }
+}
+
+/**
  * Stops the node with pg_ctl, then kills whatever is left (lingering backends of a killed
  * postmaster, a shutdown that timed out). A frozen (SIGSTOP) node is thawed first: a stopped
  * process cannot act on the shutdown signal.

@@ -17,68 +17,24 @@
  * Layout: baseDir/etcd/{data/, etcd.log}, baseDir/<member>/{data/, patroni.yml, patroni.log,
  * pgpass, .s.PGSQL.<port>}, baseDir/post-bootstrap.sh.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { stringify } from 'yaml';
+import { harnessPort, requirePrograms, startDaemon } from './daemons.js';
 import { registerForExitCleanup, unregisterForExitCleanup, type ExitCleanup } from './exit-cleanup.js';
+import { httpJson } from './http-json.js';
 import { isProcessAlive, killProcessesIn, killProcessesInSync, releaseOrphanSharedMemory, runningPostmasterPid, signalProcesses } from './node-processes.js';
+import { HOST, NAMESPACE, patroniConfig, postBootstrapScript, SCOPE, type ConfigInputs } from './patroni-config.js';
+import type { MemberRecord, PatroniClusterOptions, PatroniMember } from './patroni-types.js';
 import { PgBinaries } from './pg-binaries.js';
 
-const HOST = '127.0.0.1';
+export { httpJson } from './http-json.js';
+export type { PatroniClusterOptions, PatroniMember } from './patroni-types.js';
+
 const POLL_MS = 100;
-const SCOPE = 'pgrelay';
-const NAMESPACE = '/service/';
-/**
- * Ports for the daemons come from below Linux's ephemeral range (32768–60999 by default), which
- * port-0 allocations and every outgoing connection on this busy machine draw from: a port found
- * free there was seen taken by someone else before PostgreSQL bound it ("could not create any
- * TCP/IP sockets"), and Patroni does not recover such a member by itself.
- */
-const PORT_RANGE: readonly [number, number] = [20_000, 32_000];
-const handedOut = new Set<number>();
-
-export interface PatroniClusterOptions {
-  /** Patroni members; default 3 (leader, synchronous standby, replica). */
-  members?: number;
-  /** DCS timing; defaults ttl 10, loop_wait 2, retry_timeout 4 (loop_wait + 2 × retry_timeout ≤ ttl). */
-  ttl?: number;
-  loopWait?: number;
-  retryTimeout?: number;
-  /** Extra PostgreSQL parameters for every member. */
-  parameters?: Record<string, string | number | boolean>;
-  onProgress?: (step: string) => void;
-}
-
-/** One member as Patroni's `GET /cluster` reports it. */
-export interface PatroniMember {
-  name: string;
-  role: 'leader' | 'sync_standby' | 'replica' | 'standby_leader' | string;
-  state: string;
-  api_url?: string;
-  host?: string;
-  port?: number;
-  timeline?: number;
-  lag?: number | string;
-  tags?: Record<string, unknown>;
-}
-
-interface MemberRecord {
-  name: string;
-  pgPort: number;
-  apiPort: number;
-  dir: string;
-  dataDir: string;
-  configFile: string;
-  logFile: string;
-  /** the running patroni daemon, if this process started it and it has not been killed */
-  patroniPid: number | undefined;
-}
-
 export class PatroniCluster implements ExitCleanup {
   readonly user = 'app';
   readonly password = 'app';
@@ -366,7 +322,7 @@ export class PatroniCluster implements ExitCleanup {
     ];
     // etcd 3.4 refuses to start on architectures other than amd64 (and arm64 from 3.5) without this
     const env: Record<string, string> = process.arch === 'x64' ? {} : { ETCD_UNSUPPORTED_ARCH: process.arch === 'arm64' ? 'arm64' : process.arch };
-    this.etcdPid = this.daemon('etcd', args, { cwd: this.etcdDir, logFile: path.join(this.etcdDir, 'etcd.log'), env });
+    this.etcdPid = startDaemon(this.bins, 'etcd', args, { cwd: this.etcdDir, logFile: path.join(this.etcdDir, 'etcd.log'), env });
     await this.waitFor('etcd to answer', 30_000, async () => {
       const body = (await httpJson('GET', `${this.etcdUrl}/health`).catch(() => undefined)) as { health?: string } | undefined;
       return body?.health === 'true' ? true : undefined;
@@ -374,20 +330,10 @@ export class PatroniCluster implements ExitCleanup {
   }
 
   private writePostBootstrap(): void {
-    // Patroni calls it with a connection string as $1 (superuser; password through PGPASSFILE).
-    const psql = path.join(this.bins.binDir, 'psql');
-    const script = [
-      '#!/bin/sh',
-      'set -e',
-      `"${psql}" "$1" --no-psqlrc -v ON_ERROR_STOP=1 -q <<'SQL'`,
-      `CREATE ROLE ${this.user} LOGIN PASSWORD '${this.password}';`,
-      `GRANT pg_monitor TO ${this.user};`,
-      `CREATE DATABASE ${this.database} OWNER ${this.user};`,
-      'SQL',
-      '',
-    ].join('\n');
+    const script = postBootstrapScript(path.join(this.bins.binDir, 'psql'), this);
     this.bins.writeFile(path.join(this.baseDir, 'post-bootstrap.sh'), script, 0o700);
   }
+
 
   private async defineMember(name: string): Promise<void> {
     const dir = path.join(this.baseDir, name);
@@ -403,111 +349,18 @@ export class PatroniCluster implements ExitCleanup {
       patroniPid: undefined,
     };
     this.records.set(name, member);
-    this.bins.writeFile(member.configFile, stringify(this.patroniConfig(member)), 0o600);
+    this.bins.writeFile(member.configFile, stringify(patroniConfig(member, this.configInputs())), 0o600);
   }
 
-  private patroniConfig(member: MemberRecord): Record<string, unknown> {
-    const ttl = this.options.ttl ?? 10;
-    const loopWait = this.options.loopWait ?? 2;
-    const retryTimeout = this.options.retryTimeout ?? 4;
-    if (loopWait + 2 * retryTimeout > ttl) throw new Error(`loop_wait + 2 × retry_timeout must not exceed ttl (${loopWait} + 2 × ${retryTimeout} > ${ttl})`);
-    return {
-      scope: SCOPE,
-      namespace: NAMESPACE,
-      name: member.name,
-      restapi: { listen: `${HOST}:${member.apiPort}`, connect_address: `${HOST}:${member.apiPort}` },
-      etcd3: { hosts: [this.etcdUrl.replace('http://', '')], protocol: 'http' },
-      bootstrap: {
-        dcs: {
-          ttl,
-          loop_wait: loopWait,
-          retry_timeout: retryTimeout,
-          maximum_lag_on_failover: 16 * 1024 * 1024,
-          synchronous_mode: true,
-          postgresql: {
-            use_pg_rewind: true,
-            use_slots: true,
-            parameters: {
-              max_connections: 200,
-              max_wal_senders: 10,
-              max_replication_slots: 10,
-              wal_level: 'replica',
-              wal_log_hints: 'on',
-              hot_standby: 'on',
-              wal_keep_size: '256MB',
-            },
-          },
-        },
-        initdb: [{ encoding: 'UTF8' }, { locale: 'C' }],
-        post_bootstrap: path.join(this.baseDir, 'post-bootstrap.sh'),
-      },
-      postgresql: {
-        listen: `${HOST}:${member.pgPort}`,
-        connect_address: `${HOST}:${member.pgPort}`,
-        data_dir: member.dataDir,
-        bin_dir: this.bins.binDir,
-        pgpass: path.join(member.dir, 'pgpass'),
-        authentication: {
-          superuser: { username: this.superuser, password: this.superuserPassword },
-          replication: { username: 'replicator', password: this.replicationPassword },
-        },
-        pg_hba: [
-          'host all all 127.0.0.1/32 scram-sha-256',
-          'host replication replicator 127.0.0.1/32 scram-sha-256',
-        ],
-        basebackup: [{ checkpoint: 'fast' }],
-        remove_data_directory_on_rewind_failure: true,
-        parameters: {
-          unix_socket_directories: member.dir,
-          password_encryption: 'scram-sha-256',
-          shared_buffers: '32MB',
-          // throwaway clusters: a killed process loses nothing the OS has, torn pages are still guarded
-          fsync: 'off',
-          full_page_writes: 'on',
-          hot_standby_feedback: 'on',
-          wal_receiver_status_interval: '1s',
-          wal_retrieve_retry_interval: '500ms',
-          wal_sender_timeout: '10s',
-          wal_receiver_timeout: '10s',
-          dynamic_shared_memory_type: 'mmap',
-          logging_collector: 'off',
-          log_line_prefix: '%m [%p] %q%u@%d ',
-          ...this.options.parameters,
-        },
-      },
-      watchdog: { mode: 'off' },
-    };
-  }
 
   private startPatroni(member: MemberRecord): void {
-    member.patroniPid = this.daemon('patroni', [member.configFile], { cwd: member.dir, logFile: member.logFile, env: { HOME: member.dir } });
+    member.patroniPid = startDaemon(this.bins, 'patroni', [member.configFile], { cwd: member.dir, logFile: member.logFile, env: { HOME: member.dir } });
   }
 
-  /**
-   * Starts a daemon fully detached: its own session (setsid), stdin from /dev/null, stdout and
-   * stderr appended to `logFile`, as the postgres OS user when this process is root.
-   */
-  private daemon(command: string, args: string[], opts: { cwd: string; logFile: string; env?: Record<string, string> }): number {
-    const log = fs.openSync(opts.logFile, 'a', 0o600);
-    this.bins.chown(opts.logFile);
-    let child: ChildProcess;
-    try {
-      const env: NodeJS.ProcessEnv = {};
-      for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('PG') && !key.startsWith('ETCD') && !key.startsWith('PATRONI')) env[key] = value;
-      child = spawn(command, args, {
-        cwd: opts.cwd,
-        env: { ...env, ...opts.env },
-        detached: true,
-        stdio: ['ignore', log, log],
-        ...(this.bins.runAs ? { uid: this.bins.runAs.uid, gid: this.bins.runAs.gid } : {}),
-      });
-    } finally {
-      fs.closeSync(log);
-    }
-    child.on('error', () => {});
-    child.unref();
-    if (child.pid === undefined) throw new Error(`could not start ${command}`);
-    return child.pid;
+
+  private configInputs(): ConfigInputs {
+    const { options, etcdUrl, baseDir, superuser, superuserPassword, replicationPassword } = this;
+    return { options, etcdUrl, baseDir, binDir: this.bins.binDir, superuser, superuserPassword, replicationPassword };
   }
 
   private record(name: string): MemberRecord {
@@ -524,50 +377,6 @@ export class PatroniCluster implements ExitCleanup {
       if (value !== undefined) return value;
       if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (logs under ${this.baseDir})`);
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    }
-  }
-}
-
-/** A free loopback port from PORT_RANGE, not handed out before by this process. */
-async function harnessPort(): Promise<number> {
-  for (let attempt = 0; attempt < 1000; attempt++) {
-    const port = randomInt(PORT_RANGE[0], PORT_RANGE[1]);
-    if (handedOut.has(port) || !(await canBind(port))) continue;
-    handedOut.add(port);
-    return port;
-  }
-  throw new Error(`no free port in ${PORT_RANGE[0]}–${PORT_RANGE[1]}`);
-}
-
-function canBind(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', () => resolve(false));
-    server.listen(port, HOST, () => server.close(() => resolve(true)));
-  });
-}
-
-/** A small JSON-over-HTTP call with a timeout (Patroni's REST API and etcd's gateway). */
-export async function httpJson(method: 'GET' | 'POST' | 'PATCH', url: string, body?: unknown, timeoutMs = 5_000): Promise<unknown> {
-  const response = await fetch(url, {
-    method,
-    signal: AbortSignal.timeout(timeoutMs),
-    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-  });
-  const text = await response.text();
-  if (!response.ok) throw new Error(`${method} ${url}: HTTP ${response.status} ${text.trim().slice(0, 300)}`);
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return text;
-  }
-}
-
-function requirePrograms(): void {
-  for (const program of ['patroni', 'etcd']) {
-    if (spawnSync('which', [program], { stdio: 'ignore' }).status !== 0) {
-      throw new Error(`${program} is not installed: apt-get install -y patroni etcd-server python3-etcd (.ci/run does this)`);
     }
   }
 }

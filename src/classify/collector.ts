@@ -1,0 +1,131 @@
+/**
+ * The walk over the executed parts of a statement's parse tree: which functions it calls, whether
+ * it locks rows, writes in a WITH, creates a table with INTO, or takes a session-level lock.
+ */
+import type { FuncCall, IntoClause, LockingClause } from 'libpg-query';
+import { kindOfFunction } from './functions.js';
+import { constantBool, isMaskedConstant, isTempRelation } from './parse-tree.js';
+import { decision, type AnalyzeOptions, type StatementDecision } from './statement-decision.js';
+
+const LOCK_STRENGTH: Readonly<Record<string, string>> = {
+  LCS_FORUPDATE: 'FOR UPDATE',
+  LCS_FORNOKEYUPDATE: 'FOR NO KEY UPDATE',
+  LCS_FORSHARE: 'FOR SHARE',
+  LCS_FORKEYSHARE: 'FOR KEY SHARE',
+};
+
+export const WRITE_VERBS: Readonly<Record<string, string>> = {
+  InsertStmt: 'INSERT',
+  UpdateStmt: 'UPDATE',
+  DeleteStmt: 'DELETE',
+  MergeStmt: 'MERGE',
+};
+
+/** What a walk over an executed part of a parse tree found. */
+export class Collector {
+  readonly userFunctions = new Set<string>();
+  /** first function that makes the statement a write */
+  writer: string | undefined;
+  /** first session-level advisory lock */
+  pinning: string | undefined;
+  locking: string | undefined;
+  nestedWrite: string | undefined;
+  into: IntoClause | undefined;
+  /** the decision read a literal's value (it is then not cached by shape) */
+  literal = false;
+
+  constructor(private readonly options: AnalyzeOptions) {}
+
+  walk(value: unknown): void {
+    if (typeof value !== 'object' || value === null) return;
+    if (Array.isArray(value)) {
+      for (const v of value) this.walk(v);
+      return;
+    }
+    const obj = value as Record<string, unknown>;
+    for (const key in obj) {
+      const child = obj[key];
+      if (typeof child !== 'object' || child === null) continue;
+      switch (key) {
+        case 'FuncCall':
+          this.call(child as FuncCall);
+          break;
+        case 'LockingClause':
+          this.locking ??= LOCK_STRENGTH[(child as LockingClause).strength ?? ''] ?? 'FOR UPDATE';
+          break;
+        case 'InsertStmt':
+        case 'UpdateStmt':
+        case 'DeleteStmt':
+        case 'MergeStmt':
+          this.nestedWrite ??= WRITE_VERBS[key];
+          break;
+        case 'intoClause':
+          this.into ??= child as IntoClause;
+          break;
+        default:
+          break;
+      }
+      this.walk(child);
+    }
+  }
+
+  private call(fc: FuncCall): void {
+    const names: string[] = [];
+    for (const n of fc.funcname ?? []) if ('String' in n) names.push(n.String.sval ?? '');
+    const qualified = names.join('.');
+    const bare = names[names.length - 1] ?? '';
+    const { forcedPrimary, forcedReplica } = this.options;
+    if (forcedPrimary.has(qualified) || forcedPrimary.has(bare)) {
+      this.writer ??= `${qualified}() (routing.functions.primary)`;
+      return;
+    }
+    if (forcedReplica.has(qualified) || forcedReplica.has(bare)) return;
+    switch (kindOfFunction(names)) {
+      case 'pinning':
+        this.pinning ??= qualified;
+        this.writer ??= `${qualified}()`;
+        break;
+      case 'writer':
+        this.writer ??= `${qualified}()`;
+        if (bare === 'set_config') this.setConfig(fc, qualified);
+        break;
+      case 'user':
+        this.userFunctions.add(qualified);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /**
+   * set_config(name, value, false) sets the setting for the rest of the server session, where
+   * pgrelay cannot follow its value: the client stays on that connection (with is_local true it
+   * lasts for the transaction only). `'true'` and `'false'` are literals that mask alike, so a
+   * decision read from a literal is not cached by shape.
+   */
+  private setConfig(fc: FuncCall, qualified: string): void {
+    const isLocal = fc.args?.[2];
+    if (isMaskedConstant(isLocal)) this.literal = true;
+    if (constantBool(isLocal) !== true) this.pinning ??= qualified;
+  }
+
+  /** pinned by a session-level advisory lock or a temporary table made by SELECT INTO / CTAS */
+  get pins(): boolean {
+    return this.pinning !== undefined || (this.into !== undefined && isTempRelation(this.into.rel) && this.into.onCommit !== 'ONCOMMIT_DROP');
+  }
+}
+
+/** A statement whose expressions run: reads unless the walk finds a write. */
+export function queryDecision(c: Collector, what: string): StatementDecision {
+  const extra = { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal };
+  if (c.nestedWrite) return decision('primary', `data-modifying ${c.nestedWrite} in WITH`, extra);
+  if (c.into) return decision('primary', 'SELECT INTO creates a table', extra);
+  if (c.locking) return decision('primary', `SELECT … ${c.locking} locks rows`, extra);
+  if (c.writer) return decision('primary', `calls ${c.writer}`, extra);
+  return decision('replica', `${what} without writes`, extra);
+}
+
+/** A statement that writes: primary, but its expressions may still pin (INSERT … pg_advisory_lock()). */
+export function writeDecision(c: Collector, reason: string): StatementDecision {
+  return decision('primary', reason, { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal });
+}
