@@ -16,6 +16,8 @@ export interface RegressRun {
   /** test name → its part of regression.diffs (header line included) */
   diffs: Map<string, string>;
   exitCode: number | null;
+  /** pg_regress's results/ directory of this run */
+  resultsDir: string;
 }
 
 /**
@@ -97,7 +99,24 @@ export function diffHead(diff: string | undefined, maxLines: number): string[] {
   return body.length > maxLines ? [...body.slice(0, maxLines), `… (${body.length - maxLines} more lines)`] : body;
 }
 
-export function summaryText(runs: readonly RegressRun[], relay: RegressRun | undefined, direct: RegressRun | undefined, diffLines: number): string {
+/** Tests that failed in both runs (neither passed). */
+export function failedInBoth(a: RegressRun, b: RegressRun): string[] {
+  const notOkInB = new Set(b.tests.filter((t) => t.status !== 'ok').map((t) => t.name));
+  return a.tests.filter((t) => t.status !== 'ok' && notOkInB.has(t.name)).map((t) => t.name);
+}
+
+/**
+ * For the tests that failed in both runs (for instance because the regress sources are of another
+ * minor version than the server), `bothFailed` holds the diff of the direct run's output against
+ * the output through pgrelay: '' when they are the same, so pgrelay changed nothing.
+ */
+export function summaryText(
+  runs: readonly RegressRun[],
+  relay: RegressRun | undefined,
+  direct: RegressRun | undefined,
+  diffLines: number,
+  bothFailed: ReadonlyMap<string, string> = new Map(),
+): string {
   const out: string[] = [];
   for (const run of runs) {
     const c = counts(run);
@@ -110,6 +129,16 @@ export function summaryText(runs: readonly RegressRun[], relay: RegressRun | und
     for (const name of only) {
       out.push('', `--- ${name} (first lines of its diff through pgrelay)`);
       for (const line of diffHead(relay.diffs.get(name), diffLines)) out.push(`  ${line}`);
+    }
+    if (bothFailed.size > 0) {
+      const same = [...bothFailed].filter(([, diff]) => diff === '').map(([name]) => name);
+      const differ = [...bothFailed].filter(([, diff]) => diff !== '').map(([name]) => name);
+      out.push('', `failed in both runs: ${bothFailed.size}; same output through pgrelay as directly: ${same.length > 0 ? same.join(', ') : 'none'}`);
+      out.push(`failed in both runs, output through pgrelay differs from the direct output: ${differ.length}${differ.length > 0 ? ` (${differ.join(', ')})` : ''}`);
+      for (const name of differ) {
+        out.push('', `--- ${name} (first lines of direct output → output through pgrelay)`);
+        for (const line of diffHead(bothFailed.get(name), diffLines)) out.push(`  ${line}`);
+      }
     }
     const directOnly = failedOnlyIn(direct, relay);
     if (directOnly.length > 0) out.push('', `failed only directly (not through pgrelay): ${directOnly.join(', ')}`);

@@ -24,7 +24,7 @@ import { LocalCluster } from '../local/cluster.js';
 import { registerForExitCleanup, unregisterForExitCleanup } from '../local/exit-cleanup.js';
 import { PgBinaries } from '../local/pg-binaries.js';
 import { chownTo } from './peers.js';
-import { counts, parseProgress, splitDiffs, summaryText, type RegressRun } from './regress-report.js';
+import { counts, failedInBoth, parseProgress, splitDiffs, summaryText, type RegressRun } from './regress-report.js';
 import { startRelayProcess, type RelayNode } from './relay-process.js';
 import { Service } from './service.js';
 
@@ -170,6 +170,7 @@ async function main(argv: string[]): Promise<number> {
 
   const runs: RegressRun[] = [];
   let failure: string | undefined;
+  let summary: string | undefined;
   try {
     say(`local cluster (primary, synchronous standby, 2 async replicas) in ${workDir}`);
     cluster = await LocalCluster.create({
@@ -232,6 +233,7 @@ async function main(argv: string[]): Promise<number> {
         tests: parseProgress(output),
         diffs: splitDiffs(fs.existsSync(diffsFile) ? fs.readFileSync(diffsFile, 'utf8') : ''),
         exitCode: outcome,
+        resultsDir: path.join(outDir, 'results'),
       };
       if (run.tests.length === 0) throw new Error(`pg_regress ${label} ran no test (exit code ${outcome}); its output:\n${output.slice(-3000)}`);
       const n = counts(run);
@@ -248,6 +250,11 @@ async function main(argv: string[]): Promise<number> {
     const relay = await startRelayProcess({ name: 'pgrelay', dir: workDir, nodes, user: c.superuser, password: c.superuserPassword, poolSize: options.poolSize });
     services.push(relay.service);
     runs.push(await runSuite('pgrelay', relay.port));
+    const relayRun = runs.find((r) => r.label === 'pgrelay')!;
+    const directRun = runs.find((r) => r.label === 'direct');
+    const bothFailed = new Map<string, string>();
+    if (directRun) for (const name of failedInBoth(relayRun, directRun)) bothFailed.set(name, compareResults(directRun, relayRun, name));
+    summary = summaryText(runs, relayRun, directRun, options.diffLines, bothFailed);
   } catch (error) {
     failure = message(error);
   } finally {
@@ -263,16 +270,24 @@ async function main(argv: string[]): Promise<number> {
     else fs.rmSync(workDir, { recursive: true, force: true });
   }
 
-  if (runs.length > 0) {
-    const relayRun = runs.find((r) => r.label === 'pgrelay');
-    const directRun = runs.find((r) => r.label === 'direct');
-    process.stdout.write(`\n${summaryText(runs, relayRun, directRun, options.diffLines)}\n`);
-  }
+  if (summary === undefined && runs.length > 0) summary = summaryText(runs, undefined, undefined, options.diffLines);
+  if (summary !== undefined) process.stdout.write(`\n${summary}\n`);
   if (failure !== undefined) {
     process.stderr.write(`regress: ${failure}\n`);
     return 1;
   }
   return 0;
+}
+
+/** `diff -U3` of one test's output directly and through pgrelay ('' when the same). */
+function compareResults(direct: RegressRun, relay: RegressRun, name: string): string {
+  const a = path.join(direct.resultsDir, `${name}.out`);
+  const b = path.join(relay.resultsDir, `${name}.out`);
+  if (!fs.existsSync(a) || !fs.existsSync(b)) return `(no results/${name}.out in ${fs.existsSync(a) ? 'the pgrelay run' : 'the direct run'})\n`;
+  const result = spawnSync('diff', ['-U3', a, b], { encoding: 'utf8' });
+  if (result.status === 0) return '';
+  if (result.status === 1) return result.stdout;
+  throw new Error(`diff ${a} ${b} failed: ${result.stderr}`);
 }
 
 function message(error: unknown): string {

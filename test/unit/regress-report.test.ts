@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { counts, diffHead, failedOnlyIn, parseProgress, splitDiffs, summaryText, type RegressRun } from '../../src/bench/regress-report.js';
+import { counts, diffHead, failedInBoth, failedOnlyIn, parseProgress, splitDiffs, summaryText, type RegressRun } from '../../src/bench/regress-report.js';
 
 // pg_regress 15's progress lines, as it prints them (a test of its own, then a parallel group)
 const PROGRESS_15 = [
@@ -40,6 +40,7 @@ const run = (label: string, statuses: Record<string, 'ok' | 'failed' | 'ignored'
   tests: Object.entries(statuses).map(([name, status]) => ({ name, status })),
   diffs,
   exitCode: 1,
+  resultsDir: `/out/${label}/results`,
 });
 
 describe('regress report', () => {
@@ -86,5 +87,20 @@ describe('regress report', () => {
     expect(text).toContain('pgrelay: 2 tests run, 1 passed, 1 failed');
     expect(text).toContain('failed only through pgrelay: 1 (sequence)');
     expect(text).toContain('  +ERROR:  currval of sequence "s" is not yet defined in this session');
+  });
+
+  it('tells a test that failed in both runs alike from one whose output through pgrelay differs', () => {
+    const direct = run('direct', { rules: 'failed', triggers: 'failed', char: 'ok' });
+    const relay = run('pgrelay', { rules: 'failed', triggers: 'failed', char: 'ok' });
+    expect(failedInBoth(relay, direct)).toEqual(['rules', 'triggers']);
+    const both = new Map([
+      ['rules', ''],
+      ['triggers', 'diff -U3 a b\n--- a\n+++ b\n@@ -1 +1 @@\n-NOTICE:  1 tuple(s) deleted\n+ERROR:  permission denied\n'],
+    ]);
+    const text = summaryText([direct, relay], relay, direct, 5, both);
+    expect(text).toContain('failed only through pgrelay: 0');
+    expect(text).toContain('failed in both runs: 2; same output through pgrelay as directly: rules');
+    expect(text).toContain('output through pgrelay differs from the direct output: 1 (triggers)');
+    expect(text).toContain('  +ERROR:  permission denied');
   });
 });
