@@ -25,7 +25,7 @@ import type {
   TransactionStmt,
   VariableSetStmt,
 } from 'libpg-query';
-import { kindOfFunction } from './functions.js';
+import { kindOfFunction, primaryViewReason } from './functions.js';
 import { splitRanges } from './lexer.js';
 import type { Route, SessionEffect } from './types.js';
 
@@ -182,6 +182,8 @@ class Collector {
   into: IntoClause | undefined;
   /** the decision read a literal's value (it is then not cached by shape) */
   literal = false;
+  /** first read of a view whose answer only the primary knows */
+  primaryView: string | undefined;
 
   constructor(private readonly options: AnalyzeOptions) {}
 
@@ -198,6 +200,9 @@ class Collector {
       switch (key) {
         case 'FuncCall':
           this.call(child as FuncCall);
+          break;
+        case 'RangeVar':
+          this.relation(child as RangeVar);
           break;
         case 'LockingClause':
           this.locking ??= LOCK_STRENGTH[(child as LockingClause).strength ?? ''] ?? 'FOR UPDATE';
@@ -246,6 +251,10 @@ class Collector {
     }
   }
 
+  private relation(rv: RangeVar): void {
+    this.primaryView ??= primaryViewReason(rv.schemaname, rv.relname ?? '');
+  }
+
   /**
    * set_config(name, value, false) sets the setting for the rest of the server session, where
    * pgrelay cannot follow its value: the client stays on that connection (with is_local true it
@@ -275,6 +284,7 @@ function queryDecision(c: Collector, what: string): StatementDecision {
   if (c.into) return decision('primary', 'SELECT INTO creates a table', extra);
   if (c.locking) return decision('primary', `SELECT … ${c.locking} locks rows`, extra);
   if (c.writer) return decision('primary', `calls ${c.writer}`, extra);
+  if (c.primaryView) return decision('primary', `reads ${c.primaryView}`, extra);
   return decision('replica', `${what} without writes`, extra);
 }
 
