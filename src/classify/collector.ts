@@ -2,8 +2,8 @@
  * The walk over the executed parts of a statement's parse tree: which functions it calls, whether
  * it locks rows, writes in a WITH, creates a table with INTO, or takes a session-level lock.
  */
-import type { FuncCall, IntoClause, LockingClause } from 'libpg-query';
-import { kindOfFunction } from './functions.js';
+import type { FuncCall, IntoClause, LockingClause, RangeVar } from 'libpg-query';
+import { kindOfFunction, primaryViewReason } from './functions.js';
 import { constantBool, isMaskedConstant, isTempRelation } from './parse-tree.js';
 import { decision, type AnalyzeOptions, type StatementDecision } from './statement-decision.js';
 
@@ -33,6 +33,8 @@ export class Collector {
   into: IntoClause | undefined;
   /** the decision read a literal's value (it is then not cached by shape) */
   literal = false;
+  /** first read of a view whose answer only the primary knows */
+  primaryView: string | undefined;
 
   constructor(private readonly options: AnalyzeOptions) {}
 
@@ -47,6 +49,9 @@ export class Collector {
       const child = obj[key];
       if (typeof child !== 'object' || child === null) continue;
       switch (key) {
+        case 'RangeVar':
+          this.relation(child as RangeVar);
+          break;
         case 'FuncCall':
           this.call(child as FuncCall);
           break;
@@ -97,6 +102,11 @@ export class Collector {
     }
   }
 
+  /** a read of a view whose answer only the primary knows (pg_prepared_xacts) */
+  private relation(rv: RangeVar): void {
+    this.primaryView ??= primaryViewReason(rv.schemaname, rv.relname ?? '');
+  }
+
   /**
    * set_config(name, value, false) sets the setting for the rest of the server session, where
    * pgrelay cannot follow its value: the client stays on that connection (with is_local true it
@@ -122,6 +132,7 @@ export function queryDecision(c: Collector, what: string): StatementDecision {
   if (c.into) return decision('primary', 'SELECT INTO creates a table', extra);
   if (c.locking) return decision('primary', `SELECT … ${c.locking} locks rows`, extra);
   if (c.writer) return decision('primary', `calls ${c.writer}`, extra);
+  if (c.primaryView) return decision('primary', `reads ${c.primaryView}`, extra);
   return decision('replica', `${what} without writes`, extra);
 }
 

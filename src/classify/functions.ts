@@ -19,6 +19,8 @@ const WRITER_NAMES: ReadonlySet<string> = new Set([
   'pg_start_backup', 'pg_stop_backup', 'pg_log_standby_snapshot', 'pg_logical_emit_message',
   // notifications
   'pg_notify',
+  // two-phase state: a hot standby lists no prepared transaction (the view pg_prepared_xacts: analyze.ts)
+  'pg_prepared_xact',
   // session state that is not tracked: it would stay on whichever connection ran it
   'set_config',
   // large objects: loread/lowrite (the lo_* family is matched by prefix below)
@@ -80,7 +82,7 @@ const VOLATILE_READS: readonly string[] = [
   'pg_stat_clear_snapshot', 'pg_stat_have_stats', 'pg_stat_file', 'pg_ls_dir', 'pg_ls_logdir', 'pg_ls_waldir',
   'pg_ls_tmpdir', 'pg_ls_archive_statusdir', 'pg_read_file', 'pg_read_binary_file', 'pg_current_logfile',
   'pg_control_checkpoint', 'pg_control_init', 'pg_control_recovery', 'pg_control_system',
-  'pg_partition_tree', 'pg_partition_ancestors', 'pg_prepared_xact', 'pg_xact_commit_timestamp',
+  'pg_partition_tree', 'pg_partition_ancestors', 'pg_xact_commit_timestamp',
   'pg_xact_commit_timestamp_origin', 'pg_last_committed_xact', 'txid_status', 'pg_xact_status', 'pg_sequence_last_value',
   'pg_collation_actual_version', 'pg_database_collation_actual_version', 'pg_get_backend_memory_contexts',
   'pg_get_shmem_allocations', 'pg_hba_file_rules', 'pg_ident_file_mappings', 'pg_show_all_file_settings',
@@ -122,4 +124,20 @@ export function kindOfFunction(names: readonly string[]): FunctionKind {
   if (isBuiltinWriter(name)) return 'writer';
   if (schema === 'pg_catalog' || READ_NAMES.has(name)) return 'read';
   return 'user';
+}
+
+/**
+ * System views that answer wrongly on a hot standby (not merely "for that server"): a read of one
+ * goes to the primary.
+ */
+const PRIMARY_VIEWS: ReadonlyMap<string, string> = new Map([
+  // PostgreSQL's regression test prepared_xacts: a standby replays PREPARE TRANSACTION but lists none
+  ['pg_prepared_xacts', 'a hot standby lists no prepared transaction'],
+]);
+
+/** `name (why)` when a relation (unqualified or in pg_catalog) is such a view, else undefined. */
+export function primaryViewReason(schema: string | undefined, name: string): string | undefined {
+  if (schema !== undefined && schema !== 'pg_catalog') return undefined;
+  const why = PRIMARY_VIEWS.get(name);
+  return why === undefined ? undefined : `${name} (${why})`;
 }

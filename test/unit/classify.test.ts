@@ -278,6 +278,27 @@ describe('decisions that read a literal', () => {
   });
 });
 
+describe('views only the primary answers', () => {
+  it('pg_prepared_xacts and pg_prepared_xact() go to the primary (a hot standby lists no prepared transaction)', async () => {
+    const k = await Classifier.create();
+    for (const sql of [
+      'SELECT gid FROM pg_prepared_xacts',
+      'SELECT * FROM pg_catalog.pg_prepared_xacts WHERE owner = current_user',
+      'SELECT count(*) FROM pg_class c JOIN pg_prepared_xacts p ON true',
+      'SELECT 1 WHERE EXISTS (SELECT 1 FROM pg_prepared_xacts)',
+      'SELECT * FROM pg_prepared_xact()',
+    ]) {
+      const c = k.classify(sql);
+      expect(c, sql).toMatchObject({ route: 'primary', pin: false });
+      expect(c.reason, sql).toMatch(/pg_prepared_xact/);
+    }
+    // other system views and a table of that name in another schema stay reads
+    for (const sql of ['SELECT count(*) FROM pg_stat_activity', 'SELECT * FROM app.pg_prepared_xacts', 'SELECT relname FROM pg_class']) {
+      expect(k.classify(sql).route, sql).toBe('replica');
+    }
+  });
+});
+
 describe('DEALLOCATE refusals', () => {
   const ctx = (alone: boolean) => ({ isOwn: (n: string) => n === 'mine' || n === 'pgrelay_own', serverPrefix: 'pgrelay_', alone });
   it.each([
