@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { Load } from '../support/failover-load.js';
-import { startRelay } from '../support/relay.js';
+import { adminRequest, startRelay } from '../support/relay.js';
 import { useCleanups } from '../support/cleanups.js';
 
 // The planned-switchover scenario (to the synchronous standby, then on to a replica) repeated under
@@ -13,7 +13,7 @@ const rounds = Number(process.env.PGRELAY_SWITCHOVER_ROUNDS ?? 3);
 const cleanups = useCleanups();
 
 async function switchover(adminUrl: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
-  const response = await fetch(`${adminUrl}/admin/switchover`, { method: 'POST', body: body === undefined ? undefined : JSON.stringify(body) });
+  const response = await adminRequest(adminUrl, 'POST', '/admin/switchover', body);
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
 
