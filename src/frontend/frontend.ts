@@ -12,13 +12,14 @@ import { runInternalQuery } from '../pool/internal-query.js';
 import type { ServerConnection } from '../pool/server-connection.js';
 import { backendKeyData, errorResponse, parameterStatus, readyIdle } from '../protocol/messages.js';
 import type { ReadConstraints, Router } from '../routing/router.js';
+import { isUnreachable } from '../routing/unit-route.js';
 import type { UserDirectory } from '../auth/user-directory.js';
 import type { Logger } from '../util/log.js';
 import { unitReason } from '../metrics/unit-reason.js';
 import { clientHandshake, type Handshake } from './client-handshake.js';
 import { StatementRegistry } from './prepared-statements.js';
-import type { SessionContext } from './session-context.js';
-import { ClientSession, isUnreachable } from './session.js';
+import type { SessionServices } from './session-services.js';
+import { ClientSession } from './session.js';
 import { stateTransition } from './session-state.js';
 
 export interface FrontendDeps {
@@ -32,9 +33,9 @@ export interface FrontendDeps {
   users: UserDirectory;
   tls: () => tls.SecureContext | undefined;
   /** read-your-writes constraints (the freshness module), if any */
-  readConstraints?: (session: ClientSession, classification: Classification | undefined) => ReadConstraints | undefined;
+  readConstraints?: (session: object, classification: Classification | undefined) => ReadConstraints | undefined;
   /** a client's write committed on the primary (read-your-writes bookkeeping) */
-  wroteOnPrimary?: (session: ClientSession) => void;
+  wroteOnPrimary?: (session: object) => void;
   /** a data-path connection broke: health checks should look at the node now */
   nodeBroken?: (node: string, error: Error | undefined) => void;
   /** calls back once the health checks re-checking a node have decided (up again, or down) */
@@ -48,7 +49,7 @@ const HIDDEN_PARAMETERS = new Set(['in_hot_standby']);
  * The client-facing side: accepts connections, runs the handshake, starts sessions, and keeps the
  * map of sessions by pgrelay's own backend key for CancelRequests.
  */
-export class Frontend implements SessionContext {
+export class Frontend implements SessionServices {
   readonly statements = new StatementRegistry();
   /** per pool: startup settings known to apply, with the parameters the server reported for them */
   private readonly checkedStartup = new WeakMap<Pool, Map<string, Map<string, string>>>();
@@ -248,20 +249,20 @@ export class Frontend implements SessionContext {
   }
 
   private primaryChoice(): Promise<NodeStatus> {
-    const choice = this.router.choose('primary');
-    if (choice) return Promise.resolve(choice.node);
+    const route = this.router.route('primary');
+    if (route.kind === 'node') return Promise.resolve(route.node);
     return new Promise((resolve, reject) =>
       this.waitForPrimary((error) => {
-        const next = this.router.choose('primary');
-        if (error || !next) reject(error ?? new ProxyError(SqlState.cannotConnectNow, 'no primary available', { severity: 'FATAL' }));
+        const next = this.router.route('primary');
+        if (error || next.kind !== 'node') reject(error ?? new ProxyError(SqlState.cannotConnectNow, 'no primary available', { severity: 'FATAL' }));
         else resolve(next.node);
       }),
     );
   }
 
-  // ---------------------------------------------------------------- SessionContext
+  // ---------------------------------------------------------------- SessionServices
 
-  readConstraints(session: ClientSession, classification: Classification | undefined): ReadConstraints | undefined {
+  readConstraints(session: object, classification: Classification | undefined): ReadConstraints | undefined {
     return this.deps.readConstraints?.(session, classification);
   }
 
@@ -291,7 +292,7 @@ export class Frontend implements SessionContext {
     }
   }
 
-  wroteOnPrimary(session: ClientSession): void {
+  wroteOnPrimary(session: object): void {
     this.deps.wroteOnPrimary?.(session);
   }
 
@@ -315,17 +316,13 @@ export class Frontend implements SessionContext {
     this.metrics.pinnedSessions.set(this.pinnedCount);
   }
 
-  cancel(server: ServerConnection): void {
-    server.cancel();
-  }
-
   private cancelByKey(processId: number, secretKey: number): void {
     const session = this.sessions.get(processId);
     // a wrong key cancels nothing, and says nothing (as PostgreSQL)
     if (session && session.secretKey === secretKey) session.cancel();
   }
 
-  sessionClosed(session: ClientSession): void {
+  sessionClosed(session: { readonly processId: number }): void {
     if (this.sessions.get(session.processId) === session) this.sessions.delete(session.processId);
   }
 
