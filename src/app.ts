@@ -15,6 +15,7 @@ import { Frontend } from './frontend/frontend.js';
 import { Metrics } from './metrics/metrics.js';
 import { PoolSet } from './pool/pool-set.js';
 import { Freshness } from './routing/freshness.js';
+import { LagPolicy, lagLimits } from './routing/lag-policy.js';
 import { Router } from './routing/router.js';
 import { VolatilityLoader } from './routing/volatility.js';
 import { monitorCredentials } from './cluster/credentials.js';
@@ -36,6 +37,8 @@ export class App {
   readonly metrics: Metrics;
   readonly topology: Topology;
   readonly router: Router;
+  /** routing.max_lag_ms / max_lag_bytes: the lag monitor reports to it, the router reads its verdicts */
+  readonly lagPolicy: LagPolicy;
   readonly pools: PoolSet;
   readonly users: UserDirectory;
   readonly frontend: Frontend;
@@ -64,7 +67,8 @@ export class App {
     this.configPath = options.configPath;
     this.metrics = new Metrics({ processMetrics: options.processMetrics ?? true });
     this.topology = new Topology(config.nodes);
-    this.router = new Router(this.topology, routerOptions(config));
+    this.lagPolicy = new LagPolicy(lagLimits(config.routing));
+    this.router = new Router(this.topology, routerOptions(config), this.lagPolicy);
     this.pools = new PoolSet(config);
     this.users = new UserDirectory(config.users);
     this.secureContext = loadTls(config);
@@ -77,7 +81,7 @@ export class App {
     this.health.on('down', (event: { node: string }) => {
       if (event.node !== this.topology.primaryName) this.pools.closeNode(event.node);
     });
-    this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
+    this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config, lagPolicy: this.lagPolicy });
     this.freshness = new Freshness(this.lagMonitor, config.routing.consistency);
     this.patroni =
       config.failover.mode === 'patroni'
@@ -140,6 +144,7 @@ export class App {
     this.topology.configure(this.patroni?.nodeConfigs(next) ?? next.nodes);
     this.health.reload();
     this.router.configure(routerOptions(next));
+    this.lagPolicy.configure(lagLimits(next.routing));
     this.lagMonitor.configure();
     this.freshness.configure(next.routing.consistency);
     this.volatility.configure(next.routing.volatility_refresh_ms);
@@ -171,12 +176,7 @@ export class App {
 }
 
 function routerOptions(config: Config) {
-  return {
-    balance: config.routing.balance,
-    fallback: config.routing.fallback,
-    maxLagMs: config.routing.max_lag_ms,
-    maxLagBytes: config.routing.max_lag_bytes,
-  };
+  return { balance: config.routing.balance, fallback: config.routing.fallback };
 }
 
 function loadTls(config: Config): tls.SecureContext | undefined {

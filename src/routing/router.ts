@@ -1,7 +1,7 @@
 import type { Balance, Fallback } from '../config/types.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
-import { withinLag } from './eligibility.js';
+import type { LagPolicy } from './lag-policy.js';
 
 export type Target = 'primary' | 'replica';
 
@@ -22,8 +22,6 @@ export interface ReadConstraints {
 export interface RouterOptions {
   balance: Balance;
   fallback: Fallback;
-  maxLagMs: number;
-  maxLagBytes: number;
 }
 
 /** Sources of chance and time, replaceable in tests. */
@@ -84,6 +82,8 @@ export class Router {
   constructor(
     private readonly topology: Topology,
     private options: RouterOptions,
+    /** the lag limits (a replica's `fresh` is its verdict; a statement's hint is checked here) */
+    private readonly lagPolicy: LagPolicy,
     env: Partial<RouterEnvironment> = {},
   ) {
     this.env = { random: env.random ?? Math.random, now: env.now ?? (() => performance.now()) };
@@ -100,7 +100,7 @@ export class Router {
     if (candidates.length > 0) return { kind: 'node', node: this.balance(candidates), fallback: undefined };
     const reason = this.whyNoReplica(constraints);
     if (this.options.fallback === 'error' && reason !== 'consistency') {
-      const why = reason === 'lag' ? `every replica is stale (lag limit ${constraints?.maxLagMs ?? this.options.maxLagMs} ms${this.options.maxLagBytes > 0 ? ` / ${this.options.maxLagBytes} bytes` : ''})` : 'no replica is up';
+      const why = reason === 'lag' ? `every replica is stale (${this.lagPolicy.describe(constraints?.maxLagMs)})` : 'no replica is up';
       return { kind: 'refuse', error: new ProxyError(SqlState.cannotConnectNow, `no replica can serve this read: ${why}, and routing.fallback is error`) };
     }
     return primary ? { kind: 'node', node: primary, fallback: reason } : WAIT_FOR_PRIMARY;
@@ -135,7 +135,7 @@ export class Router {
   private freshEnough(node: NodeStatus, maxLagMs: number | undefined): boolean {
     if (!this.isReader(node) || !node.replicating) return false;
     if (maxLagMs === undefined) return node.fresh;
-    return withinLag({ lagMs: node.lagSeconds === undefined ? undefined : node.lagSeconds * 1000, lagBytes: node.lagBytes, replayPaused: node.replayPaused }, maxLagMs, this.options.maxLagBytes);
+    return this.lagPolicy.within(node, maxLagMs);
   }
 
   /** Why no replica qualified: read-your-writes alone, their lag, or none is up. */

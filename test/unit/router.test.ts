@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Topology, type NodeStatus } from '../../src/cluster/topology.js';
 import type { Balance, Fallback } from '../../src/config/types.js';
 import { ProxyError } from '../../src/errors.js';
+import { LagPolicy } from '../../src/routing/lag-policy.js';
 import { LATENCY_HALF_LIFE_MS, Router, type Route, type RouterEnvironment } from '../../src/routing/router.js';
 
 function cluster(replicas: { name: string; weight?: number }[]): Topology {
@@ -12,7 +13,7 @@ function cluster(replicas: { name: string; weight?: number }[]): Topology {
 }
 
 function router(topology: Topology, balance: Balance = 'round_robin', fallback: Fallback = 'primary', env: Partial<RouterEnvironment> = {}): Router {
-  return new Router(topology, { balance, fallback, maxLagMs: 1000, maxLagBytes: 0 }, env);
+  return new Router(topology, { balance, fallback }, new LagPolicy({ maxLagMs: 1000, maxLagBytes: 0 }), env);
 }
 
 /** A deterministic uniform sequence (xorshift) for the random policies. */
