@@ -12,6 +12,10 @@ import { PatroniTopologySource } from './cluster/patroni.js';
 import { Topology } from './cluster/topology.js';
 import type { Config } from './config/types.js';
 import { Frontend } from './frontend/frontend.js';
+import { StatementRegistry } from './frontend/prepared-statements.js';
+import { PrimaryWaiters } from './frontend/primary-waiters.js';
+import type { AppServices } from './frontend/session-services.js';
+import { unitReason } from './metrics/unit-reason.js';
 import { Metrics } from './metrics/metrics.js';
 import { PoolSet } from './pool/pool-set.js';
 import { Freshness } from './routing/freshness.js';
@@ -42,6 +46,8 @@ export class App {
   readonly pools: PoolSet;
   readonly users: UserDirectory;
   readonly frontend: Frontend;
+  /** units for the primary wait here during a failover (failover.wait_ms) */
+  readonly primaryWaiters: PrimaryWaiters;
   readonly admin: AdminServer;
   readonly health: HealthChecker;
   readonly failover: Failover;
@@ -87,27 +93,38 @@ export class App {
       config.failover.mode === 'patroni'
         ? new PatroniTopologySource({ topology: this.topology, pools: this.pools, health: this.health, metrics: this.metrics, log: this.log, config: () => this.config, nodesChanged: () => this.lagMonitor.configure(), primaryMoved: (record) => (this.failover.lastFailover = record) })
         : undefined;
-    this.frontend = new Frontend({
+    this.primaryWaiters = new PrimaryWaiters(this.topology, () => this.config.failover.wait_ms);
+    this.frontend = new Frontend({ services: this.sessionServices(), users: this.users, tls: () => this.secureContext });
+    this.volatility = new VolatilityLoader(this.topology, this.classifier, () => monitorCredentials(this.config), config.routing.volatility_refresh_ms, this.log);
+    this.admin = new AdminServer(this.log);
+    registerAdminRoutes(this.admin, this);
+  }
+
+  /** The one object every client session uses: routing view, freshness, failover waits, metrics. */
+  private sessionServices(): AppServices {
+    const metrics = this.metrics;
+    return {
       config: () => this.config,
       pools: this.pools,
       router: this.router,
       topology: this.topology,
       classifier: this.classifier,
-      metrics: this.metrics,
+      statements: new StatementRegistry(),
+      metrics,
       log: this.log,
-      users: this.users,
-      tls: () => this.secureContext,
       readConstraints: (session, classification) => this.freshness.readConstraints(session, classification),
       wroteOnPrimary: (session) => this.freshness.wroteOnPrimary(session),
+      waitForPrimary: (callback) => this.primaryWaiters.wait(callback),
       nodeBroken: (node, error) => {
         this.health.nodeBroken(node, error);
         this.patroni?.nodeBroken(node);
       },
-      whenNodeDecided: (node, callback) => this.health.whenDecided(node, callback),
-    });
-    this.volatility = new VolatilityLoader(this.topology, this.classifier, () => monitorCredentials(this.config), config.routing.volatility_refresh_ms, this.log);
-    this.admin = new AdminServer(this.log);
-    registerAdminRoutes(this.admin, this);
+      whenNodeDecided: (node, callback) => this.health.whenDecided(node, () => queueMicrotask(callback)),
+      countUnit: (node, route, classification) => {
+        metrics.countUnit(node.name, route);
+        metrics.countUnitReason(node.role, unitReason(route, classification));
+      },
+    };
   }
 
   static async start(config: Config, options: AppOptions = {}): Promise<App> {
@@ -164,6 +181,7 @@ export class App {
     this.stopped = true;
     await this.frontend.stopAccepting();
     await this.frontend.closeAll(graceMs);
+    this.primaryWaiters.close();
     this.volatility.stop();
     this.patroni?.stop();
     this.failover.stop();

@@ -8,9 +8,10 @@ import type { Logger } from '../util/log.js';
 import type { StatementRegistry } from './prepared-statements.js';
 
 /**
- * What a client session uses of the rest of pgrelay, handed to every session as one object. A
- * session is known to these services only as an opaque key (read-your-writes fences are kept per
- * session) and by its process id.
+ * What a client session uses of the rest of pgrelay, handed to every session as one object: the
+ * App builds it (AppServices), the frontend adds its bookkeeping of sessions. A session is known
+ * to these services only as an opaque key (read-your-writes fences are kept per session) and by
+ * its process id.
  */
 export interface SessionServices {
   config(): Config;
@@ -37,3 +38,6 @@ export interface SessionServices {
   pinned(delta: number): void;
   sessionClosed(session: { readonly processId: number }): void;
 }
+
+/** The part of SessionServices the App builds (the frontend adds the rest). */
+export type AppServices = Omit<SessionServices, 'pinned' | 'sessionClosed'>;
