@@ -30,6 +30,7 @@ export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState];
 export class ProxyError extends Error {
   readonly sqlstate: string;
   readonly severity: Severity;
+  /** transient, and nothing reached a server: the client is told it may retry (see session-answers) */
   readonly retryable: boolean;
 
   constructor(sqlstate: string, message: string, options: { severity?: Severity; retryable?: boolean; cause?: unknown } = {}) {

@@ -46,11 +46,17 @@ export function pinnedConnectionLost(node: string): Buffer {
   return errorResponse({ severity: 'FATAL', code: SqlState.connectionFailure, message: `server connection to node ${node} lost; this session's state (temporary tables, LISTEN, session locks) is gone` });
 }
 
-/** The ErrorResponse for an error pgrelay raised (a ProxyError's client text; anything else is 58000). */
+/**
+ * The ErrorResponse for an error pgrelay raised (a ProxyError's client text; anything else is
+ * 58000). A retryable error (a connect that timed out, a full pool, no primary yet, reads refused
+ * for stale replicas) says so in its hint: nothing of the statement reached a server.
+ */
 export function errorAnswer(error: unknown, severity: 'ERROR' | 'FATAL'): Buffer {
   const proxyError = toProxyError(error);
-  return errorResponse({ severity, code: proxyError.sqlstate, message: proxyError.clientMessage });
+  return errorResponse({ severity, code: proxyError.sqlstate, message: proxyError.clientMessage, hint: proxyError.retryable ? RETRY_HINT : undefined });
 }
+
+export const RETRY_HINT = 'pgrelay did not send the statement to a server; it is safe to retry.';
 
 export function toProxyError(error: unknown): ProxyError {
   if (error instanceof ProxyError) return error;

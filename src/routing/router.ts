@@ -101,7 +101,7 @@ export class Router {
     const reason = this.whyNoReplica(constraints);
     if (this.options.fallback === 'error' && reason !== 'consistency') {
       const why = reason === 'lag' ? `every replica is stale (${this.lagPolicy.describe(constraints?.maxLagMs)})` : 'no replica is up';
-      return { kind: 'refuse', error: new ProxyError(SqlState.cannotConnectNow, `no replica can serve this read: ${why}, and routing.fallback is error`) };
+      return { kind: 'refuse', error: new ProxyError(SqlState.cannotConnectNow, `no replica can serve this read: ${why}, and routing.fallback is error`, { retryable: true }) };
     }
     return primary ? { kind: 'node', node: primary, fallback: reason } : WAIT_FOR_PRIMARY;
   }
