@@ -19,7 +19,7 @@ import type { SessionServices } from './session-services.js';
 import { SessionState } from './session-state.js';
 import { StatementMessages } from './statement-messages.js';
 import { FUNCTION_CALL, UnitPlacement } from './unit-placement.js';
-import { isParked, type Step, type UnitState, type WaitReason, unitIsOpen } from './unit-state.js';
+import { holdsMessage, isParked, type Step, type UnitState, type WaitReason, unitIsOpen } from './unit-state.js';
 
 
 /** Client input beyond this is not read from the socket while the session waits. */
@@ -40,9 +40,8 @@ const SKIPPING: UnitState = { phase: 'skipping' };
  * pinned, units stick to it. A message whose unit must wait (for a connection, a primary, or the
  * units in flight) is parked with the rest of its handling, which runs when the wait is over.
  *
- * Server → client traffic is forwarded as received (ServerMessageScanner; the bytes are borrowed
- * from the server connection's read buffer, see ServerLease); only message headers are looked at,
- * plus the bodies of ReadyForQuery, ParameterStatus and ErrorResponse.
+ * Server → client traffic is forwarded as received, borrowed from the server connection's read
+ * buffer (ServerReplies, ServerMessageScanner, ServerLease).
  *
  * Where a client can tell it is not talking to PostgreSQL directly (decisions, not accidents;
  * see also ClientTransaction, StatementMessages and SessionEffects):
@@ -139,7 +138,7 @@ export class ClientSession {
       pinned: () => this.pinned,
       unitOpen: () => this.unitOpen,
       isClosed: () => this.closed,
-      park: (why, resume) => this.park(why, resume),
+      park: (why, resume) => this.park(why, true, resume),
       resumeWith: (next) => this.resumeWith(next),
       failUnit: (error) => this.failUnit(error),
     });
@@ -159,7 +158,7 @@ export class ClientSession {
       },
       txStatus: () => this.tx.status,
       sendToClient: (data) => this.sendToClient(data),
-      waitForOutcome: () => this.park('drain', undefined),
+      waitForOutcome: () => this.park('drain', false),
     });
     if (services.config().pool.mode === 'session') this.pinned = true;
   }
@@ -185,7 +184,6 @@ export class ClientSession {
   private get unitOpen(): boolean {
     return unitIsOpen(this.unit);
   }
-
   /** A unit or a transaction is under way on a server connection (graceful shutdown waits for it). */
   get busy(): boolean {
     const server = this.lease.conn;
@@ -204,9 +202,12 @@ export class ClientSession {
     this.unit = next;
   }
 
-  /** The unit waits; `resume` (if any) is the rest of the message's handling. */
-  private park(why: WaitReason, resume: Step | undefined): void {
-    this.move({ phase: 'parked', why, open: this.unitOpen, resume });
+  /**
+   * The unit waits. `holds`: the message being handled is not done with (its rest, `resume`, may
+   * be known only when the wait is over); else only what the client sent after it waits.
+   */
+  private park(why: WaitReason, holds: boolean, resume: Step | undefined = undefined): void {
+    this.move({ phase: 'parked', why, open: this.unitOpen, holds, resume });
   }
 
   /** The wait is over: the parked message's rest runs (in pump, with what the client sent after it). */
@@ -239,8 +240,8 @@ export class ClientSession {
         if (resume !== undefined) resume();
         else if (this.reader.next()) this.handle(this.reader.code, this.reader.buffer, this.reader.start, this.reader.end);
         else break;
-        // the message is done with (unless parked): it joins the replay window
-        if (!isParked(this.unit) && this.replayWindow.open) this.replayWindow.add(this.reader);
+        // the message is done with (unless parked with it): it joins the replay window
+        if (!holdsMessage(this.unit) && this.replayWindow.open) this.replayWindow.add(this.reader);
       }
     } catch (error) {
       // a client message whose fields run past its end (or miss a terminator)
@@ -305,10 +306,12 @@ export class ClientSession {
     const classification = this.recent.classify(this.services.classifier, text);
     if (this.tx.orphaned) return this.answerOrphaned(classification, true);
     if (this.named.answerDeallocate(classification)) return;
-    // a plain BEGIN outside a transaction is answered here and sent with the transaction's first statement
-    const idle = !this.lease.conn && !this.unitOpen && this.queue.length === 0;
-    const begun = this.tx.deferBegin(classification, text, b.subarray(start - 5, end), { idle, pinned: this.pinned, defaultReadOnly: this.effects.defaultReadOnly });
-    if (begun !== undefined) return begun.forEach((data) => this.sendToClient(data));
+    if (classification.effects[0]?.type === 'begin') {
+      // a plain BEGIN outside a transaction is answered here and sent with the transaction's first statement
+      const idle = !this.lease.conn && !this.unitOpen && this.queue.length === 0;
+      const begun = this.tx.deferBegin(classification, text, b.subarray(start - 5, end), { idle, pinned: this.pinned, defaultReadOnly: this.effects.defaultReadOnly });
+      if (begun !== undefined) return begun.forEach((data) => this.sendToClient(data));
+    }
     const payload: StatementPayload = { classification, text };
     this.placement.beginSimpleUnit(this.placement.targetOf(classification), classification.route, classification, () => {
       const foreign = this.statements.foreignDeallocate(classification);
@@ -316,7 +319,7 @@ export class ClientSession {
       else this.lease.inject(refuseDeallocate(foreign));
       this.queue.push(Expect.Query, payload);
       // statements that forget prepared statements: what follows waits for their outcome
-      for (const effect of classification.effects) if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.park('drain', undefined);
+      for (const effect of classification.effects) if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.park('drain', false);
     });
   }
 
@@ -404,7 +407,7 @@ export class ClientSession {
     if (bytes === undefined) return false;
     // a message parked behind the reads (waiting for them to drain) is read again after them
     const reader = this.reader;
-    const parked = this.unit.phase === 'parked' && this.unit.resume !== undefined;
+    const parked = holdsMessage(this.unit);
     this.move(IDLE);
     this.replies.serverFatal = undefined;
     if (parked) reader.unshift(reader.buffer.subarray(reader.frameStart, reader.end));

@@ -50,7 +50,7 @@ export interface PlacementHost {
   pinned(): boolean;
   unitOpen(): boolean;
   isClosed(): boolean;
-  /** the unit waits for `why`; `resume`: the rest of its message, if known now */
+  /** the unit waits for `why`, holding the message being handled; `resume`: its rest, if known now */
   park(why: WaitReason, resume: Step | undefined): void;
   /** the parked unit's wait is over: `next` runs */
   resumeWith(next: Step): void;

@@ -18,10 +18,11 @@ export type UnitState =
   /** pgrelay answered the extended unit with an error: its messages up to Sync are dropped */
   | { readonly phase: 'skipping' }
   /**
-   * the unit waits (`why`); `open`: the state to go back to; `resume`: the rest of the parked
-   * message's handling, run when the wait is over (undefined: nothing, just go on reading)
+   * the unit waits (`why`); `open`: the state to go back to; `holds`: the message that parked it
+   * is not done with (its rest runs when the wait is over: `resume`, known then) — else it was
+   * handled and only what the client sent after it waits
    */
-  | { readonly phase: 'parked'; readonly why: WaitReason; readonly open: boolean; readonly resume: Step | undefined };
+  | { readonly phase: 'parked'; readonly why: WaitReason; readonly open: boolean; readonly holds: boolean; readonly resume: Step | undefined };
 
 /** What a parked unit waits for. */
 export type WaitReason =
@@ -45,4 +46,9 @@ export function unitIsOpen(unit: UnitState): boolean {
 /** Whether the unit waits (the session reads no further client messages meanwhile). */
 export function isParked(unit: UnitState): boolean {
   return unit.phase === 'parked';
+}
+
+/** Whether the client message read last is still under way (parked with the rest of its handling). */
+export function holdsMessage(unit: UnitState): boolean {
+  return unit.phase === 'parked' && unit.holds;
 }
