@@ -142,8 +142,10 @@ export class Frontend {
   private sendFatal(socket: net.Socket, error: unknown): void {
     const proxyError = error instanceof ProxyError ? error : new ProxyError(SqlState.protocolViolation, 'invalid startup sequence');
     if (!(error instanceof ProxyError)) this.log.warn({ err: error instanceof Error ? error.message : String(error) }, 'client handshake failed');
+    // a wrapped system or library error: its words go to the log, the client gets a stable text
+    else if (proxyError.clientMessage !== proxyError.message) this.log.warn({ sqlstate: proxyError.sqlstate, err: proxyError.message }, 'client refused at startup');
     if (!socket.destroyed) {
-      socket.end(errorResponse({ severity: 'FATAL', code: proxyError.sqlstate, message: proxyError.message }));
+      socket.end(errorResponse({ severity: 'FATAL', code: proxyError.sqlstate, message: proxyError.clientMessage }));
       setTimeout(() => socket.destroy(), 1000).unref();
     }
   }
