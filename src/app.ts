@@ -16,9 +16,14 @@ import { Preflight } from './cluster/preflight.js';
 import { Topology } from './cluster/topology.js';
 import type { Config } from './config/types.js';
 import { Frontend } from './frontend/frontend.js';
+import { StatementRegistry } from './frontend/prepared-statements.js';
+import { PrimaryWaiters } from './frontend/primary-waiters.js';
+import type { AppServices } from './frontend/session-services.js';
+import { unitReason } from './metrics/unit-reason.js';
 import { Metrics } from './metrics/metrics.js';
 import { PoolSet } from './pool/pool-set.js';
 import { Freshness } from './routing/freshness.js';
+import { LagPolicy, lagLimits } from './routing/lag-policy.js';
 import { Router } from './routing/router.js';
 import { VolatilityLoader } from './routing/volatility.js';
 import { monitorCredentials } from './cluster/credentials.js';
@@ -40,10 +45,14 @@ export class App implements AdminApp {
   readonly metrics: Metrics;
   readonly topology: Topology;
   readonly router: Router;
+  /** routing.max_lag_ms / max_lag_bytes: the lag monitor reports to it, the router reads its verdicts */
+  readonly lagPolicy: LagPolicy;
   readonly pools: PoolSet;
   readonly users: UserDirectory;
   private readonly authQuery: AuthQuery;
   readonly frontend: Frontend;
+  /** units for the primary wait here during a failover (failover.wait_ms) */
+  readonly primaryWaiters: PrimaryWaiters;
   readonly admin: AdminServer;
   readonly health: HealthChecker;
   readonly failover: Failover;
@@ -71,7 +80,8 @@ export class App implements AdminApp {
     this.configPath = options.configPath;
     this.metrics = new Metrics({ processMetrics: options.processMetrics ?? true });
     this.topology = new Topology(config.nodes);
-    this.router = new Router(this.topology, routerOptions(config));
+    this.lagPolicy = new LagPolicy(lagLimits(config.routing));
+    this.router = new Router(this.topology, routerOptions(config), this.lagPolicy);
     this.pools = new PoolSet(config);
     this.users = new UserDirectory(config.users);
     this.pools.passThroughKeys = (user) => this.users.clientKeys(user);
@@ -93,33 +103,44 @@ export class App implements AdminApp {
     this.health.on('checked', (name: string, result: ProbeResult | undefined) => {
       if (result && !result.inRecovery && name === this.topology.primaryName) this.preflight.primarySeen(name, result.synchronousStandbyNames);
     });
-    this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
+    this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config, lagPolicy: this.lagPolicy });
     this.freshness = new Freshness(this.lagMonitor, config.routing.consistency);
     this.patroni =
       config.failover.mode === 'patroni'
         ? new PatroniTopologySource({ topology: this.topology, pools: this.pools, health: this.health, metrics: this.metrics, log: this.log, config: () => this.config, nodesChanged: () => this.lagMonitor.configure(), primaryMoved: (record) => (this.failover.lastFailover = record) })
         : undefined;
-    this.frontend = new Frontend({
+    this.primaryWaiters = new PrimaryWaiters(this.topology, () => this.config.failover.wait_ms);
+    this.frontend = new Frontend({ services: this.sessionServices(), users: this.users, tls: () => this.secureContext });
+    this.volatility = new VolatilityLoader(this.topology, this.classifier, () => monitorCredentials(this.config), config.routing.volatility_refresh_ms, this.log);
+    this.admin = new AdminServer(this.log, () => this.config.admin);
+    registerAdminRoutes(this.admin, this);
+  }
+
+  /** The one object every client session uses: routing view, freshness, failover waits, metrics. */
+  private sessionServices(): AppServices {
+    const metrics = this.metrics;
+    return {
       config: () => this.config,
       pools: this.pools,
       router: this.router,
       topology: this.topology,
       classifier: this.classifier,
-      metrics: this.metrics,
+      statements: new StatementRegistry(),
+      metrics,
       log: this.log,
-      users: this.users,
-      tls: () => this.secureContext,
       readConstraints: (session, classification) => this.freshness.readConstraints(session, classification),
       wroteOnPrimary: (session) => this.freshness.wroteOnPrimary(session),
+      waitForPrimary: (callback) => this.primaryWaiters.wait(callback),
       nodeBroken: (node, error) => {
         this.health.nodeBroken(node, error);
         this.patroni?.nodeBroken(node);
       },
-      whenNodeDecided: (node, callback) => this.health.whenDecided(node, callback),
-    });
-    this.volatility = new VolatilityLoader(this.topology, this.classifier, () => monitorCredentials(this.config), config.routing.volatility_refresh_ms, this.log);
-    this.admin = new AdminServer(this.log, () => this.config.admin);
-    registerAdminRoutes(this.admin, this);
+      whenNodeDecided: (node, callback) => this.health.whenDecided(node, () => queueMicrotask(callback)),
+      countUnit: (node, route, classification) => {
+        metrics.countUnit(node.name, route);
+        metrics.countUnitReason(node.role, unitReason(route, classification));
+      },
+    };
   }
 
   static async start(config: Config, options: AppOptions = {}): Promise<App> {
@@ -159,6 +180,7 @@ export class App implements AdminApp {
     this.topology.configure(this.patroni?.nodeConfigs(next) ?? next.nodes);
     this.health.reload();
     this.router.configure(routerOptions(next));
+    this.lagPolicy.configure(lagLimits(next.routing));
     this.lagMonitor.configure();
     this.freshness.configure(next.routing.consistency);
     this.volatility.configure(next.routing.volatility_refresh_ms);
@@ -189,6 +211,7 @@ export class App implements AdminApp {
     this.stopped = true;
     await this.frontend.stopAccepting();
     await this.frontend.closeAll(graceMs);
+    this.primaryWaiters.close();
     this.volatility.stop();
     this.patroni?.stop();
     this.failover.stop();
@@ -203,12 +226,7 @@ export class App implements AdminApp {
 }
 
 function routerOptions(config: Config) {
-  return {
-    balance: config.routing.balance,
-    fallback: config.routing.fallback,
-    maxLagMs: config.routing.max_lag_ms,
-    maxLagBytes: config.routing.max_lag_bytes,
-  };
+  return { balance: config.routing.balance, fallback: config.routing.fallback };
 }
 
 function loadTls(config: Config): tls.SecureContext | undefined {

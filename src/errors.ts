@@ -31,6 +31,7 @@ export type SqlStateCode = (typeof SqlState)[keyof typeof SqlState];
 export class ProxyError extends Error {
   readonly sqlstate: string;
   readonly severity: Severity;
+  /** transient, and nothing reached a server: the client is told it may retry (see session-answers) */
   readonly retryable: boolean;
 
   constructor(sqlstate: string, message: string, options: { severity?: Severity; retryable?: boolean; cause?: unknown } = {}) {
@@ -40,7 +41,25 @@ export class ProxyError extends Error {
     this.severity = options.severity ?? 'ERROR';
     this.retryable = options.retryable ?? false;
   }
+
+  /**
+   * The text a client may see: the message, unless it wraps another error (a library's, whose
+   * text can carry addresses and system details): then a stable text for the SQLSTATE. The full
+   * message is for the log.
+   */
+  get clientMessage(): string {
+    if (this.cause === undefined || this.cause instanceof ProxyError) return this.message;
+    return STABLE_MESSAGES[this.sqlstate] ?? 'pgrelay internal error';
+  }
 }
+
+/** What a client is told for an error that wraps an internal one, by SQLSTATE. */
+const STABLE_MESSAGES: Readonly<Record<string, string>> = {
+  [SqlState.connectionFailure]: 'could not connect to the server',
+  [SqlState.connectionException]: 'connection to the server failed',
+  [SqlState.cannotConnectNow]: 'the server cannot accept connections now',
+  [SqlState.protocolViolation]: 'protocol violation',
+};
 
 /** A configuration problem, pointing at the key path and (when known) the line/column in the file. */
 export class ConfigError extends Error {

@@ -1,6 +1,7 @@
 import type { Config } from '../config/types.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { judgeLag } from '../routing/eligibility.js';
+import type { LagReading } from '../routing/eligibility.js';
+import type { LagPolicy } from '../routing/lag-policy.js';
 import type { WriteLsnSource } from '../routing/freshness.js';
 import type { Logger } from '../util/log.js';
 import { monitorCredentials } from './credentials.js';
@@ -75,6 +76,8 @@ export interface LagMonitorDeps {
   metrics: Metrics;
   log: Logger;
   config: () => Config;
+  /** routing's lag policy: the monitor reports readings to it, it decides who serves reads */
+  lagPolicy: LagPolicy;
   /** milliseconds, monotonic; replaceable in tests */
   now?: () => number;
 }
@@ -100,7 +103,7 @@ const WRITE_SAMPLE_GAP_MS = 5;
  * - it must replay the *current* primary's WAL: in recovery, its WAL receiver streaming, on the
  *   primary's timeline, and not streaming from another node that is out of recovery (an async
  *   replica still following a dead or fenced primary looks fresh by LSN alone);
- * - eligibility with hysteresis (routing/eligibility.ts).
+ * - each reading goes to routing's LagPolicy, which decides (with hysteresis) who serves reads.
  * A replica's sample is judged once the same round's primary sample is in (both taken at the
  * same moment). Nothing counts as fresh before it is measured; a node the monitor cannot query is
  * not fresh. `topology.changed()` is called only when a node's eligibility changes.
@@ -136,6 +139,7 @@ export class LagMonitor implements WriteLsnSource {
   private readonly metrics: Metrics;
   private readonly log: Logger;
   private readonly config: () => Config;
+  private readonly lagPolicy: LagPolicy;
   private readonly now: () => number;
   private readonly onTopologyChange = () => this.topologyChanged();
 
@@ -144,6 +148,7 @@ export class LagMonitor implements WriteLsnSource {
     this.metrics = deps.metrics;
     this.log = deps.log;
     this.config = deps.config;
+    this.lagPolicy = deps.lagPolicy;
     this.now = deps.now ?? (() => performance.now());
     this.history = newHistory(this.config());
   }
@@ -341,7 +346,7 @@ export class LagMonitor implements WriteLsnSource {
     const judgedLsn = judged.row.replay_lsn === null ? undefined : parseLsn(judged.row.replay_lsn);
     if (unfit !== undefined || !primary || judgedLsn === undefined) {
       this.setLag(node, undefined, undefined);
-      this.verdict(node, false, false, unfit ?? 'the primary WAL position is not known yet');
+      this.report(node, undefined, unfit ?? 'the primary WAL position is not known yet');
       return;
     }
     const lagBytes = lsnDistance(primary.currentLsn, judgedLsn);
@@ -349,12 +354,10 @@ export class LagMonitor implements WriteLsnSource {
     const lagMs = estimate?.lagMs ?? 0;
     this.setLag(node, lagMs, lagBytes);
     if (estimate?.beyondHistory) {
-      this.verdict(node, false, false, `lag of at least ${Math.round(lagMs)} ms (${lagBytes} bytes): older than the monitor's sample history`);
+      this.report(node, undefined, `lag of at least ${Math.round(lagMs)} ms (${lagBytes} bytes): older than the monitor's sample history`);
       return;
     }
-    const config = this.config();
-    const verdict = judgeLag(node.fresh, { lagMs, lagBytes, replayPaused: node.replayPaused }, { maxLagMs: config.routing.max_lag_ms, maxLagBytes: config.routing.max_lag_bytes });
-    this.verdict(node, verdict.fresh, true, verdict.reason);
+    this.report(node, { lagMs, lagBytes, replayPaused: node.replayPaused }, undefined);
   }
 
   /** Why a node cannot be judged by its lag at all (it does not replay the current primary's WAL). */
@@ -382,14 +385,12 @@ export class LagMonitor implements WriteLsnSource {
     const node = this.topology.node(name);
     if (!node || name === this.topology.primaryName) return;
     this.setLag(node, undefined, undefined);
-    this.verdict(node, false, false, `lag monitor cannot query the node: ${error.message}`);
+    this.report(node, undefined, `lag monitor cannot query the node: ${error.message}`);
   }
 
   private unmeasured(node: NodeStatus, reason: string): void {
     this.setLag(node, undefined, undefined);
-    node.fresh = false;
-    node.replicating = false;
-    node.staleReason = reason;
+    this.lagPolicy.report(node, undefined, reason);
   }
 
   private setLag(node: NodeStatus, lagMs: number | undefined, lagBytes: number | undefined): void {
@@ -404,16 +405,16 @@ export class LagMonitor implements WriteLsnSource {
     }
   }
 
-  /** Stores a node's eligibility; tells the topology (and logs) only when it changed. */
-  private verdict(node: NodeStatus, fresh: boolean, replicating: boolean, reason: string | undefined): void {
-    const changed = node.fresh !== fresh || node.replicating !== replicating;
+  /**
+   * Reports a node's reading (undefined: none it can vouch for, with the reason) to the lag
+   * policy, which decides whether it serves reads; tells the topology (and logs) only when that
+   * changed.
+   */
+  private report(node: NodeStatus, reading: LagReading | undefined, reason: string | undefined): void {
     const wasFresh = node.fresh;
-    node.fresh = fresh;
-    node.replicating = replicating;
-    node.staleReason = fresh ? undefined : reason;
-    if (!changed) return;
-    if (fresh) this.log.info({ node: node.name, lagMs: lagMsOf(node), lagBytes: node.lagBytes }, 'replica serves reads again');
-    else if (wasFresh) this.log.info({ node: node.name, reason }, 'replica excluded from reads');
+    if (!this.lagPolicy.report(node, reading, reason)) return;
+    if (node.fresh) this.log.info({ node: node.name, lagMs: lagMsOf(node), lagBytes: node.lagBytes }, 'replica serves reads again');
+    else if (wasFresh) this.log.info({ node: node.name, reason: node.staleReason }, 'replica excluded from reads');
     this.topology.changed();
   }
 

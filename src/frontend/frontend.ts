@@ -1,45 +1,28 @@
 import { randomInt } from 'node:crypto';
 import net from 'node:net';
 import type tls from 'node:tls';
-import type { Classification, Classifier } from '../classify/classifier.js';
 import type { Config } from '../config/types.js';
-import type { NodeStatus, Topology } from '../cluster/topology.js';
+import type { NodeStatus } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Pool } from '../pool/pool.js';
-import type { PoolSet } from '../pool/pool-set.js';
 import { runInternalQuery } from '../pool/internal-query.js';
 import type { ServerConnection } from '../pool/server-connection.js';
 import { backendKeyData, errorResponse, parameterStatus, readyIdle } from '../protocol/messages.js';
-import type { ReadConstraints, Router } from '../routing/router.js';
+import { isUnreachable } from '../routing/unit-route.js';
 import type { UserDirectory } from '../auth/user-directory.js';
 import type { Logger } from '../util/log.js';
-import { unitReason } from '../metrics/unit-reason.js';
 import { clientHandshake, type Handshake } from './client-handshake.js';
-import { StatementRegistry } from './prepared-statements.js';
-import type { SessionContext } from './session-context.js';
-import { ClientSession, isUnreachable } from './session.js';
+import type { AppServices, SessionServices } from './session-services.js';
+import { ClientSession } from './session.js';
 import { startupSyncCommitRefusal } from '../routing/sync-commit-floor.js';
 import { stateTransition } from './session-state.js';
 
 export interface FrontendDeps {
-  config: () => Config;
-  pools: PoolSet;
-  router: Router;
-  topology: Topology;
-  classifier: Classifier;
-  metrics: Metrics;
-  log: Logger;
+  /** what every session uses, built once by the App */
+  services: AppServices;
   users: UserDirectory;
   tls: () => tls.SecureContext | undefined;
-  /** read-your-writes constraints (the freshness module), if any */
-  readConstraints?: (session: ClientSession, classification: Classification | undefined) => ReadConstraints | undefined;
-  /** a client's write committed on the primary (read-your-writes bookkeeping) */
-  wroteOnPrimary?: (session: ClientSession) => void;
-  /** a data-path connection broke: health checks should look at the node now */
-  nodeBroken?: (node: string, error: Error | undefined) => void;
-  /** calls back once the health checks re-checking a node have decided (up again, or down) */
-  whenNodeDecided?: (node: string, callback: () => void) => void;
 }
 
 /** Parameters a client must not be told about by a server connection that happens to serve it. */
@@ -49,36 +32,31 @@ const HIDDEN_PARAMETERS = new Set(['in_hot_standby']);
  * The client-facing side: accepts connections, runs the handshake, starts sessions, and keeps the
  * map of sessions by pgrelay's own backend key for CancelRequests.
  */
-export class Frontend implements SessionContext {
-  readonly statements = new StatementRegistry();
+export class Frontend {
   /** per pool: startup settings known to apply, with the parameters the server reported for them */
   private readonly checkedStartup = new WeakMap<Pool, Map<string, Map<string, string>>>();
   private server: net.Server | undefined;
   private readonly sessions = new Map<number, ClientSession>();
   private readonly sockets = new Set<net.Socket>();
   private pinnedCount = 0;
-  private primaryWaiters: { callback: (error?: Error) => void; timer: NodeJS.Timeout }[] = [];
   private accepting = true;
-
-  readonly pools: PoolSet;
-  readonly router: Router;
-  readonly topology: Topology;
-  readonly classifier: Classifier;
-  readonly metrics: Metrics;
-  readonly log: Logger;
+  /** the App's services, plus the frontend's own bookkeeping of sessions: handed to every session */
+  private readonly services: SessionServices;
+  private readonly metrics: Metrics;
+  private readonly log: Logger;
 
   constructor(private readonly deps: FrontendDeps) {
-    this.pools = deps.pools;
-    this.router = deps.router;
-    this.topology = deps.topology;
-    this.classifier = deps.classifier;
-    this.metrics = deps.metrics;
-    this.log = deps.log;
-    this.topology.on('change', () => this.wakePrimaryWaiters());
+    this.services = {
+      ...deps.services,
+      pinned: (delta) => this.pinned(delta),
+      sessionClosed: (session) => this.sessionClosed(session),
+    };
+    this.metrics = deps.services.metrics;
+    this.log = deps.services.log;
   }
 
-  config(): Config {
-    return this.deps.config();
+  private config(): Config {
+    return this.services.config();
   }
 
   listen(host: string, port: number): Promise<net.AddressInfo> {
@@ -165,8 +143,10 @@ export class Frontend implements SessionContext {
   private sendFatal(socket: net.Socket, error: unknown): void {
     const proxyError = error instanceof ProxyError ? error : new ProxyError(SqlState.protocolViolation, 'invalid startup sequence');
     if (!(error instanceof ProxyError)) this.log.warn({ err: error instanceof Error ? error.message : String(error) }, 'client handshake failed');
+    // a wrapped system or library error: its words go to the log, the client gets a stable text
+    else if (proxyError.clientMessage !== proxyError.message) this.log.warn({ sqlstate: proxyError.sqlstate, err: proxyError.message }, 'client refused at startup');
     if (!socket.destroyed) {
-      socket.end(errorResponse({ severity: 'FATAL', code: proxyError.sqlstate, message: proxyError.message }));
+      socket.end(errorResponse({ severity: 'FATAL', code: proxyError.sqlstate, message: proxyError.clientMessage }));
       setTimeout(() => socket.destroy(), 1000).unref();
     }
   }
@@ -179,7 +159,7 @@ export class Frontend implements SessionContext {
     let processId: number;
     do processId = randomInt(1, 0x7fffffff);
     while (this.sessions.has(processId));
-    const session = new ClientSession(this, socket, handshake.user, handshake.database, handshake.params, { processId, secretKey: randomInt(-0x80000000, 0x7fffffff) });
+    const session = new ClientSession(this.services, socket, handshake.user, handshake.database, handshake.params, { processId, secretKey: randomInt(-0x80000000, 0x7fffffff) });
     this.sessions.set(processId, session);
     try {
       const params = await this.startupParameters(session);
@@ -205,7 +185,7 @@ export class Frontend implements SessionContext {
    */
   private async startupParameters(session: ClientSession, retried = false): Promise<Map<string, string>> {
     const choice = await this.primaryChoice();
-    const pool = this.pools.get(choice.name, session.user, session.database);
+    const pool = this.services.pools.get(choice.name, session.user, session.database);
     const wanted = session.stateSql();
     if (pool.serverParams && wanted === '') return new Map(pool.serverParams);
     // settings that were applied once already: no server connection needed (a saturated pool
@@ -218,8 +198,8 @@ export class Frontend implements SessionContext {
     } catch (error) {
       // the primary may be going down (failover): ask again, once, when its health is decided
       if (retried || !isUnreachable(error)) throw error;
-      this.nodeBroken(choice.name, error instanceof Error ? error : undefined);
-      await new Promise<void>((resolve) => this.whenNodeDecided(choice.name, resolve));
+      this.services.nodeBroken(choice.name, error instanceof Error ? error : undefined);
+      await new Promise<void>((resolve) => this.services.whenNodeDecided(choice.name, resolve));
       return this.startupParameters(session, true);
     }
     const params = new Map(pool.serverParams ?? conn.params);
@@ -251,75 +231,22 @@ export class Frontend implements SessionContext {
   }
 
   private primaryChoice(): Promise<NodeStatus> {
-    const choice = this.router.choose('primary');
-    if (choice) return Promise.resolve(choice.node);
+    const route = this.services.router.route('primary');
+    if (route.kind === 'node') return Promise.resolve(route.node);
     return new Promise((resolve, reject) =>
-      this.waitForPrimary((error) => {
-        const next = this.router.choose('primary');
-        if (error || !next) reject(error ?? new ProxyError(SqlState.cannotConnectNow, 'no primary available', { severity: 'FATAL' }));
+      this.services.waitForPrimary((error) => {
+        const next = this.services.router.route('primary');
+        if (error || next.kind !== 'node') reject(error ?? new ProxyError(SqlState.cannotConnectNow, 'no primary available', { severity: 'FATAL' }));
         else resolve(next.node);
       }),
     );
   }
 
-  // ---------------------------------------------------------------- SessionContext
+  // ---------------------------------------------------------------- sessions
 
-  readConstraints(session: ClientSession, classification: Classification | undefined): ReadConstraints | undefined {
-    return this.deps.readConstraints?.(session, classification);
-  }
-
-  waitForPrimary(callback: (error?: Error) => void): void {
-    if (this.topology.primary()) {
-      callback();
-      return;
-    }
-    const waitMs = this.config().failover.wait_ms;
-    const waiter = {
-      callback,
-      timer: setTimeout(() => {
-        this.primaryWaiters = this.primaryWaiters.filter((w) => w !== waiter);
-        callback(new ProxyError(SqlState.cannotConnectNow, `no primary is available (waited ${waitMs} ms for failover)`, { retryable: true }));
-      }, waitMs),
-    };
-    this.primaryWaiters.push(waiter);
-  }
-
-  private wakePrimaryWaiters(): void {
-    if (this.primaryWaiters.length === 0 || !this.topology.primary()) return;
-    const waiters = this.primaryWaiters;
-    this.primaryWaiters = [];
-    for (const waiter of waiters) {
-      clearTimeout(waiter.timer);
-      waiter.callback();
-    }
-  }
-
-  wroteOnPrimary(session: ClientSession): void {
-    this.deps.wroteOnPrimary?.(session);
-  }
-
-  nodeBroken(node: string, error: Error | undefined): void {
-    this.deps.nodeBroken?.(node, error);
-  }
-
-  whenNodeDecided(node: string, callback: () => void): void {
-    const later = () => queueMicrotask(callback);
-    if (this.deps.whenNodeDecided) this.deps.whenNodeDecided(node, later);
-    else later();
-  }
-
-  countUnit(node: NodeStatus, route: string, classification: Classification | undefined): void {
-    this.metrics.countUnit(node.name, route);
-    this.metrics.countUnitReason(node.role, unitReason(route, classification));
-  }
-
-  pinned(delta: number): void {
+  private pinned(delta: number): void {
     this.pinnedCount += delta;
     this.metrics.pinnedSessions.set(this.pinnedCount);
-  }
-
-  cancel(server: ServerConnection): void {
-    server.cancel();
   }
 
   private cancelByKey(processId: number, secretKey: number): void {
@@ -328,7 +255,7 @@ export class Frontend implements SessionContext {
     if (session && session.secretKey === secretKey) session.cancel();
   }
 
-  sessionClosed(session: ClientSession): void {
+  private sessionClosed(session: { readonly processId: number }): void {
     if (this.sessions.get(session.processId) === session) this.sessions.delete(session.processId);
   }
 
@@ -357,7 +284,5 @@ export class Frontend implements SessionContext {
     }
     for (const session of [...this.sessions.values()]) session.shutdown();
     for (const socket of this.sockets) socket.destroy();
-    for (const waiter of this.primaryWaiters) clearTimeout(waiter.timer);
-    this.primaryWaiters = [];
   }
 }

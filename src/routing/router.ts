@@ -1,7 +1,7 @@
 import type { Balance, Fallback } from '../config/types.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
-import { withinLag } from './eligibility.js';
+import type { LagPolicy } from './lag-policy.js';
 
 export type Target = 'primary' | 'replica';
 
@@ -22,8 +22,6 @@ export interface ReadConstraints {
 export interface RouterOptions {
   balance: Balance;
   fallback: Fallback;
-  maxLagMs: number;
-  maxLagBytes: number;
 }
 
 /** Sources of chance and time, replaceable in tests. */
@@ -37,11 +35,16 @@ export interface RouterEnvironment {
 /** Why a read went to the primary, for metrics. */
 export type PrimaryReadReason = 'no_replica' | 'lag' | 'consistency';
 
-export interface Choice {
-  node: NodeStatus;
-  /** set when a read was sent to the primary instead of a replica */
-  fallback: PrimaryReadReason | undefined;
-}
+/**
+ * Where a unit goes: a node (with the reason a read went to the primary instead of a replica), a
+ * wait (no primary is known: failover is under way), or a refusal with its SQLSTATE.
+ */
+export type Route =
+  | { readonly kind: 'node'; readonly node: NodeStatus; readonly fallback: PrimaryReadReason | undefined }
+  | { readonly kind: 'wait'; readonly reason: 'no primary' }
+  | { readonly kind: 'refuse'; readonly error: ProxyError };
+
+const WAIT_FOR_PRIMARY: Route = { kind: 'wait', reason: 'no primary' };
 
 /**
  * Under `latency` balancing a replica's latency figure only moves when it serves units, so one
@@ -53,8 +56,8 @@ export const LATENCY_HALF_LIFE_MS = 1000;
 
 /**
  * Picks the node for a unit. It does no I/O: it reads the topology (kept current by the health
- * checker and the lag monitor) and returns a node, or undefined for the primary while none is known
- * (the caller waits for failover), or throws a ProxyError when reads may not fall back.
+ * checker and the lag monitor) and returns a Route: a node, a wait while no primary is known (the
+ * caller waits for failover), or a refusal when reads may not fall back. It never throws.
  *
  * A replica qualifies for a read when it is up, not fenced, in recovery, not the primary, the lag
  * monitor vouches for it (`replicating`), its lag is within the limit (`fresh`, with hysteresis;
@@ -79,6 +82,8 @@ export class Router {
   constructor(
     private readonly topology: Topology,
     private options: RouterOptions,
+    /** the lag limits (a replica's `fresh` is its verdict; a statement's hint is checked here) */
+    private readonly lagPolicy: LagPolicy,
     env: Partial<RouterEnvironment> = {},
   ) {
     this.env = { random: env.random ?? Math.random, now: env.now ?? (() => performance.now()) };
@@ -88,17 +93,28 @@ export class Router {
     this.options = options;
   }
 
-  choose(target: Target, constraints?: ReadConstraints): Choice | undefined {
+  route(target: Target, constraints?: ReadConstraints): Route {
     const primary = this.topology.primary();
-    if (target === 'primary') return primary && { node: primary, fallback: undefined };
+    if (target === 'primary') return primary ? { kind: 'node', node: primary, fallback: undefined } : WAIT_FOR_PRIMARY;
     const candidates = this.readCandidates(constraints);
-    if (candidates.length > 0) return { node: this.balance(candidates), fallback: undefined };
+    if (candidates.length > 0) return { kind: 'node', node: this.balance(candidates), fallback: undefined };
     const reason = this.whyNoReplica(constraints);
     if (this.options.fallback === 'error' && reason !== 'consistency') {
-      const why = reason === 'lag' ? `every replica is stale (lag limit ${constraints?.maxLagMs ?? this.options.maxLagMs} ms${this.options.maxLagBytes > 0 ? ` / ${this.options.maxLagBytes} bytes` : ''})` : 'no replica is up';
-      throw new ProxyError(SqlState.cannotConnectNow, `no replica can serve this read: ${why}, and routing.fallback is error`, { retryable: true });
+      const why = reason === 'lag' ? `every replica is stale (${this.lagPolicy.describe(constraints?.maxLagMs)})` : 'no replica is up';
+      return { kind: 'refuse', error: new ProxyError(SqlState.cannotConnectNow, `no replica can serve this read: ${why}, and routing.fallback is error`, { retryable: true }) };
     }
-    return primary && { node: primary, fallback: reason };
+    return primary ? { kind: 'node', node: primary, fallback: reason } : WAIT_FOR_PRIMARY;
+  }
+
+  /** A unit starts on `node` (in-flight count, for balancing). */
+  started(node: NodeStatus): void {
+    node.inflight++;
+  }
+
+  /** A unit on `node` ended after `elapsedMs` (undefined: its connection was lost, no latency sample). */
+  finished(node: NodeStatus, elapsedMs: number | undefined): void {
+    node.inflight--;
+    if (elapsedMs !== undefined) node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
   }
 
   /** Replicas that may serve a read now. */
@@ -119,7 +135,7 @@ export class Router {
   private freshEnough(node: NodeStatus, maxLagMs: number | undefined): boolean {
     if (!this.isReader(node) || !node.replicating) return false;
     if (maxLagMs === undefined) return node.fresh;
-    return withinLag({ lagMs: node.lagSeconds === undefined ? undefined : node.lagSeconds * 1000, lagBytes: node.lagBytes, replayPaused: node.replayPaused }, maxLagMs, this.options.maxLagBytes);
+    return this.lagPolicy.within(node, maxLagMs);
   }
 
   /** Why no replica qualified: read-your-writes alone, their lag, or none is up. */

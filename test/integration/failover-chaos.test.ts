@@ -34,20 +34,24 @@ async function idsOn(node: string, table: string): Promise<Set<number>> {
  */
 async function expectReplicasFollow(replicas: string[], id: string, minFollowing = 1): Promise<void> {
   const has = async (replica: string) => (await cluster.query(replica, 'SELECT 1 FROM chaos WHERE id = $1', [id]).catch(() => [])).length === 1;
-  await vi.waitFor(async () => {
-    const following = (await Promise.all(replicas.map(has))).filter(Boolean).length;
-    expect(following).toBe(replicas.length);
-  }, { timeout: 30_000, interval: 100 }).catch(() => undefined);
-  let following = 0;
-  for (const replica of replicas) {
-    if (await has(replica)) following++;
-    else {
-      const node = relay.app.topology.node(replica)!;
-      console.log(`[chaos] ${replica} does not follow the new primary (diverged before the fork): fresh=${node.fresh}, replicating=${node.replicating}, reason=${node.staleReason}`);
-      expect(node.fresh && node.replicating).toBe(false);
-    }
+  // settled: every replica follows, or gets no reads; and at least `minFollowing` follow
+  const notFollowing = await vi.waitFor(
+    async () => {
+      const missing: string[] = [];
+      for (const replica of replicas) if (!(await has(replica))) missing.push(replica);
+      for (const replica of missing) {
+        const node = relay.app.topology.node(replica)!;
+        expect(node.fresh && node.replicating, `${replica} does not follow the new primary and still serves reads`).toBe(false);
+      }
+      expect(replicas.length - missing.length).toBeGreaterThanOrEqual(minFollowing);
+      return missing;
+    },
+    { timeout: 30_000, interval: 100 },
+  );
+  for (const replica of notFollowing) {
+    const node = relay.app.topology.node(replica)!;
+    console.log(`[chaos] ${replica} does not follow the new primary (diverged before the fork): fresh=${node.fresh}, replicating=${node.replicating}, reason=${node.staleReason}`);
   }
-  expect(following).toBeGreaterThanOrEqual(minFollowing);
 }
 
 async function status(): Promise<{ primary: string; nodes: { name: string; fenced: boolean; up: boolean }[] }> {

@@ -124,8 +124,10 @@ describe('GET /metrics', () => {
     const grew = (name: string, labels: Record<string, string> = {}) => sumOf(after, name, labels) - sumOf(before, name, labels);
     // gauges describe now: three clients, one of them pinned to a primary connection
     expect(valueOf(after, 'pgrelay_pinned_sessions')).toBe(1);
-    expect(valueOf(after, 'pgrelay_pool_connections', { node: 'primary', state: 'active' })).toBeGreaterThanOrEqual(1);
-    expect(valueOf(after, 'pgrelay_pool_connections', { node: 'primary', state: 'idle' })).toBeGreaterThanOrEqual(0);
+    // pool.size 2: the three slow units opened both primary connections; the pinned client holds
+    // one (active), the other went back (idle)
+    expect(valueOf(after, 'pgrelay_pool_connections', { node: 'primary', state: 'active' })).toBe(1);
+    expect(valueOf(after, 'pgrelay_pool_connections', { node: 'primary', state: 'idle' })).toBe(1);
     for (const node of cluster.nodes) {
       expect(valueOf(after, 'pgrelay_node_up', { node: node.name }), node.name).toBe(1);
       expect(after.get('pgrelay_node_up')!.samples.filter((s) => s.labels.node === node.name), node.name).toHaveLength(1);
@@ -174,9 +176,16 @@ describe('GET /metrics', () => {
       },
       { timeout: 20_000, interval: 200 },
     );
+    // an idle test cluster: every replica is within the lag limit, less than a WAL segment behind
+    const maxLagSeconds = app.currentConfig.routing.max_lag_ms / 1000;
     for (const node of replicas) {
-      expect(valueOf(families, 'pgrelay_replica_lag_seconds', { node: node.name })).toBeGreaterThanOrEqual(0);
-      expect(valueOf(families, 'pgrelay_replica_lag_bytes', { node: node.name })).toBeGreaterThanOrEqual(0);
+      const seconds = valueOf(families, 'pgrelay_replica_lag_seconds', { node: node.name })!;
+      const bytes = valueOf(families, 'pgrelay_replica_lag_bytes', { node: node.name })!;
+      expect(seconds, node.name).toBeGreaterThanOrEqual(0);
+      expect(seconds, node.name).toBeLessThan(maxLagSeconds);
+      expect(Number.isInteger(bytes), `${node.name}: ${bytes}`).toBe(true);
+      expect(bytes, node.name).toBeGreaterThanOrEqual(0);
+      expect(bytes, node.name).toBeLessThan(16 * 1024 * 1024);
     }
     expect(valueOf(families, 'pgrelay_replica_lag_seconds', { node: 'primary' })).toBeUndefined();
   });

@@ -147,7 +147,11 @@ describe('answers equal to PostgreSQL', () => {
   });
 
   it('DEALLOCATE in a failed transaction fails and keeps the statement', async () => {
-    await sameAsPostgres([parse('s1', 'SELECT 11'), sync(), query('BEGIN'), query('SELECT 1/0'), query('DEALLOCATE s1'), query('ROLLBACK'), bind('s1'), execute(), sync()], 6);
+    const got = await sameAsPostgres([parse('s1', 'SELECT 11'), sync(), query('BEGIN'), query('SELECT 1/0'), query('DEALLOCATE s1'), query('ROLLBACK'), bind('s1'), execute(), sync()], 6);
+    // refused in the failed transaction (25P02), so s1 still runs after the ROLLBACK
+    expect(got).toContain('E 25P02 current transaction is aborted, commands ignored until end of transaction block');
+    expect(got.filter((m) => m.startsWith('C DEALLOCATE'))).toEqual([]);
+    expect(got.slice(-3)).toEqual(['D ["11"]', 'C SELECT 1', 'Z I']);
   });
 
   it('DISCARD ALL forgets the statements and the settings', async () => {
@@ -182,10 +186,16 @@ describe('answers equal to PostgreSQL', () => {
   });
 
   it('errors in a transaction, then ROLLBACK; the unnamed statement in the next unit', async () => {
-    await sameAsPostgres(
+    const got = await sameAsPostgres(
       [query('BEGIN'), parse('', 'SELECT 1/0'), bind(''), execute(), sync(), query('SELECT 1'), query('ROLLBACK'), parse('', 'SELECT $1::text AS t'), sync(), describeStatement(''), sync(), bind('', ['u']), execute(), sync()],
-      6,
+      7,
     );
+    // the error fails the transaction, the next statement is refused, ROLLBACK ends it, and the
+    // unnamed statement parsed after it runs with its parameter
+    expect(got).toContain('E 22012 division by zero');
+    expect(got).toContain('E 25P02 current transaction is aborted, commands ignored until end of transaction block');
+    expect(got).toContain('C ROLLBACK');
+    expect(got.slice(-3)).toEqual(['D ["u"]', 'C SELECT 1', 'Z I']);
   });
 
   it('Close of the unnamed statement, then Bind of it (26000)', async () => {

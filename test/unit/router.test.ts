@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { Topology, type NodeStatus } from '../../src/cluster/topology.js';
 import type { Balance, Fallback } from '../../src/config/types.js';
 import { ProxyError } from '../../src/errors.js';
-import { LATENCY_HALF_LIFE_MS, Router, type RouterEnvironment } from '../../src/routing/router.js';
+import { LagPolicy } from '../../src/routing/lag-policy.js';
+import { LATENCY_HALF_LIFE_MS, Router, type Route, type RouterEnvironment } from '../../src/routing/router.js';
 
 function cluster(replicas: { name: string; weight?: number }[]): Topology {
   return new Topology([
@@ -12,7 +13,7 @@ function cluster(replicas: { name: string; weight?: number }[]): Topology {
 }
 
 function router(topology: Topology, balance: Balance = 'round_robin', fallback: Fallback = 'primary', env: Partial<RouterEnvironment> = {}): Router {
-  return new Router(topology, { balance, fallback, maxLagMs: 1000, maxLagBytes: 0 }, env);
+  return new Router(topology, { balance, fallback }, new LagPolicy({ maxLagMs: 1000, maxLagBytes: 0 }), env);
 }
 
 /** A deterministic uniform sequence (xorshift) for the random policies. */
@@ -30,7 +31,7 @@ function counts(r: Router, n: number, before?: (i: number) => void): Map<string,
   const out = new Map<string, number>();
   for (let i = 0; i < n; i++) {
     before?.(i);
-    const name = r.choose('replica')!.node.name;
+    const name = chosen(r.route('replica')).name;
     out.set(name, (out.get(name) ?? 0) + 1);
   }
   return out;
@@ -40,12 +41,22 @@ function node(t: Topology, name: string): NodeStatus {
   return t.node(name)!;
 }
 
+/** The node of a route that must be one. */
+function chosen(route: Route): NodeStatus {
+  if (route.kind !== 'node') throw new Error(`expected a node, got ${route.kind}`);
+  return route.node;
+}
+
+function fallbackOf(route: Route): string | undefined {
+  return chosen(route) && (route as Extract<Route, { kind: 'node' }>).fallback;
+}
+
 describe('Router: which replicas qualify', () => {
   it('sends writes to the primary and reads to replicas', () => {
     const t = cluster([{ name: 'r1' }]);
     const r = router(t);
-    expect(r.choose('primary')).toEqual({ node: node(t, 'primary'), fallback: undefined });
-    expect(r.choose('replica')).toEqual({ node: node(t, 'r1'), fallback: undefined });
+    expect(r.route('primary')).toEqual({ kind: 'node', node: node(t, 'primary'), fallback: undefined });
+    expect(r.route('replica')).toEqual({ kind: 'node', node: node(t, 'r1'), fallback: undefined });
   });
 
   it('skips replicas that are down, fenced, out of recovery, stale, not replicating, or the primary', () => {
@@ -69,7 +80,7 @@ describe('Router: which replicas qualify', () => {
     expect(r.readCandidates({ avoidNode: 'r1' }).map((n) => n.name)).toEqual(['r2']);
     node(t, 'r2').fresh = false;
     expect(r.readCandidates({ avoidNode: 'r1' })).toEqual([]);
-    expect(r.choose('replica', { avoidNode: 'r1' })?.node).toBe(node(t, 'primary'));
+    expect(chosen(r.route('replica', { avoidNode: 'r1' }))).toBe(node(t, 'primary'));
   });
 
   it('read-your-writes: only replicas that replayed minLsn; a pending write sends the read to the primary', () => {
@@ -79,8 +90,8 @@ describe('Router: which replicas qualify', () => {
     const r = router(t);
     expect(r.readCandidates({ minLsn: 150n }).map((n) => n.name)).toEqual(['r2']);
     expect(r.readCandidates({ minLsn: 200n }).map((n) => n.name)).toEqual(['r2']);
-    expect(r.choose('replica', { minLsn: 201n })).toEqual({ node: node(t, 'primary'), fallback: 'consistency' });
-    expect(r.choose('replica', { minLsn: 0n, pendingWrite: true })).toEqual({ node: node(t, 'primary'), fallback: 'consistency' });
+    expect(r.route('replica', { minLsn: 201n })).toEqual({ kind: 'node', node: node(t, 'primary'), fallback: 'consistency' });
+    expect(r.route('replica', { minLsn: 0n, pendingWrite: true })).toEqual({ kind: 'node', node: node(t, 'primary'), fallback: 'consistency' });
   });
 
   it('a max_lag hint loosens or tightens the limit, but never admits a node the monitor does not vouch for', () => {
@@ -91,7 +102,7 @@ describe('Router: which replicas qualify', () => {
     expect(r.readCandidates().map((n) => n.name)).toEqual(['r2']);
     expect(r.readCandidates({ maxLagMs: 5000 }).map((n) => n.name)).toEqual(['r1', 'r2']);
     expect(r.readCandidates({ maxLagMs: 100 }).map((n) => n.name)).toEqual([]);
-    expect(r.choose('replica', { maxLagMs: 100 })?.fallback).toBe('lag');
+    expect(fallbackOf(r.route('replica', { maxLagMs: 100 }))).toBe('lag');
     node(t, 'r1').replicating = false;
     expect(r.readCandidates({ maxLagMs: 60_000 }).map((n) => n.name)).toEqual(['r2']);
   });
@@ -99,31 +110,29 @@ describe('Router: which replicas qualify', () => {
   it('falls back to the primary with the reason, or fails with 57P03 under fallback: error', () => {
     const t = cluster([{ name: 'r1' }]);
     node(t, 'r1').fresh = false;
-    expect(router(t).choose('replica')).toEqual({ node: node(t, 'primary'), fallback: 'lag' });
+    expect(router(t).route('replica')).toEqual({ kind: 'node', node: node(t, 'primary'), fallback: 'lag' });
     const strict = router(t, 'round_robin', 'error');
-    expect(() => strict.choose('replica')).toThrow(ProxyError);
-    try {
-      strict.choose('replica');
-    } catch (error) {
-      expect((error as ProxyError).sqlstate).toBe('57P03');
-      expect((error as ProxyError).message).toMatch(/every replica is stale/);
-    }
+    const refused = strict.route('replica');
+    if (refused.kind !== 'refuse') throw new Error(`expected a refusal, got ${refused.kind}`);
+    expect(refused.error).toBeInstanceOf(ProxyError);
+    expect(refused.error.sqlstate).toBe('57P03');
+    expect(refused.error.message).toMatch(/every replica is stale/);
     node(t, 'r1').up = false;
-    expect(router(t).choose('replica')?.fallback).toBe('no_replica');
-    expect(() => strict.choose('replica')).toThrow(/no replica is up/);
+    expect(fallbackOf(router(t).route('replica'))).toBe('no_replica');
+    expect(strict.route('replica')).toMatchObject({ kind: 'refuse', error: { message: expect.stringMatching(/no replica is up/) } });
     // read-your-writes never errors: the primary has the data
     node(t, 'r1').up = true;
     node(t, 'r1').fresh = true;
-    expect(strict.choose('replica', { pendingWrite: true })?.fallback).toBe('consistency');
+    expect(fallbackOf(strict.route('replica', { pendingWrite: true }))).toBe('consistency');
   });
 
-  it('without a primary, reads that cannot use a replica wait (undefined)', () => {
+  it('without a primary, reads that cannot use a replica wait', () => {
     const t = cluster([{ name: 'r1' }]);
     node(t, 'primary').up = false;
-    expect(router(t).choose('primary')).toBeUndefined();
-    expect(router(t).choose('replica')?.node.name).toBe('r1');
+    expect(router(t).route('primary')).toEqual({ kind: 'wait', reason: 'no primary' });
+    expect(chosen(router(t).route('replica')).name).toBe('r1');
     node(t, 'r1').fresh = false;
-    expect(router(t).choose('replica')).toBeUndefined();
+    expect(router(t).route('replica')).toEqual({ kind: 'wait', reason: 'no primary' });
   });
 });
 
@@ -131,7 +140,7 @@ describe('Router: balancing policies', () => {
   it('round_robin takes replicas in turn', () => {
     const t = cluster([{ name: 'r1' }, { name: 'r2' }, { name: 'r3' }]);
     const r = router(t, 'round_robin');
-    expect(Array.from({ length: 6 }, () => r.choose('replica')!.node.name)).toEqual(['r1', 'r2', 'r3', 'r1', 'r2', 'r3']);
+    expect(Array.from({ length: 6 }, () => chosen(r.route('replica')).name)).toEqual(['r1', 'r2', 'r3', 'r1', 'r2', 'r3']);
   });
 
   it('random spreads uniformly', () => {
@@ -147,7 +156,7 @@ describe('Router: balancing policies', () => {
     node(t, 'r1').inflight = 3;
     node(t, 'r2').inflight = 1;
     node(t, 'r3').inflight = 2;
-    expect(r.choose('replica')!.node.name).toBe('r2');
+    expect(chosen(r.route('replica')).name).toBe('r2');
     node(t, 'r1').inflight = 0;
     node(t, 'r2').inflight = 0;
     node(t, 'r3').inflight = 0;
@@ -158,7 +167,7 @@ describe('Router: balancing policies', () => {
   it('weighted gives exact shares, interleaved, and weight 0 only as a last resort', () => {
     const t = cluster([{ name: 'r1', weight: 5 }, { name: 'r2', weight: 1 }, { name: 'r3', weight: 1 }]);
     const r = router(t, 'weighted');
-    const seq = Array.from({ length: 7 }, () => r.choose('replica')!.node.name);
+    const seq = Array.from({ length: 7 }, () => chosen(r.route('replica')).name);
     expect(seq.filter((n) => n === 'r1')).toHaveLength(5);
     expect(seq.filter((n) => n === 'r2')).toHaveLength(1);
     expect(seq.filter((n) => n === 'r3')).toHaveLength(1);
@@ -169,7 +178,7 @@ describe('Router: balancing policies', () => {
     const z = cluster([{ name: 'r1', weight: 0 }, { name: 'r2', weight: 2 }]);
     expect(counts(router(z, 'weighted'), 100).get('r1')).toBeUndefined();
     node(z, 'r2').fresh = false;
-    expect(router(z, 'weighted').choose('replica')!.node.name).toBe('r1');
+    expect(chosen(router(z, 'weighted').route('replica')).name).toBe('r1');
   });
 
   it('latency (power of two choices) prefers the replica with less expected wait', () => {
@@ -183,9 +192,9 @@ describe('Router: balancing policies', () => {
     expect(counts(r, 100).get('r1')).toBe(100);
     // load moves work away: (4+1)×1 > (0+1)×4, while (2+1)×1 < (0+1)×4
     node(t, 'r1').inflight = 4;
-    expect(r.choose('replica')!.node.name).toBe('r2');
+    expect(chosen(r.route('replica')).name).toBe('r2');
     node(t, 'r1').inflight = 2;
-    expect(r.choose('replica')!.node.name).toBe('r1');
+    expect(chosen(r.route('replica')).name).toBe('r1');
   });
 
   it('latency compares two distinct candidates, each pair about equally often', () => {
@@ -215,7 +224,7 @@ describe('Router: balancing policies', () => {
     let picked = 'r1';
     while (picked === 'r1' && now - start < 60_000) {
       now += 100;
-      picked = r.choose('replica')!.node.name;
+      picked = chosen(r.route('replica')).name;
     }
     // r2 wins once discounted below r1: 50 × 2^-((idle - 1 s) / 1 s) < 1, i.e. idle > 1 s + log2(50) s ≈ 6.64 s
     expect(picked).toBe('r2');
@@ -223,6 +232,6 @@ describe('Router: balancing policies', () => {
     expect(now - start).toBeLessThan(LATENCY_HALF_LIFE_MS * 7);
     // and r1, now the idle one, is still preferred next (its figure is the better one)
     now += 100;
-    expect(r.choose('replica')!.node.name).toBe('r1');
+    expect(chosen(r.route('replica')).name).toBe('r1');
   });
 });

@@ -3,14 +3,17 @@ import type { Config } from '../config/types.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { PoolSet } from '../pool/pool-set.js';
-import type { ServerConnection } from '../pool/server-connection.js';
 import type { ReadConstraints, Router } from '../routing/router.js';
 import type { Logger } from '../util/log.js';
 import type { StatementRegistry } from './prepared-statements.js';
-import type { ClientSession } from './session.js';
 
-/** What a client session needs from the rest of pgrelay (implemented by the frontend). */
-export interface SessionContext {
+/**
+ * What a client session uses of the rest of pgrelay, handed to every session as one object: the
+ * App builds it (AppServices), the frontend adds its bookkeeping of sessions. A session is known
+ * to these services only as an opaque key (read-your-writes fences are kept per session) and by
+ * its process id.
+ */
+export interface SessionServices {
   config(): Config;
   readonly pools: PoolSet;
   readonly router: Router;
@@ -20,9 +23,9 @@ export interface SessionContext {
   readonly metrics: Metrics;
   readonly log: Logger;
   /** freshness a read of this session needs (read-your-writes), if any */
-  readConstraints(session: ClientSession, classification: Classification | undefined): ReadConstraints | undefined;
+  readConstraints(session: object, classification: Classification | undefined): ReadConstraints | undefined;
   /** a unit that went to the primary for a write has completed outside a transaction (committed) */
-  wroteOnPrimary(session: ClientSession): void;
+  wroteOnPrimary(session: object): void;
   /** calls back when a primary is known again, or with an error after failover.wait_ms */
   waitForPrimary(callback: (error?: Error) => void): void;
   /** a data-path connection to the node broke or could not be opened */
@@ -31,7 +34,10 @@ export interface SessionContext {
   whenNodeDecided(node: string, callback: () => void): void;
   /** a unit starts on `node`; `route` is what its statement asked for, `classification` why (metrics) */
   countUnit(node: NodeStatus, route: string, classification: Classification | undefined): void;
+  /** a session became pinned (+1) or a pinned one ended (-1) */
   pinned(delta: number): void;
-  cancel(server: ServerConnection): void;
-  sessionClosed(session: ClientSession): void;
+  sessionClosed(session: { readonly processId: number }): void;
 }
+
+/** The part of SessionServices the App builds (the frontend adds the rest). */
+export type AppServices = Omit<SessionServices, 'pinned' | 'sessionClosed'>;

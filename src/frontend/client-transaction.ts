@@ -1,0 +1,96 @@
+import type { Classification } from '../classify/classifier.js';
+import { TxStatus } from '../protocol/codes.js';
+import { commandComplete, readyForQuery } from '../protocol/messages.js';
+import { deferredBeginTag } from '../routing/unit-route.js';
+import { idleTransactionLost, transactionAborted } from './session-answers.js';
+
+/** What decides whether a BEGIN can be answered here (see deferredBeginTag). */
+export interface DeferFacts {
+  /** nothing is under way: no server connection held, no unit open, nothing in flight */
+  idle: boolean;
+  pinned: boolean;
+  defaultReadOnly: boolean;
+}
+
+/**
+ * The client's transaction as the client sees it: the status it was told last (and the one
+ * before: a unit that goes from E to I rolled back), a plain BEGIN pgrelay answered and holds
+ * for the transaction's first statement, and a transaction whose server connection was lost
+ * (only ROLLBACK or COMMIT ends it; every other statement fails as in an aborted transaction).
+ * Returns the messages to send; sends nothing itself.
+ *
+ * Where a client can tell: a plain BEGIN is answered by pgrelay and sent with the transaction's
+ * first statement (which decides where it runs): the transaction starts there (`now()`), and a
+ * BEGIN that would fail on the server (it cannot) would fail with that statement.
+ */
+export class ClientTransaction {
+  status: number = TxStatus.Idle;
+  private before: number = TxStatus.Idle;
+  /** a plain BEGIN the client was told succeeded, to be sent with the transaction's first statement */
+  private deferred: Buffer | undefined;
+  /** the server connection of the open transaction was lost: the client must roll back */
+  orphaned = false;
+  /** why an idle transaction's connection was lost, told with the client's next statement */
+  private notice: string | undefined;
+
+  /** The client is told `status` (a ReadyForQuery). */
+  saw(status: number): void {
+    this.before = this.status;
+    this.status = status;
+  }
+
+  /** The transaction was failed before the status now seen (a COMMIT then rolled back). */
+  get wasFailed(): boolean {
+    return this.before === TxStatus.Failed;
+  }
+
+  get beginDeferred(): boolean {
+    return this.deferred !== undefined;
+  }
+
+  /**
+   * A plain BEGIN outside a transaction is answered here and sent with the transaction's first
+   * statement: returns the answers (`frame`, the whole BEGIN message, is kept), or undefined when
+   * it goes to a server now.
+   */
+  deferBegin(classification: Classification, text: string, frame: Buffer, facts: DeferFacts): Buffer[] | undefined {
+    const tag = deferredBeginTag(classification, text, { ...facts, beginDeferred: this.deferred !== undefined, clientTxStatus: this.status });
+    if (tag === undefined) return undefined;
+    this.deferred = Buffer.from(frame);
+    this.saw(TxStatus.InTransaction);
+    return [commandComplete(tag), readyForQuery(TxStatus.InTransaction)];
+  }
+
+  /** The held BEGIN, to send in front of the transaction's first statement (once). */
+  takeBegin(): Buffer | undefined {
+    const begin = this.deferred;
+    this.deferred = undefined;
+    return begin;
+  }
+
+  /** The server connection was lost: an open transaction is gone (`hadWork`: the client is told now, else with its next statement). */
+  lost(inTransaction: boolean, hadWork: boolean, node: string, serverFatal: string | undefined): void {
+    if (inTransaction) this.orphaned = true;
+    if (inTransaction && !hadWork) this.notice = idleTransactionLost(node, serverFatal);
+    this.status = inTransaction ? TxStatus.Failed : TxStatus.Idle;
+  }
+
+  /**
+   * A statement in a transaction whose connection was lost: ROLLBACK or COMMIT (simple Query)
+   * ends it (`ended`); anything else fails. `simple`: a Query or FunctionCall (it gets its
+   * ReadyForQuery), else an extended message (the session skips to Sync).
+   */
+  answerOrphaned(classification: Classification | undefined, simple: boolean): { answers: Buffer[]; ended: boolean } {
+    const ends = classification?.effects.some((e) => e.type === 'rollback' || e.type === 'commit') ?? false;
+    if (ends && simple) {
+      this.orphaned = false;
+      this.notice = undefined;
+      this.status = TxStatus.Idle;
+      return { answers: [commandComplete('ROLLBACK'), readyForQuery(TxStatus.Idle)], ended: true };
+    }
+    const notice = this.notice;
+    this.notice = undefined;
+    const error = transactionAborted(notice);
+    return { answers: simple ? [error, readyForQuery(TxStatus.Failed)] : [error], ended: false };
+  }
+}

@@ -1,0 +1,281 @@
+import type net from 'node:net';
+import type { NodeStatus } from '../cluster/topology.js';
+import type { Pool } from '../pool/pool.js';
+import type { ServerConnection, ServerDataHandler } from '../pool/server-connection.js';
+
+/** What the lease needs from its session. */
+export interface LeaseHost {
+  /** the client's socket */
+  readonly socket: net.Socket;
+  /** the client may be read now (the session is open and not waiting) */
+  mayReadClient(): boolean;
+}
+
+/** Who learns when a node starts and finishes serving a client (the router's balancing figures). */
+export interface UnitObserver {
+  started(node: NodeStatus): void;
+  /** `elapsedMs` undefined: the connection was lost (no latency sample) */
+  finished(node: NodeStatus, elapsedMs: number | undefined): void;
+}
+
+/**
+ * A session's hold on one server connection, and the bytes between the two sockets:
+ * - attach / give back / discard: a connection goes back to its pool only once the client has
+ *   written every byte borrowed from its read buffer (server chunks are views of that buffer);
+ *   while the client socket still queues some, the server is not read (backpressure to it);
+ * - client → server: forwarded client messages are gathered into runs of the bytes they came
+ *   in, and written together at the end of a batch (one write, or a corked writev);
+ * - a server whose write buffer is full stops the client from being read until it drains;
+ * - server → client: answers gathered during one server chunk are written together.
+ */
+export class ServerLease {
+  /** the attached connection, its node and the pool that lent it (it takes it back: no lookup) */
+  conn: ServerConnection | undefined;
+  node: NodeStatus | undefined;
+  private pool: Pool | undefined;
+  private attachedAt = 0;
+
+  /** the client socket still holds bytes borrowed from a server connection's read buffer */
+  heldReads = false;
+  /** connections to give back once the client has written what it borrowed from them */
+  private pendingGiveBack: { conn: ServerConnection; pool: Pool }[] = [];
+  /** the server socket whose write buffer is full: the client is not read until it drains */
+  private serverFull: net.Socket | undefined;
+
+  /** a batch of client messages is being handled: writes to the server wait for its end */
+  private batching = false;
+  private readonly serverOut: Buffer[] = [];
+  private outConn: ServerConnection | undefined;
+  // a run of contiguous client bytes not yet written to the server
+  private runBuffer: Buffer | undefined;
+  private runStart = 0;
+  private runEnd = 0;
+
+  /** answers for the client made while a server chunk is scanned go out together at its end */
+  private readonly clientOut: Buffer[] = [];
+  private collectingClientOut = false;
+
+  constructor(
+    private readonly host: LeaseHost,
+    private readonly observer: UnitObserver,
+  ) {}
+
+  // ------------------------------------------------------------------ the connection
+
+  attach(conn: ServerConnection, node: NodeStatus, pool: Pool, handler: ServerDataHandler): void {
+    this.conn = conn;
+    this.node = node;
+    this.pool = pool;
+    this.attachedAt = performance.now();
+    conn.setHandler(handler);
+    this.observer.started(node);
+  }
+
+  /**
+   * Gives the connection back to its pool (reusable), or destroys it (its state is unknown: a
+   * transaction or a message under way).
+   */
+  release(reusable: boolean): void {
+    const conn = this.conn;
+    if (!conn) return;
+    const pool = this.pool!;
+    this.flushRun();
+    this.flushServerOut();
+    this.unset(true);
+    if (!reusable || conn.closed) pool.discard(conn);
+    // the client still writes bytes that live in this connection's read buffer: it stays paused
+    else if (this.heldReads) this.pendingGiveBack.push({ conn, pool });
+    else giveBack(conn, pool);
+  }
+
+  /** The connection closed under the session: it goes, nothing more is written to it. */
+  lost(): void {
+    const conn = this.conn;
+    if (!conn) return;
+    const pool = this.pool!;
+    this.unset(false);
+    pool.discard(conn);
+  }
+
+  /** `served`: the connection served to the end (its time is a latency sample; a lost one's is not) */
+  private unset(served: boolean): void {
+    const node = this.node!;
+    this.clearServerFull();
+    this.conn = undefined;
+    this.node = undefined;
+    this.pool = undefined;
+    this.observer.finished(node, served ? performance.now() - this.attachedAt : undefined);
+  }
+
+  /** The client is gone: connections it still borrowed bytes from are not reused. */
+  closeClient(): void {
+    const pending = this.pendingGiveBack;
+    this.pendingGiveBack = [];
+    for (const { conn, pool } of pending) pool.discard(conn);
+  }
+
+  // ------------------------------------------------------------------ client → server
+
+  /** Client messages handled from now until endBatch go to the server together. */
+  beginBatch(): void {
+    this.batching = true;
+  }
+
+  endBatch(): void {
+    this.flushRun();
+    this.batching = false;
+    this.flushServerOut();
+  }
+
+  /** Adds a client message (its frame ends at `end`, its body starts at `start`) to the run to forward unchanged. */
+  forward(b: Buffer, start: number, end: number): void {
+    const frameStart = start - 5;
+    if (this.runBuffer === b && this.runEnd === frameStart) {
+      this.runEnd = end;
+      return;
+    }
+    this.flushRun();
+    this.runBuffer = b;
+    this.runStart = frameStart;
+    this.runEnd = end;
+  }
+
+  /** Writes a message pgrelay made (or rewrote), in order with the forwarded ones. */
+  inject(data: Buffer): void {
+    this.flushRun();
+    this.writeServer(data);
+  }
+
+  private flushRun(): void {
+    if (this.runBuffer === undefined) return;
+    const data = this.runBuffer.subarray(this.runStart, this.runEnd);
+    this.runBuffer = undefined;
+    this.writeServer(data);
+  }
+
+  private writeServer(data: Buffer): void {
+    const conn = this.conn;
+    if (!conn || conn.closed) return;
+    if (this.batching) {
+      if (this.outConn !== conn) {
+        this.flushServerOut();
+        this.outConn = conn;
+      }
+      this.serverOut.push(data);
+      return;
+    }
+    this.writeServerNow(conn, data);
+  }
+
+  private flushServerOut(): void {
+    const conn = this.outConn;
+    if (conn === undefined) return;
+    this.outConn = undefined;
+    const out = this.serverOut;
+    if (!conn.closed) {
+      if (out.length === 1) this.writeServerNow(conn, out[0]!);
+      else {
+        conn.socket.cork();
+        for (const data of out) this.writeServerNow(conn, data);
+        conn.socket.uncork();
+      }
+    }
+    out.length = 0;
+  }
+
+  private writeServerNow(conn: ServerConnection, data: Buffer): void {
+    if (!conn.write(data) && this.serverFull === undefined && conn === this.conn) {
+      // the server does not keep up (a big COPY FROM STDIN): stop reading the client until it does
+      this.serverFull = conn.socket;
+      this.host.socket.pause();
+      conn.socket.once('drain', this.onServerDrain);
+    }
+  }
+
+  /** the server's write buffer is full: the client is not read */
+  get serverIsFull(): boolean {
+    return this.serverFull !== undefined;
+  }
+
+  private readonly onServerDrain = (): void => {
+    this.serverFull = undefined;
+    if (this.host.mayReadClient()) this.host.socket.resume();
+  };
+
+  private clearServerFull(): void {
+    if (this.serverFull === undefined) return;
+    this.serverFull.off('drain', this.onServerDrain);
+    this.serverFull = undefined;
+    if (this.host.mayReadClient() && !this.batching) this.host.socket.resume();
+  }
+
+  // ------------------------------------------------------------------ server → client
+
+  /** Answers from now until endScan are written together. */
+  beginScan(): void {
+    this.collectingClientOut = true;
+  }
+
+  toClient(data: Buffer): void {
+    if (this.collectingClientOut) this.clientOut.push(data);
+    else this.writeClient(data);
+  }
+
+  /**
+   * A server chunk has been scanned: what was gathered is written; what the client socket could
+   * not take at once still points into `conn`'s read buffer: no more reads from it until it is
+   * written (this is also the backpressure to the server).
+   */
+  endScan(conn: ServerConnection, clientOpen: boolean): void {
+    this.flushClientOut(clientOpen);
+    if (clientOpen && this.host.socket.writableLength > 0) {
+      this.heldReads = true;
+      conn.socket.pause();
+    }
+  }
+
+  /** Writes what was gathered for the client (nothing when it is gone). */
+  flushClientOut(clientOpen: boolean): void {
+    this.collectingClientOut = false;
+    const out = this.clientOut;
+    if (out.length === 0) return;
+    if (clientOpen) {
+      if (out.length === 1) this.writeClient(out[0]!);
+      else {
+        this.host.socket.cork();
+        for (const data of out) this.writeClient(data);
+        this.host.socket.uncork();
+      }
+    }
+    out.length = 0;
+  }
+
+  private writeClient(data: Buffer): void {
+    if (!this.host.socket.write(data, this.onClientWritten) && this.conn) this.conn.socket.pause();
+  }
+
+  /** The client socket drained: the attached server is read again. */
+  clientDrained(): void {
+    this.conn?.socket.resume();
+  }
+
+  /** A write to the client completed: once nothing borrowed is queued, server reads go on. */
+  private readonly onClientWritten = (): void => {
+    if (!this.heldReads || this.host.socket.writableLength > 0) return;
+    this.heldReads = false;
+    if (this.pendingGiveBack.length > 0) {
+      const pending = this.pendingGiveBack;
+      this.pendingGiveBack = [];
+      for (const { conn, pool } of pending) giveBack(conn, pool);
+    }
+    this.conn?.socket.resume();
+  };
+}
+
+function giveBack(conn: ServerConnection, pool: Pool): void {
+  // a cancel of this client's query must land before anyone else's query runs there
+  conn.whenCancelsSettled(() => {
+    pool.release(conn);
+    conn.socket.resume();
+  });
+}

@@ -1,0 +1,225 @@
+import type { Classification } from '../classify/classifier.js';
+import type { NodeStatus } from '../cluster/topology.js';
+import { ProxyError, SqlState } from '../errors.js';
+import type { Pool } from '../pool/pool.js';
+import type { ServerConnection, ServerDataHandler } from '../pool/server-connection.js';
+import { FrontendCode, TxStatus } from '../protocol/codes.js';
+import { message } from '../protocol/messages.js';
+import type { FrameReader } from '../protocol/frame-reader.js';
+import type { ServerMessageScanner } from '../protocol/server-scanner.js';
+import type { Target } from '../routing/router.js';
+import { isReplayable, isUnreachable, onHeldConnection, targetOf } from '../routing/unit-route.js';
+import type { ClientTransaction } from './client-transaction.js';
+import type { StatementPayload } from './client-statements.js';
+import { Expect, type ResponseQueue, SWALLOW } from './response-queue.js';
+import type { ServerLease } from './server-lease.js';
+import type { SessionEffects } from './session-effects.js';
+import { type SessionState, stateTransition } from './session-state.js';
+import type { ReplayWindow } from './replay-window.js';
+import type { SessionServices } from './session-services.js';
+import type { Step, WaitReason } from './unit-state.js';
+
+/** The route a FunctionCall message is counted as. */
+export const FUNCTION_CALL = 'function call';
+
+/** What placing a unit needs from its session. */
+export interface PlacementHost {
+  /** the session: its key for read-your-writes, its user and database */
+  readonly session: { readonly user: string; readonly database: string };
+  /** what handles the attached connection's data and close */
+  readonly handler: ServerDataHandler;
+  readonly lease: ServerLease;
+  readonly scanner: ServerMessageScanner;
+  readonly queue: ResponseQueue<StatementPayload>;
+  /** units run again after a lost connection avoid that node once */
+  readonly replayWindow: ReplayWindow;
+  /** the settings to apply on a connection before the unit runs */
+  readonly state: SessionState;
+  /** a held BEGIN goes in front of the transaction's first statement */
+  readonly tx: ClientTransaction;
+  /** the session's transaction defaults pick a target (see targetOf) */
+  readonly effects: SessionEffects;
+  /** the client messages (at the unit's first one when it starts: see ReplayWindow) */
+  readonly reader: FrameReader;
+  /** bytes sent to the client so far */
+  clientBytes(): number;
+  /** an extended unit has begun */
+  openUnit(): void;
+  /** a message of a transaction whose connection was lost (it fails, up to Sync) */
+  answerOrphaned(classification: Classification | undefined): void;
+  pinned(): boolean;
+  unitOpen(): boolean;
+  isClosed(): boolean;
+  /** the unit waits for `why`, holding the message being handled; `resume`: its rest, if known now */
+  park(why: WaitReason, resume: Step | undefined): void;
+  /** the parked unit's wait is over: `next` runs */
+  resumeWith(next: Step): void;
+  /** pgrelay answers the unit with this error (nothing of it reached a server) */
+  failUnit(error: unknown): void;
+}
+
+/**
+ * Where a unit runs, and getting it there. A unit stays on the connection the session holds when
+ * it may (a transaction, a pin, pipelined reads; see onHeldConnection), else the connection goes
+ * back and the unit is placed: the router gives a Route, the node's pool a connection, which gets
+ * the session's settings (and a held BEGIN) before the unit. A unit that must wait is parked (no primary yet, no free connection, a node whose
+ * connect failed and whose health is being decided: then routed once more); a refusal or a
+ * failed connect is the unit's error. `then` runs once the connection is attached: at once when
+ * nothing had to wait, else as the parked unit's resume step.
+ */
+export class UnitPlacement {
+  /** the unit being placed was routed again after a failed connect (once per unit) */
+  private rerouted = false;
+  /** what the unit that attached the current server connection asked for */
+  attachTarget: Target | 'any' = 'any';
+  /** when the unit now running began (pgrelay_query_duration_seconds) */
+  unitBeganAt = 0;
+
+  constructor(
+    private readonly services: SessionServices,
+    private readonly host: PlacementHost,
+  ) {}
+
+  /** Where a statement wants to run, given the session's transaction defaults. */
+  targetOf(classification: Classification | undefined): Target | 'any' {
+    return targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly });
+  }
+
+  /** A simple Query or FunctionCall: `then` runs once it has its server connection. */
+  beginSimpleUnit(target: Target | 'any', route: string, classification: Classification | undefined, then: Step): void {
+    // a Query inside an extended unit runs on the unit's connection
+    if (this.host.unitOpen()) return this.ensureServer(undefined, classification, then);
+    this.ensureServer(target, classification, () => {
+      this.unitBegins(route, classification, route === FUNCTION_CALL ? undefined : classification);
+      then();
+    });
+  }
+
+  /** A message of an extended-protocol unit: `then` runs once the unit has its server connection. */
+  beginExtendedUnit(classification: Classification | undefined, then: Step): void {
+    if (this.host.tx.orphaned) return this.host.answerOrphaned(classification);
+    if (this.host.unitOpen() && this.host.lease.conn) return then();
+    this.ensureServer(this.targetOf(classification), classification, () => {
+      this.host.openUnit();
+      this.unitBegins(classification?.route ?? 'any', classification, classification);
+      then();
+    });
+  }
+
+  private unitBegins(route: string, counted: Classification | undefined, replayed: Classification | undefined): void {
+    this.unitBeganAt = performance.now();
+    this.services.countUnit(this.host.lease.node!, route, counted);
+    // a read outside a transaction may run again when its connection is lost
+    const replayable = isReplayable(replayed, { pinned: this.host.pinned(), clientTxStatus: this.host.tx.status, serverTxStatus: this.host.lease.conn!.txStatus });
+    this.host.replayWindow.unitStarts(this.host.reader, replayable, this.host.clientBytes());
+  }
+
+  /**
+   * Runs `then` once a server connection suitable for `target` is attached (undefined = whatever
+   * is attached, else any node); parks the message meanwhile.
+   */
+  ensureServer(target: Target | 'any' | undefined, classification: Classification | undefined, then: Step): void {
+    const host = this.host;
+    const server = host.lease.conn;
+    if (server) {
+      if (host.pinned() || host.unitOpen() || server.txStatus !== TxStatus.Idle || target === undefined || target === 'any') return then();
+      const held = onHeldConnection(target, { onPrimary: server.node === this.services.topology.primaryName, busy: host.queue.length > 0 });
+      if (held === 'stay') return then();
+      if (held === 'drain') return host.park('drain', () => this.ensureServer(target, classification, then));
+      this.release(true);
+    }
+    this.place(target ?? 'any', classification, then);
+  }
+
+  place(target: Target | 'any', classification: Classification | undefined, then: Step): void {
+    const services = this.services;
+    const host = this.host;
+    let constraints = target === 'replica' ? services.readConstraints(host.session, classification) : undefined;
+    const avoid = host.replayWindow.avoid;
+    if (avoid !== undefined) {
+      // units run again after a lost connection: not on that node while its health is decided
+      if (target === 'replica') constraints = { ...constraints, avoidNode: avoid };
+      host.replayWindow.avoid = undefined;
+    }
+    const route = services.router.route(target === 'replica' ? 'replica' : 'primary', constraints);
+    if (route.kind === 'refuse') return host.failUnit(route.error);
+    if (route.kind === 'wait') {
+      host.park('primary', undefined);
+      services.waitForPrimary((error) => {
+        if (!host.isClosed()) host.resumeWith(error ? () => host.failUnit(error) : () => this.place(target, classification, then));
+      });
+      return;
+    }
+    if (route.fallback) services.metrics.countPrimaryRead(route.fallback);
+    const node = route.node;
+    let pool: Pool;
+    try {
+      pool = services.pools.get(node.name, host.session.user, host.session.database);
+    } catch (error) {
+      return host.failUnit(error);
+    }
+    let sync = true;
+    let answered = false;
+    pool.acquire((error, conn) => {
+      answered = true;
+      if (host.isClosed()) {
+        if (conn) pool.release(conn);
+        return;
+      }
+      if (error || !conn) {
+        if (error instanceof ProxyError && error.sqlstate === SqlState.tooManyConnections) services.metrics.poolWaitTimeouts.labels(node.name).inc();
+        else {
+          services.nodeBroken(node.name, error);
+          if (!this.rerouted && isUnreachable(error)) {
+            // the node may be going down (failover): route the unit again once its health is decided
+            this.rerouted = true;
+            host.park('node', undefined);
+            services.whenNodeDecided(node.name, () => {
+              if (!host.isClosed()) host.resumeWith(() => this.place(target, classification, then));
+            });
+            return;
+          }
+        }
+        this.rerouted = false;
+        const failure = error ?? new Error('no server connection');
+        if (sync) host.failUnit(failure);
+        else host.resumeWith(() => host.failUnit(failure));
+        return;
+      }
+      this.rerouted = false;
+      this.attach(conn, node, pool, target);
+      if (sync) then();
+      else host.resumeWith(then);
+    });
+    sync = false;
+    if (!answered) {
+      host.park('connection', undefined);
+      services.metrics.countPoolWait(node.name);
+    }
+  }
+
+  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any'): void {
+    this.host.scanner.reset();
+    this.attachTarget = target;
+    this.host.lease.attach(conn, node, pool, this.host.handler);
+    const wanted = this.host.state.sql();
+    if (conn.appliedState !== wanted) {
+      this.host.lease.inject(message(FrontendCode.Query, (w) => w.cstring(stateTransition(conn.appliedState, wanted))));
+      this.host.queue.push(Expect.Query | SWALLOW);
+      conn.appliedState = wanted;
+    }
+    const begin = this.host.tx.takeBegin();
+    if (begin !== undefined) {
+      this.host.lease.inject(begin);
+      this.host.queue.push(Expect.Query | SWALLOW);
+    }
+  }
+
+  /** Gives the server connection back (to its pool, or destroys it when its state is unknown). */
+  release(reusable: boolean): void {
+    if (!this.host.lease.conn) return;
+    this.host.replayWindow.close();
+    this.host.queue.clear();
+    this.host.lease.release(reusable && !this.host.scanner.inMessage);
+  }
+}

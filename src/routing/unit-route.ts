@@ -1,0 +1,107 @@
+import type { Classification } from '../classify/classifier.js';
+import { ProxyError, SqlState } from '../errors.js';
+import { TxStatus } from '../protocol/codes.js';
+import type { Target } from './router.js';
+
+/**
+ * The routing rules of one unit that depend on the client's session, as pure functions of plain
+ * values: where a unit wants to run, whether a BEGIN waits for the transaction's first
+ * statement, whether a unit stays on the connection the session holds, whether a read may run
+ * again elsewhere. The node itself is the Router's choice (router.ts).
+ */
+
+/** What the session knows about itself when a unit starts. */
+export interface SessionFacts {
+  /** a plain BEGIN was answered by pgrelay and waits for the transaction's first statement */
+  beginDeferred: boolean;
+  /** `default_transaction_read_only` is on */
+  defaultReadOnly: boolean;
+}
+
+/** Where a statement wants to run, given the session's transaction defaults ('any': wherever the session is). */
+export function targetOf(classification: Classification | undefined, facts: SessionFacts): Target | 'any' {
+  if (facts.beginDeferred) {
+    // the first statement of a transaction whose BEGIN pgrelay holds
+    const readOnly = classification !== undefined && classification.route !== 'primary' && classification.effects[0]?.type === 'set_transaction_read_only';
+    return readOnly ? 'replica' : 'primary';
+  }
+  if (!classification) return 'any';
+  if (classification.route === 'replica') return 'replica';
+  if (classification.route === 'any') {
+    for (const effect of classification.effects) if (effect.type === 'begin' && (effect.readOnly || facts.defaultReadOnly)) return 'replica';
+    return 'any';
+  }
+  if (facts.defaultReadOnly && classification.effects.length === 1 && classification.effects[0]!.type === 'begin') return 'replica';
+  return 'primary';
+}
+
+/** `BEGIN`, `BEGIN WORK|TRANSACTION`, `START TRANSACTION`: no options, no comment (hints stay routed) */
+const PLAIN_BEGIN = /^\s*(?:begin(?:\s+(?:work|transaction))?|start\s+transaction)\s*;?\s*$/i;
+
+/** What decides whether a BEGIN is deferred. */
+export interface BeginFacts extends SessionFacts {
+  /** nothing is under way: no server connection held, no unit open, nothing in flight */
+  idle: boolean;
+  pinned: boolean;
+  /** the transaction status the client last saw */
+  clientTxStatus: number;
+}
+
+/**
+ * A plain `BEGIN` outside a transaction is answered by pgrelay and sent later, in front of the
+ * transaction's first statement, which decides where the transaction runs: after
+ * `SET TRANSACTION READ ONLY` on a replica, after anything else on the primary.
+ * Returns the command tag to answer with, or undefined when the BEGIN goes to a server now.
+ */
+export function deferredBeginTag(classification: Classification, text: string, facts: BeginFacts): 'BEGIN' | 'START TRANSACTION' | undefined {
+  if (!facts.idle || facts.pinned || facts.beginDeferred) return undefined;
+  if (facts.clientTxStatus !== TxStatus.Idle || facts.defaultReadOnly) return undefined;
+  const effect = classification.effects[0];
+  if (classification.statements !== 1 || classification.route !== 'primary' || effect?.type !== 'begin' || effect.readOnly || !PLAIN_BEGIN.test(text)) return undefined;
+  // PostgreSQL's command tags: BEGIN [WORK | TRANSACTION] → BEGIN, START TRANSACTION → START TRANSACTION
+  return /^\s*start/i.test(text) ? 'START TRANSACTION' : 'BEGIN';
+}
+
+/** The connection the session holds, when a new unit (not part of a transaction or a pin) wants `target`. */
+export interface HeldConnection {
+  /** it is the primary's */
+  onPrimary: boolean;
+  /** earlier units are still in flight on it (pipelining) */
+  busy: boolean;
+}
+
+/**
+ * Whether a unit stays on the connection the session holds: 'stay'; 'drain' = wait until the
+ * units in flight there are answered, then route it; 'release' = give it back and route it.
+ * Pipelined units follow on the same connection unless a write needs another node.
+ */
+export function onHeldConnection(target: Target, held: HeldConnection): 'stay' | 'drain' | 'release' {
+  if (held.busy) return target === 'replica' || held.onPrimary ? 'stay' : 'drain';
+  return target === 'primary' && held.onPrimary ? 'stay' : 'release';
+}
+
+/** What decides whether a unit may run again elsewhere if its connection is lost before it answered. */
+export interface ReplayFacts {
+  pinned: boolean;
+  /** the client's and the server connection's transaction status */
+  clientTxStatus: number;
+  serverTxStatus: number;
+}
+
+/** A read outside a transaction, with no effect on the session, may run again once on another connection. */
+export function isReplayable(classification: Classification | undefined, facts: ReplayFacts): boolean {
+  return (
+    classification !== undefined &&
+    classification.route !== 'primary' &&
+    classification.effects.length === 0 &&
+    !classification.pin &&
+    !facts.pinned &&
+    facts.clientTxStatus === TxStatus.Idle &&
+    facts.serverTxStatus === TxStatus.Idle
+  );
+}
+
+/** A connect that failed for want of the server (refused, timed out, shutting down, pool closed). */
+export function isUnreachable(error: unknown): boolean {
+  return error instanceof ProxyError && (error.sqlstate === SqlState.connectionFailure || error.sqlstate === SqlState.cannotConnectNow || error.sqlstate === SqlState.adminShutdown);
+}

@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import type { Classification, SessionEffect } from '../../src/classify/classifier.js';
+import { ClientTransaction } from '../../src/frontend/client-transaction.js';
+import { BackendCode, TxStatus } from '../../src/protocol/codes.js';
+import { readErrorFields } from '../../src/protocol/messages.js';
+
+function cls(route: Classification['route'], effects: SessionEffect[] = []): Classification {
+  return { route, pin: false, reason: 'test', effects, statements: 1, userFunctions: [] };
+}
+
+const idle = { idle: true, pinned: false, defaultReadOnly: false };
+
+function sqlstate(message: Buffer): string | undefined {
+  expect(message[0]).toBe(BackendCode.ErrorResponse);
+  return readErrorFields(message, 5, message.length).get('C');
+}
+
+describe('ClientTransaction', () => {
+  it('answers a plain BEGIN itself and hands it over once, with the first statement', () => {
+    const tx = new ClientTransaction();
+    const frame = Buffer.from('Q\0\0\0\x0aBEGIN\0', 'latin1');
+    const sent = tx.deferBegin(cls('primary', [{ type: 'begin', readOnly: false }]), 'BEGIN', frame, idle);
+    expect(sent?.map((m) => String.fromCharCode(m[0]!))).toEqual(['C', 'Z']);
+    expect(sent?.[1]?.[5]).toBe(TxStatus.InTransaction);
+    expect(tx.status).toBe(TxStatus.InTransaction);
+    expect(tx.beginDeferred).toBe(true);
+    expect(tx.takeBegin()?.equals(frame)).toBe(true);
+    expect(tx.takeBegin()).toBeUndefined();
+  });
+
+  it('after a lost idle transaction: the next statement fails with the reason, then with 25P02, until ROLLBACK', () => {
+    const tx = new ClientTransaction();
+    tx.saw(TxStatus.InTransaction);
+    tx.lost(true, false, 'primary', 'terminating connection due to administrator command');
+    expect(tx.orphaned).toBe(true);
+    expect(tx.status).toBe(TxStatus.Failed);
+    const first = tx.answerOrphaned(cls('replica'), true);
+    expect(first.ended).toBe(false);
+    expect(sqlstate(first.answers[0]!)).toBe('08006');
+    expect(readErrorFields(first.answers[0]!, 5, first.answers[0]!.length).get('M')).toMatch(/connection to node primary lost \(terminating connection/);
+    expect(first.answers[1]?.[5]).toBe(TxStatus.Failed);
+    const second = tx.answerOrphaned(cls('replica'), false);
+    expect(sqlstate(second.answers[0]!)).toBe('25P02');
+    expect(second.answers).toHaveLength(1);
+    const end = tx.answerOrphaned(cls('any', [{ type: 'rollback' }]), true);
+    expect(end.ended).toBe(true);
+    expect(tx.orphaned).toBe(false);
+    expect(tx.status).toBe(TxStatus.Idle);
+  });
+
+  it('remembers the status before the last one (a failed transaction’s COMMIT rolled back)', () => {
+    const tx = new ClientTransaction();
+    tx.saw(TxStatus.Failed);
+    tx.saw(TxStatus.Idle);
+    expect(tx.wasFailed).toBe(true);
+    tx.saw(TxStatus.Idle);
+    expect(tx.wasFailed).toBe(false);
+  });
+});

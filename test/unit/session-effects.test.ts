@@ -1,0 +1,109 @@
+import { describe, expect, it } from 'vitest';
+import type { SessionEffect } from '../../src/classify/classifier.js';
+import { DIRTY_STATE, SessionEffects } from '../../src/frontend/session-effects.js';
+import { SessionState } from '../../src/frontend/session-state.js';
+import { TxStatus } from '../../src/protocol/codes.js';
+
+// SET / RESET / DISCARD ALL / DEALLOCATE ALL / default_transaction_read_only, applied when they
+// take effect, to the session state, the client's statements and the connection they ran on.
+
+const I = TxStatus.Idle;
+const T = TxStatus.InTransaction;
+
+function setup() {
+  const state = new SessionState(new Map());
+  const effects = new SessionEffects(state);
+  const server = { appliedState: '', prepared: new Set(['pgrelay_1']), unnamedToken: 7 };
+  let cleared = 0;
+  const statements = { clear: () => cleared++ };
+  return { state, effects, server, statements, cleared: () => cleared };
+}
+
+const set = (name: string): SessionEffect => ({ type: 'set', name, statement: 0 });
+
+describe('SessionEffects', () => {
+  it('applies a SET when its unit ends outside a transaction; the connection has exactly that state', () => {
+    const s = setup();
+    s.effects.collect([set('search_path')], 'SET search_path = app');
+    s.effects.unitEnded(I, false, false, s.server, s.statements);
+    expect(s.state.sql()).toBe('SET search_path = app');
+    expect(s.server.appliedState).toBe('SET search_path = app');
+  });
+
+  it('keeps a transaction’s SETs until it commits, and drops them when it rolls back', () => {
+    const s = setup();
+    s.effects.collect([set('work_mem')], 'SET work_mem = 1000');
+    s.effects.unitEnded(T, false, false, s.server, s.statements);
+    expect(s.state.sql()).toBe('');
+    expect(s.server.appliedState).toBe('');
+    s.effects.collect([{ type: 'commit' }], 'COMMIT');
+    s.effects.unitEnded(I, false, false, s.server, s.statements);
+    expect(s.state.sql()).toBe('SET work_mem = 1000');
+
+    const r = setup();
+    r.effects.collect([set('work_mem')], 'SET work_mem = 1000');
+    r.effects.unitEnded(T, false, false, r.server, r.statements);
+    r.effects.collect([{ type: 'rollback' }], 'ROLLBACK');
+    r.effects.unitEnded(I, false, false, r.server, r.statements);
+    expect(r.state.sql()).toBe('');
+  });
+
+  it('a COMMIT of a failed transaction rolls back its SETs; a failed unit applies nothing', () => {
+    const s = setup();
+    s.effects.collect([set('work_mem')], 'SET work_mem = 1000');
+    s.effects.unitEnded(T, false, false, s.server, s.statements);
+    s.effects.collect([{ type: 'commit' }], 'COMMIT');
+    s.effects.unitEnded(I, false, true, s.server, s.statements);
+    expect(s.state.sql()).toBe('');
+    const f = setup();
+    f.effects.collect([set('work_mem')], 'SET work_mem = 1000');
+    f.effects.unitEnded(I, true, false, f.server, f.statements);
+    expect(f.state.sql()).toBe('');
+  });
+
+  it('RESET leaves the connection’s state unknown (reset before its next unit)', () => {
+    const s = setup();
+    s.effects.collect([set('work_mem')], 'SET work_mem = 1000');
+    s.effects.unitEnded(I, false, false, s.server, s.statements);
+    s.effects.collect([{ type: 'reset', name: 'work_mem', statement: 0 }], 'RESET work_mem');
+    s.effects.unitEnded(I, false, false, s.server, s.statements);
+    expect(s.state.sql()).toBe('');
+    expect(s.server.appliedState).toBe(DIRTY_STATE);
+  });
+
+  it('DISCARD ALL forgets the settings, the statements (client’s and connection’s) and read-only default', () => {
+    const s = setup();
+    s.effects.collect([{ type: 'default_read_only', value: true }], 'SET default_transaction_read_only = on');
+    s.effects.unitEnded(I, false, false, s.server, s.statements);
+    expect(s.effects.defaultReadOnly).toBe(true);
+    s.effects.collect([{ type: 'discard_all' }], 'DISCARD ALL');
+    s.effects.unitEnded(I, false, false, s.server, s.statements);
+    expect(s.effects.defaultReadOnly).toBe(false);
+    expect(s.cleared()).toBe(1);
+    expect(s.server.prepared.size).toBe(0);
+    expect(s.server.unnamedToken).toBe(0);
+    expect(s.server.appliedState).toBe(DIRTY_STATE);
+  });
+
+  it('DEALLOCATE ALL forgets the named statements and leaves the unnamed one', () => {
+    const s = setup();
+    s.effects.collect([{ type: 'deallocate', name: null }], 'DEALLOCATE ALL');
+    s.effects.unitEnded(I, false, false, s.server, s.statements);
+    expect(s.cleared()).toBe(1);
+    expect(s.server.prepared.size).toBe(0);
+    expect(s.server.unnamedToken).toBe(7);
+  });
+
+  it('a lost connection drops the unit’s effects; a lost transaction drops the transaction’s', () => {
+    const s = setup();
+    s.effects.collect([set('work_mem')], 'SET work_mem = 1000');
+    s.effects.dropPending();
+    s.effects.unitEnded(I, false, false, s.server, s.statements);
+    expect(s.state.sql()).toBe('');
+    s.effects.collect([set('work_mem')], 'SET work_mem = 1000');
+    s.effects.unitEnded(T, false, false, s.server, s.statements);
+    s.effects.dropTransaction();
+    s.effects.unitEnded(I, false, false, s.server, s.statements);
+    expect(s.state.sql()).toBe('');
+  });
+});
