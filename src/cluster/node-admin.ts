@@ -161,8 +161,11 @@ export class NodeAdmin {
     return this.withClient(node, async (client) => {
       await client.query('ALTER SYSTEM SET default_transaction_read_only = on');
       await client.query('SELECT pg_reload_conf()');
+      // the final position is read once those sessions are gone (PostgreSQL 14+ waits for each
+      // backend to exit): a commit racing the termination is then either in it or never happened
+      const waits = Number((await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v) >= 140000;
       const ended = await client.query<{ n: number }>(
-        `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+        `SELECT count(${waits ? 'pg_terminate_backend(pid, 5000)' : 'pg_terminate_backend(pid)'})::int AS n FROM pg_stat_activity
           WHERE usename = ANY($1) AND pid <> pg_backend_pid() AND backend_type = 'client backend'
             AND application_name NOT IN ('pgrelay failover')`,
         [users],
