@@ -100,6 +100,8 @@ export interface StatusNode {
   health: NodeHealth;
   up: boolean;
   fenced: boolean;
+  /** why the node gets no reads or writes (failover, switchover, Patroni), when fenced */
+  fenced_reason: string | null;
   fresh: boolean;
   stale_reason: string | null;
   /** what the monitor role cannot see on this node (freshness is then judged from positions alone) */
@@ -168,6 +170,7 @@ export async function statusOf(app: AdminApp): Promise<StatusDocument> {
       health: nodeHealth(n),
       up: n.up,
       fenced: n.fenced,
+      fenced_reason: n.fenced ? (app.failover.fenceReasons.get(n.name) ?? app.patroni?.fenceReasons.get(n.name) ?? null) : null,
       fresh: n.fresh,
       stale_reason: n.staleReason ?? null,
       not_known: n.notKnown ?? null,

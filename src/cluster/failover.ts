@@ -233,6 +233,7 @@ export class Failover {
       // from now on nothing reaches the old primary, should it come back while we promote
       const wasFenced = old.fenced;
       old.fenced = true;
+      if (!wasFenced) this.fenceReasons.set(oldName, 'primary down: failover in progress');
       this.deps.pools.closeNode(oldName);
       topology.changed();
       const observed = this.observations.get(oldName);
@@ -248,6 +249,7 @@ export class Failover {
       if (!choice.target) {
         // nothing promoted: the old primary may take writes again if it comes back
         old.fenced = wasFenced;
+        if (!wasFenced) this.fenceReasons.delete(oldName);
         topology.changed();
         this.retryFailoverAt = Date.now() + config().health.interval_ms;
         this.logError('no-target', { node: oldName, reason: choice.reason }, 'primary is down and cannot be failed over: no node has every acknowledged commit');

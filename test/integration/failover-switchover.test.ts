@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { Load } from '../support/failover-load.js';
-import { adminRequest, startRelay, type Relay } from '../support/relay.js';
+import { ADMIN_HEADERS, adminRequest, type Relay, startRelay } from '../support/relay.js';
 import { useCleanups } from '../support/cleanups.js';
 
 // Planned switchover (POST /admin/switchover) under load: clients see a pause, never an error, and
@@ -58,6 +58,10 @@ describe('planned switchover', () => {
     expect(relay.app.failover.lastFailover).toMatchObject({ kind: 'switchover', from: 'primary', to: 'standby1' });
     // the old primary refuses writes and gets no units
     expect(relay.app.topology.node('primary')!.fenced).toBe(true);
+    // /status says why
+    const status = (await (await fetch(`${relay.adminUrl}/status`, { headers: ADMIN_HEADERS })).json()) as { nodes: { name: string; fenced: boolean; fenced_reason: string | null }[] };
+    expect(status.nodes.find((n) => n.name === 'primary')).toMatchObject({ fenced: true, fenced_reason: expect.stringMatching(/switched over to standby1/) });
+    expect(status.nodes.find((n) => n.name === 'standby1')).toMatchObject({ fenced: false, fenced_reason: null });
     const [setting] = await cluster.query<{ default_transaction_read_only: string }>('primary', 'SHOW default_transaction_read_only');
     expect(setting!.default_transaction_read_only).toBe('on');
     const metrics = await (await fetch(`${relay.adminUrl}/metrics`)).text();
