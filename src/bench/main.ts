@@ -18,16 +18,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { benchClassify } from '../classify/bench.js';
 import { LocalCluster } from '../local/cluster.js';
-import { registerForExitCleanup, unregisterForExitCleanup } from '../local/exit-cleanup.js';
 import { findFreePort } from '../local/free-port.js';
+import { message, parseOrUsage, runCommand, UsageError } from './command.js';
 import { measureIdleClients } from './idle-clients.js';
 import { chownTo, ensurePeers, pgbouncerSupportsPrepared, programVersion, startPgbouncer, startPgpool, type PeerSetup } from './peers.js';
 import { pgbench, initialise, type Endpoint } from './pgbench.js';
 import { loadAverage, machineCpu, rssBytes, treeCpuSplit } from './proc.js';
 import { newestProfile, summariseProfile } from './profile.js';
 import { startRelayProcess, type RelayNode, type RelayProcess } from './relay-process.js';
+import { RunResources } from './run-resources.js';
 import { checkTargets, markdown, summarise, TARGET_LABELS, WORKLOAD_LABELS, type BenchReport, type RunRecord, type TargetId, type WorkloadId } from './report.js';
-import type { Service } from './service.js';
 import { prepareWebapp, runWebapp, setApplyDelay, type WebappMode, type WebappNode } from './webapp.js';
 
 interface Options {
@@ -117,7 +117,6 @@ function parseOptions(argv: string[]): Options {
   return options;
 }
 
-class UsageError extends Error {}
 
 interface Target {
   id: TargetId;
@@ -131,17 +130,8 @@ interface Target {
 const say = (line: string) => process.stdout.write(`[bench] ${line}\n`);
 
 async function main(argv: string[]): Promise<number> {
-  let options: Options;
-  try {
-    options = parseOptions(argv);
-  } catch (error) {
-    if (error instanceof UsageError) {
-      if (error.message) process.stderr.write(`${error.message}\n`);
-      process.stderr.write(`${USAGE}\n`);
-      return 2;
-    }
-    throw error;
-  }
+  const options = parseOrUsage(() => parseOptions(argv), USAGE);
+  if (options === undefined) return 2;
   try {
     execFileSync('pgbench', ['--version'], { stdio: 'ignore' });
   } catch {
@@ -171,27 +161,13 @@ async function main(argv: string[]): Promise<number> {
   fs.chmodSync(workDir, 0o755);
   const runAs = process.getuid?.() === 0 ? 'postgres' : undefined;
   chownTo(workDir, runAs);
-  const services: Service[] = [];
-  const serviceCleanup = { stopSync: () => services.forEach((s) => s.kill()) };
-  registerForExitCleanup(serviceCleanup);
+  const resources = new RunResources(say, () => fs.rmSync(workDir, { recursive: true, force: true }));
+  const services = resources.services;
   let cluster: LocalCluster | undefined;
-  let interrupted = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
-    say(`${signal}: stopping everything`);
-    for (const s of services) s.kill();
-    void (cluster?.stop() ?? Promise.resolve()).finally(() => {
-      fs.rmSync(workDir, { recursive: true, force: true });
-      process.exit(130);
-    });
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
 
   try {
     say(`local cluster (primary, synchronous standby, 2 replicas) in ${workDir}`);
-    cluster = await LocalCluster.create({
+    cluster = resources.cluster = await LocalCluster.create({
       baseDir: path.join(workDir, 'cluster'),
       replicas: 2,
       standby: true,
@@ -389,14 +365,7 @@ async function main(argv: string[]): Promise<number> {
       }
     }
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    for (const service of services.splice(0)) await service.stop().catch(() => service.kill());
-    unregisterForExitCleanup(serviceCleanup);
-    if (cluster) {
-      say('stopping the cluster');
-      await cluster.stop();
-    }
+    await resources.stop();
     fs.rmSync(workDir, { recursive: true, force: true });
   }
 
@@ -437,16 +406,5 @@ function pgVersion(): string {
   }
 }
 
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
-    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-    process.exitCode = 1;
-  },
-);
+runCommand('bench', () => main(process.argv.slice(2)));

@@ -21,11 +21,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { LocalCluster } from '../local/cluster.js';
-import { registerForExitCleanup, unregisterForExitCleanup } from '../local/exit-cleanup.js';
 import { PgBinaries } from '../local/pg-binaries.js';
+import { message, parseOrUsage, runCommand, UsageError } from './command.js';
 import { chownTo } from './peers.js';
 import { counts, failedInBoth, parseProgress, splitDiffs, summaryText, type RegressRun } from './regress-report.js';
 import { startRelayProcess, type RelayNode } from './relay-process.js';
+import { RunResources } from './run-resources.js';
 import { Service } from './service.js';
 
 interface Options {
@@ -49,7 +50,6 @@ const DATABASE = 'regression';
 /** What pg_regress's create_database() sets, which --use-existing skips. */
 const DATABASE_SETTINGS = ['lc_messages', 'lc_monetary', 'lc_numeric', 'lc_time'].map((name) => `${name} TO 'C'`).concat(["bytea_output TO 'hex'", "timezone_abbreviations TO 'Default'"]);
 
-class UsageError extends Error {}
 
 function parseOptions(argv: string[]): Options {
   const options: Options = { source: '', dlpath: undefined, schedule: 'parallel', maxConnections: 4, poolSize: 20, diffLines: 20, timeoutMin: 90, direct: true, keep: false, pgRegress: undefined };
@@ -119,17 +119,8 @@ function serialSchedule(source: string, file: string): void {
 const say = (line: string) => process.stdout.write(`[regress] ${line}\n`);
 
 async function main(argv: string[]): Promise<number> {
-  let options: Options;
-  try {
-    options = parseOptions(argv);
-  } catch (error) {
-    if (error instanceof UsageError) {
-      if (error.message) process.stderr.write(`${error.message}\n`);
-      process.stderr.write(`${USAGE}\n`);
-      return 2;
-    }
-    throw error;
-  }
+  const options = parseOrUsage(() => parseOptions(argv), USAGE);
+  if (options === undefined) return 2;
   const bins = PgBinaries.find();
   const pgRegress = options.pgRegress ?? findPgRegress(bins.binDir);
   if (pgRegress === undefined || !fs.existsSync(pgRegress)) {
@@ -150,30 +141,18 @@ async function main(argv: string[]): Promise<number> {
   else fs.copyFileSync(path.join(options.source, 'parallel_schedule'), schedule);
   fs.chmodSync(schedule, 0o644);
 
-  const services: Service[] = [];
-  const serviceCleanup = { stopSync: () => services.forEach((s) => s.kill()) };
-  registerForExitCleanup(serviceCleanup);
+  const resources = new RunResources(say, () => {
+    if (!options.keep) fs.rmSync(workDir, { recursive: true, force: true });
+  });
+  const services = resources.services;
   let cluster: LocalCluster | undefined;
-  let interrupted = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
-    say(`${signal}: stopping everything`);
-    for (const s of services) s.kill();
-    void (cluster?.stop() ?? Promise.resolve()).finally(() => {
-      if (!options.keep) fs.rmSync(workDir, { recursive: true, force: true });
-      process.exit(130);
-    });
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
 
   const runs: RegressRun[] = [];
   let failure: string | undefined;
   let summary: string | undefined;
   try {
     say(`local cluster (primary, synchronous standby, 2 async replicas) in ${workDir}`);
-    cluster = await LocalCluster.create({
+    cluster = resources.cluster = await LocalCluster.create({
       baseDir: path.join(workDir, 'cluster'),
       replicas: 2,
       standby: true,
@@ -258,14 +237,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     failure = message(error);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    for (const service of services.splice(0)) await service.stop().catch(() => service.kill());
-    unregisterForExitCleanup(serviceCleanup);
-    if (cluster) {
-      say('stopping the cluster');
-      await cluster.stop();
-    }
+    await resources.stop();
     if (options.keep) say(`kept ${workDir} (results, regression.diffs, pg_regress.out and pgrelay.out per run)`);
     else fs.rmSync(workDir, { recursive: true, force: true });
   }
@@ -290,16 +262,5 @@ function compareResults(direct: RegressRun, relay: RegressRun, name: string): st
   throw new Error(`diff ${a} ${b} failed: ${result.stderr}`);
 }
 
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
-    process.stderr.write(`regress failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-    process.exitCode = 1;
-  },
-);
+runCommand('regress', () => main(process.argv.slice(2)));
