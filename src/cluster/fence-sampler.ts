@@ -69,7 +69,8 @@ export class FenceSampler {
       }, timeoutMs),
     };
     this.waiters.add(waiter);
-    if (this.timer === undefined && this.inflight.size === 0) this.tick();
+    // a tick skips the nodes being asked already: at most one query in flight per node
+    if (this.timer === undefined) this.tick();
   }
 
   /** Something a wait may depend on changed (a write's position is known, a lag round): check now. */
