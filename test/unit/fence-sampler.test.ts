@@ -107,6 +107,26 @@ describe('FenceSampler', () => {
     expect(topology.node('replica1')!.replayLsn).toBeUndefined();
   });
 
+  it('a node that does not answer does not hold back sampling the others', async () => {
+    const { topology, probes, sampler } = setup();
+    stop = () => sampler.stop();
+    const hung = probes.replica1!;
+    hung.query = <T>() => {
+      hung.asked++;
+      return new Promise<T>(() => undefined);
+    };
+    const done = vi.fn();
+    sampler.wait(() => (topology.node('replica2')!.replayLsn ?? 0n) >= 0x600n, 5_000, done);
+    await vi.waitFor(() => expect(probes.replica2!.asked).toBeGreaterThan(3), { timeout: 2_000, interval: 1 });
+    expect(hung.asked).toBe(1);
+    probes.replica2!.lsn = '0/600';
+    await vi.waitFor(() => expect(done).toHaveBeenCalledWith(true), { timeout: 2_000, interval: 1 });
+    // a later wait samples replica2 at once, though replica1's answer is still outstanding
+    const asked = probes.replica2!.asked;
+    sampler.wait(() => false, 20, () => undefined);
+    expect(probes.replica2!.asked).toBe(asked + 1);
+  });
+
   it('stop() ends every open wait (false) and samples no more', async () => {
     const { probes, sampler } = setup();
     const done = vi.fn();
