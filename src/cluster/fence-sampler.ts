@@ -150,7 +150,11 @@ export class FenceSampler {
   }
 }
 
-/** A node whose replay position may let a read go there: a replica the lag monitor vouches for. */
+/**
+ * A node whose replay position may let a read go there: a replica the lag monitor vouches for,
+ * within the lag limit (one excluded for its lag, or paused, is not asked; a read whose own
+ * `max_lag_ms` hint would accept it simply finds it at the next lag round).
+ */
 function isCandidate(node: NodeStatus, primary: string | undefined): boolean {
-  return node.up && !node.fenced && node.name !== primary && node.role !== 'primary' && node.replicating && node.inRecovery !== false;
+  return node.up && !node.fenced && node.name !== primary && node.role !== 'primary' && node.replicating && node.fresh && node.inRecovery !== false;
 }

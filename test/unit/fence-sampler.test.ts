@@ -28,8 +28,9 @@ function setup() {
     { name: 'primary', host: '127.0.0.1', port: 1, role: 'primary', weight: 1 },
     { name: 'replica1', host: '127.0.0.1', port: 2, role: 'replica', weight: 1 },
     { name: 'replica2', host: '127.0.0.1', port: 3, role: 'replica', weight: 1 },
+    { name: 'replica3', host: '127.0.0.1', port: 4, role: 'replica', weight: 1 },
   ]);
-  const probes: Record<string, FakeProbe> = { primary: new FakeProbe('0/900'), replica1: new FakeProbe('0/100'), replica2: new FakeProbe('0/100') };
+  const probes: Record<string, FakeProbe> = { primary: new FakeProbe('0/900'), replica1: new FakeProbe('0/100'), replica2: new FakeProbe('0/100'), replica3: new FakeProbe('0/100') };
   const sampler = new FenceSampler({ topology, probe: (name) => probes[name] as unknown as NodeProbe });
   return { topology, probes, sampler };
 }
@@ -74,12 +75,14 @@ describe('FenceSampler', () => {
     expect(done).toHaveBeenCalledTimes(1);
   });
 
-  it('never lowers a position, and ignores replicas the lag monitor does not vouch for', async () => {
+  it('never lowers a position, and ignores replicas the lag monitor does not vouch for or excludes for their lag', async () => {
     const { topology, probes, sampler } = setup();
     stop = () => sampler.stop();
     topology.node('replica1')!.replayLsn = 0x800n;
     topology.node('replica2')!.replicating = false;
     probes.replica2!.lsn = '0/900';
+    const lagging = topology.node('replica3')!;
+    lagging.fresh = false; // excluded for its lag (or paused)
     const done = vi.fn();
     sampler.wait(() => false, 40, done);
     await vi.waitFor(() => expect(done).toHaveBeenCalled(), { timeout: 2_000, interval: 1 });
@@ -87,6 +90,7 @@ describe('FenceSampler', () => {
     expect(topology.node('replica1')!.replayLsn).toBe(0x800n);
     expect(probes.replica2!.asked).toBe(0);
     expect(topology.node('replica2')!.replayLsn).toBeUndefined();
+    expect(probes.replica3!.asked).toBe(0);
   });
 
   it('a sample answered after the primary changed does not count', async () => {
