@@ -131,6 +131,16 @@ export class App implements AdminApp {
       readConstraints: (session, classification) => this.freshness.readConstraints(session, classification),
       wroteOnPrimary: (session) => this.freshness.wroteOnPrimary(session),
       waitForPrimary: (callback) => this.primaryWaiters.wait(callback),
+      waitForFence: (session, classification, callback) => {
+        const waitMs = this.config.routing.fence_wait_ms;
+        if (waitMs <= 0) return false;
+        const ready = () => this.router.readCandidates(this.freshness.readConstraints(session, classification)).length > 0;
+        this.lagMonitor.fences.wait(ready, waitMs, (replica) => {
+          metrics.fenceWaits.labels(replica ? 'replica' : 'primary').inc();
+          callback();
+        });
+        return true;
+      },
       nodeBroken: (node, error) => {
         this.health.nodeBroken(node, error);
         this.patroni?.nodeBroken(node);

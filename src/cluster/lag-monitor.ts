@@ -8,8 +8,10 @@ import { monitorCredentials } from './credentials.js';
 import { LagHistory } from './lag-history.js';
 import { divergenceReason, notKnownText, type LimitedTrack } from './limited-view.js';
 import { lsnDistance, parseLsn } from './lsn.js';
+import { FenceSampler } from './fence-sampler.js';
 import { NodeProbe } from './node-probe.js';
 import type { NodeStatus, Topology } from './topology.js';
+import { WriteWaiters } from './write-waiters.js';
 
 /** The primary's position: write position (lag in bytes), insert position (read-your-writes), timeline. */
 const PRIMARY_SQL = `SELECT pg_current_wal_lsn()::text AS current_lsn,
@@ -66,11 +68,6 @@ interface Probe extends LimitedTrack {
   failing: boolean;
 }
 
-interface Waiter {
-  seq: number;
-  done: (lsn: bigint) => void;
-}
-
 export interface LagMonitorDeps {
   topology: Topology;
   metrics: Metrics;
@@ -83,12 +80,6 @@ export interface LagMonitorDeps {
 }
 
 const HISTORY_MIN_MS = 60_000;
-/**
- * Writes waiting for a position while the primary cannot be sampled are capped: past this many the
- * oldest are forgotten. That is safe — a client whose write is forgotten keeps reading from the
- * primary until a later write of its own gets a position — and keeps memory bounded.
- */
-const MAX_WAITING_WRITES = 65_536;
 
 /** Writes committed within this many milliseconds of a sample asked for by a write share the next one. */
 const WRITE_SAMPLE_GAP_MS = 5;
@@ -122,10 +113,8 @@ export class LagMonitor implements WriteLsnSource {
   private stopped = false;
   private credentialsKey = '';
 
-  /** read-your-writes: writes registered so far, and those waiting for a position */
-  private writeSeq = 0;
-  private waiters: Waiter[] = [];
-  private waitersHead = 0;
+  /** read-your-writes: writes waiting for a position */
+  private readonly writes = new WriteWaiters();
   private primaryInflight: Promise<void> | undefined;
   private primaryQueued: Promise<void> | undefined;
   private primaryFailing = false;
@@ -134,6 +123,8 @@ export class LagMonitor implements WriteLsnSource {
   private writeSampleTimer: NodeJS.Timeout | undefined;
   /** primary position samples taken (rounds and writes), for tests and diagnostics */
   primarySamples = 0;
+  /** fast read-your-writes: replay positions sampled often while reads wait for a fence */
+  readonly fences: FenceSampler;
 
   private readonly topology: Topology;
   private readonly metrics: Metrics;
@@ -151,11 +142,13 @@ export class LagMonitor implements WriteLsnSource {
     this.lagPolicy = deps.lagPolicy;
     this.now = deps.now ?? (() => performance.now());
     this.history = newHistory(this.config());
+    this.fences = new FenceSampler({ topology: this.topology, probe: (name) => this.probes.get(name)?.probe });
   }
 
   /** Measures every node once (bounded wait), then keeps measuring. */
   async start(): Promise<void> {
     this.stopped = false;
+    this.fences.start();
     this.syncProbes();
     for (const node of this.topology.nodes.values()) if (node.name !== this.topology.primaryName) this.unmeasured(node, 'lag not measured yet');
     this.historyOf = this.topology.primaryName;
@@ -178,6 +171,7 @@ export class LagMonitor implements WriteLsnSource {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.fences.stop();
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     if (this.writeSampleTimer) clearTimeout(this.writeSampleTimer);
@@ -191,8 +185,7 @@ export class LagMonitor implements WriteLsnSource {
   // ------------------------------------------------------------------ read-your-writes
 
   afterWrite(done: (lsn: bigint) => void): void {
-    this.waiters.push({ seq: ++this.writeSeq, done });
-    if (this.pendingWrites > MAX_WAITING_WRITES) this.forgetOldestWaiters();
+    this.writes.add(done);
     this.sampleForWrites();
   }
 
@@ -217,7 +210,7 @@ export class LagMonitor implements WriteLsnSource {
 
   /** Writes still waiting for a WAL position (for tests and /status). */
   get pendingWrites(): number {
-    return this.waiters.length - this.waitersHead;
+    return this.writes.pending;
   }
 
   /**
@@ -243,7 +236,7 @@ export class LagMonitor implements WriteLsnSource {
     if (name === undefined || this.stopped) return;
     const probe = this.probeOf(name);
     if (!probe) return;
-    const seq = this.writeSeq;
+    const seq = this.writes.last;
     const sentAt = this.now();
     let row: PrimaryRow;
     try {
@@ -264,26 +257,8 @@ export class LagMonitor implements WriteLsnSource {
     }
     this.primarySample = sample;
     this.history.add(sentAt, sample.currentLsn);
-    this.release(seq, sample.insertLsn);
-  }
-
-  /** Hands `lsn` to every write registered up to `seq` (the sample was sent after them). */
-  private release(seq: number, lsn: bigint): void {
-    const waiters = this.waiters;
-    let i = this.waitersHead;
-    while (i < waiters.length && waiters[i]!.seq <= seq) waiters[i++]!.done(lsn);
-    if (i === waiters.length) {
-      this.waiters = [];
-      this.waitersHead = 0;
-    } else if (i > 1024 && i * 2 > waiters.length) {
-      this.waiters = waiters.slice(i);
-      this.waitersHead = 0;
-    } else this.waitersHead = i;
-  }
-
-  private forgetOldestWaiters(): void {
-    this.waiters = this.waiters.slice(this.waitersHead + (this.pendingWrites >> 1));
-    this.waitersHead = 0;
+    this.writes.release(seq, sample.insertLsn);
+    this.fences.progress();
   }
 
   // ------------------------------------------------------------------ rounds
@@ -325,6 +300,7 @@ export class LagMonitor implements WriteLsnSource {
             probe.previous = probe.last;
             probe.last = result;
             this.judge(node.name, result);
+            this.fences.progress();
           }
         }),
       );

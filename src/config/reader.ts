@@ -264,12 +264,13 @@ export function num(options: { min: number }): Spec<number> {
 }
 
 /** Milliseconds: a number, or a string with a unit. `positive` rejects 0. */
-export function duration(options: { positive?: boolean } = {}): Spec<number> {
+export function duration(options: { positive?: boolean; max?: number } = {}): Spec<number> {
   const bound = options.positive === true ? '> 0' : '≥ 0';
   const expected = `a number ${bound} or a duration like "250ms" (units: ${DURATION_UNITS})`;
   return scalar<number>(expected, (found) => {
     const ms = found.kind === 'number' ? found.value : found.kind === 'string' ? parseDuration(found.value) : undefined;
     if (ms === undefined || !Number.isFinite(ms) || ms < 0 || (options.positive === true && ms === 0)) return { expected };
+    if (options.max !== undefined && ms > options.max) return { message: `expected a duration of at most ${options.max}ms, got ${describe(found)}` };
     if (ms > MAX_DURATION_MS) return { message: `expected a duration of at most ${MAX_DURATION_MS}ms (about ${formatDuration(24 * 86_400_000)}), got ${describe(found)}` };
     return ms;
   });

@@ -111,6 +111,7 @@ export const configSpec: Spec<Config> = obj<Config>(
         balance: withDefault(oneOf(['latency', 'round_robin', 'random', 'least_connections', 'weighted']), defaults.routing.balance),
         fallback: withDefault(oneOf(['primary', 'error']), defaults.routing.fallback),
         lag_interval_ms: withDefault(duration({ positive: true }), defaults.routing.lag_interval_ms),
+        fence_wait_ms: withDefault(duration({ max: 1000 }), defaults.routing.fence_wait_ms),
         functions: withDefault(
           obj<Config['routing']['functions']>({
             primary: withDefault(list(str({ nonEmpty: true })), () => []),

@@ -91,6 +91,11 @@ export interface Config {
     balance: Balance;
     fallback: Fallback;
     lag_interval_ms: number;
+    /**
+     * read-your-writes: how long a read whose fence no replica is known to satisfy yet waits for
+     * one (replay positions sampled every ~1 ms meanwhile) before it goes to the primary; 0 = at once
+     */
+    fence_wait_ms: number;
     /** force functions: names listed under primary route to the primary, under replica may go to replicas */
     functions: { primary: string[]; replica: string[] };
     /** how often pg_proc volatility is re-read from the primary */
@@ -155,6 +160,7 @@ export const defaults = {
     balance: 'latency',
     fallback: 'primary',
     lag_interval_ms: 250,
+    fence_wait_ms: 10,
     functions: { primary: [], replica: [] },
     volatility_refresh_ms: 60_000,
     min_synchronous_commit: 'on',

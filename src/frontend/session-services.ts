@@ -26,6 +26,12 @@ export interface SessionServices {
   readConstraints(session: object, classification: Classification | undefined): ReadConstraints | undefined;
   /** a unit that went to the primary for a write has completed outside a transaction (committed) */
   wroteOnPrimary(session: object): void;
+  /**
+   * A read of this session whose fence (its last write) no replica is known to have replayed yet:
+   * calls back (asynchronously, once) when a replica may have, or after routing.fence_wait_ms.
+   * Returns false when it does not wait (fence_wait_ms is 0): the read goes to the primary at once.
+   */
+  waitForFence(session: object, classification: Classification | undefined, callback: () => void): boolean;
   /** calls back when a primary is known again, or with an error after failover.wait_ms */
   waitForPrimary(callback: (error?: Error) => void): void;
   /** a data-path connection to the node broke or could not be opened */

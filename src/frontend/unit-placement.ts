@@ -131,7 +131,8 @@ export class UnitPlacement {
     this.place(target ?? 'any', classification, then);
   }
 
-  place(target: Target | 'any', classification: Classification | undefined, then: Step): void {
+  /** `fenceWaited`: the read already waited for a replica past its fence (routing.fence_wait_ms) */
+  place(target: Target | 'any', classification: Classification | undefined, then: Step, fenceWaited = false): void {
     const services = this.services;
     const host = this.host;
     let constraints = target === 'replica' ? services.readConstraints(host.session, classification) : undefined;
@@ -149,6 +150,13 @@ export class UnitPlacement {
         if (!host.isClosed()) host.resumeWith(error ? () => host.failUnit(error) : () => this.place(target, classification, then));
       });
       return;
+    }
+    if (route.fallback === 'consistency' && !fenceWaited && avoid === undefined) {
+      // read-your-writes: no replica is known past the client's last write yet; wait briefly for one
+      const waiting = services.waitForFence(host.session, classification, () => {
+        if (!host.isClosed()) host.resumeWith(() => this.place(target, classification, then, true));
+      });
+      if (waiting) return host.park('fence', undefined);
     }
     if (route.fallback) services.metrics.countPrimaryRead(route.fallback);
     const node = route.node;

@@ -32,6 +32,8 @@ export type WaitReason =
   | 'primary'
   /** the health checks' decision about a node a connect to failed */
   | 'node'
+  /** a replica past the client's last write (read-your-writes, bounded by routing.fence_wait_ms) */
+  | 'fence'
   /** the units in flight on the held connection (pipelining), or the outcome of a statement that forgets prepared statements */
   | 'drain';
 

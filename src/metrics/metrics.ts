@@ -36,6 +36,7 @@ export class Metrics {
     [this.registry],
   );
   readonly primaryReads: Counter<'reason'> = new Counter({ name: 'pgrelay_primary_reads_total', help: 'Reads sent to the primary instead of a replica, by reason (no_replica, lag, consistency).', labelNames: ['reason'], registers: [this.registry], collect: () => this.pendingPrimaryReads.flush(this.primaryReads, 'reason') });
+  readonly fenceWaits = new Counter({ name: 'pgrelay_fence_waits_total', help: 'Reads that waited (routing.fence_wait_ms) for a replica past their client\'s last write, by how the wait ended: replica (one is past it) or primary (the wait ran out).', labelNames: ['outcome'], registers: [this.registry] });
 
   // ---------------------------------------------------------------- nodes, lag, failover
   readonly nodeUp = new Gauge({ name: 'pgrelay_node_up', help: '1 when the node passes its health check, 0 when it is down; role as the servers report it.', labelNames: ['node', 'role'], registers: [this.registry] });
