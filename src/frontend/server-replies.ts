@@ -124,9 +124,11 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
       this.serverFatal = fields.get('M');
       return false;
     }
-    const [name] = readCString(b, start, end);
+    const [name, next] = readCString(b, start, end);
     // a replica would tell the client it is in hot standby; pgrelay is one logical primary
-    return name !== 'in_hot_standby';
+    if (name === 'in_hot_standby') return false;
+    if (name === 'DateStyle') this.host.effects.reported(name, readCString(b, next, end)[0]);
+    return true;
   }
 
   out(data: Buffer): void {
