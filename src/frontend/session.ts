@@ -160,7 +160,7 @@ export class ClientSession {
       sendToClient: (data) => this.sendToClient(data),
       waitForOutcome: () => this.park('drain', false),
       pinned: () => this.pinned,
-      syncCommitFloor: () => this.services.config().routing.min_synchronous_commit,
+      config: () => this.services.config(),
     });
     if (services.config().pool.mode === 'session') this.pinned = true;
   }
