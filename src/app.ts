@@ -125,7 +125,7 @@ export class App implements AdminApp {
       router: this.router,
       topology: this.topology,
       classifier: this.classifier,
-      statements: new StatementRegistry(),
+      statements: new StatementRegistry(() => this.config.pool.max_statement_registry_bytes),
       metrics,
       log: this.log,
       readConstraints: (session, classification) => this.freshness.readConstraints(session, classification),

@@ -92,6 +92,8 @@ export const configSpec: Spec<Config> = obj<Config>(
         idle_timeout_ms: withDefault(duration(), defaults.pool.idle_timeout_ms),
         connect_timeout_ms: withDefault(duration({ positive: true }), defaults.pool.connect_timeout_ms),
         max_per_node: withDefault(int({ min: 0 }), defaults.pool.max_per_node),
+        max_prepared_statements: withDefault(int({ min: 0 }), defaults.pool.max_prepared_statements),
+        max_statement_registry_bytes: withDefault(size({ min: 1024 * 1024 }), defaults.pool.max_statement_registry_bytes),
       }),
       () => ({ ...defaults.pool }),
     ),

@@ -76,6 +76,13 @@ export interface Config {
      * 0 = no cap. A unit that needs a connection past the cap waits as it would for its pool.
      */
     max_per_node: number;
+    /**
+     * server-side prepared statements one server connection keeps (0 = no cap); past it, the
+     * least recently used is closed there (in line with the unit that needs a new one)
+     */
+    max_prepared_statements: number;
+    /** bytes of statement texts pgrelay keeps to share server-side statements between clients (least recently used go) */
+    max_statement_registry_bytes: number;
   };
   client: {
     max_connections: number;
@@ -151,7 +158,7 @@ export const defaults = {
   listen: { host: '127.0.0.1', port: 6432 },
   admin: { host: '127.0.0.1', port: 9930, read_access: 'open', allowed_hosts: [] },
   auth: { method: 'scram-sha-256' },
-  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000, max_per_node: 0 },
+  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000, max_per_node: 0, max_prepared_statements: 200, max_statement_registry_bytes: 64 * 1024 * 1024 },
   client: { max_connections: 10_000, startup_timeout_ms: 10_000, max_message_bytes: 256 * 1024 * 1024 },
   routing: {
     consistency: 'session',

@@ -99,9 +99,29 @@ export class ClientStatements {
 
   /** The Parse to send before `statement` can be used on `holder`, or undefined when it is prepared there. */
   prepareOn(holder: StatementHolder, statement: ServerStatement): Buffer | undefined {
-    if (holder.prepared.has(statement.name)) return undefined;
+    if (holder.prepared.delete(statement.name)) {
+      holder.prepared.add(statement.name); // the most recently used last (see evictFrom)
+      return undefined;
+    }
     holder.prepared.add(statement.name);
     return statement.parse;
+  }
+
+  /**
+   * The server-side statements a connection keeps beyond `max` (0 = no cap), least recently used
+   * first, but never `keep` (the one just prepared): forgotten here, for the caller to Close there.
+   */
+  evictFrom(holder: StatementHolder, max: number, keep: string): string[] {
+    const prepared = holder.prepared;
+    if (max <= 0 || prepared.size <= max) return [];
+    const evicted: string[] = [];
+    for (const name of prepared) {
+      if (prepared.size <= max) break;
+      if (name === keep) continue;
+      prepared.delete(name);
+      evicted.push(name);
+    }
+    return evicted;
   }
 
   /**

@@ -19,11 +19,20 @@ export interface ServerStatement {
 /** Server-side statement names are this prefix and a counter: `pgrelay_1`, `pgrelay_2`, … */
 export const SERVER_STATEMENT_PREFIX = 'pgrelay_';
 
+/**
+ * The statements shared between clients, by Parse body, bounded in bytes (`maxBytes`, read at
+ * each new statement: a reload applies): the least recently used go first. A statement that goes
+ * stays with the clients that named it and on the connections that prepared it (each connection
+ * keeps a bounded number, see ClientStatements.evictFrom); the same text parsed again gets a new
+ * server-side name (names stay unique: the counter keeps going).
+ */
 export class StatementRegistry {
+  /** most recently used last */
   private readonly byKey = new Map<string, ServerStatement>();
   private counter = 0;
+  private totalBytes = 0;
 
-  constructor(private readonly maxEntries = 100_000) {}
+  constructor(private readonly maxBytes: () => number = () => 64 * 1024 * 1024) {}
 
   /**
    * The shared statement for a client's Parse body (after the client's name): text, then the
@@ -32,17 +41,37 @@ export class StatementRegistry {
   intern(text: string, rest: Buffer, classification: Classification): ServerStatement {
     const key = rest.toString('latin1');
     let statement = this.byKey.get(key);
-    if (statement) return statement;
-    if (this.byKey.size >= this.maxEntries) this.byKey.clear(); // names stay unique: counter keeps going
+    if (statement) {
+      this.byKey.delete(key);
+      this.byKey.set(key, statement);
+      return statement;
+    }
     const name = `${SERVER_STATEMENT_PREFIX}${(++this.counter).toString(36)}`;
     statement = { name, text, parse: buildParse(name, rest), classification, parsed: false };
     this.byKey.set(key, statement);
+    this.totalBytes += entryBytes(key, statement);
+    const max = this.maxBytes();
+    for (const [oldKey, old] of this.byKey) {
+      if (this.totalBytes <= max || old === statement) break;
+      this.byKey.delete(oldKey);
+      this.totalBytes -= entryBytes(oldKey, old);
+    }
     return statement;
   }
 
   get size(): number {
     return this.byKey.size;
   }
+
+  /** what the kept statements take, approximately (key, text and Parse message) */
+  get bytes(): number {
+    return this.totalBytes;
+  }
+}
+
+/** The bytes one entry holds: its key (a latin1 string, one byte a character), text (two) and Parse message. */
+function entryBytes(key: string, statement: ServerStatement): number {
+  return key.length + statement.text.length * 2 + statement.parse.length + 200;
 }
 
 function buildParse(name: string, rest: Buffer): Buffer {

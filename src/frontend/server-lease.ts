@@ -9,6 +9,8 @@ export interface LeaseHost {
   readonly socket: net.Socket;
   /** the client may be read now (the session is open and not waiting) */
   mayReadClient(): boolean;
+  /** the client socket drained: messages it sent meanwhile are handled (see clientFull) */
+  drained(): void;
 }
 
 /** Who learns when a node starts and finishes serving a client (the router's balancing figures). */
@@ -17,6 +19,9 @@ export interface UnitObserver {
   /** `elapsedMs` undefined: the connection was lost (no latency sample) */
   finished(node: NodeStatus, elapsedMs: number | undefined): void;
 }
+
+/** Answers queued for a client that does not read, beyond which its own messages wait (bytes). */
+const MAX_UNREAD_OUTPUT = 1 << 20;
 
 /**
  * A session's hold on one server connection, and the bytes between the two sockets:
@@ -199,14 +204,14 @@ export class ServerLease {
 
   private readonly onServerDrain = (): void => {
     this.serverFull = undefined;
-    if (this.host.mayReadClient()) this.host.socket.resume();
+    if (this.host.mayReadClient() && !this.clientFull) this.host.socket.resume();
   };
 
   private clearServerFull(): void {
     if (this.serverFull === undefined) return;
     this.serverFull.off('drain', this.onServerDrain);
     this.serverFull = undefined;
-    if (this.host.mayReadClient() && !this.batching) this.host.socket.resume();
+    if (this.host.mayReadClient() && !this.batching && !this.clientFull) this.host.socket.resume();
   }
 
   // ------------------------------------------------------------------ server → client
@@ -254,9 +259,18 @@ export class ServerLease {
     if (!this.host.socket.write(data, this.onClientWritten) && this.conn) this.conn.socket.pause();
   }
 
-  /** The client socket drained: the attached server is read again. */
+  /**
+   * The client does not read what it is sent (e.g. it writes Syncs in a loop, each answered by
+   * pgrelay itself): its messages are not handled, nor its socket read, until its socket drains.
+   */
+  get clientFull(): boolean {
+    return this.host.socket.writableLength > MAX_UNREAD_OUTPUT;
+  }
+
+  /** The client socket drained: the attached server is read again, and the client's messages left waiting (clientFull) handled. */
   clientDrained(): void {
     this.conn?.socket.resume();
+    this.host.drained();
   }
 
   /** A write to the client completed: once nothing borrowed is queued, server reads go on. */

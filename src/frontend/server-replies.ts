@@ -124,9 +124,11 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
       this.serverFatal = fields.get('M');
       return false;
     }
-    const [name] = readCString(b, start, end);
+    const [name, next] = readCString(b, start, end);
     // a replica would tell the client it is in hot standby; pgrelay is one logical primary
-    return name !== 'in_hot_standby';
+    if (name === 'in_hot_standby') return false;
+    if (name === 'DateStyle') this.host.effects.reported(name, readCString(b, next, end)[0]);
+    return true;
   }
 
   out(data: Buffer): void {
@@ -192,11 +194,17 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
    */
   private skipToSync(): void {
     const queue = this.queue;
+    let stillThere: Set<string> | undefined;
     while (queue.length > 0 && queue.peekKind() !== Expect.Sync && queue.peekKind() !== Expect.Query) {
       const skipped = queue.peekKind();
       const payload = queue.peekPayload();
+      // a Close of an evicted statement did not run: the statement is still there (whatever Parse of it is skipped after)
+      if (skipped === Expect.Close && (queue.peek() & SWALLOW) !== 0 && payload) {
+        this.host.lease.conn?.prepared.add(payload.text);
+        (stillThere ??= new Set()).add(payload.text);
+      }
       if ((skipped === Expect.Parse || skipped === Expect.SyntheticParseComplete) && payload?.statement) {
-        if (skipped === Expect.Parse) this.host.lease.conn?.prepared.delete(payload.statement.name);
+        if (skipped === Expect.Parse && !stillThere?.has(payload.statement.name)) this.host.lease.conn?.prepared.delete(payload.statement.name);
         const name = payload.name;
         if (name !== undefined) {
           const mappedAgain = queue.someAfterHead((later, laterPayload) => (later === Expect.Parse || later === Expect.SyntheticParseComplete) && laterPayload?.name === name);

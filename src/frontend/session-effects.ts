@@ -1,7 +1,7 @@
 import type { SessionEffect } from '../classify/classifier.js';
 import { splitStatements } from '../classify/classifier.js';
 import { TxStatus } from '../protocol/codes.js';
-import type { SessionState } from './session-state.js';
+import { DIRTY_STATE, isSerializable, quoteLiteral, type SessionState } from './session-state.js';
 
 interface PendingEffect {
   effect: SessionEffect;
@@ -26,8 +26,7 @@ interface Outcome {
   stateExact: boolean;
 }
 
-/** A connection whose settings are not known: they are reset before its next unit. */
-export const DIRTY_STATE = '\0dirty';
+export { DIRTY_STATE };
 
 /**
  * The effects of a client's statements on its session (SET, RESET, DISCARD ALL, DEALLOCATE ALL,
@@ -45,7 +44,24 @@ export class SessionEffects {
   /** effects of the open transaction, applied when it commits */
   private inTransaction: PendingEffect[] = [];
 
-  constructor(private readonly state: SessionState) {}
+  /** the DateStyle the server reported last in answer to the client's own statements */
+  private reportedDateStyle: string | undefined;
+
+  /**
+   * the session's transactions are serializable by default (its startup value, a SET of
+   * default_transaction_isolation or of the session characteristics): a hot standby refuses them
+   * (0A000), so they are not sent to replicas
+   */
+  defaultSerializable: boolean;
+
+  constructor(private readonly state: SessionState) {
+    this.defaultSerializable = state.startupSerializable;
+  }
+
+  /** A ParameterStatus the client was sent (its own statement changed a reported setting). */
+  reported(name: string, value: string): void {
+    if (name === 'DateStyle') this.reportedDateStyle = value;
+  }
 
   /** A statement of the unit under way completed. */
   collect(effects: readonly SessionEffect[], text: string): void {
@@ -96,20 +112,28 @@ export class SessionEffects {
     for (const { effect, text } of all) {
       switch (effect.type) {
         case 'set': {
-          const statement = effect.statement === 0 && !text.includes(';') ? text : splitStatements(text)[effect.statement] ?? text;
+          let statement = effect.statement === 0 && !text.includes(';') ? text : splitStatements(text)[effect.statement] ?? text;
+          // a SET of DateStyle merges with the value before it (`dmy` keeps the output style):
+          // what is replayed is the whole value the server reported
+          if (effect.name === 'datestyle' && this.reportedDateStyle !== undefined) statement = `SET "DateStyle" TO ${quoteLiteral(this.reportedDateStyle)}`;
           this.state.set(effect.name, statement);
+          if (effect.name === 'default_transaction_isolation') this.defaultSerializable = isSerializable(statement);
+          else if (effect.name === 'session_characteristics' && /\bisolation\s+level\b/i.test(statement)) this.defaultSerializable = isSerializable(statement);
           break;
         }
         case 'reset':
+          if (effect.name === 'default_transaction_isolation') this.defaultSerializable = this.state.startupSerializable;
           this.state.reset(effect.name);
           outcome.stateExact = false;
           break;
         case 'reset_all':
-          this.state.resetAll();
+          this.state.resetAll(true);
+          this.defaultSerializable = this.state.startupSerializable;
           outcome.stateExact = false;
           break;
         case 'discard_all':
           this.state.resetAll();
+          this.defaultSerializable = this.state.startupSerializable;
           this.defaultReadOnly = false;
           outcome.forgetStatements = true;
           outcome.forgetUnnamed = true;

@@ -1,3 +1,7 @@
+import { ProxyError, SqlState } from '../errors.js';
+import { runInternalQuery } from '../pool/internal-query.js';
+import type { ServerConnection } from '../pool/server-connection.js';
+
 /**
  * A client's session settings (startup parameters and SET statements), kept by pgrelay so that
  * they follow the client to whichever server connection serves its next unit.
@@ -13,8 +17,16 @@ export class SessionState {
   private readonly sets = new Map<string, string>();
   private cached: string | undefined = '';
 
+  /** the client's startup value of default_transaction_isolation is serializable */
+  readonly startupSerializable: boolean;
+
   constructor(startupParams: ReadonlyMap<string, string>) {
-    for (const [name, value] of startupParams) this.startup.set(name.toLowerCase(), `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`);
+    let serializable = false;
+    for (const [name, value] of startupParams) {
+      this.startup.set(name.toLowerCase(), `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`);
+      if (name.toLowerCase() === 'default_transaction_isolation') serializable = isSerializable(value);
+    }
+    this.startupSerializable = serializable;
     this.cached = undefined;
   }
 
@@ -32,23 +44,41 @@ export class SessionState {
   set(name: string, statement: string): void {
     const key = name.toLowerCase();
     this.sets.delete(key); // re-insert so that order follows the latest SET
+    // setting the session authorization also ends a SET ROLE (PostgreSQL: the role is NONE again)
+    if (key === 'session_authorization') this.sets.delete('role');
     this.sets.set(key, statement.trim().replace(/;\s*$/, ''));
     this.cached = undefined;
   }
 
   reset(name: string): void {
-    if (this.sets.delete(name.toLowerCase())) this.cached = undefined;
+    const key = name.toLowerCase();
+    // RESET SESSION AUTHORIZATION resets the role too (as SET SESSION AUTHORIZATION does)
+    const changed = key === 'session_authorization' ? this.sets.delete('role') : false;
+    if (this.sets.delete(key) || changed) this.cached = undefined;
   }
 
-  resetAll(): void {
-    if (this.sets.size === 0) return;
-    this.sets.clear();
-    this.cached = undefined;
+  /**
+   * RESET ALL (`identity` true: the role and the session authorization stay, PostgreSQL marks
+   * them GUC_NO_RESET_ALL), or DISCARD ALL (`identity` false: they go too).
+   */
+  resetAll(identity = false): void {
+    let changed = false;
+    for (const key of [...this.sets.keys()]) {
+      if (identity && (key === 'role' || key === 'session_authorization')) continue;
+      this.sets.delete(key);
+      changed = true;
+    }
+    if (changed) this.cached = undefined;
   }
 
   get isEmpty(): boolean {
     return this.sql() === '';
   }
+}
+
+/** A value of default_transaction_isolation (or a SET of it) names serializable. */
+export function isSerializable(text: string): boolean {
+  return /\bserializable\b/i.test(text);
 }
 
 /**
@@ -63,6 +93,30 @@ export function stateTransition(applied: string, wanted: string): string {
   if (applied === '') return wanted;
   return wanted === '' ? RESET_STATE : `${RESET_STATE};\n${wanted}`;
 }
+
+/**
+ * Moves a server connection no client holds to `wanted` and waits for the answer: undefined when
+ * applied, else the error for the unit (the server's own SQLSTATE and text, as the client would
+ * have seen it) — and the connection must go: a failed replay is one implicit transaction, rolled
+ * back whole, so it still has the previous client's role and settings.
+ */
+export async function applyState(conn: ServerConnection, wanted: string, node: string): Promise<ProxyError | undefined> {
+  let result;
+  try {
+    result = await runInternalQuery(conn, stateTransition(conn.appliedState, wanted));
+  } catch (error) {
+    return new ProxyError(SqlState.connectionFailure, `connection to node ${node} lost`, { cause: error });
+  }
+  if (result.error) {
+    conn.appliedState = DIRTY_STATE;
+    return new ProxyError(result.error.get('C') ?? SqlState.invalidParameterValue, result.error.get('M') ?? 'the session settings could not be applied');
+  }
+  conn.appliedState = wanted;
+  return undefined;
+}
+
+/** A connection whose settings are not known (no session's text equals it): they are reset before its next unit. */
+export const DIRTY_STATE = '\0dirty';
 
 /**
  * A parameter name for SET, always quoted: GUC names are case-insensitive and a quoted custom name

@@ -95,7 +95,7 @@ export class ClientSession {
     this.reader = new FrameReader(services.config().client.max_message_bytes);
     this.state = new SessionState(startupParams);
     this.effects = new SessionEffects(this.state);
-    const lease = new ServerLease({ socket, mayReadClient: () => !this.closed && this.unit.phase !== 'parked' }, services.router);
+    const lease = new ServerLease({ socket, mayReadClient: () => !this.closed && this.unit.phase !== 'parked', drained: () => this.pump() }, services.router);
     this.lease = lease;
     this.replies = new ServerReplies(
       {
@@ -160,7 +160,7 @@ export class ClientSession {
       sendToClient: (data) => this.sendToClient(data),
       waitForOutcome: () => this.park('drain', false),
       pinned: () => this.pinned,
-      syncCommitFloor: () => this.services.config().routing.min_synchronous_commit,
+      config: () => this.services.config(),
     });
     if (services.config().pool.mode === 'session') this.pinned = true;
   }
@@ -236,7 +236,7 @@ export class ClientSession {
     this.pumping = true;
     this.lease.beginBatch();
     try {
-      while (!this.closed && !isParked(this.unit)) {
+      while (!this.closed && !isParked(this.unit) && !this.lease.clientFull) {
         const resume = this.resumeStep;
         this.resumeStep = undefined;
         if (resume !== undefined) resume();
@@ -253,7 +253,7 @@ export class ClientSession {
       this.lease.endBatch();
     }
     const waiting = this.unit.phase === 'parked';
-    if (waiting && this.reader.pending > MAX_BUFFERED_INPUT) this.socket.pause();
+    if ((waiting && this.reader.pending > MAX_BUFFERED_INPUT) || this.lease.clientFull) this.socket.pause();
     else if (this.socket.isPaused() && !waiting && !this.lease.serverIsFull) this.socket.resume();
   }
 

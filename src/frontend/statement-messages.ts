@@ -1,8 +1,9 @@
 import type { Classification } from '../classify/classifier.js';
 import { FrontendCode, TxStatus } from '../protocol/codes.js';
-import { closeComplete, commandComplete, parseComplete, readCString, readyForQuery } from '../protocol/messages.js';
+import { closeComplete, commandComplete, message, parseComplete, readCString, readyForQuery } from '../protocol/messages.js';
 import { IN_FAILED_TRANSACTION } from './session-answers.js';
-import { syncCommitFloorFrame, type SyncCommitLevel } from '../routing/sync-commit-floor.js';
+import type { Config } from '../config/types.js';
+import { syncCommitFloorFrame } from '../routing/sync-commit-floor.js';
 import { parseWithText, refusalText, type ClientStatements, type StatementPayload } from './client-statements.js';
 import { renameInMessage, type ServerStatement, type StatementRegistry } from './prepared-statements.js';
 import { Expect, type ResponseQueue, SWALLOW } from './response-queue.js';
@@ -35,7 +36,8 @@ export interface StatementHost {
   /** the client is pinned to its server connection */
   pinned(): boolean;
   /** routing.min_synchronous_commit */
-  syncCommitFloor(): SyncCommitLevel;
+  /** the configuration now (the synchronous_commit floor, the cap of statements per server connection) */
+  config(): Config;
 }
 
 /**
@@ -64,7 +66,7 @@ export class StatementMessages {
   onParse(b: Buffer, start: number, end: number): void {
     const [name, textStart] = readCString(b, start, end);
     const [text, typesStart] = readCString(b, textStart, end);
-    const belowFloor = syncCommitFloorFrame(text, this.host.syncCommitFloor(), { name, types: b.subarray(typesStart, end) });
+    const belowFloor = syncCommitFloorFrame(text, this.host.config().routing.min_synchronous_commit, { name, types: b.subarray(typesStart, end) });
     if (belowFloor) return this.onParse(belowFloor, 5, belowFloor.length);
     const classification = this.host.classify(text);
     const refused = this.host.statements.refusedDeallocate(classification, false);
@@ -97,6 +99,7 @@ export class StatementMessages {
       const payload = { classification, text, statement, name };
       const parse = this.host.statements.prepareOn(server, statement);
       if (parse === undefined) return this.answerParseComplete(payload);
+      this.closeEvicted(statement);
       this.host.lease.inject(parse);
       this.host.queue.push(Expect.Parse, payload);
     });
@@ -188,8 +191,22 @@ export class StatementMessages {
   private prepareOnServer(statement: ServerStatement): void {
     const parse = this.host.statements.prepareOn(this.host.lease.conn!, statement);
     if (parse === undefined) return;
+    this.closeEvicted(statement);
     this.host.lease.inject(parse);
     this.host.queue.push(Expect.Parse | SWALLOW, { classification: statement.classification, text: statement.text, statement });
+  }
+
+  /**
+   * The connection keeps at most `pool.max_prepared_statements` server-side statements: the
+   * least recently used are closed there, in line before the Parse of `statement` (answers
+   * swallowed; a Close skipped after an error leaves the statement there, see ServerReplies).
+   */
+  private closeEvicted(statement: ServerStatement): void {
+    const evicted = this.host.statements.evictFrom(this.host.lease.conn!, this.host.config().pool.max_prepared_statements, statement.name);
+    for (const name of evicted) {
+      this.host.lease.inject(message(FrontendCode.Close, (w) => w.int8(0x53).cstring(name)));
+      this.host.queue.push(Expect.Close | SWALLOW, { classification: statement.classification, text: name });
+    }
   }
 
   /** DEALLOCATE of a protocol-level statement: only the client's name goes (the server one is shared). */

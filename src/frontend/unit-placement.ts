@@ -3,8 +3,7 @@ import type { NodeStatus } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
 import type { Pool } from '../pool/pool.js';
 import type { ServerConnection, ServerDataHandler } from '../pool/server-connection.js';
-import { FrontendCode, TxStatus } from '../protocol/codes.js';
-import { message } from '../protocol/messages.js';
+import { TxStatus } from '../protocol/codes.js';
 import type { FrameReader } from '../protocol/frame-reader.js';
 import type { ServerMessageScanner } from '../protocol/server-scanner.js';
 import type { Target } from '../routing/router.js';
@@ -14,7 +13,7 @@ import type { StatementPayload } from './client-statements.js';
 import { Expect, type ResponseQueue, SWALLOW } from './response-queue.js';
 import type { ServerLease } from './server-lease.js';
 import type { SessionEffects } from './session-effects.js';
-import { type SessionState, stateTransition } from './session-state.js';
+import { applyState, type SessionState } from './session-state.js';
 import type { ReplayWindow } from './replay-window.js';
 import type { SessionServices } from './session-services.js';
 import type { Step, WaitReason } from './unit-state.js';
@@ -70,6 +69,8 @@ export interface PlacementHost {
 export class UnitPlacement {
   /** the unit being placed was routed again after a failed connect (once per unit) */
   private rerouted = false;
+  /** the unit being placed was placed again after its connection was lost during the state replay */
+  private placedAgain = false;
   /** what the unit that attached the current server connection asked for */
   attachTarget: Target | 'any' = 'any';
   /** when the unit now running began (pgrelay_query_duration_seconds) */
@@ -82,7 +83,9 @@ export class UnitPlacement {
 
   /** Where a statement wants to run, given the session's transaction defaults. */
   targetOf(classification: Classification | undefined): Target | 'any' {
-    return targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly });
+    const target = targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly });
+    // serializable by default: a hot standby refuses every transaction of the session (0A000)
+    return target === 'replica' && this.host.effects.defaultSerializable ? 'primary' : target;
   }
 
   /** A simple Query or FunctionCall: `then` runs once it has its server connection. */
@@ -168,6 +171,7 @@ export class UnitPlacement {
     }
     let sync = true;
     let answered = false;
+    let replaying = false;
     pool.acquire((error, conn) => {
       answered = true;
       if (host.isClosed()) {
@@ -195,6 +199,27 @@ export class UnitPlacement {
         return;
       }
       this.rerouted = false;
+      const wanted = host.state.sql();
+      if (conn.appliedState !== wanted) {
+        // the session's settings first, and their answer before anything of the unit is sent
+        replaying = true;
+        void applyState(conn, wanted, node.name).then((failure) => {
+          if (failure) pool.discard(conn);
+          if (host.isClosed()) {
+            if (!failure) pool.release(conn);
+            return;
+          }
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, then));
+          if (failure.cause !== undefined && !this.placedAgain) {
+            // the connection was lost, and nothing of the unit was sent: it is placed again, once
+            this.placedAgain = true;
+            return host.resumeWith(() => this.place(target, classification, then));
+          }
+          this.placedAgain = false;
+          host.resumeWith(() => host.failUnit(failure));
+        });
+        return;
+      }
       this.attach(conn, node, pool, target);
       if (sync) then();
       else host.resumeWith(then);
@@ -203,19 +228,19 @@ export class UnitPlacement {
     if (!answered) {
       host.park('connection', undefined);
       services.metrics.countPoolWait(node.name);
-    }
+    } else if (replaying) host.park('connection', undefined);
+  }
+
+  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', then: Step): void {
+    this.placedAgain = false;
+    this.attach(conn, node, pool, target);
+    then();
   }
 
   private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any'): void {
     this.host.scanner.reset();
     this.attachTarget = target;
     this.host.lease.attach(conn, node, pool, this.host.handler);
-    const wanted = this.host.state.sql();
-    if (conn.appliedState !== wanted) {
-      this.host.lease.inject(message(FrontendCode.Query, (w) => w.cstring(stateTransition(conn.appliedState, wanted))));
-      this.host.queue.push(Expect.Query | SWALLOW);
-      conn.appliedState = wanted;
-    }
     const begin = this.host.tx.takeBegin();
     if (begin !== undefined) {
       this.host.lease.inject(begin);

@@ -135,6 +135,51 @@ describe('backpressure', () => {
       await other.end();
     }
   });
+
+  it('stops reading a client that writes Syncs in a loop and never reads (each answered by pgrelay itself): RSS stays bounded, others are served, every Sync is answered once it reads', async () => {
+    const client = await RawClient.connect(relay.port, { user: cluster.user, password: cluster.password, database: cluster.database });
+    const { socket } = client.release(); // paused: nothing is read
+    const MAX_SYNCS = 20_000_000; // 100 MB of Syncs, 120 MB of answers
+    const BATCH = 10_000;
+    const batch = Buffer.concat(Array.from({ length: BATCH }, () => serialize.sync()));
+    try {
+      const rssBefore = relay.rssBytes();
+      let written = 0;
+      let maxRss = rssBefore;
+      const started = Date.now();
+      // write as fast as the socket takes them, for a bounded time
+      while (written < MAX_SYNCS && Date.now() - started < 8_000) {
+        if (!writeOrWait(socket, batch)) await drainedOrTimeout(socket, 100);
+        else written += BATCH;
+        maxRss = Math.max(maxRss, relay.rssBytes());
+      }
+      const mb = (n: number) => (n / 1024 / 1024).toFixed(1);
+      console.info(`Sync flood: pgrelay took ${written} Syncs (${mb(written * 5)} MB) in ${Date.now() - started} ms; RSS ${mb(rssBefore)} MB before, max ${mb(maxRss)} MB`);
+      // kernel buffers and a bounded queue of answers, not the whole loop (which would read on)
+      expect(written * 5).toBeLessThan(30 * 1024 * 1024);
+      expect(maxRss - rssBefore).toBeLessThan(40 * 1024 * 1024);
+      // meanwhile another client is served
+      const other = new pg.Client({ connectionString: relay.url() });
+      await other.connect();
+      try {
+        expect((await other.query('SELECT 2 AS v')).rows[0].v).toBe(2);
+      } finally {
+        await other.end();
+      }
+      // the flooding client reads at last: one ReadyForQuery (6 bytes) for each Sync it wrote
+      let received = 0;
+      let tail = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        tail = Buffer.concat([tail, chunk]).subarray(-6);
+      });
+      socket.resume();
+      await vi.waitFor(() => expect(received).toBe(written * 6), { timeout: 60_000, interval: 100 });
+      expect([...tail]).toEqual([0x5a, 0, 0, 0, 5, 0x49]);
+    } finally {
+      socket.destroy();
+    }
+  }, 120_000);
 });
 
 /** socket.write, unless its buffer is already full (then nothing is written). */

@@ -101,3 +101,39 @@ describe('ClientStatements: named statements', () => {
     expect(mine.refusedDeallocate(cls([{ type: 'deallocate', name: 's1' }]), true)).toBeUndefined();
   });
 });
+
+describe('bounds on prepared statements', () => {
+  const rest = (text: string) => Buffer.from(`${text}\0\0\0`);
+
+  it('a server connection keeps at most `max` statements, the least recently used go (never the one just prepared)', () => {
+    const mine = new ClientStatements();
+    const registry = new StatementRegistry();
+    const conn = holder();
+    const s = ['SELECT 1', 'SELECT 2', 'SELECT 3', 'SELECT 4'].map((t) => registry.intern(t, rest(t), cls()));
+    expect(mine.prepareOn(conn, s[0]!)).toBe(s[0]!.parse);
+    expect(mine.prepareOn(conn, s[1]!)).toBe(s[1]!.parse);
+    expect(mine.prepareOn(conn, s[2]!)).toBe(s[2]!.parse);
+    expect(mine.evictFrom(conn, 3, s[2]!.name)).toEqual([]);
+    // s[0] used again: s[1] is now the least recently used
+    expect(mine.prepareOn(conn, s[0]!)).toBeUndefined();
+    expect(mine.prepareOn(conn, s[3]!)).toBe(s[3]!.parse);
+    expect(mine.evictFrom(conn, 3, s[3]!.name)).toEqual([s[1]!.name]);
+    expect([...conn.prepared]).toEqual([s[2]!.name, s[0]!.name, s[3]!.name]);
+    expect(mine.evictFrom(conn, 1, s[3]!.name)).toEqual([s[2]!.name, s[0]!.name]);
+    expect(mine.evictFrom(conn, 0, s[3]!.name)).toEqual([]); // 0: no cap
+  });
+
+  it('the registry is bounded in bytes; a text parsed again after it went gets a new server-side name', () => {
+    const registry = new StatementRegistry(() => 4000);
+    const first = registry.intern('SELECT 0', rest('SELECT 0'), cls());
+    for (let i = 1; i < 100; i++) registry.intern(`SELECT ${i}`, rest(`SELECT ${i}`), cls());
+    expect(registry.bytes).toBeLessThanOrEqual(4000);
+    expect(registry.size).toBeLessThan(100);
+    expect(registry.size).toBeGreaterThan(5);
+    const again = registry.intern('SELECT 0', rest('SELECT 0'), cls());
+    expect(again.name).not.toBe(first.name);
+    // a recently used one stays
+    const recent = registry.intern('SELECT 99', rest('SELECT 99'), cls());
+    expect(registry.intern('SELECT 99', rest('SELECT 99'), cls())).toBe(recent);
+  });
+});

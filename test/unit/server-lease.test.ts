@@ -84,7 +84,7 @@ function setup(mayRead = true) {
   const client = new FakeSocket();
   const events: string[] = [];
   const lease = new ServerLease(
-    { socket: client as unknown as net.Socket, mayReadClient: () => mayRead },
+    { socket: client as unknown as net.Socket, mayReadClient: () => mayRead, drained: () => undefined },
     { started: (n) => events.push(`started ${n.name}`), finished: (n, ms) => events.push(`finished ${n.name} ${ms === undefined ? 'lost' : 'served'}`) },
   );
   const conn = fakeConn();

@@ -106,4 +106,56 @@ describe('SessionEffects', () => {
     s.effects.unitEnded(I, false, false, s.server, s.statements);
     expect(s.state.sql()).toBe('');
   });
+
+  it('setting or resetting the session authorization ends a SET ROLE; RESET ALL keeps both, DISCARD ALL drops both', () => {
+    const s = setup();
+    const run = (effect: SessionEffect, text: string) => {
+      s.effects.collect([effect], text);
+      s.effects.unitEnded(I, false, false, s.server, s.statements);
+    };
+    run(set('session_authorization'), 'SET SESSION AUTHORIZATION u8');
+    run(set('role'), 'SET ROLE u9');
+    expect(s.state.sql()).toBe('SET SESSION AUTHORIZATION u8;\nSET ROLE u9');
+    run({ type: 'reset', name: 'session_authorization', statement: 0 }, 'RESET SESSION AUTHORIZATION');
+    expect(s.state.sql()).toBe('');
+    run(set('role'), 'SET ROLE u9');
+    run(set('session_authorization'), 'SET SESSION AUTHORIZATION u8');
+    expect(s.state.sql()).toBe('SET SESSION AUTHORIZATION u8');
+    run(set('role'), 'SET ROLE u9');
+    run(set('work_mem'), 'SET work_mem = 1000');
+    run({ type: 'reset_all' }, 'RESET ALL');
+    expect(s.state.sql()).toBe('SET SESSION AUTHORIZATION u8;\nSET ROLE u9');
+    run({ type: 'discard_all' }, 'DISCARD ALL');
+    expect(s.state.sql()).toBe('');
+  });
+
+  it('a SET of DateStyle is replayed as the whole value the server reported for it', () => {
+    const state = new SessionState(new Map([['DateStyle', 'Postgres, MDY']]));
+    const effects = new SessionEffects(state);
+    effects.reported('DateStyle', 'Postgres, DMY');
+    effects.collect([set('datestyle')], 'SET datestyle TO dmy');
+    effects.unitEnded(I, false, false, undefined, { clear: () => undefined });
+    expect(state.sql()).toBe(`SET "DateStyle" TO 'Postgres, DMY'`);
+  });
+
+  it('tracks a default isolation of serializable: startup value, SET, session characteristics, RESET, RESET ALL', () => {
+    const state = new SessionState(new Map([['default_transaction_isolation', 'serializable']]));
+    const effects = new SessionEffects(state);
+    const run = (effect: SessionEffect, text: string) => {
+      effects.collect([effect], text);
+      effects.unitEnded(I, false, false, undefined, { clear: () => undefined });
+    };
+    expect(effects.defaultSerializable).toBe(true);
+    run(set('default_transaction_isolation'), "SET default_transaction_isolation = 'read committed'");
+    expect(effects.defaultSerializable).toBe(false);
+    run({ type: 'reset_all' }, 'RESET ALL');
+    expect(effects.defaultSerializable).toBe(true);
+    run(set('session_characteristics'), 'SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+    expect(effects.defaultSerializable).toBe(false);
+    run(set('session_characteristics'), 'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE');
+    expect(effects.defaultSerializable).toBe(false);
+    run({ type: 'reset', name: 'default_transaction_isolation', statement: 0 }, 'RESET default_transaction_isolation');
+    expect(effects.defaultSerializable).toBe(true);
+    expect(new SessionEffects(new SessionState(new Map())).defaultSerializable).toBe(false);
+  });
 });
