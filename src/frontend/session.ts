@@ -182,7 +182,6 @@ export class ClientSession {
   get isPinned(): boolean {
     return this.pinned;
   }
-
   private get unitOpen(): boolean {
     return unitIsOpen(this.unit);
   }
@@ -319,8 +318,9 @@ export class ClientSession {
     const payload: StatementPayload = { classification, text };
     this.placement.beginSimpleUnit(this.placement.targetOf(classification), classification.route, classification, () => {
       const refused = this.statements.refusedDeallocate(classification, isLoneDeallocate(classification));
-      if (refused === undefined) this.lease.forward(b, start, end);
-      else this.lease.inject(refuseDeallocate(refused));
+      const refusal = refused === undefined ? this.placement.pinRefusal(classification) : refuseDeallocate(refused);
+      if (refusal === undefined) this.lease.forward(b, start, end);
+      else this.lease.inject(refusal);
       this.queue.push(Expect.Query, payload);
       // statements that forget prepared statements: what follows waits for their outcome
       for (const effect of classification.effects) if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.park('drain', false);

@@ -8,7 +8,8 @@ import { message } from '../protocol/messages.js';
 import type { FrameReader } from '../protocol/frame-reader.js';
 import type { ServerMessageScanner } from '../protocol/server-scanner.js';
 import type { Target } from '../routing/router.js';
-import { isReplayable, isUnreachable, onHeldConnection, targetOf } from '../routing/unit-route.js';
+import { raiseStatement } from '../routing/sync-commit-floor.js';
+import { isReplayable, isUnreachable, onHeldConnection, pinOnReplicaRefusal, targetOf } from '../routing/unit-route.js';
 import type { ClientTransaction } from './client-transaction.js';
 import type { StatementPayload } from './client-statements.js';
 import { Expect, type ResponseQueue, SWALLOW } from './response-queue.js';
@@ -85,6 +86,13 @@ export class UnitPlacement {
     return targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly });
   }
 
+  /** The Query that fails a pinning statement of a transaction on a replica on the server, in order (see pinOnReplicaRefusal). */
+  pinRefusal(classification: Classification): Buffer | undefined {
+    const server = this.host.lease.conn;
+    const refused = pinOnReplicaRefusal(classification, server !== undefined && server.node !== this.services.topology.primaryName && server.txStatus !== TxStatus.Idle);
+    return refused && message(FrontendCode.Query, (w) => w.cstring(raiseStatement(refused)));
+  }
+
   /** A simple Query or FunctionCall: `then` runs once it has its server connection. */
   beginSimpleUnit(target: Target | 'any', route: string, classification: Classification | undefined, then: Step): void {
     // a Query inside an extended unit runs on the unit's connection
@@ -128,7 +136,8 @@ export class UnitPlacement {
       if (held === 'drain') return host.park('drain', () => this.ensureServer(target, classification, then));
       this.release(true);
     }
-    this.place(target ?? 'any', classification, then);
+    // a pinned session's connection (pool.mode: session) is a primary one: a pin never fails a write
+    this.place(host.pinned() ? 'primary' : (target ?? 'any'), classification, then);
   }
 
   place(target: Target | 'any', classification: Classification | undefined, then: Step): void {
