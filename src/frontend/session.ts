@@ -40,9 +40,7 @@ const SKIPPING: UnitState = { phase: 'skipping' };
  * pinned, units stick to it. A message whose unit must wait (for a connection, a primary, or the
  * units in flight) is parked with the rest of its handling, which runs when the wait is over.
  *
- * Server → client traffic is forwarded as received, borrowed from the server connection's read
- * buffer (ServerReplies, ServerMessageScanner, ServerLease).
- *
+ * Server → client traffic is forwarded as received (ServerReplies, ServerMessageScanner, ServerLease).
  * Where a client can tell it is not talking to PostgreSQL directly (decisions, not accidents;
  * see also ClientTransaction, StatementMessages and SessionEffects):
  * - a read outside a transaction whose server connection is lost before it answered anything
@@ -141,6 +139,8 @@ export class ClientSession {
       park: (why, resume) => this.park(why, true, resume),
       resumeWith: (next) => this.resumeWith(next),
       failUnit: (error) => this.failUnit(error),
+      statementClassification: (name) => (name === '' ? this.statements.unnamedPayload : this.statements.get(name))?.classification,
+      awaitInput: () => this.reader.waitForMore(),
     });
     this.named = new StatementMessages({
       lease,
@@ -196,8 +196,6 @@ export class ClientSession {
     return this.lease.conn && this.queue.length > 0 ? this.lease.conn : undefined;
   }
 
-  // ---------------------------------------------------------------- the unit's state
-
   /** The one place the unit's state changes. */
   private move(next: UnitState): void {
     this.unit = next;
@@ -242,7 +240,7 @@ export class ClientSession {
         else if (this.reader.next()) this.handle(this.reader.code, this.reader.buffer, this.reader.start, this.reader.end);
         else break;
         // the message is done with (unless parked with it): it joins the replay window
-        if (!holdsMessage(this.unit) && this.replayWindow.open) this.replayWindow.add(this.reader);
+        if (!holdsMessage(this.unit) && this.replayWindow.open && !this.reader.held) this.replayWindow.add(this.reader);
       }
     } catch (error) {
       // a client message whose fields run past its end (or miss a terminator)

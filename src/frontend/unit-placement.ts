@@ -19,6 +19,10 @@ import { type SessionState, stateTransition } from './session-state.js';
 import type { ReplayWindow } from './replay-window.js';
 import type { SessionServices } from './session-services.js';
 import type { Step, WaitReason } from './unit-state.js';
+import { lookAhead, type UnitAhead } from './unit-lookahead.js';
+
+/** An extended unit's later messages are looked at up to this many buffered bytes (beyond: the primary). */
+const LOOKAHEAD_BYTES = 256 * 1024;
 
 /** The route a FunctionCall message is counted as. */
 export const FUNCTION_CALL = 'function call';
@@ -57,6 +61,10 @@ export interface PlacementHost {
   resumeWith(next: Step): void;
   /** pgrelay answers the unit with this error (nothing of it reached a server) */
   failUnit(error: unknown): void;
+  /** the classification of a statement the client prepared ('' = its unnamed statement) */
+  statementClassification(name: string): Classification | undefined;
+  /** the message being handled is handled again once more client bytes are in (see lookAhead) */
+  awaitInput(): void;
 }
 
 /**
@@ -107,10 +115,34 @@ export class UnitPlacement {
   beginExtendedUnit(classification: Classification | undefined, then: Step): void {
     if (this.host.tx.orphaned) return this.host.answerOrphaned(classification);
     if (this.host.unitOpen() && this.host.lease.conn) return then();
-    this.ensureServer(this.targetOf(classification), classification, () => {
+    let target = this.targetOf(classification);
+    if (target !== 'primary' && this.unitMayMove()) {
+      // a unit that starts with a read and writes later runs on the primary as a whole
+      const ahead = this.aheadOfUnit();
+      if (ahead === 'incomplete') return this.host.awaitInput();
+      if (ahead === 'write') target = 'primary';
+    }
+    this.ensureServer(target, classification, () => {
       this.host.openUnit();
       this.unitBegins(classification?.route ?? 'any', classification, classification);
       then();
+    });
+  }
+
+  /** The unit is placed by its own statements: not in a transaction, not pinned. */
+  private unitMayMove(): boolean {
+    const server = this.host.lease.conn;
+    return !this.host.pinned() && this.host.tx.status === TxStatus.Idle && (server === undefined || server.txStatus === TxStatus.Idle);
+  }
+
+  /** Whether the extended unit's later messages (those already received) write (see lookAhead). */
+  private aheadOfUnit(): UnitAhead {
+    const reader = this.host.reader;
+    if (reader.pending > LOOKAHEAD_BYTES) return 'write';
+    return lookAhead(reader.unread(), {
+      classify: (text) => this.services.classifier.classify(text),
+      statement: (name) => this.host.statementClassification(name),
+      wantsPrimary: (classification) => this.targetOf(classification) === 'primary',
     });
   }
 

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { STEADY } from '../support/protocol-client.js';
+import { dataRow, errorFields, RawClient, serialize, STEADY, type BackendMessage } from '../support/protocol-client.js';
 import { startRelay, type Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
@@ -100,5 +100,72 @@ describe('a pin is a primary connection', () => {
     expect(Number(first!.p)).toBe(primary.port);
     const rows = await sql`INSERT INTO route_fix (v) VALUES (3) RETURNING v`;
     expect(rows.map((r) => r.v)).toEqual([3]);
+  });
+});
+
+describe('an extended-protocol unit is routed by all of its statements', () => {
+  const login = () => ({ user: shared.user, password: shared.password, database: shared.database });
+  /** the unit's answers: rows as their first value, errors as E + SQLSTATE */
+  const summary = (messages: BackendMessage[]) => messages.filter((m) => m.type === 'D' || m.type === 'E' || m.type === 'Z').map((m) => (m.type === 'E' ? `E ${errorFields(m.body).get('C')}` : m.type === 'D' ? dataRow(m.body)[0] : m.type));
+  const read = () => [serialize.parse({ text: 'SELECT inet_server_port()::text' }), serialize.bind({}), serialize.execute({})];
+  const write = (v: number) => [serialize.parse({ text: `INSERT INTO route_fix (v) VALUES (${v}) RETURNING inet_server_port()::text` }), serialize.bind({}), serialize.execute({})];
+
+  it('a read then a write in one Sync, sent in one packet: the unit runs on the primary', async () => {
+    const relay = await relayWith();
+    const raw = await RawClient.connect(relay.port, login());
+    try {
+      // a read alone goes to a replica
+      raw.send(Buffer.concat([...read(), serialize.sync()]));
+      const alone = summary(await raw.until('Z'));
+      expect(replicas.map((r) => String(r.port))).toContain(alone[0]);
+      raw.send(Buffer.concat([...read(), ...write(21), serialize.sync()]));
+      expect(summary(await raw.until('Z'))).toEqual([String(primary.port), String(primary.port), 'Z']);
+    } finally {
+      raw.destroy();
+    }
+    expect(await queryNode(shared, primary.name, 'SELECT count(*)::int AS n FROM route_fix WHERE v = 21')).toEqual([{ n: 1 }]);
+  });
+
+  it('the write comes in a later packet than the read: the read waits for the rest of its unit, and the whole unit runs on the primary', async () => {
+    const relay = await relayWith();
+    const raw = await RawClient.connect(relay.port, login());
+    try {
+      // a unit of reads that comes in pieces goes to a replica (the rest of the unit a moment
+      // later, in a packet of its own)
+      raw.send(Buffer.concat(read()));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      raw.send(serialize.sync());
+      const reads = summary(await raw.until('Z'));
+      expect(replicas.map((r) => String(r.port))).toContain(reads[0]);
+      raw.send(Buffer.concat(read()));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      raw.send(Buffer.concat([...write(22), serialize.sync()]));
+      expect(summary(await raw.until('Z'))).toEqual([String(primary.port), String(primary.port), 'Z']);
+    } finally {
+      raw.destroy();
+    }
+    expect(await queryNode(shared, primary.name, 'SELECT count(*)::int AS n FROM route_fix WHERE v = 22')).toEqual([{ n: 1 }]);
+  });
+
+  it('a read, then a named statement of a write prepared earlier, in one Sync (Bind of the named statement)', async () => {
+    const relay = await relayWith();
+    const raw = await RawClient.connect(relay.port, login());
+    try {
+      raw.send(Buffer.concat([serialize.parse({ name: 'w', text: 'INSERT INTO route_fix (v) VALUES (23) RETURNING inet_server_port()::text' }), serialize.sync()]));
+      expect(summary(await raw.until('Z'))).toEqual(['Z']);
+      raw.send(Buffer.concat([...read(), serialize.bind({ statement: 'w' }), serialize.execute({}), serialize.sync()]));
+      expect(summary(await raw.until('Z'))).toEqual([String(primary.port), String(primary.port), 'Z']);
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  it('postgres.js pipelining: a read and a write issued together each run where they belong', async () => {
+    const relay = await relayWith();
+    const sql = postgres(relay.url(), { max: 1, onnotice: () => undefined });
+    sqls.push(sql);
+    const [r, w] = await Promise.all([sql`SELECT inet_server_port() AS p`, sql`INSERT INTO route_fix (v) VALUES (24) RETURNING inet_server_port() AS p`]);
+    expect(replicas.map((n) => n.port)).toContain(Number(r[0]!.p));
+    expect(Number(w[0]!.p)).toBe(primary.port);
   });
 });
