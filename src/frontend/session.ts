@@ -8,7 +8,7 @@ import { readyForQuery } from '../protocol/messages.js';
 import { ServerMessageScanner } from '../protocol/server-scanner.js';
 import { ClientStatements, isLoneDeallocate, refuseDeallocate, type StatementPayload } from './client-statements.js';
 import { syncCommitFloorFrame } from '../routing/sync-commit-floor.js';
-import { ClientTransaction } from './client-transaction.js';
+import { ClientTransaction, lostOutcome } from './client-transaction.js';
 import { RecentClassification } from './recent-classification.js';
 import { ReplayWindow } from './replay-window.js';
 import { Expect, ResponseQueue } from './response-queue.js';
@@ -366,6 +366,7 @@ export class ClientSession {
     const midMessage = this.scanner.clientHasPart;
     const hadWork = this.queue.length > 0 || this.unitOpen;
     const inTransaction = conn.txStatus !== TxStatus.Idle;
+    const outcome = lostOutcome(this.queue, inTransaction);
     this.services.nodeBroken(node.name, error);
     this.services.metrics.serverErrors.labels(node.name).inc();
     this.lease.lost();
@@ -389,9 +390,9 @@ export class ClientSession {
     const serverFatal = this.replies.serverFatal;
     this.replies.serverFatal = undefined;
     if (!hadWork && !inTransaction) return;
-    this.tx.lost(inTransaction, hadWork, node.name, serverFatal);
+    this.tx.lost(inTransaction && outcome !== 'unknown', hadWork, node.name, serverFatal);
     if (hadWork) {
-      this.sendToClient(answers.connectionLost(node.name, serverFatal, inTransaction));
+      this.sendToClient(answers.connectionLost(node.name, serverFatal, outcome));
       if (this.unitOpen) this.move(SKIPPING);
       else this.sendToClient(readyForQuery(this.tx.status));
     }

@@ -38,6 +38,13 @@ async function pinnedSessions(relay: Relay): Promise<number> {
 
 beforeAll(async () => {
   await queryNode(shared, primary.name, 'DROP TABLE IF EXISTS route_fix; CREATE TABLE route_fix (id serial PRIMARY KEY, v int)');
+  // a COMMIT that takes a while: a deferred trigger sleeps for rows with v = 41
+  await queryNode(
+    shared,
+    primary.name,
+    `CREATE OR REPLACE FUNCTION route_fix_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.v = 41 THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END $$;
+     CREATE CONSTRAINT TRIGGER route_fix_slow AFTER INSERT ON route_fix DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION route_fix_slow()`,
+  );
   for (const replica of replicas) {
     await vi.waitFor(async () => expect(await queryNode(shared, replica.name, "SELECT to_regclass('route_fix') IS NOT NULL AS ok")).toEqual([{ ok: true }]), { timeout: 30_000, interval: 100 });
   }
@@ -47,8 +54,25 @@ afterAll(async () => {
   await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   await Promise.all(sqls.map((s) => s.end({ timeout: 1 }).catch(() => undefined)));
   await Promise.all(relays.map((r) => r.stop()));
-  await queryNode(shared, primary.name, 'DROP TABLE IF EXISTS route_fix');
+  await queryNode(shared, primary.name, 'DROP TABLE IF EXISTS route_fix; DROP FUNCTION IF EXISTS route_fix_slow()');
 });
+
+/** Terminates the backend on the primary running a statement that contains `tag`. */
+async function terminateWhenRunning(tag: string): Promise<void> {
+  await vi.waitFor(
+    async () => {
+      const rows = await queryNode<{ ok: boolean }>(
+        shared,
+        primary.name,
+        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+        [tag],
+        true,
+      );
+      expect(rows.some((r) => r.ok)).toBe(true);
+    },
+    { timeout: 20_000, interval: 25 },
+  );
+}
 
 describe('a pin is a primary connection', () => {
   const pinning: [string, string[]][] = [
@@ -167,5 +191,49 @@ describe('an extended-protocol unit is routed by all of its statements', () => {
     const [r, w] = await Promise.all([sql`SELECT inet_server_port() AS p`, sql`INSERT INTO route_fix (v) VALUES (24) RETURNING inet_server_port() AS p`]);
     expect(replicas.map((n) => n.port)).toContain(Number(r[0]!.p));
     expect(Number(w[0]!.p)).toBe(primary.port);
+  });
+});
+
+describe('a server connection lost under a commit or a write in flight', () => {
+  const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: { code?: string; message: string }) => e);
+
+  it('a COMMIT in flight: 08007 (outcome unknown), never "rolled back"; the transaction is over for the client', async () => {
+    const relay = await relayWith();
+    const client = await connect(relay);
+    const tag = `route_fix_commit_${Date.now()}`;
+    await client.query('BEGIN');
+    await client.query('INSERT INTO route_fix (v) VALUES (41)');
+    const result = failure(client.query(`/* ${tag} */ COMMIT`));
+    await terminateWhenRunning(tag);
+    const error = await result;
+    expect(error?.code).toBe('08007');
+    expect(error?.message).not.toMatch(/rolled back/);
+    // the transaction ended (either way): the client goes on outside it
+    expect((await client.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+  });
+
+  it('an autocommit write in flight: 08007 (it may have committed)', async () => {
+    const relay = await relayWith();
+    const client = await connect(relay);
+    const tag = `route_fix_write_${Date.now()}`;
+    const result = failure(client.query(`INSERT INTO route_fix (v) SELECT 42 FROM pg_sleep(2) /* ${tag} */`));
+    await terminateWhenRunning(tag);
+    expect(await result).toMatchObject({ code: '08007' });
+    expect((await client.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+  });
+
+  it('a statement of an open transaction in flight (no COMMIT sent): 08006, the transaction did not commit; then ROLLBACK', async () => {
+    const relay = await relayWith();
+    const client = await connect(relay);
+    const tag = `route_fix_tx_${Date.now()}`;
+    await client.query('BEGIN');
+    const result = failure(client.query(`INSERT INTO route_fix (v) SELECT 43 FROM pg_sleep(2) /* ${tag} */`));
+    await terminateWhenRunning(tag);
+    const error = await result;
+    expect(error?.code).toBe('08006');
+    expect(error?.message).toMatch(/the transaction did not commit/);
+    await expect(client.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+    await client.query('ROLLBACK');
+    expect(await queryNode(shared, primary.name, 'SELECT count(*)::int AS n FROM route_fix WHERE v = 43')).toEqual([{ n: 0 }]);
   });
 });
