@@ -79,7 +79,7 @@ export interface PlacementHost {
 export class UnitPlacement {
   /** the unit being placed was routed again after a failed connect (once per unit) */
   private rerouted = false;
-  /** what the unit that attached the current server connection asked for */
+  /** what the unit that attached the current server connection asked for ('primary' too once a unit for the primary ran on it) */
   attachTarget: Target | 'any' = 'any';
   /** when the unit now running began (pgrelay_query_duration_seconds) */
   unitBeganAt = 0;
@@ -162,8 +162,11 @@ export class UnitPlacement {
     const host = this.host;
     const server = host.lease.conn;
     if (server) {
+      const onPrimary = server.node === this.services.topology.primaryName;
+      // a write on the held primary connection counts for read-your-writes, whatever attached it
+      if (target === 'primary' && onPrimary) this.attachTarget = 'primary';
       if (host.pinned() || host.unitOpen() || server.txStatus !== TxStatus.Idle || target === undefined || target === 'any') return then();
-      const held = onHeldConnection(target, { onPrimary: server.node === this.services.topology.primaryName, busy: host.queue.length > 0 });
+      const held = onHeldConnection(target, { onPrimary, busy: host.queue.length > 0 });
       if (held === 'stay') return then();
       if (held === 'drain') return host.park('drain', () => this.ensureServer(target, classification, then));
       this.release(true);
