@@ -21,15 +21,21 @@ export interface AheadHost {
 }
 
 /**
- * The messages after an extended unit's first one, up to its end, as far as they are in
- * (`bytes`: the client bytes not handled yet): whether any of them writes. A unit that starts
- * with a read and writes later (Parse/Bind/Execute of a SELECT, then of an INSERT, one Sync) runs
- * on the primary as a whole. The end is a Sync, or a Flush (the client waits for answers before
- * sending more: what it sends after is not seen here), a Query or a Terminate.
+ * An extended unit's messages, as far as they are in: `current`, the message that starts it
+ * (being handled), and `rest`, the client bytes not handled yet: whether any of them writes. A
+ * unit that starts with a read and writes later (Parse/Bind/Execute of a SELECT, then of an
+ * INSERT, one Sync) runs on the primary as a whole. The end is a Sync, or a Flush (the client
+ * waits for answers before sending more: what it sends after is not seen here), a Query or a
+ * Terminate.
  */
-export function lookAhead(bytes: Buffer, host: AheadHost): UnitAhead {
-  /** statements parsed earlier in the unit, by name */
-  let parsed: Map<string, Classification> | undefined;
+export function lookAhead(current: Buffer, rest: Buffer, host: AheadHost): UnitAhead {
+  /** statements parsed in the unit, by name (a Bind of the unnamed statement the unit parses is that one) */
+  const parsed = new Map<string, Classification>();
+  const first = scan(current, host, parsed);
+  return first === 'write' ? 'write' : scan(rest, host, parsed);
+}
+
+function scan(bytes: Buffer, host: AheadHost, parsed: Map<string, Classification>): UnitAhead {
   let at = 0;
   while (at + 5 <= bytes.length) {
     const code = bytes[at]!;
@@ -51,13 +57,13 @@ export function lookAhead(bytes: Buffer, host: AheadHost): UnitAhead {
         const [text] = readCString(bytes, textStart, end);
         const classification = host.classify(text);
         if (host.wantsPrimary(classification)) return 'write';
-        (parsed ??= new Map()).set(name, classification);
+        parsed.set(name, classification);
         break;
       }
       case FrontendCode.Bind: {
         const [, statementStart] = readCString(bytes, start, end);
         const [name] = readCString(bytes, statementStart, end);
-        const classification = parsed?.get(name) ?? host.statement(name);
+        const classification = parsed.get(name) ?? host.statement(name);
         if (host.wantsPrimary(classification)) return 'write';
         break;
       }

@@ -139,7 +139,7 @@ export class UnitPlacement {
   private aheadOfUnit(): UnitAhead {
     const reader = this.host.reader;
     if (reader.pending > LOOKAHEAD_BYTES) return 'write';
-    return lookAhead(reader.unread(), {
+    return lookAhead(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), {
       classify: (text) => this.services.classifier.classify(text),
       statement: (name) => this.host.statementClassification(name),
       wantsPrimary: (classification) => this.targetOf(classification) === 'primary',

@@ -184,6 +184,15 @@ describe('an extended-protocol unit is routed by all of its statements', () => {
     }
   });
 
+  it('after a write through the unnamed statement, a read through it still goes to a replica (node-postgres, parameters)', async () => {
+    const relay = await relayWith();
+    const client = await connect(relay);
+    for (let i = 0; i < 3; i++) {
+      expect(Number((await client.query('INSERT INTO route_fix (v) VALUES ($1) RETURNING inet_server_port() AS p', [25])).rows[0].p)).toBe(primary.port);
+      expect(replicas.map((r) => r.port)).toContain(Number((await client.query('SELECT inet_server_port() AS p WHERE $1::int = 1', [1])).rows[0].p));
+    }
+  });
+
   it('postgres.js pipelining: a read and a write issued together each run where they belong', async () => {
     const relay = await relayWith();
     const sql = postgres(relay.url(), { max: 1, onnotice: () => undefined });

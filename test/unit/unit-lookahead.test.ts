@@ -26,26 +26,32 @@ const read = [serialize.bind({}), serialize.execute({})];
 
 describe('lookAhead', () => {
   it('finds a later write (Parse, or Bind of a named statement prepared before) up to Sync', () => {
-    expect(lookAhead(unit(...read, serialize.parse({ text: 'INSERT INTO t VALUES (1)' }), serialize.bind({}), serialize.execute({}), serialize.sync()), host())).toBe('write');
-    expect(lookAhead(unit(...read, serialize.bind({ statement: 'w' }), serialize.execute({}), serialize.sync()), host({ w: 'UPDATE t SET v = 1' }))).toBe('write');
-    expect(lookAhead(unit(serialize.parse({ name: 'p', text: 'SELECT pg_advisory_lock(1)' }), serialize.sync()), host())).toBe('write');
+    expect(lookAhead(Buffer.alloc(0), unit(...read, serialize.parse({ text: 'INSERT INTO t VALUES (1)' }), serialize.bind({}), serialize.execute({}), serialize.sync()), host())).toBe('write');
+    expect(lookAhead(Buffer.alloc(0), unit(...read, serialize.bind({ statement: 'w' }), serialize.execute({}), serialize.sync()), host({ w: 'UPDATE t SET v = 1' }))).toBe('write');
+    expect(lookAhead(Buffer.alloc(0), unit(serialize.parse({ name: 'p', text: 'SELECT pg_advisory_lock(1)' }), serialize.sync()), host())).toBe('write');
+  });
+
+  it('a Bind of the unnamed statement the unit itself parses is that statement, not the one parsed before', () => {
+    const before = host({ '': 'INSERT INTO t VALUES (1)' });
+    expect(lookAhead(serialize.parse({ text: 'SELECT 1' }), unit(...read, serialize.sync()), before)).toBe('reads');
+    expect(lookAhead(Buffer.alloc(0), unit(...read, serialize.sync()), before)).toBe('write');
   });
 
   it('answers reads only when the unit ends (Sync, Flush, Query) before any write', () => {
-    expect(lookAhead(unit(...read, serialize.parse({ text: 'SELECT 2' }), ...read, serialize.sync()), host())).toBe('reads');
-    expect(lookAhead(unit(...read, serialize.flush(), serialize.parse({ text: 'INSERT INTO t VALUES (1)' })), host())).toBe('reads');
-    expect(lookAhead(unit(...read, serialize.sync(), serialize.parse({ text: 'INSERT INTO t VALUES (1)' })), host())).toBe('reads');
+    expect(lookAhead(Buffer.alloc(0), unit(...read, serialize.parse({ text: 'SELECT 2' }), ...read, serialize.sync()), host())).toBe('reads');
+    expect(lookAhead(Buffer.alloc(0), unit(...read, serialize.flush(), serialize.parse({ text: 'INSERT INTO t VALUES (1)' })), host())).toBe('reads');
+    expect(lookAhead(Buffer.alloc(0), unit(...read, serialize.sync(), serialize.parse({ text: 'INSERT INTO t VALUES (1)' })), host())).toBe('reads');
   });
 
   it('is incomplete while the unit end is not in, even with a message cut short', () => {
-    expect(lookAhead(unit(...read), host())).toBe('incomplete');
+    expect(lookAhead(Buffer.alloc(0), unit(...read), host())).toBe('incomplete');
     const cut = unit(...read, serialize.sync());
-    expect(lookAhead(cut.subarray(0, cut.length - 2), host())).toBe('incomplete');
-    expect(lookAhead(Buffer.alloc(0), host())).toBe('incomplete');
+    expect(lookAhead(Buffer.alloc(0), cut.subarray(0, cut.length - 2), host())).toBe('incomplete');
+    expect(lookAhead(Buffer.alloc(0), Buffer.alloc(0), host())).toBe('incomplete');
   });
 
   it('sends a FunctionCall or anything unexpected to the primary', () => {
-    expect(lookAhead(unit(...read, Buffer.from([0x46, 0, 0, 0, 4])), host())).toBe('write');
+    expect(lookAhead(Buffer.alloc(0), unit(...read, Buffer.from([0x46, 0, 0, 0, 4])), host())).toBe('write');
   });
 });
 
