@@ -8,6 +8,7 @@ export type Severity = 'ERROR' | 'FATAL';
 export const SqlState = {
   protocolViolation: '08P01',
   connectionFailure: '08006',
+  transactionResolutionUnknown: '08007',
   connectionException: '08000',
   cannotConnectNow: '57P03',
   adminShutdown: '57P01',

@@ -2,7 +2,9 @@ import type { Classification } from '../classify/classifier.js';
 import { TxStatus } from '../protocol/codes.js';
 import { commandComplete, readyForQuery } from '../protocol/messages.js';
 import { deferredBeginTag } from '../routing/unit-route.js';
-import { idleTransactionLost, transactionAborted } from './session-answers.js';
+import type { StatementPayload } from './client-statements.js';
+import { Expect, kindOf, type ResponseQueue, SWALLOW } from './response-queue.js';
+import { idleTransactionLost, type LostOutcome, transactionAborted } from './session-answers.js';
 
 /** What decides whether a BEGIN can be answered here (see deferredBeginTag). */
 export interface DeferFacts {
@@ -93,4 +95,22 @@ export class ClientTransaction {
     const error = transactionAborted(notice);
     return { answers: simple ? [error, readyForQuery(TxStatus.Failed)] : [error], ended: false };
   }
+}
+
+/**
+ * What a client whose server connection was lost can be told of its statements in flight: a
+ * COMMIT (or PREPARE TRANSACTION), or outside a transaction anything that may write (routed to
+ * the primary, a FunctionCall), may have committed before the connection went: 'unknown'. In a
+ * transaction without its COMMIT in flight, it did not commit; else only reads were lost.
+ */
+export function lostOutcome(queue: ResponseQueue<StatementPayload>, inTransaction: boolean): LostOutcome {
+  const mayCommit = (entry: number, payload: StatementPayload | undefined): boolean => {
+    const kind = kindOf(entry);
+    if ((entry & SWALLOW) !== 0 || (kind !== Expect.Query && kind !== Expect.Execute)) return false;
+    const c = payload?.classification;
+    if (c?.effects.some((e) => e.type === 'commit')) return true;
+    return !inTransaction && (c === undefined || c.route === 'primary');
+  };
+  if (queue.some(mayCommit)) return 'unknown';
+  return inTransaction ? 'not committed' : 'read';
 }

@@ -70,6 +70,15 @@ export class ResponseQueue<P> {
     return false;
   }
 
+  /** Whether an entry matches, the oldest included; `entry` with its flags (a scan: for rare paths only). */
+  some(predicate: (entry: number, payload: P | undefined) => boolean): boolean {
+    for (let i = 0; i < this.count; i++) {
+      const at = (this.head + i) & (this.kinds.length - 1);
+      if (predicate(this.kinds[at]!, this.payloads[at])) return true;
+    }
+    return false;
+  }
+
   clear(): void {
     while (this.count > 0) this.shift();
     this.head = 0;

@@ -20,19 +20,36 @@ function lostText(node: string, serverFatal: string | undefined): string {
   return `connection to node ${node} lost${serverFatal === undefined ? '' : ` (${serverFatal})`}`;
 }
 
-/** The server connection of a unit under way was lost. */
-export function connectionLost(node: string, serverFatal: string | undefined, inTransaction: boolean): Buffer {
+/**
+ * The server connection of a unit under way was lost. `outcome`: 'unknown' when a COMMIT (or a
+ * write outside a transaction) was in flight, which may have committed before the connection
+ * went (08007, as PostgreSQL's transaction_resolution_unknown); 'not committed' when a
+ * transaction was open and no COMMIT of it was sent; 'read' otherwise (reads only, safe to retry).
+ */
+export function connectionLost(node: string, serverFatal: string | undefined, outcome: LostOutcome): Buffer {
+  if (outcome === 'unknown') {
+    return errorResponse({
+      severity: 'ERROR',
+      code: SqlState.transactionResolutionUnknown,
+      message: `${lostText(node, serverFatal)} while a commit or a write was in flight; whether it committed is not known`,
+      hint: 'Check whether the change was made before retrying it.',
+    });
+  }
+  const open = outcome === 'not committed';
   return errorResponse({
     severity: 'ERROR',
     code: SqlState.connectionFailure,
-    message: `${lostText(node, serverFatal)}${inTransaction ? '; the transaction was rolled back' : ''}`,
-    hint: inTransaction ? 'The transaction did not commit unless it was already acknowledged. Issue ROLLBACK and retry.' : 'The statement may or may not have completed. It is safe to retry reads.',
+    message: `${lostText(node, serverFatal)}${open ? '; the transaction did not commit' : ''}`,
+    hint: open ? 'No COMMIT of the transaction was sent. Issue ROLLBACK and retry.' : 'The statement may or may not have completed. It is safe to retry reads.',
   });
 }
 
+/** What a client whose server connection was lost can be told of its work in flight (see connectionLost). */
+export type LostOutcome = 'unknown' | 'not committed' | 'read';
+
 /** The text told with the next statement of a client whose idle transaction's connection was lost. */
 export function idleTransactionLost(node: string, serverFatal: string | undefined): string {
-  return `${lostText(node, serverFatal)}; the transaction was rolled back`;
+  return `${lostText(node, serverFatal)}; the transaction did not commit`;
 }
 
 /** The answer to a statement after an idle transaction's connection was lost (`notice`), or 25P02. */

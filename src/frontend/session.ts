@@ -8,7 +8,7 @@ import { readyForQuery } from '../protocol/messages.js';
 import { ServerMessageScanner } from '../protocol/server-scanner.js';
 import { ClientStatements, isLoneDeallocate, refuseDeallocate, type StatementPayload } from './client-statements.js';
 import { syncCommitFloorFrame } from '../routing/sync-commit-floor.js';
-import { ClientTransaction } from './client-transaction.js';
+import { ClientTransaction, lostOutcome } from './client-transaction.js';
 import { RecentClassification } from './recent-classification.js';
 import { ReplayWindow } from './replay-window.js';
 import { Expect, ResponseQueue } from './response-queue.js';
@@ -40,9 +40,7 @@ const SKIPPING: UnitState = { phase: 'skipping' };
  * pinned, units stick to it. A message whose unit must wait (for a connection, a primary, or the
  * units in flight) is parked with the rest of its handling, which runs when the wait is over.
  *
- * Server → client traffic is forwarded as received, borrowed from the server connection's read
- * buffer (ServerReplies, ServerMessageScanner, ServerLease).
- *
+ * Server → client traffic is forwarded as received (ServerReplies, ServerMessageScanner, ServerLease).
  * Where a client can tell it is not talking to PostgreSQL directly (decisions, not accidents;
  * see also ClientTransaction, StatementMessages and SessionEffects):
  * - a read outside a transaction whose server connection is lost before it answered anything
@@ -141,6 +139,8 @@ export class ClientSession {
       park: (why, resume) => this.park(why, true, resume),
       resumeWith: (next) => this.resumeWith(next),
       failUnit: (error) => this.failUnit(error),
+      statementClassification: (name) => (name === '' ? this.statements.unnamedPayload : this.statements.get(name))?.classification,
+      awaitInput: () => this.reader.waitForMore(),
     });
     this.named = new StatementMessages({
       lease,
@@ -182,7 +182,6 @@ export class ClientSession {
   get isPinned(): boolean {
     return this.pinned;
   }
-
   private get unitOpen(): boolean {
     return unitIsOpen(this.unit);
   }
@@ -196,8 +195,6 @@ export class ClientSession {
   runningOn(): ServerConnection | undefined {
     return this.lease.conn && this.queue.length > 0 ? this.lease.conn : undefined;
   }
-
-  // ---------------------------------------------------------------- the unit's state
 
   /** The one place the unit's state changes. */
   private move(next: UnitState): void {
@@ -243,7 +240,7 @@ export class ClientSession {
         else if (this.reader.next()) this.handle(this.reader.code, this.reader.buffer, this.reader.start, this.reader.end);
         else break;
         // the message is done with (unless parked with it): it joins the replay window
-        if (!holdsMessage(this.unit) && this.replayWindow.open) this.replayWindow.add(this.reader);
+        if (!holdsMessage(this.unit) && this.replayWindow.open && !this.reader.held) this.replayWindow.add(this.reader);
       }
     } catch (error) {
       // a client message whose fields run past its end (or miss a terminator)
@@ -319,8 +316,9 @@ export class ClientSession {
     const payload: StatementPayload = { classification, text };
     this.placement.beginSimpleUnit(this.placement.targetOf(classification), classification.route, classification, () => {
       const refused = this.statements.refusedDeallocate(classification, isLoneDeallocate(classification));
-      if (refused === undefined) this.lease.forward(b, start, end);
-      else this.lease.inject(refuseDeallocate(refused));
+      const refusal = refused === undefined ? this.placement.pinRefusal(classification) : refuseDeallocate(refused);
+      if (refusal === undefined) this.lease.forward(b, start, end);
+      else this.lease.inject(refusal);
       this.queue.push(Expect.Query, payload);
       // statements that forget prepared statements: what follows waits for their outcome
       for (const effect of classification.effects) if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.park('drain', false);
@@ -368,6 +366,7 @@ export class ClientSession {
     const midMessage = this.scanner.clientHasPart;
     const hadWork = this.queue.length > 0 || this.unitOpen;
     const inTransaction = conn.txStatus !== TxStatus.Idle;
+    const outcome = lostOutcome(this.queue, inTransaction);
     this.services.nodeBroken(node.name, error);
     this.services.metrics.serverErrors.labels(node.name).inc();
     this.lease.lost();
@@ -391,9 +390,9 @@ export class ClientSession {
     const serverFatal = this.replies.serverFatal;
     this.replies.serverFatal = undefined;
     if (!hadWork && !inTransaction) return;
-    this.tx.lost(inTransaction, hadWork, node.name, serverFatal);
+    this.tx.lost(inTransaction && outcome !== 'unknown', hadWork, node.name, serverFatal);
     if (hadWork) {
-      this.sendToClient(answers.connectionLost(node.name, serverFatal, inTransaction));
+      this.sendToClient(answers.connectionLost(node.name, serverFatal, outcome));
       if (this.unitOpen) this.move(SKIPPING);
       else this.sendToClient(readyForQuery(this.tx.status));
     }

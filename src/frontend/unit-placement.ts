@@ -3,11 +3,13 @@ import type { NodeStatus } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
 import type { Pool } from '../pool/pool.js';
 import type { ServerConnection, ServerDataHandler } from '../pool/server-connection.js';
-import { TxStatus } from '../protocol/codes.js';
+import { FrontendCode, TxStatus } from '../protocol/codes.js';
 import type { FrameReader } from '../protocol/frame-reader.js';
+import { message } from '../protocol/messages.js';
 import type { ServerMessageScanner } from '../protocol/server-scanner.js';
 import type { Target } from '../routing/router.js';
-import { isReplayable, isUnreachable, onHeldConnection, targetOf } from '../routing/unit-route.js';
+import { raiseStatement } from '../routing/sync-commit-floor.js';
+import { isReplayable, isUnreachable, onHeldConnection, pinOnReplicaRefusal, targetOf } from '../routing/unit-route.js';
 import type { ClientTransaction } from './client-transaction.js';
 import type { StatementPayload } from './client-statements.js';
 import { Expect, type ResponseQueue, SWALLOW } from './response-queue.js';
@@ -17,6 +19,10 @@ import { applyState, type SessionState } from './session-state.js';
 import type { ReplayWindow } from './replay-window.js';
 import type { SessionServices } from './session-services.js';
 import type { Step, WaitReason } from './unit-state.js';
+import { lookAhead, type UnitAhead } from './unit-lookahead.js';
+
+/** An extended unit's later messages are looked at up to this many buffered bytes (beyond: the primary). */
+const LOOKAHEAD_BYTES = 256 * 1024;
 
 /** The route a FunctionCall message is counted as. */
 export const FUNCTION_CALL = 'function call';
@@ -55,6 +61,10 @@ export interface PlacementHost {
   resumeWith(next: Step): void;
   /** pgrelay answers the unit with this error (nothing of it reached a server) */
   failUnit(error: unknown): void;
+  /** the classification of a statement the client prepared ('' = its unnamed statement) */
+  statementClassification(name: string): Classification | undefined;
+  /** the message being handled is handled again once more client bytes are in (see lookAhead) */
+  awaitInput(): void;
 }
 
 /**
@@ -71,7 +81,7 @@ export class UnitPlacement {
   private rerouted = false;
   /** the unit being placed was placed again after its connection was lost during the state replay */
   private placedAgain = false;
-  /** what the unit that attached the current server connection asked for */
+  /** what the unit that attached the current server connection asked for ('primary' too once a unit for the primary ran on it) */
   attachTarget: Target | 'any' = 'any';
   /** when the unit now running began (pgrelay_query_duration_seconds) */
   unitBeganAt = 0;
@@ -88,6 +98,13 @@ export class UnitPlacement {
     return target === 'replica' && this.host.effects.defaultSerializable ? 'primary' : target;
   }
 
+  /** The Query that fails a pinning statement of a transaction on a replica on the server, in order (see pinOnReplicaRefusal). */
+  pinRefusal(classification: Classification): Buffer | undefined {
+    const server = this.host.lease.conn;
+    const refused = pinOnReplicaRefusal(classification, server !== undefined && server.node !== this.services.topology.primaryName && server.txStatus !== TxStatus.Idle);
+    return refused && message(FrontendCode.Query, (w) => w.cstring(raiseStatement(refused)));
+  }
+
   /** A simple Query or FunctionCall: `then` runs once it has its server connection. */
   beginSimpleUnit(target: Target | 'any', route: string, classification: Classification | undefined, then: Step): void {
     // a Query inside an extended unit runs on the unit's connection
@@ -102,10 +119,34 @@ export class UnitPlacement {
   beginExtendedUnit(classification: Classification | undefined, then: Step): void {
     if (this.host.tx.orphaned) return this.host.answerOrphaned(classification);
     if (this.host.unitOpen() && this.host.lease.conn) return then();
-    this.ensureServer(this.targetOf(classification), classification, () => {
+    let target = this.targetOf(classification);
+    if (target !== 'primary' && this.unitMayMove()) {
+      // a unit that starts with a read and writes later runs on the primary as a whole
+      const ahead = this.aheadOfUnit();
+      if (ahead === 'incomplete') return this.host.awaitInput();
+      if (ahead === 'write') target = 'primary';
+    }
+    this.ensureServer(target, classification, () => {
       this.host.openUnit();
       this.unitBegins(classification?.route ?? 'any', classification, classification);
       then();
+    });
+  }
+
+  /** The unit is placed by its own statements: not in a transaction, not pinned. */
+  private unitMayMove(): boolean {
+    const server = this.host.lease.conn;
+    return !this.host.pinned() && this.host.tx.status === TxStatus.Idle && (server === undefined || server.txStatus === TxStatus.Idle);
+  }
+
+  /** Whether the extended unit's later messages (those already received) write (see lookAhead). */
+  private aheadOfUnit(): UnitAhead {
+    const reader = this.host.reader;
+    if (reader.pending > LOOKAHEAD_BYTES) return 'write';
+    return lookAhead(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), {
+      classify: (text) => this.services.classifier.classify(text),
+      statement: (name) => this.host.statementClassification(name),
+      wantsPrimary: (classification) => this.targetOf(classification) === 'primary',
     });
   }
 
@@ -125,13 +166,17 @@ export class UnitPlacement {
     const host = this.host;
     const server = host.lease.conn;
     if (server) {
+      const onPrimary = server.node === this.services.topology.primaryName;
+      // a write on the held primary connection counts for read-your-writes, whatever attached it
+      if (target === 'primary' && onPrimary) this.attachTarget = 'primary';
       if (host.pinned() || host.unitOpen() || server.txStatus !== TxStatus.Idle || target === undefined || target === 'any') return then();
-      const held = onHeldConnection(target, { onPrimary: server.node === this.services.topology.primaryName, busy: host.queue.length > 0 });
+      const held = onHeldConnection(target, { onPrimary, busy: host.queue.length > 0 });
       if (held === 'stay') return then();
       if (held === 'drain') return host.park('drain', () => this.ensureServer(target, classification, then));
       this.release(true);
     }
-    this.place(target ?? 'any', classification, then);
+    // a pinned session's connection (pool.mode: session) is a primary one: a pin never fails a write
+    this.place(host.pinned() ? 'primary' : (target ?? 'any'), classification, then);
   }
 
   /** `fenceWaited`: the read already waited for a replica past its fence (routing.fence_wait_ms) */

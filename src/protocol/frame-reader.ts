@@ -21,6 +21,8 @@ export class FrameReader {
   end = 0;
   /** bytes copied so far to join chunks (for tests and diagnostics) */
   bytesCopied = 0;
+  /** the current message is to be returned again once more bytes are in (see waitForMore) */
+  held = false;
 
   private chunk: Buffer = EMPTY;
   private offset = 0;
@@ -32,6 +34,7 @@ export class FrameReader {
   constructor(private readonly maxMessageBytes: number = 1 << 30) {}
 
   push(data: Buffer): void {
+    this.held = false;
     if (this.offset >= this.length && this.partsBytes === 0) {
       this.chunk = data;
       this.offset = 0;
@@ -44,6 +47,7 @@ export class FrameReader {
 
   /** Advances to the next complete message; false when more bytes are needed. */
   next(): boolean {
+    if (this.held) return false;
     let inChunk = this.length - this.offset;
     if (inChunk < 5) {
       if (inChunk + this.partsBytes < 5) return false;
@@ -91,6 +95,12 @@ export class FrameReader {
     this.length = merged.length;
   }
 
+  /** The current message is returned again by next(), but only once more bytes are pushed. */
+  waitForMore(): void {
+    this.offset = this.frameStart;
+    this.held = true;
+  }
+
   /** Steps back to the start of the current message, so that next() returns it again. */
   rewind(): void {
     this.offset = this.frameStart;
@@ -98,6 +108,7 @@ export class FrameReader {
 
   /** Puts bytes back in front of those not yet returned (messages to be handled again). */
   unshift(data: Buffer): void {
+    this.held = false;
     if (this.partsBytes > 0) this.join();
     const remaining = this.length - this.offset;
     if (remaining === 0) {
@@ -112,6 +123,12 @@ export class FrameReader {
     this.chunk = merged;
     this.offset = 0;
     this.length = merged.length;
+  }
+
+  /** The bytes not yet returned as messages, to look ahead at (a copy when they span chunks; nothing changes). */
+  unread(): Buffer {
+    const rest = this.chunk.subarray(this.offset, this.length);
+    return this.partsBytes === 0 ? rest : Buffer.concat([rest, ...this.parts]);
   }
 
   /** Bytes received but not yet returned as messages. */

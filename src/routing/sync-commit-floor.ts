@@ -160,8 +160,7 @@ function constantText(node: unknown): string | undefined {
 export function syncCommitFloorFrame(text: string, floor: SyncCommitLevel, parse?: { name: string; types: Buffer }): Buffer | undefined {
   const refused = syncCommitRefusal(text, floor);
   if (!refused) return undefined;
-  const body = `BEGIN RAISE EXCEPTION USING ERRCODE = '${refused.sqlstate}', MESSAGE = ${literal(refused.message)}; END`;
-  const statement = `DO ${literal(body)}`;
+  const statement = raiseStatement(refused);
   if (parse === undefined) return message(FrontendCode.Query, (w) => w.cstring(statement));
   const declared = parse.types.length >= 2 ? Math.max(0, Math.min(parse.types.readInt16BE(0), (parse.types.length - 2) >> 2)) : 0;
   const count = Math.max(declared, highestParam(parseSync(text)));
@@ -169,6 +168,11 @@ export function syncCommitFloorFrame(text: string, floor: SyncCommitLevel, parse
     w.cstring(parse.name).cstring(statement).int16(count);
     for (let i = 0; i < count; i++) w.int32((i < declared ? parse.types.readInt32BE(2 + 4 * i) : 0) || TEXT_OID);
   });
+}
+
+/** A statement that fails on the server with `error`'s SQLSTATE and text (a refusal told in order, as the server's). */
+export function raiseStatement(error: ProxyError): string {
+  return `DO ${literal(`BEGIN RAISE EXCEPTION USING ERRCODE = '${error.sqlstate}', MESSAGE = ${literal(error.message)}; END`)}`;
 }
 
 const TEXT_OID = 25;

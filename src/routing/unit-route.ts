@@ -26,6 +26,8 @@ export function targetOf(classification: Classification | undefined, facts: Sess
     return readOnly ? 'replica' : 'primary';
   }
   if (!classification) return 'any';
+  // a pin is a primary connection: a pin on a replica would fail every later write of the client
+  if (classification.pin) return 'primary';
   if (classification.route === 'replica') return 'replica';
   if (classification.route === 'any') {
     for (const effect of classification.effects) if (effect.type === 'begin' && (effect.readOnly || facts.defaultReadOnly)) return 'replica';
@@ -98,6 +100,18 @@ export function isReplayable(classification: Classification | undefined, facts: 
     !facts.pinned &&
     facts.clientTxStatus === TxStatus.Idle &&
     facts.serverTxStatus === TxStatus.Idle
+  );
+}
+
+/**
+ * A statement that pins, inside a transaction that runs on a replica: it cannot move there, and a
+ * pin on a replica would fail every later write of the client (25006). It is refused (0A000).
+ */
+export function pinOnReplicaRefusal(classification: Classification, inReplicaTransaction: boolean): ProxyError | undefined {
+  if (!classification.pin || !inReplicaTransaction) return undefined;
+  return new ProxyError(
+    SqlState.featureNotSupported,
+    'a statement that keeps session state (PREPARE, DECLARE … WITH HOLD, session advisory locks, set_config(…, false), …) cannot run in a read-only transaction on a replica: run it outside the transaction',
   );
 }
 

@@ -101,7 +101,7 @@ describe('managed failover after kill -9', () => {
     expect(lost).toEqual([]);
     expect(load.errorsOf('reader')).toEqual([]);
     // every writer error is about the connection to the dead primary, never a wrong answer
-    for (const error of load.errorsOf('writer')) expect(error.code).toMatch(/^(08006|08000|57P01|57P03)$/);
+    for (const error of load.errorsOf('writer')) expect(error.code).toMatch(/^(08006|08007|08000|57P01|57P03)$/);
 
     // the idle client was connected before, idle during, and works after
     expect((await idle.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);

@@ -40,7 +40,7 @@ describe('a primary that stops answering (SIGSTOP)', () => {
     const ids = new Set((await cluster.query<{ id: string }>('standby1', 'SELECT id FROM silent')).map((r) => Number(r.id)));
     expect(load.acks.filter((a) => !ids.has(a.id))).toEqual([]);
     // writes that hung on the stopped primary got an error when it was given up, never a wrong answer
-    for (const error of load.errorsOf('writer')) expect(error.code).toMatch(/^(08006|08000|57P01|57P03)$/);
+    for (const error of load.errorsOf('writer')) expect(error.code).toMatch(/^(08006|08007|08000|57P01|57P03)$/);
     expect(load.reconnects).toBe(0);
   });
 

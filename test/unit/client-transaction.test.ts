@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Classification, SessionEffect } from '../../src/classify/classifier.js';
-import { ClientTransaction } from '../../src/frontend/client-transaction.js';
+import type { StatementPayload } from '../../src/frontend/client-statements.js';
+import { ClientTransaction, lostOutcome } from '../../src/frontend/client-transaction.js';
+import { Expect, ResponseQueue, SWALLOW } from '../../src/frontend/response-queue.js';
 import { BackendCode, TxStatus } from '../../src/protocol/codes.js';
 import { readErrorFields } from '../../src/protocol/messages.js';
 
@@ -55,5 +57,30 @@ describe('ClientTransaction', () => {
     expect(tx.wasFailed).toBe(true);
     tx.saw(TxStatus.Idle);
     expect(tx.wasFailed).toBe(false);
+  });
+});
+
+describe('lostOutcome', () => {
+  const queue = (...entries: [number, Classification | undefined][]) => {
+    const q = new ResponseQueue<StatementPayload>();
+    for (const [kind, c] of entries) q.push(kind, c === undefined ? undefined : { classification: c, text: '' });
+    return q;
+  };
+
+  it('a COMMIT in flight, in or out of a transaction, may have committed', () => {
+    expect(lostOutcome(queue([Expect.Query, cls('any', [{ type: 'commit' }])]), true)).toBe('unknown');
+    expect(lostOutcome(queue([Expect.Parse, undefined], [Expect.Execute, cls('any', [{ type: 'commit' }])]), true)).toBe('unknown');
+  });
+
+  it('outside a transaction a write (or a FunctionCall) may have committed; reads did not', () => {
+    expect(lostOutcome(queue([Expect.Query, cls('primary')]), false)).toBe('unknown');
+    expect(lostOutcome(queue([Expect.Query, undefined]), false)).toBe('unknown');
+    expect(lostOutcome(queue([Expect.Query, cls('replica')]), false)).toBe('read');
+    // pgrelay's own state Query in front of a read is not the client's write
+    expect(lostOutcome(queue([Expect.Query | SWALLOW, undefined], [Expect.Query, cls('replica')]), false)).toBe('read');
+  });
+
+  it('in a transaction without its COMMIT in flight, it did not commit', () => {
+    expect(lostOutcome(queue([Expect.Query, cls('primary')]), true)).toBe('not committed');
   });
 });

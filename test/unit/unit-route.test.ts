@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Classification, SessionEffect } from '../../src/classify/classifier.js';
 import { ProxyError, SqlState } from '../../src/errors.js';
 import { TxStatus } from '../../src/protocol/codes.js';
-import { deferredBeginTag, isReplayable, isUnreachable, onHeldConnection, targetOf } from '../../src/routing/unit-route.js';
+import { deferredBeginTag, isReplayable, isUnreachable, onHeldConnection, pinOnReplicaRefusal, targetOf } from '../../src/routing/unit-route.js';
 
 // The session-dependent routing rules of one unit, on plain values.
 
@@ -13,6 +13,17 @@ function cls(route: Classification['route'], effects: SessionEffect[] = [], more
 const plain = { beginDeferred: false, defaultReadOnly: false };
 
 describe('targetOf', () => {
+  it('sends a statement that pins to the primary, even when it only reads (a pin is a primary connection)', () => {
+    expect(targetOf(cls('replica', [], { pin: true }), plain)).toBe('primary');
+    expect(targetOf(cls('any', [], { pin: true }), plain)).toBe('primary');
+  });
+
+  it('refuses a pinning statement in a transaction on a replica (0A000), nothing else', () => {
+    expect(pinOnReplicaRefusal(cls('replica', [], { pin: true }), true)?.sqlstate).toBe('0A000');
+    expect(pinOnReplicaRefusal(cls('replica', [], { pin: true }), false)).toBeUndefined();
+    expect(pinOnReplicaRefusal(cls('replica'), true)).toBeUndefined();
+  });
+
   it('sends reads to a replica, writes to the primary, and leaves the rest where the session is', () => {
     expect(targetOf(cls('replica'), plain)).toBe('replica');
     expect(targetOf(cls('primary'), plain)).toBe('primary');
