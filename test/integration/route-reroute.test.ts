@@ -109,6 +109,16 @@ describe('a read a replica refuses as a write runs on the primary', () => {
     expect(await written('reroute_op')).toEqual([primary.port]);
   });
 
+  it('after rows reached the client the refusal is the client’s error, as today', async () => {
+    const relay = await relayWith();
+    const client = await connect(relay);
+    // one Query, two statements: the first one's row is the client's before the replica refuses the second
+    await expect(client.query("SELECT 1 AS one; SELECT x FROM reroute_v WHERE 'rows first' <> ''")).rejects.toMatchObject({ code: '25006' });
+    expect(await units(relay, 'rerouted_readonly')).toBe(0);
+    // the session goes on
+    expect((await client.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+  });
+
   it('inside a transaction the refusal is the client’s error, as today', async () => {
     const relay = await relayWith();
     const client = await connect(relay);
