@@ -1,7 +1,7 @@
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { STEADY } from '../support/protocol-client.js';
+import { dataRow, RawClient, serialize, STEADY, types } from '../support/protocol-client.js';
 import { startRelay, type Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
@@ -107,6 +107,33 @@ describe('a read a replica refuses as a write runs on the primary', () => {
     expect(first.rows).toEqual([{ v: primary.port + 1, p: primary.port }]);
     expect(await units(relay, 'rerouted_readonly')).toBe(1);
     expect(await written('reroute_op')).toEqual([primary.port]);
+  });
+
+  it('raw extended protocol: heads the client already has are not sent twice (Flush before Sync, then a pipeline)', async () => {
+    const relay = await relayWith();
+    const raw = await RawClient.connect(relay.port, { user: shared.user, password: shared.password, database: shared.database, params: { application_name: 'reroute_raw' } });
+    try {
+      const unit = (text: string) => [serialize.parse({ text }), serialize.bind({}), serialize.describe({ type: 'P' }), serialize.execute({})];
+      // the answers up to the refusal reach the client before its Sync is sent
+      raw.send(Buffer.concat([...unit("SELECT p::text FROM reroute_v WHERE 'flush' <> ''"), serialize.flush()]));
+      const flushed = await raw.until('C');
+      expect(types(flushed)).toEqual(['1', '2', 'T', 'D', 'C']);
+      expect(dataRow(flushed[3]!.body)).toEqual([String(primary.port)]);
+      raw.send(serialize.sync());
+      expect(types(await raw.until('Z'))).toEqual(['Z']);
+      expect(await units(relay, 'rerouted_readonly')).toBe(1);
+      // the shape is remembered: behind a read on a replica, in one packet, the view goes to the primary
+      raw.send(Buffer.concat([...unit('SELECT inet_server_port()::text'), serialize.sync(), ...unit("SELECT p::text FROM reroute_v WHERE 'pipeline' <> ''"), serialize.sync()]));
+      const first = await raw.until('Z');
+      const second = await raw.until('Z');
+      expect(types(first)).toEqual(['1', '2', 'T', 'D', 'C', 'Z']);
+      expect(types(second)).toEqual(['1', '2', 'T', 'D', 'C', 'Z']);
+      expect(dataRow(second[3]!.body)).toEqual([String(primary.port)]);
+      expect(await units(relay, 'rerouted_readonly')).toBe(1);
+    } finally {
+      raw.destroy();
+    }
+    expect(await written('reroute_raw')).toEqual([primary.port, primary.port]);
   });
 
   it('after rows reached the client the refusal is the client’s error, as today', async () => {
