@@ -416,7 +416,7 @@ export class ClientSession {
     this.replies.serverFatal = undefined;
     if (parked) reader.unshift(reader.buffer.subarray(reader.frameStart, reader.end));
     reader.unshift(bytes);
-    this.services.log.warn({ node, user: this.user }, 'server connection lost before a read was answered: running it again');
+    if (!this.replayWindow.toPrimary) this.services.log.warn({ node, user: this.user }, 'server connection lost before a read was answered: running it again');
     this.pump();
     return true;
   }

@@ -49,7 +49,8 @@ beforeAll(async () => {
      CREATE OR REPLACE FUNCTION reroute_write(t text) RETURNS int LANGUAGE sql VOLATILE AS $$ INSERT INTO reroute_log (tag, port) VALUES (t, inet_server_port()) RETURNING port $$;
      CREATE VIEW reroute_v AS SELECT reroute_write(current_setting('application_name')) AS x, inet_server_port() AS p;
      CREATE OR REPLACE FUNCTION reroute_op(t text, n int) RETURNS int LANGUAGE sql VOLATILE AS $$ SELECT reroute_write(t) + n $$;
-     CREATE OPERATOR ### (LEFTARG = text, RIGHTARG = int, FUNCTION = reroute_op)`,
+     CREATE OPERATOR ### (LEFTARG = text, RIGHTARG = int, FUNCTION = reroute_op);
+     CREATE OR REPLACE FUNCTION lower(t text, n int) RETURNS int LANGUAGE sql VOLATILE AS $$ SELECT reroute_write(t) + n $$`,
   );
   for (const replica of replicas) {
     await vi.waitFor(async () => expect(await queryNode(shared, replica.name, "SELECT to_regclass('reroute_v') IS NOT NULL AS ok")).toEqual([{ ok: true }]), { timeout: 30_000, interval: 100 });
@@ -60,7 +61,7 @@ afterAll(async () => {
   await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   await Promise.all(sqls.map((s) => s.end({ timeout: 1 }).catch(() => undefined)));
   await Promise.all(relays.map((r) => r.stop()));
-  await queryNode(shared, primary.name, 'DROP VIEW IF EXISTS reroute_v; DROP OPERATOR IF EXISTS ### (text, int); DROP FUNCTION IF EXISTS reroute_op(text, int); DROP FUNCTION IF EXISTS reroute_write(text); DROP TABLE IF EXISTS reroute_log');
+  await queryNode(shared, primary.name, 'DROP VIEW IF EXISTS reroute_v; DROP OPERATOR IF EXISTS ### (text, int); DROP FUNCTION IF EXISTS reroute_op(text, int); DROP FUNCTION IF EXISTS lower(text, int); DROP FUNCTION IF EXISTS reroute_write(text); DROP TABLE IF EXISTS reroute_log');
 });
 
 describe('a read a replica refuses as a write runs on the primary', () => {
@@ -107,6 +108,15 @@ describe('a read a replica refuses as a write runs on the primary', () => {
     expect(first.rows).toEqual([{ v: primary.port + 1, p: primary.port }]);
     expect(await units(relay, 'rerouted_readonly')).toBe(1);
     expect(await written('reroute_op')).toEqual([primary.port]);
+  });
+
+  it('a user overload of a built-in read name (lower) whose function writes', async () => {
+    const relay = await relayWith();
+    const client = await connect(relay);
+    const first = await client.query("SELECT lower('reroute_lower', 2) AS v, inet_server_port() AS p");
+    expect(first.rows).toEqual([{ v: primary.port + 2, p: primary.port }]);
+    expect(await units(relay, 'rerouted_readonly')).toBe(1);
+    expect(await written('reroute_lower')).toEqual([primary.port]);
   });
 
   it('raw extended protocol: heads the client already has are not sent twice (Flush before Sync, then a pipeline)', async () => {
