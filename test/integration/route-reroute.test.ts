@@ -15,9 +15,18 @@ const relays: Relay[] = [];
 const clients: pg.Client[] = [];
 const sqls: postgres.Sql[] = [];
 
+/** A relay whose reads go to a replica (lag under a busy machine does not send them to the primary). */
 async function relayWith(): Promise<Relay> {
-  const relay = await startRelay(shared, { ...STEADY, routing: { consistency: 'eventual' } });
+  const relay = await startRelay(shared, { ...STEADY, routing: { consistency: 'eventual', max_lag_ms: 60_000 } });
   relays.push(relay);
+  const probe = new pg.Client({ connectionString: relay.url() });
+  await probe.connect();
+  try {
+    const ports = replicas.map((r) => r.port);
+    await vi.waitFor(async () => expect(ports).toContain(Number((await probe.query('SELECT inet_server_port() AS p')).rows[0].p)), { timeout: 20_000, interval: 50 });
+  } finally {
+    await probe.end();
+  }
   return relay;
 }
 
