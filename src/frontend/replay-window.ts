@@ -31,11 +31,15 @@ export class ReplayWindow {
   private clientBytesAtOpen = 0;
   private heads: number[] = [];
   private headBytes = 0;
+  /** nothing but heads of answers came from the server since the window opened */
+  private onlyHeads = true;
   /** after a replay: the heads the client already has, skipped from `skipAt` on */
   private skipped: number[] = [];
   private skipAt = 0;
   /** the node whose connection was lost under the units run again (their next route avoids it) */
   avoid: string | undefined;
+  /** the units run again because a replica refused them as writes (25006): the next route is the primary */
+  toPrimary = false;
 
   get open(): boolean {
     return this.buffer !== undefined;
@@ -54,6 +58,7 @@ export class ReplayWindow {
     this.clientBytesAtOpen = clientBytes;
     this.heads.length = 0;
     this.headBytes = 0;
+    this.onlyHeads = true;
     if (this.pieces.length > 0) this.pieces = [];
     this.pieceBytes = 0;
   }
@@ -76,7 +81,11 @@ export class ReplayWindow {
 
   /** A message of `bytes` reached the client; a head of an answer is remembered. */
   reachedClient(code: number, bytes: number): void {
-    if (this.buffer === undefined || !isAnswerHead(code)) return;
+    if (this.buffer === undefined) return;
+    if (!isAnswerHead(code)) {
+      this.onlyHeads = false;
+      return;
+    }
     this.heads.push(code);
     this.headBytes += bytes;
   }
@@ -86,6 +95,16 @@ export class ReplayWindow {
     if (this.pieces.length > 0) this.pieces = [];
     this.replayed = false;
     this.skipAt = this.skipped.length;
+  }
+
+  /**
+   * Whether the units may run again as far as their answers so far tell (all reads outside a
+   * transaction, not run again already, nothing but heads of their answers reached the client and
+   * no more than those heads were sent to it): `take` then gives their bytes once the heads have
+   * been written out.
+   */
+  mayRunAgain(clientBytes: number): boolean {
+    return this.buffer !== undefined && this.replayable && !this.replayed && this.onlyHeads && clientBytes - this.clientBytesAtOpen <= this.headBytes;
   }
 
   /**

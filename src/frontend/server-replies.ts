@@ -1,4 +1,5 @@
 import type { ServerConnection, ServerDataHandler } from '../pool/server-connection.js';
+import { ProxyError, SqlState } from '../errors.js';
 import { BackendCode, TxStatus } from '../protocol/codes.js';
 import { closeComplete, parseComplete, readCString, readErrorFields } from '../protocol/messages.js';
 import type { ServerMessageScanner, ServerMessageSink } from '../protocol/server-scanner.js';
@@ -39,6 +40,10 @@ export interface RepliesHost {
   unitsEnded(): void;
   /** the attached connection closed */
   lost(conn: ServerConnection, error: Error | undefined): void;
+  /** bytes sent to the client so far */
+  clientBytes(): number;
+  /** the replay window's units run again, the connection being gone (false: they may not) */
+  runAgain(node: string): boolean;
   /** answers `DEALLOCATE name`, now that the work before it is answered */
   answerDeallocated(name: string | null, statement: ServerStatement | undefined): void;
 }
@@ -59,6 +64,8 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
   serverFatal: string | undefined;
   /** units ended: after the server chunk, the session looks at its connection */
   private releaseDue = false;
+  /** a replica refused a read as a write (25006): nothing more of this connection reaches the client */
+  private refused = false;
   /** server chunks are views of the connection's read buffer (see ServerDataHandler) */
   readonly borrowsChunks = true;
 
@@ -80,7 +87,8 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
       host.fatal(error);
     } finally {
       host.lease.endScan(conn, !host.isClosed());
-      if (this.releaseDue && host.lease.conn === conn) {
+      if (this.refused) this.runOnPrimary(conn);
+      else if (this.releaseDue && host.lease.conn === conn) {
         this.releaseDue = false;
         host.unitsEnded();
       }
@@ -99,6 +107,7 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
   }
 
   drop(code: number): boolean {
+    if (this.refused) return true;
     const head = this.queue.peek();
     if ((head & SWALLOW) === 0) return this.host.replayWindow.alreadySent(code);
     // an error in an injected extended message (a re-sent Parse) is the client's error too
@@ -120,7 +129,7 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
       // a FATAL ends the server connection, not the client's: the session reports the loss
       const fields = readErrorFields(b, start, end);
       const severity = fields.get('V') ?? fields.get('S');
-      if (severity !== 'FATAL' && severity !== 'PANIC') return true;
+      if (severity !== 'FATAL' && severity !== 'PANIC') return !this.refusedOnReplica(fields.get('C'));
       this.serverFatal = fields.get('M');
       return false;
     }
@@ -140,6 +149,7 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
   }
 
   end(code: number, length: number, dropped: boolean): boolean {
+    if (this.refused) return false;
     const replayWindow = this.host.replayWindow;
     if (!dropped && replayWindow.open) replayWindow.reachedClient(code, length);
     const queue = this.queue;
@@ -213,6 +223,40 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
       }
       queue.shift();
     }
+  }
+
+  /**
+   * An error of a replica: a read-only refusal (25006) of units that may run again (reads outside
+   * a transaction the client has had nothing but heads of) is not the client's. Their
+   * statement's shape goes to the primary from now on; the rest of this connection's answers
+   * are swallowed, and the units run again on the primary once this chunk is written out.
+   */
+  private refusedOnReplica(sqlstate: string | undefined): boolean {
+    const host = this.host;
+    const node = host.lease.node;
+    if (sqlstate !== SqlState.readOnlyTransaction || !node || node.name === host.services.topology.primaryName) return false;
+    if (!host.replayWindow.mayRunAgain(host.clientBytes())) return false;
+    const classification = this.queue.peekPayload()?.classification;
+    if (classification) host.services.router.refusedOnReplica.remember(classification);
+    this.refused = true;
+    return true;
+  }
+
+  /** After a replica's read-only refusal: its connection goes (its answers are half read), the units run on the primary. */
+  private runOnPrimary(conn: ServerConnection): void {
+    const host = this.host;
+    this.refused = false;
+    this.releaseDue = false;
+    const node = conn.node;
+    host.lease.release(false);
+    this.clear();
+    host.scanner.reset();
+    if (host.isClosed()) return;
+    host.services.log.info({ node }, 'a replica refused a read as a write: running it on the primary');
+    host.replayWindow.toPrimary = true;
+    if (host.runAgain(node)) return;
+    host.replayWindow.toPrimary = false;
+    host.fatal(new ProxyError(SqlState.connectionFailure, 'a read a replica refused as a write could not run again on the primary', { severity: 'FATAL' }));
   }
 
   /** A statement of the unit completed: unless the unit failed, its pin and session effects count. */

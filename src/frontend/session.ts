@@ -42,11 +42,11 @@ const SKIPPING: UnitState = { phase: 'skipping' };
  *
  * Server → client traffic is forwarded as received (ServerReplies, ServerMessageScanner, ServerLease).
  * Where a client can tell it is not talking to PostgreSQL directly (decisions, not accidents;
- * see also ClientTransaction, StatementMessages and SessionEffects):
- * - a read outside a transaction whose server connection is lost before it answered anything
- *   but heads (RowDescription, …) runs once more elsewhere instead of failing with 08006;
- * - a malformed message (a string without its terminator, fields past the end) is FATAL 08P01
- *   and closes the client; PostgreSQL answers some of them with an ERROR and goes on.
+ * see also ClientTransaction, StatementMessages and SessionEffects): a read outside a transaction
+ * whose server connection is lost before it answered anything but heads (RowDescription, …), or
+ * that a replica refused as a write (25006), runs once more elsewhere instead of failing; a
+ * malformed message (a string without its terminator, fields past the end) is FATAL 08P01 and
+ * closes the client (PostgreSQL answers some of them with an ERROR and goes on).
  */
 export class ClientSession {
   readonly processId: number;
@@ -115,6 +115,8 @@ export class ClientSession {
         fatal: (error) => this.fatal(error),
         unitsEnded: () => this.maybeRelease(),
         lost: (conn, error) => this.lost(conn, error),
+        clientBytes: () => this.clientBytes,
+        runAgain: (node) => this.replay(node),
         answerDeallocated: (name, statement) => this.named.answerDeallocated(name, statement),
       },
       this.queue,
@@ -401,9 +403,8 @@ export class ClientSession {
   }
 
   /**
-   * The connection was lost under reads that the client has had no byte of: they run again, once,
-   * on whatever connection the router picks now (the node that failed is being checked). Returns
-   * false when they may not (see unitBegins).
+   * The connection was lost (or a replica refused them) under reads that the client has had no byte
+   * of: they run again, once, where the router sends them now. False when they may not.
    */
   private replay(node: string): boolean {
     const bytes = this.replayWindow.take(this.clientBytes, node);
@@ -415,7 +416,7 @@ export class ClientSession {
     this.replies.serverFatal = undefined;
     if (parked) reader.unshift(reader.buffer.subarray(reader.frameStart, reader.end));
     reader.unshift(bytes);
-    this.services.log.warn({ node, user: this.user }, 'server connection lost before a read was answered: running it again');
+    if (!this.replayWindow.toPrimary) this.services.log.warn({ node, user: this.user }, 'server connection lost before a read was answered: running it again');
     this.pump();
     return true;
   }

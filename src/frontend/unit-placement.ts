@@ -7,6 +7,7 @@ import { FrontendCode, TxStatus } from '../protocol/codes.js';
 import type { FrameReader } from '../protocol/frame-reader.js';
 import { message } from '../protocol/messages.js';
 import type { ServerMessageScanner } from '../protocol/server-scanner.js';
+import { REROUTED_READONLY } from '../metrics/unit-reason.js';
 import type { Target } from '../routing/router.js';
 import { raiseStatement } from '../routing/sync-commit-floor.js';
 import { isReplayable, isUnreachable, onHeldConnection, pinOnReplicaRefusal, targetOf } from '../routing/unit-route.js';
@@ -81,6 +82,8 @@ export class UnitPlacement {
   private rerouted = false;
   /** the unit being placed was placed again after its connection was lost during the state replay */
   private placedAgain = false;
+  /** the unit placed last runs on the primary because a replica refused it as a write (see ServerReplies) */
+  private refusedOnReplica = false;
   /** what the unit that attached the current server connection asked for ('primary' too once a unit for the primary ran on it) */
   attachTarget: Target | 'any' = 'any';
   /** when the unit now running began (pgrelay_query_duration_seconds) */
@@ -94,8 +97,9 @@ export class UnitPlacement {
   /** Where a statement wants to run, given the session's transaction defaults. */
   targetOf(classification: Classification | undefined): Target | 'any' {
     const target = targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly });
-    // serializable by default: a hot standby refuses every transaction of the session (0A000)
-    return target === 'replica' && this.host.effects.defaultSerializable ? 'primary' : target;
+    // serializable by default: a hot standby refuses every transaction of the session (0A000);
+    // a shape a replica refused as a write (25006) goes to the primary
+    return target === 'replica' && (this.host.effects.defaultSerializable || this.services.router.refusedOnReplica.has(classification)) ? 'primary' : target;
   }
 
   /** The Query that fails a pinning statement of a transaction on a replica on the server, in order (see pinOnReplicaRefusal). */
@@ -152,7 +156,8 @@ export class UnitPlacement {
 
   private unitBegins(route: string, counted: Classification | undefined, replayed: Classification | undefined): void {
     this.unitBeganAt = performance.now();
-    this.services.countUnit(this.host.lease.node!, route, counted);
+    this.services.countUnit(this.host.lease.node!, this.refusedOnReplica ? REROUTED_READONLY : route, counted);
+    this.refusedOnReplica = false;
     // a read outside a transaction may run again when its connection is lost
     const replayable = isReplayable(replayed, { pinned: this.host.pinned(), clientTxStatus: this.host.tx.status, serverTxStatus: this.host.lease.conn!.txStatus });
     this.host.replayWindow.unitStarts(this.host.reader, replayable, this.host.clientBytes());
@@ -183,6 +188,12 @@ export class UnitPlacement {
   place(target: Target | 'any', classification: Classification | undefined, then: Step, fenceWaited = false): void {
     const services = this.services;
     const host = this.host;
+    // units a replica refused as writes (25006) run again: on the primary
+    if (host.replayWindow.toPrimary) {
+      host.replayWindow.toPrimary = false;
+      this.refusedOnReplica = true;
+      target = 'primary';
+    }
     let constraints = target === 'replica' ? services.readConstraints(host.session, classification) : undefined;
     const avoid = host.replayWindow.avoid;
     if (avoid !== undefined) {

@@ -26,7 +26,7 @@ export class Metrics {
   // ---------------------------------------------------------------- units (routing)
   // counted once per unit through countUnit/countUnitReason: plain numbers, added when the registry reads them
   readonly queries: Counter<'node' | 'route'> = new Counter({ name: 'pgrelay_queries_total', help: 'Units (a simple Query or an extended-protocol run up to Sync) sent to a node, by the route their statement asked for (primary, replica, any, function call).', labelNames: ['node', 'route'], registers: [this.registry], collect: () => this.pendingQueries.flush(this.queries, 'node', 'route') });
-  readonly unitsByReason: Counter<'route' | 'reason'> = new Counter({ name: 'pgrelay_units_total', help: 'Units by the role of the node that ran them (primary, replica) and why (read, write, function, transaction_control, session, hint, pin, parse_error, function_call, unclassified).', labelNames: ['route', 'reason'], registers: [this.registry], collect: () => this.pendingUnitReasons.flush(this.unitsByReason, 'route', 'reason') });
+  readonly unitsByReason: Counter<'route' | 'reason'> = new Counter({ name: 'pgrelay_units_total', help: 'Units by the role of the node that ran them (primary, replica) and why (read, write, function, transaction_control, session, hint, pin, parse_error, function_call, unclassified, rerouted_readonly: a read a replica refused as a write, run again on the primary).', labelNames: ['route', 'reason'], registers: [this.registry], collect: () => this.pendingUnitReasons.flush(this.unitsByReason, 'route', 'reason') });
   /** observed once per unit: a FastHistogram (prom-client's Histogram allocates and hashes per observation) */
   readonly queryDuration = new FastHistogram(
     'pgrelay_query_duration_seconds',

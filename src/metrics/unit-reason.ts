@@ -15,6 +15,7 @@ export type UnitReason =
   | 'pin'
   | 'parse_error'
   | 'function_call'
+  | 'rerouted_readonly'
   | 'unclassified';
 
 const TRANSACTION_EFFECTS = new Set(['begin', 'commit', 'rollback', 'set_transaction_read_only']);
@@ -22,9 +23,13 @@ const TRANSACTION_EFFECTS = new Set(['begin', 'commit', 'rollback', 'set_transac
 /** Classifications come out of the classifier's cache and are shared: fold each one once. */
 const folded = new WeakMap<Classification, UnitReason>();
 
+/** The route a unit run again on the primary after a replica refused it (25006) is counted as. */
+export const REROUTED_READONLY = 'rerouted readonly';
+
 /** `route` is what the session counted the unit as ('function call' for the FunctionCall message). */
 export function unitReason(route: string, classification: Classification | undefined): UnitReason {
   if (route === 'function call') return 'function_call';
+  if (route === REROUTED_READONLY) return 'rerouted_readonly';
   if (!classification) return 'unclassified';
   let reason = folded.get(classification);
   if (reason === undefined) {

@@ -2,6 +2,7 @@ import type { Balance, Fallback } from '../config/types.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { ProxyError, SqlState } from '../errors.js';
 import type { LagPolicy } from './lag-policy.js';
+import { ReplicaRefusals } from './replica-refusals.js';
 
 export type Target = 'primary' | 'replica';
 
@@ -78,6 +79,8 @@ export class Router {
   /** when each node was last chosen (latency balancing) */
   private readonly lastChosen = new Map<string, number>();
   private readonly env: RouterEnvironment;
+  /** read shapes a replica refused as writes: they go to the primary (see UnitPlacement.targetOf) */
+  readonly refusedOnReplica = new ReplicaRefusals();
 
   constructor(
     private readonly topology: Topology,

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Classifier } from '../../src/classify/classifier.js';
-import { unitReason } from '../../src/metrics/unit-reason.js';
+import { REROUTED_READONLY, unitReason } from '../../src/metrics/unit-reason.js';
 
 // pgrelay_units_total{reason}: the classifier's free-text reasons folded into a fixed set of words,
 // checked on real classifications.
@@ -43,6 +43,11 @@ describe('unit reasons', () => {
   it('names the FunctionCall message and units without a statement', () => {
     expect(unitReason('function call', classifier.classify('SELECT 1'))).toBe('function_call');
     expect(unitReason('any', undefined)).toBe('unclassified');
+  });
+
+  it('names a read run again on the primary after a replica refused it, whatever its statement', () => {
+    expect(unitReason(REROUTED_READONLY, classifier.classify('SELECT * FROM v'))).toBe('rerouted_readonly');
+    expect(unitReason('replica', classifier.classify('SELECT * FROM v'))).toBe('read');
   });
 
   it('stays a small fixed set however many statement texts there are', () => {
