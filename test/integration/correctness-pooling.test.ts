@@ -1,9 +1,9 @@
-import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { errorFields, RawClient, serialize, startProtocolRelay, type BackendMessage } from '../support/protocol-client.js';
 import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
+import { usePgClients } from '../support/pg-clients.js';
 
 // What one client does to the state of a server backend never shows through to another client
 // that is served by the same backend afterwards (transaction pooling): sequence values
@@ -12,21 +12,13 @@ import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 const shared = sharedCluster();
 const primary = shared.nodes.find((n) => n.role === 'primary')!.name;
 const relays: Relay[] = [];
-const clients: pg.Client[] = [];
+const connect = usePgClients();
 const sqls: postgres.Sql[] = [];
 
 async function relayWith(overrides: Record<string, unknown>): Promise<Relay> {
   const relay = await startProtocolRelay(shared, overrides);
   relays.push(relay);
   return relay;
-}
-
-async function connect(relay: Relay): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: relay.url() });
-  clients.push(client);
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
 }
 
 function poolStats(relay: Relay) {
@@ -38,7 +30,6 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   await Promise.all(sqls.map((s) => s.end({ timeout: 1 }).catch(() => undefined)));
   await Promise.all(relays.map((r) => r.stop()));
   await queryNode(shared, primary, 'DROP SEQUENCE IF EXISTS corr_seq');

@@ -3,6 +3,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { dataRow, primaryOnly, RawClient, startProtocolRelay, type RawLogin } from '../support/protocol-client.js';
 import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
+import { usePgClients } from '../support/pg-clients.js';
 
 // The server-connection pool as clients see it: a bounded wait then 53300, FIFO hand-over when a
 // connection frees up, idle connections closed after idle_timeout_ms, and a connection the server
@@ -11,7 +12,7 @@ const shared = sharedCluster();
 const cluster = primaryOnly(shared);
 const primary = cluster.nodes[0]!.name;
 const relays: Relay[] = [];
-const clients: pg.Client[] = [];
+const connect = usePgClients();
 const raws: RawClient[] = [];
 const login: RawLogin = { user: cluster.user, password: cluster.password, database: cluster.database };
 
@@ -19,14 +20,6 @@ async function relayWith(overrides: Record<string, unknown>): Promise<Relay> {
   const relay = await startProtocolRelay(cluster, overrides);
   relays.push(relay);
   return relay;
-}
-
-async function connect(relay: Relay): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: relay.url() });
-  clients.push(client);
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
 }
 
 function poolStats(relay: Relay) {
@@ -44,7 +37,6 @@ async function backendAlive(pid: number): Promise<boolean> {
 
 afterAll(async () => {
   for (const r of raws) r.destroy();
-  await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   await Promise.all(relays.map((r) => r.stop()));
 });
 

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { dataRow, errorFields, RawClient, serialize, STEADY, type BackendMessage } from '../support/protocol-client.js';
 import { startRelay, type Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
+import { usePgClients } from '../support/pg-clients.js';
 
 // Where units run and what clients are told (issue 16): a pin is a primary connection, never a
 // replica's; checked on the servers themselves (inet_server_port()).
@@ -11,21 +12,13 @@ const shared = sharedCluster();
 const primary = shared.nodes.find((n) => n.role === 'primary')!;
 const replicas = shared.nodes.filter((n) => n.role !== 'primary');
 const relays: Relay[] = [];
-const clients: pg.Client[] = [];
+const connect = usePgClients();
 const sqls: postgres.Sql[] = [];
 
 async function relayWith(overrides: Record<string, unknown> = {}): Promise<Relay> {
   const relay = await startRelay(shared, { ...STEADY, routing: { consistency: 'eventual' }, ...overrides });
   relays.push(relay);
   return relay;
-}
-
-async function connect(relay: Relay): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: relay.url() });
-  clients.push(client);
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
 }
 
 async function serverPort(client: pg.Client): Promise<number> {
@@ -51,7 +44,6 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   await Promise.all(sqls.map((s) => s.end({ timeout: 1 }).catch(() => undefined)));
   await Promise.all(relays.map((r) => r.stop()));
   await queryNode(shared, primary.name, 'DROP TABLE IF EXISTS route_fix; DROP FUNCTION IF EXISTS route_fix_slow()');

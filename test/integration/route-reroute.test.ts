@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { dataRow, RawClient, serialize, STEADY, types } from '../support/protocol-client.js';
 import { startRelay, type Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
+import { usePgClients } from '../support/pg-clients.js';
 
 // A read a replica refuses as a write (25006: a volatile function behind a view, a user-defined
 // operator) runs again on the primary, is counted as rerouted_readonly, and its shape goes to
@@ -12,7 +13,7 @@ const shared = sharedCluster();
 const primary = shared.nodes.find((n) => n.role === 'primary')!;
 const replicas = shared.nodes.filter((n) => n.role !== 'primary');
 const relays: Relay[] = [];
-const clients: pg.Client[] = [];
+const connect = usePgClients();
 const sqls: postgres.Sql[] = [];
 
 /** A relay whose reads go to a replica (lag under a busy machine does not send them to the primary). */
@@ -28,14 +29,6 @@ async function relayWith(): Promise<Relay> {
     await probe.end();
   }
   return relay;
-}
-
-async function connect(relay: Relay): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: relay.url() });
-  clients.push(client);
-  client.on('error', () => undefined);
-  await client.connect();
-  return client;
 }
 
 async function units(relay: Relay, reason: string): Promise<number> {
@@ -67,7 +60,6 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   await Promise.all(sqls.map((s) => s.end({ timeout: 1 }).catch(() => undefined)));
   await Promise.all(relays.map((r) => r.stop()));
   await queryNode(shared, primary.name, 'DROP VIEW IF EXISTS reroute_v; DROP OPERATOR IF EXISTS ### (text, int); DROP FUNCTION IF EXISTS reroute_op(text, int); DROP FUNCTION IF EXISTS lower(text, int); DROP FUNCTION IF EXISTS reroute_write(text); DROP TABLE IF EXISTS reroute_log');
