@@ -7,6 +7,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { createLogger } from '../../src/util/log.js';
 import { useCleanups } from '../support/cleanups.js';
+import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
 
 // Failover with least-privilege roles, against a cluster of its own (primary, synchronous
 // standby, one replica):
@@ -29,18 +30,7 @@ let minimal: Awaited<ReturnType<typeof startRelay>>;
 beforeAll(async () => {
   cluster = await LocalCluster.create({ replicas: 1, standby: true });
   cleanups.push(() => cluster.stop());
-  const setup = [
-    `CREATE ROLE shop LOGIN PASSWORD '${PASSWORD.shop}'`,
-    `CREATE ROLE pgrelay_monitor LOGIN PASSWORD '${PASSWORD.monitor}'`,
-    'GRANT pg_monitor TO pgrelay_monitor',
-    `CREATE ROLE pgrelay_failover LOGIN REPLICATION PASSWORD '${PASSWORD.failover}'`,
-    'GRANT pg_monitor TO pgrelay_failover',
-    'GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO pgrelay_failover',
-    'GRANT EXECUTE ON FUNCTION pg_reload_conf() TO pgrelay_failover',
-    'GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names, primary_conninfo, primary_slot_name, default_transaction_read_only TO pgrelay_failover',
-    'GRANT pg_signal_backend TO pgrelay_failover',
-  ];
-  for (const sql of setup) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
+  for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
   await cluster.query('primary', 'CREATE TABLE lpf_orders (id bigserial PRIMARY KEY, note text)');
   await cluster.query('primary', 'GRANT SELECT, INSERT ON lpf_orders TO shop; GRANT USAGE ON SEQUENCE lpf_orders_id_seq TO shop');
   for (const name of ['standby1', 'replica1']) await cluster.waitForReplay(name);

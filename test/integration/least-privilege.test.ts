@@ -13,6 +13,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { createLogger } from '../../src/util/log.js';
 import { useCleanups } from '../support/cleanups.js';
+import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
 
 // pgrelay with least-privilege roles, created as an operator would (DESIGN.md "Roles pgrelay
 // logs in as"), in front of a cluster of its own (primary, synchronous standby, two replicas):
@@ -34,18 +35,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pgrelay-least-privilege-'));
   cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
   for (const node of cluster.nodes) portOf.set(node.port, node.name);
-  const setup = [
-    `CREATE ROLE shop LOGIN PASSWORD '${PASSWORD.shop}'`,
-    `CREATE ROLE pgrelay_monitor LOGIN PASSWORD '${PASSWORD.monitor}'`,
-    'GRANT pg_monitor TO pgrelay_monitor',
-    `CREATE ROLE pgrelay_failover LOGIN REPLICATION PASSWORD '${PASSWORD.failover}'`,
-    'GRANT pg_monitor TO pgrelay_failover',
-    'GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO pgrelay_failover',
-    'GRANT EXECUTE ON FUNCTION pg_reload_conf() TO pgrelay_failover',
-    'GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names, primary_conninfo, primary_slot_name, default_transaction_read_only TO pgrelay_failover',
-    'GRANT pg_signal_backend TO pgrelay_failover',
-  ];
-  for (const sql of setup) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
+  for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
   // the application's table, in the application's database, owned by someone else
   await cluster.query('primary', 'CREATE TABLE lp_items (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())');
   await cluster.query('primary', 'GRANT SELECT, INSERT ON lp_items TO shop; GRANT USAGE ON SEQUENCE lp_items_id_seq TO shop');

@@ -1,19 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { InvalidConfigError } from '../../src/config/issues.js';
 import { parseConfig } from '../../src/config/load.js';
+import { configFailure } from '../support/config-failure.js';
 import { redactConfig } from '../../src/config/redact.js';
 
 const base = 'nodes:\n  - {name: primary, host: 127.0.0.1, role: primary}\nusers:\n  - {name: app, password: secret}\n';
 
-function failure(text: string): string {
-  try {
-    parseConfig(text);
-  } catch (error) {
-    if (error instanceof InvalidConfigError) return error.message;
-    throw error;
-  }
-  throw new Error('expected a config error');
-}
 
 describe('admin security keys', () => {
   it('default: no token (read-only API), reads open, no extra host names', () => {
@@ -28,10 +19,10 @@ describe('admin security keys', () => {
   });
 
   it('refuses short tokens, the same token twice, a lone cert, and closed reads without a token', () => {
-    expect(failure(`${base}admin:\n  token: short\n`)).toMatch(/line 6.*admin\.token is too short \(5 characters\); use at least 16/s);
-    expect(failure(`${base}admin:\n  token: same-token-0123456789\n  read_token: same-token-0123456789\n`)).toMatch(/admin\.read_token is the same as admin\.token/);
-    expect(failure(`${base}admin:\n  cert: admin.crt\n`)).toMatch(/admin\.cert is set but admin\.key is not/);
-    expect(failure(`${base}admin:\n  read_access: token\n`)).toMatch(/admin\.read_access: token needs admin\.read_token or admin\.token/);
-    expect(failure(`${base}admin:\n  read_access: everyone\n`)).toMatch(/admin\.read_access/);
+    expect(configFailure(`${base}admin:\n  token: short\n`)).toMatch(/line 6.*admin\.token is too short \(5 characters\); use at least 16/s);
+    expect(configFailure(`${base}admin:\n  token: same-token-0123456789\n  read_token: same-token-0123456789\n`)).toMatch(/admin\.read_token is the same as admin\.token/);
+    expect(configFailure(`${base}admin:\n  cert: admin.crt\n`)).toMatch(/admin\.cert is set but admin\.key is not/);
+    expect(configFailure(`${base}admin:\n  read_access: token\n`)).toMatch(/admin\.read_access: token needs admin\.read_token or admin\.token/);
+    expect(configFailure(`${base}admin:\n  read_access: everyone\n`)).toMatch(/admin\.read_access/);
   });
 });
