@@ -9,6 +9,7 @@ import { UserDirectory } from './auth/user-directory.js';
 import { Classifier } from './classify/classifier.js';
 import { Failover } from './cluster/failover.js';
 import { HealthChecker } from './cluster/health-checker.js';
+import { RemoteApply } from './cluster/remote-apply.js';
 import type { ProbeResult } from './cluster/health-probe.js';
 import { LagMonitor } from './cluster/lag-monitor.js';
 import { PatroniTopologySource } from './cluster/patroni.js';
@@ -62,6 +63,8 @@ export class App implements AdminApp {
   /** failover.mode patroni: the topology comes from Patroni's REST API */
   readonly patroni: PatroniTopologySource | undefined;
   readonly freshness: Freshness;
+  /** the remote_apply shortcut: the synchronous standby serves reads right after a write */
+  readonly remoteApply: RemoteApply;
   readonly volatility: VolatilityLoader;
   readonly log: Logger;
   private secureContext: tls.SecureContext | undefined;
@@ -104,7 +107,9 @@ export class App implements AdminApp {
       if (result && !result.inRecovery && name === this.topology.primaryName) this.preflight.primarySeen(name, result.synchronousStandbyNames);
     });
     this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config, lagPolicy: this.lagPolicy });
-    this.freshness = new Freshness(this.lagMonitor, config.routing.consistency);
+    this.remoteApply = new RemoteApply({ topology: this.topology, log: this.log, config: () => this.config, applicationName: (node) => this.health.applicationName(node) });
+    this.health.on('checked', (name: string, result: ProbeResult | undefined) => result && this.remoteApply.primaryChecked(name, result));
+    this.freshness = new Freshness(this.lagMonitor, config.routing.consistency, this.remoteApply);
     this.patroni =
       config.failover.mode === 'patroni'
         ? new PatroniTopologySource({ topology: this.topology, pools: this.pools, health: this.health, metrics: this.metrics, log: this.log, config: () => this.config, nodesChanged: () => this.lagMonitor.configure(), primaryMoved: (record) => (this.failover.lastFailover = record) })
@@ -130,6 +135,8 @@ export class App implements AdminApp {
       log: this.log,
       readConstraints: (session, classification) => this.freshness.readConstraints(session, classification),
       wroteOnPrimary: (session) => this.freshness.wroteOnPrimary(session),
+      lastWritePosition: (session, done) => this.freshness.lastWritePosition(session, done),
+      syncCommitTouched: (session, sticky) => this.remoteApply.touched(session, sticky),
       waitForPrimary: (callback) => this.primaryWaiters.wait(callback),
       waitForFence: (session, classification, callback) => {
         const waitMs = this.config.routing.fence_wait_ms;
@@ -227,6 +234,7 @@ export class App implements AdminApp {
     this.patroni?.stop();
     this.failover.stop();
     this.preflight.stop();
+    this.remoteApply.stop();
     this.health.stop();
     await this.lagMonitor.stop();
     this.pools.close();

@@ -19,7 +19,7 @@
  */
 import { loadModule } from 'libpg-query';
 import { analyze, type AnalyzeOptions, type ShapeDecision } from './analyze.js';
-import { maskLiterals, type Hint } from './lexer.js';
+import { maskLiterals, type MaskedText } from './lexer.js';
 import { longKey, representative } from './long-key.js';
 import type { Classification, ClassifierOptions, Route, Volatility } from './types.js';
 
@@ -89,13 +89,11 @@ export class Classifier {
       return this.resolved(unmasked);
     }
     const masked = maskLiterals(sql);
-    if (masked.empty) {
-      return masked.hint === undefined && masked.maxLagMs === undefined ? EMPTY : withHints(EMPTY, masked.hint, masked.maxLagMs);
-    }
+    if (masked.empty) return hasHints(masked) ? withHints(EMPTY, masked) : EMPTY;
     const entry = this.lookup(masked.key.length > MAX_KEY_LENGTH ? longKey(masked.key, MAX_KEY_LENGTH) : masked.key, sql);
     const resolved = this.resolved(entry);
-    if (masked.hint === undefined && masked.maxLagMs === undefined) return resolved;
-    return this.applyHint(entry.decision, resolved, masked.hint, masked.maxLagMs);
+    if (!hasHints(masked)) return resolved;
+    return this.applyHint(entry.decision, resolved, masked);
   }
 
   /** The entry's hint-free classification, resolved again when the volatility map changed. */
@@ -192,7 +190,8 @@ export class Classifier {
     return undefined;
   }
 
-  private applyHint(d: ShapeDecision, resolved: Classification, hint: Hint | undefined, maxLagMs: number | undefined): Classification {
+  private applyHint(d: ShapeDecision, resolved: Classification, hints: TextHints): Classification {
+    const hint = hints.hint;
     let { route, reason } = resolved;
     if (hint === 'primary' && route !== 'primary') {
       route = 'primary';
@@ -204,14 +203,23 @@ export class Classifier {
         reason = 'hint pgrelay:replica';
       }
     }
-    return withHints({ ...resolved, route, reason }, hint, maxLagMs);
+    return withHints({ ...resolved, route, reason }, hints);
   }
 }
 
-function withHints(c: Classification, hint: Hint | undefined, maxLagMs: number | undefined): Classification {
+/** What a text's own comments say (read per text, after the shape's cached decision). */
+type TextHints = Pick<MaskedText, 'hint' | 'maxLagMs' | 'afterLsn' | 'badAfterLsn'>;
+
+function hasHints(h: TextHints): boolean {
+  return h.hint !== undefined || h.maxLagMs !== undefined || h.afterLsn !== undefined || h.badAfterLsn !== undefined;
+}
+
+function withHints(c: Classification, h: TextHints): Classification {
   return {
     ...c,
-    ...(hint !== undefined ? { hint } : {}),
-    ...(maxLagMs !== undefined ? { maxLagMs } : {}),
+    ...(h.hint !== undefined ? { hint: h.hint } : {}),
+    ...(h.maxLagMs !== undefined ? { maxLagMs: h.maxLagMs } : {}),
+    ...(h.afterLsn !== undefined ? { afterLsn: h.afterLsn } : {}),
+    ...(h.badAfterLsn !== undefined ? { badAfterLsn: h.badAfterLsn } : {}),
   };
 }

@@ -47,6 +47,10 @@ export interface MaskedText {
   hint: Hint | undefined;
   /** the smallest `/* pgrelay:max_lag_ms=N *\/` in the text */
   maxLagMs: number | undefined;
+  /** the highest `/* pgrelay:after_lsn=X/Y *\/` in the text (a causality token), as a byte position */
+  afterLsn: bigint | undefined;
+  /** the first `after_lsn=` value that is not a WAL position (as written): the text is refused, 22P02 */
+  badAfterLsn: string | undefined;
   /** nothing but whitespace, comments and semicolons */
   empty: boolean;
 }
@@ -208,18 +212,25 @@ interface HintAccumulator {
   primary: boolean;
   replica: boolean;
   maxLagMs: number | undefined;
+  afterLsn: bigint | undefined;
+  badAfterLsn: string | undefined;
 }
+
+const newHints = (): HintAccumulator => ({ primary: false, replica: false, maxLagMs: undefined, afterLsn: undefined, badAfterLsn: undefined });
 
 const HINT_PREFIX = /^\s*pgrelay:/i;
 const MAX_LAG = /^max_lag_ms=(\d+)$/;
+/** as PostgreSQL's pg_lsn input: 1 to 8 hex digits, a slash, 1 to 8 hex digits */
+const LSN_VALUE = /^([0-9a-f]{1,8})\/([0-9a-f]{1,8})$/i;
 
-/** Reads `pgrelay:primary`, `pgrelay:replica`, `pgrelay:max_lag_ms=N` from a comment's content. */
+/** Reads `pgrelay:primary`, `pgrelay:replica`, `pgrelay:max_lag_ms=N`, `pgrelay:after_lsn=X/Y` from a comment's content. */
 function readHint(content: string, acc: HintAccumulator): void {
   if (!HINT_PREFIX.test(content)) return;
   for (const raw of content.trim().split(/[\s,]+/)) {
     const token = raw.toLowerCase().replace(/^pgrelay:/, '');
     if (token === 'primary') acc.primary = true;
     else if (token === 'replica') acc.replica = true;
+    else if (token.startsWith('after_lsn=')) readAfterLsn(raw.slice(raw.indexOf('=') + 1), acc);
     else {
       const m = MAX_LAG.exec(token);
       if (m) {
@@ -228,6 +239,17 @@ function readHint(content: string, acc: HintAccumulator): void {
       }
     }
   }
+}
+
+/** An `after_lsn=` value: the highest of the text's positions counts; one that is not a position fails the text. */
+function readAfterLsn(value: string, acc: HintAccumulator): void {
+  const m = LSN_VALUE.exec(value);
+  if (!m) {
+    acc.badAfterLsn ??= value;
+    return;
+  }
+  const lsn = (BigInt(`0x${m[1]!}`) << 32n) | BigInt(`0x${m[2]!}`);
+  if (acc.afterLsn === undefined || lsn > acc.afterLsn) acc.afterLsn = lsn;
 }
 
 /** Whether a comment's content (from `start`) may be a hint: a cheap test before the regex. */
@@ -319,7 +341,7 @@ export function maskLiterals(sql: string): MaskedText {
       case MINUS:
         if (sql.charCodeAt(i + 1) === MINUS) {
           const end = endOfLineComment(sql, i);
-          if (mayBeHint(sql, i + 2, end)) readHint(sql.slice(i + 2, end), (hints ??= { primary: false, replica: false, maxLagMs: undefined }));
+          if (mayBeHint(sql, i + 2, end)) readHint(sql.slice(i + 2, end), (hints ??= newHints()));
           i = started ? masked(i, end, ' ') : end;
           continue;
         }
@@ -328,7 +350,7 @@ export function maskLiterals(sql: string): MaskedText {
         if (sql.charCodeAt(i + 1) === STAR) {
           const end = endOfBlockComment(sql, i);
           const contentEnd = end === UNTERMINATED ? n : end - 2;
-          if (mayBeHint(sql, i + 2, contentEnd)) readHint(sql.slice(i + 2, contentEnd), (hints ??= { primary: false, replica: false, maxLagMs: undefined }));
+          if (mayBeHint(sql, i + 2, contentEnd)) readHint(sql.slice(i + 2, contentEnd), (hints ??= newHints()));
           if (started) i = masked(i, end, ' ');
           else i = end === UNTERMINATED ? n : end;
           continue;
@@ -347,6 +369,8 @@ export function maskLiterals(sql: string): MaskedText {
     key,
     hint: hints === undefined ? undefined : hints.primary ? 'primary' : hints.replica ? 'replica' : undefined,
     maxLagMs: hints?.maxLagMs,
+    afterLsn: hints?.afterLsn,
+    badAfterLsn: hints?.badAfterLsn,
     empty,
   };
 }

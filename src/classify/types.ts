@@ -64,6 +64,13 @@ export interface Classification {
   /** from a `/* pgrelay:max_lag_ms=500 *\/` comment */
   readonly maxLagMs?: number;
   /**
+   * From a `/* pgrelay:after_lsn=0/16B3748 *\/` comment (a causality token): a read runs only where
+   * that WAL position has been replayed. Read from each text itself, never from the shape's cache.
+   */
+  readonly afterLsn?: bigint;
+  /** an `after_lsn=` value that is not a WAL position, as written: the statement is refused (22P02) */
+  readonly badAfterLsn?: string;
+  /**
    * Functions the text calls that are neither known built-in reads nor known writers, as
    * PostgreSQL resolves their names (unquoted names folded to lower case), schema-qualified if
    * written so. Their volatility decided the route (see Classifier.setVolatility).

@@ -14,6 +14,8 @@ export interface StatementPayload {
   statement?: ServerStatement;
   /** on a client's Parse entry: the client's name for it */
   name?: string;
+  /** on a SyntheticAnswer entry: the bytes pgrelay answers, and whether a ReadyForQuery ends them (a simple Query) */
+  answer?: { data: Buffer; ready: boolean };
 }
 
 /** What a server connection knows of statements (ServerConnection has these fields). */

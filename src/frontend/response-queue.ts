@@ -17,6 +17,7 @@ export const Expect = {
   SyntheticParseComplete: 8, // pgrelay answers ParseComplete itself
   SyntheticCloseComplete: 9, // pgrelay answers CloseComplete itself
   SyntheticDeallocate: 10, // pgrelay answers a Query `DEALLOCATE name` itself (payload text: the name)
+  SyntheticAnswer: 11, // pgrelay answers a message itself (payload answer: the bytes; see CausalityToken)
 } as const;
 
 /** The answers to this entry are not for the client (pgrelay sent the message). */

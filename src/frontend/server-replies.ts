@@ -1,7 +1,7 @@
 import type { ServerConnection, ServerDataHandler } from '../pool/server-connection.js';
 import { ProxyError, SqlState } from '../errors.js';
 import { BackendCode, TxStatus } from '../protocol/codes.js';
-import { closeComplete, parseComplete, readCString, readErrorFields } from '../protocol/messages.js';
+import { closeComplete, parseComplete, readCString, readErrorFields, readyForQuery } from '../protocol/messages.js';
 import type { ServerMessageScanner, ServerMessageSink } from '../protocol/server-scanner.js';
 import type { ClientStatements, StatementPayload } from './client-statements.js';
 import type { ClientTransaction } from './client-transaction.js';
@@ -301,6 +301,13 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
         const payload = queue.peekPayload()!;
         this.host.answerDeallocated(payload.statement === undefined ? null : payload.text, payload.statement);
         this.releaseDue = true; // a unit of its own: the session may go on
+      } else if (kind === Expect.SyntheticAnswer) {
+        const answer = queue.peekPayload()!.answer!;
+        this.host.sendToClient(answer.data);
+        if (answer.ready) {
+          this.host.sendToClient(readyForQuery(this.host.tx.status));
+          this.releaseDue = true;
+        }
       } else return;
       queue.shift();
     }

@@ -32,6 +32,17 @@ export interface SessionServices {
    * Returns false when it does not wait (fence_wait_ms is 0): the read goes to the primary at once.
    */
   waitForFence(session: object, classification: Classification | undefined, callback: () => void): boolean;
+  /**
+   * The causality token: calls back with a WAL position at or past the session's last
+   * acknowledged write (0 when none), maybe synchronously (see Freshness.lastWritePosition).
+   */
+  lastWritePosition(session: object, done: (lsn: bigint) => void): void;
+  /**
+   * The session sent a text that may change synchronous_commit other than by a session-level SET
+   * (SET LOCAL, set_config(): `sticky`): its next write does not use the remote_apply shortcut
+   * (with `sticky`, none of its writes do).
+   */
+  syncCommitTouched(session: object, sticky: boolean): void;
   /** calls back when a primary is known again, or with an error after failover.wait_ms */
   waitForPrimary(callback: (error?: Error) => void): void;
   /** a data-path connection to the node broke or could not be opened */

@@ -6,6 +6,7 @@ import { FrontendCode, TxStatus } from '../protocol/codes.js';
 import { FrameReader } from '../protocol/frame-reader.js';
 import { readyForQuery } from '../protocol/messages.js';
 import { ServerMessageScanner } from '../protocol/server-scanner.js';
+import { CausalityToken } from './causality-token.js';
 import { ClientStatements, isLoneDeallocate, refuseDeallocate, type StatementPayload } from './client-statements.js';
 import { syncCommitFloorFrame } from '../routing/sync-commit-floor.js';
 import { ClientTransaction, lostOutcome } from './client-transaction.js';
@@ -61,6 +62,8 @@ export class ClientSession {
   private readonly named: StatementMessages;
   private readonly statements = new ClientStatements();
   private readonly effects: SessionEffects;
+  /** SHOW pgrelay.last_write_lsn, answered here; after_lsn hints that are no position */
+  private readonly causality: CausalityToken;
   /** the reads in flight, to run again when their connection is lost (see ReplayWindow) */
   private readonly replayWindow = new ReplayWindow();
   /** where the current unit is (see UnitState) */
@@ -164,6 +167,9 @@ export class ClientSession {
       pinned: () => this.pinned,
       config: () => this.services.config(),
     });
+    const { queue, replies, statements } = this;
+    this.causality = new CausalityToken({ session: this, services, lease, queue, replies, statements, txStatus: () => this.tx.status, unitOpen: () => this.unitOpen, openUnit: () => this.move(OPEN),
+      sendToClient: (data) => this.sendToClient(data), park: () => this.park('fence', true), resumeWith: (next) => this.resumeWith(next), failUnit: (error) => this.failUnit(error) });
     if (services.config().pool.mode === 'session') this.pinned = true;
   }
 
@@ -177,16 +183,10 @@ export class ClientSession {
   }
 
   /** The session state SQL, so that the startup check can apply it. */
-  stateSql(): string {
-    return this.state.sql();
-  }
+  stateSql(): string { return this.state.sql(); }
 
-  get isPinned(): boolean {
-    return this.pinned;
-  }
-  private get unitOpen(): boolean {
-    return unitIsOpen(this.unit);
-  }
+  get isPinned(): boolean { return this.pinned; }
+  private get unitOpen(): boolean { return unitIsOpen(this.unit); }
   /** A unit or a transaction is under way on a server connection (graceful shutdown waits for it). */
   get busy(): boolean {
     const server = this.lease.conn;
@@ -266,6 +266,8 @@ export class ClientSession {
       } else if (code === FrontendCode.Terminate) this.close();
       return;
     }
+    const local = this.causality.intercept(code, b, start, end);
+    if (local !== false) return local === true ? undefined : this.handle(code, local, 5, local.length);
     switch (code) {
       case FrontendCode.Query:
         return this.onQuery(b, start, end);
@@ -472,9 +474,7 @@ export class ClientSession {
   }
 
   /** Cancels the query this client is running, on the server connection running it. */
-  cancel(): void {
-    this.runningOn()?.cancel();
-  }
+  cancel(): void { this.runningOn()?.cancel(); }
 
   /** pgrelay is stopping: the client is told why, then closed. */
   shutdown(): void {

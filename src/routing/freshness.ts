@@ -15,6 +15,8 @@ export interface WriteLsnSource {
 class WriteFence {
   /** highest WAL position of a write that is known */
   minLsn: bigint | undefined = undefined;
+  /** the node that applied the last write before it was acknowledged (remote_apply shortcut), if any */
+  appliedOn: string | undefined = undefined;
   /** writes committed whose position is not known yet */
   private written = 0;
   private known = 0;
@@ -32,10 +34,23 @@ class WriteFence {
     };
   }
 
-  constraints(maxLagMs: number | undefined): ReadConstraints {
-    return { minLsn: this.minLsn, pendingWrite: this.pending, maxLagMs };
+  constraints(maxLagMs: number | undefined, afterLsn: bigint | undefined, appliedOn: string | undefined): ReadConstraints {
+    return { minLsn: this.minLsn, pendingWrite: this.pending, maxLagMs, afterLsn, fenceAppliedOn: appliedOn };
   }
 }
+
+/**
+ * The remote_apply shortcut (cluster/remote-apply.ts): which node, if any, applied a write of this
+ * session before its commit was acknowledged, and whether that node still is the synchronous one.
+ */
+export interface AppliedWrites {
+  /** asked when the session's write has just committed */
+  appliedOn(session: object): string | undefined;
+  /** asked for every read: the node is (still) the synchronous standby under remote_apply */
+  stillApplies(node: string): boolean;
+}
+
+const NO_SHORTCUT: AppliedWrites = { appliedOn: () => undefined, stillApplies: () => false };
 
 /**
  * The consistency modes (`routing.consistency`), as read constraints for the router:
@@ -47,15 +62,22 @@ class WriteFence {
  *   replayed that position, else to the primary.
  * - `global`: the same with one fence shared by every client of this pgrelay, so any read sees
  *   every write this pgrelay has acknowledged to anyone.
+ * In every mode a read's own causality token (`after_lsn` hint) must be replayed where it runs.
+ * Under `session`, a write acknowledged under `synchronous_commit = remote_apply` while a
+ * synchronous standby was in sync has been applied there: the fence lets that node serve the
+ * session's reads at once, without waiting for the write's position (the remote_apply shortcut).
  * A client's state lives in a WeakMap keyed by its session: nothing to clean up when it leaves.
  */
 export class Freshness {
   private readonly sessions = new WeakMap<object, WriteFence>();
   private global = new WriteFence();
+  /** sessions that wrote, under `eventual` and `global` (whose own fences are not kept): for the causality token */
+  private readonly wrote = new WeakSet<object>();
 
   constructor(
     private readonly source: WriteLsnSource,
     private mode: Consistency,
+    private readonly applied: AppliedWrites = NO_SHORTCUT,
   ) {}
 
   get consistency(): Consistency {
@@ -74,6 +96,7 @@ export class Freshness {
   wroteOnPrimary(session: object): void {
     switch (this.mode) {
       case 'eventual':
+        this.wrote.add(session);
         return;
       case 'session': {
         let fence = this.sessions.get(session);
@@ -81,28 +104,47 @@ export class Freshness {
           fence = new WriteFence();
           this.sessions.set(session, fence);
         }
+        fence.appliedOn = this.applied.appliedOn(session);
         this.source.afterWrite(fence.wrote());
         return;
       }
       case 'global':
+        this.wrote.add(session);
         this.source.afterWrite(this.global.wrote());
         return;
     }
   }
 
+  /**
+   * The causality token (`SHOW pgrelay.last_write_lsn`): calls back with a WAL position at or past
+   * the session's last acknowledged write, 0 when it wrote nothing through this pgrelay. Under
+   * `session` it is the position read-your-writes records (once known: while it is not, and under
+   * the other modes, a primary sample taken after this call, which covers every write acknowledged
+   * before it). May call back synchronously; never calls back while no primary can be sampled.
+   */
+  lastWritePosition(session: object, done: (lsn: bigint) => void): void {
+    const fence = this.mode === 'session' ? this.sessions.get(session) : undefined;
+    if (fence && !fence.pending) return done(fence.minLsn ?? 0n);
+    if (fence || this.wrote.has(session)) return this.source.afterWrite(done);
+    done(0n);
+  }
+
   /** What a read of this client must satisfy; undefined when only the configured lag limit applies. */
   readConstraints(session: object, classification: Classification | undefined): ReadConstraints | undefined {
     const maxLagMs = classification?.maxLagMs;
+    const afterLsn = classification?.afterLsn;
+    const own = maxLagMs === undefined && afterLsn === undefined ? undefined : { maxLagMs, afterLsn };
     switch (this.mode) {
       case 'eventual':
-        return maxLagMs === undefined ? undefined : { maxLagMs };
+        return own;
       case 'session': {
         const fence = this.sessions.get(session);
-        if (fence) return fence.constraints(maxLagMs);
-        return maxLagMs === undefined ? undefined : { maxLagMs };
+        if (!fence) return own;
+        const appliedOn = fence.appliedOn !== undefined && this.applied.stillApplies(fence.appliedOn) ? fence.appliedOn : undefined;
+        return fence.constraints(maxLagMs, afterLsn, appliedOn);
       }
       case 'global':
-        return this.global.constraints(maxLagMs);
+        return this.global.constraints(maxLagMs, afterLsn, undefined);
     }
   }
 }

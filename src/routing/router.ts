@@ -18,6 +18,14 @@ export interface ReadConstraints {
   maxLagMs?: number | undefined;
   /** a replica not to use: the read is run again because its connection there was just lost */
   avoidNode?: string | undefined;
+  /**
+   * a node known to have applied every write of the fence (`minLsn`, `pendingWrite`) whatever its
+   * sampled position: the synchronous standby, when the session's last write committed under
+   * `synchronous_commit = remote_apply` (the remote_apply shortcut)
+   */
+  fenceAppliedOn?: string | undefined;
+  /** a causality token (`/* pgrelay:after_lsn=X/Y *\/`): the replica must have replayed this position, always */
+  afterLsn?: bigint | undefined;
 }
 
 export interface RouterOptions {
@@ -62,8 +70,8 @@ export const LATENCY_HALF_LIFE_MS = 1000;
  *
  * A replica qualifies for a read when it is up, not fenced, in recovery, not the primary, the lag
  * monitor vouches for it (`replicating`), its lag is within the limit (`fresh`, with hysteresis;
- * or the statement's own `max_lag_ms` hint, checked against the raw figures), and it has
- * replayed the read's `minLsn`. Among qualified replicas:
+ * or the statement's own `max_lag_ms` hint, checked against the raw figures), it has replayed
+ * the read's `minLsn` (unless it is `fenceAppliedOn`) and its `afterLsn`. Among qualified replicas:
  * - `round_robin`: in turn;
  * - `random`: uniformly;
  * - `least_connections`: fewest units in flight, ties taken in turn;
@@ -122,14 +130,18 @@ export class Router {
 
   /** Replicas that may serve a read now. */
   readCandidates(constraints?: ReadConstraints): NodeStatus[] {
-    if (constraints?.pendingWrite) return [];
+    const applied = constraints?.fenceAppliedOn;
+    const pending = constraints?.pendingWrite === true;
+    if (pending && applied === undefined) return [];
     const out: NodeStatus[] = [];
     const minLsn = constraints?.minLsn;
+    const afterLsn = constraints?.afterLsn;
     const avoid = constraints?.avoidNode;
     for (const node of this.topology.nodes.values()) {
       if (!this.freshEnough(node, constraints?.maxLagMs)) continue;
       if (avoid !== undefined && node.name === avoid) continue;
-      if (minLsn !== undefined && (node.replayLsn === undefined || node.replayLsn < minLsn)) continue;
+      if (node.name !== applied && (pending || !replayed(node, minLsn))) continue;
+      if (!replayed(node, afterLsn)) continue;
       out.push(node);
     }
     return out;
@@ -240,4 +252,9 @@ export class Router {
   private randomIndex(n: number): number {
     return Math.min(n - 1, Math.floor(this.env.random() * n));
   }
+}
+
+/** The node is known to have replayed `lsn` (undefined: nothing to replay). */
+function replayed(node: NodeStatus, lsn: bigint | undefined): boolean {
+  return lsn === undefined || (node.replayLsn !== undefined && node.replayLsn >= lsn);
 }

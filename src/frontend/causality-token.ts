@@ -1,0 +1,241 @@
+import type { Classification } from '../classify/classifier.js';
+import { maskLiterals } from '../classify/lexer.js';
+import { formatLsn } from '../cluster/lsn.js';
+import { ProxyError, SqlState } from '../errors.js';
+import { BackendCode, FrontendCode, TxStatus } from '../protocol/codes.js';
+import { commandComplete, message, readCString, readyForQuery } from '../protocol/messages.js';
+import type { ClientStatements, StatementPayload } from './client-statements.js';
+import { Expect, type ResponseQueue } from './response-queue.js';
+import type { ServerLease } from './server-lease.js';
+import type { ServerReplies } from './server-replies.js';
+import type { SessionServices } from './session-services.js';
+import { quoteLiteral } from './session-state.js';
+import type { Step } from './unit-state.js';
+
+/** The setting pgrelay answers itself. */
+export const LAST_WRITE_LSN = 'pgrelay.last_write_lsn';
+
+/** Texts that may concern this module; every other Query and Parse costs this one test. */
+const MENTIONS = /pgrelay[.:]|synchronous_commit|set_config/i;
+const SHOW = /^show\s+((?:"[^"]*"|[a-z_][a-z_0-9$]*)(?:\s*\.\s*(?:"[^"]*"|[a-z_][a-z_0-9$]*))*)\s*;?\s*$/i;
+
+/** one part of a dotted name: quoted (its text) or not */
+const NAME_PART = /"([^"]*)"|([a-z_][a-z_0-9$]*)/gi;
+
+/** what the queue entry of an answer made here carries as its statement */
+const ANSWERED_HERE: Classification = Object.freeze({ route: 'any', pin: false, reason: 'answered by pgrelay', effects: [], statements: 1, userFunctions: [] });
+
+/** type oid of text */
+const TEXT_OID = 25;
+
+/** What the causality token needs from its session. */
+export interface CausalityHost {
+  /** the session's key for read-your-writes */
+  readonly session: object;
+  readonly services: SessionServices;
+  readonly lease: ServerLease;
+  readonly queue: ResponseQueue<StatementPayload>;
+  readonly replies: ServerReplies;
+  readonly statements: ClientStatements;
+  /** the transaction status the client was told last */
+  txStatus(): number;
+  unitOpen(): boolean;
+  /** an extended unit begins without a server connection */
+  openUnit(): void;
+  sendToClient(data: Buffer): void;
+  /** the message being handled waits (its rest runs through resumeWith) */
+  park(): void;
+  resumeWith(next: Step): void;
+  failUnit(error: unknown): void;
+}
+
+/**
+ * The causality token of issue #17 (DESIGN "Fast read-your-writes"): `SHOW pgrelay.last_write_lsn`
+ * is answered by pgrelay, without a server, with the WAL position of the session's last write
+ * (Freshness.lastWritePosition; `0/0` when it wrote nothing through this pgrelay, as
+ * pg_lsn's zero), through the simple protocol and the extended one (Parse, Bind, Describe of the
+ * statement or the portal, Execute, Close), inside a transaction and out of it, in order with
+ * what the server still owes. A client hands the token to another connection (or another
+ * pgrelay), whose reads carry `/* pgrelay:after_lsn=X/Y *\/` (see Freshness.readConstraints).
+ *
+ * Where a client can tell it is not talking to PostgreSQL directly: the name is recognised only
+ * as a statement on its own (a multi-statement Query sends it to the server, which knows no such
+ * setting: 42704, as for any other `pgrelay.*` name); in a failed transaction the statement goes
+ * to the server, which answers 25P02 as it would. A text whose `after_lsn` value is not a WAL
+ * position runs as `SELECT 'value'::pg_lsn` instead, so that the server raises PostgreSQL's own
+ * 22P02 at the place (Parse, or the Query) and with the transaction effects it would.
+ *
+ * It also tells the remote_apply shortcut (cluster/remote-apply.ts) about texts that may change
+ * synchronous_commit other than a session-level SET (which the session state tracks).
+ */
+export class CausalityToken {
+  /** the client's statement names ('' = unnamed) that hold the SHOW */
+  private readonly localStatements = new Set<string>();
+  /** portals bound from them, with the result format the client asked for */
+  private readonly localPortals = new Map<string, number>();
+
+  constructor(private readonly host: CausalityHost) {}
+
+  /**
+   * A client message before the session handles it: true when answered here, a message to handle
+   * instead (a refusal raised by the server), or false to go on as usual.
+   */
+  intercept(code: number, b: Buffer, start: number, end: number): boolean | Buffer {
+    if (code === FrontendCode.Query) return this.onQuery(b, start, end);
+    if (code === FrontendCode.Parse) return this.onParse(b, start, end);
+    if (this.localStatements.size === 0 && this.localPortals.size === 0) return false;
+    switch (code) {
+      case FrontendCode.Bind:
+        return this.onBind(b, start, end);
+      case FrontendCode.Describe:
+      case FrontendCode.Close:
+        return this.onDescribeOrClose(code, b, start, end);
+      case FrontendCode.Execute: {
+        const format = this.localPortals.get(readCString(b, start, end)[0]);
+        if (format === undefined) return false;
+        this.withPosition((lsn) => this.answer([dataRow(lsn), commandComplete('SHOW')], false));
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  private onQuery(b: Buffer, start: number, end: number): boolean | Buffer {
+    const text = b.toString('utf8', start, end - 1);
+    if (!MENTIONS.test(text)) return false;
+    const replaced = this.refusal(text);
+    if (replaced !== undefined) return message(FrontendCode.Query, (w) => w.cstring(replaced));
+    if (!this.isShow(text)) return false;
+    this.withPosition((lsn) => this.answer([rowDescription(0), dataRow(lsn), commandComplete('SHOW')], true));
+    return true;
+  }
+
+  private onParse(b: Buffer, start: number, end: number): boolean | Buffer {
+    const [name, textStart] = readCString(b, start, end);
+    const [text, typesStart] = readCString(b, textStart, end);
+    this.localStatements.delete(name);
+    if (!MENTIONS.test(text)) return false;
+    const replaced = this.refusal(text);
+    if (replaced !== undefined) return message(FrontendCode.Parse, (w) => w.cstring(name).cstring(replaced).bytes(b.subarray(typesStart, end)));
+    if (!this.isShow(text)) return false;
+    // the name now means this statement (pgrelay replaces a name the client uses, as for any Parse)
+    if (name !== '') this.host.statements.delete(name);
+    this.localStatements.add(name);
+    this.answer([message(BackendCode.ParseComplete)], false);
+    return true;
+  }
+
+  private onBind(b: Buffer, start: number, end: number): boolean {
+    const [portal, statementStart] = readCString(b, start, end);
+    const [statement, at] = readCString(b, statementStart, end);
+    this.localPortals.delete(portal);
+    if (!this.localStatements.has(statement)) return false;
+    // parameter formats and values (none are expected), then the result formats asked for
+    let i = at;
+    const formats = b.readInt16BE(i);
+    i += 2 + 2 * formats;
+    const values = b.readInt16BE(i);
+    i += 2;
+    for (let k = 0; k < values; k++) {
+      const length = b.readInt32BE(i);
+      i += 4 + Math.max(0, length);
+    }
+    const resultFormats = b.readInt16BE(i);
+    this.localPortals.set(portal, resultFormats > 0 ? b.readInt16BE(i + 2) : 0);
+    if (values !== 0) {
+      this.host.failUnit(new ProxyError(SqlState.protocolViolation, `bind message supplies ${values} parameters, but prepared statement "${statement}" requires 0`));
+      return true;
+    }
+    this.answer([message(BackendCode.BindComplete)], false);
+    return true;
+  }
+
+  private onDescribeOrClose(code: number, b: Buffer, start: number, end: number): boolean {
+    const kind = b[start];
+    const name = readCString(b, start + 1, end)[0];
+    if (kind === 0x53 /* S */) {
+      if (!this.localStatements.has(name)) return false;
+      if (code === FrontendCode.Close) {
+        this.localStatements.delete(name);
+        this.answer([message(BackendCode.CloseComplete)], false);
+      } else this.answer([message(BackendCode.ParameterDescription, (w) => w.int16(0)), rowDescription(0)], false);
+      return true;
+    }
+    const format = this.localPortals.get(name);
+    if (format === undefined) return false;
+    if (code === FrontendCode.Close) {
+      this.localPortals.delete(name);
+      this.answer([message(BackendCode.CloseComplete)], false);
+    } else this.answer([rowDescription(format)], false);
+    return true;
+  }
+
+  /** The text to run instead of a text whose after_lsn is not a WAL position (PostgreSQL's own 22P02), else undefined. */
+  private refusal(text: string): string | undefined {
+    // the classifier reads hints per text (a cache hit for the shape)
+    const classification = this.host.services.classifier.classify(text);
+    if (classification.badAfterLsn !== undefined) return `SELECT ${quoteLiteral(classification.badAfterLsn)}::pg_lsn`;
+    if (/synchronous_commit|set_config/i.test(text)) {
+      // a session-level SET is the session state's; anything else may change the level unseen
+      const own = classification.effects.some((e) => (e.type === 'set' || e.type === 'reset') && e.name.toLowerCase() === 'synchronous_commit');
+      if (!own || /set_config/i.test(text)) this.host.services.syncCommitTouched(this.host.session, /set_config/i.test(text));
+    }
+    return undefined;
+  }
+
+  /** The statement is `SHOW pgrelay.last_write_lsn` (any case, quoted or not), and may be answered here. */
+  private isShow(text: string): boolean {
+    const m = SHOW.exec(maskLiterals(text).key);
+    if (!m) return false;
+    const name = [...m[1]!.matchAll(NAME_PART)].map((part) => part[1] ?? part[2]).join('.').toLowerCase();
+    // in a failed transaction the server answers (25P02), as it would any statement
+    return name === LAST_WRITE_LSN && this.host.txStatus() !== TxStatus.Failed && this.host.lease.conn?.txStatus !== TxStatus.Failed;
+  }
+
+  /** `then` gets the session's last write position: at once when known, else once the primary is sampled. */
+  private withPosition(then: (lsn: bigint) => void): void {
+    const host = this.host;
+    let state: 'asking' | 'parked' | 'done' = 'asking';
+    let known = 0n;
+    let timer: NodeJS.Timeout | undefined;
+    host.services.lastWritePosition(host.session, (lsn) => {
+      if (state === 'asking') known = lsn;
+      else if (state === 'parked') {
+        clearTimeout(timer);
+        host.resumeWith(() => then(lsn));
+      }
+      state = 'done';
+    });
+    if ((state as string) === 'done') return then(known);
+    state = 'parked';
+    const config = host.services.config();
+    timer = setTimeout(() => {
+      if (state !== 'parked') return;
+      state = 'done';
+      const error = new ProxyError(SqlState.cannotConnectNow, "the position of this session's last write is not known yet: the primary could not be asked for it", { retryable: true });
+      host.resumeWith(() => host.failUnit(error));
+    }, Math.max(config.health.timeout_ms, Math.min(config.failover.wait_ms, 30_000)));
+    host.park();
+  }
+
+  /** Answers pgrelay makes, in order with what the server still owes; `ready`: a simple Query's end. */
+  private answer(parts: Buffer[], ready: boolean): void {
+    const host = this.host;
+    const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    if (host.lease.conn && host.queue.length > 0) return host.replies.pushSynthetic(Expect.SyntheticAnswer, { classification: ANSWERED_HERE, text: LAST_WRITE_LSN, answer: { data, ready } });
+    if (!ready && !host.unitOpen()) host.openUnit();
+    host.sendToClient(data);
+    if (ready) host.sendToClient(readyForQuery(host.txStatus()));
+  }
+}
+
+/** One text column named last_write_lsn; `format` as the client's Bind asked (text's binary form is its bytes). */
+function rowDescription(format: number): Buffer {
+  return message(BackendCode.RowDescription, (w) => w.int16(1).cstring('last_write_lsn').int32(0).int16(0).int32(TEXT_OID).int16(-1).int32(-1).int16(format));
+}
+
+function dataRow(lsn: bigint): Buffer {
+  const value = Buffer.from(formatLsn(lsn));
+  return message(BackendCode.DataRow, (w) => w.int16(1).int32(value.length).bytes(value));
+}
