@@ -7,6 +7,7 @@ import type { Config } from '../config/types.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { PoolSet } from '../pool/pool-set.js';
 import type { Logger } from '../util/log.js';
+import type { RemoteApplyStatus } from '../cluster/remote-apply.js';
 
 /**
  * What the admin layer (HTTP routes, /status, reload, signals) needs from the running pgrelay.
@@ -24,6 +25,8 @@ export interface AdminApp {
   readonly classifier: Classifier;
   /** what the monitor and failover roles can do (capabilities in /status and /health) */
   readonly preflight: Preflight;
+  /** the remote_apply shortcut's state (/status capabilities) */
+  readonly remoteApply: { status(): RemoteApplyStatus };
   readonly frontend: { readonly clientCount: number; readonly sessionCount: number };
   /** the file the config came from, when started from one */
   readonly configPath: string | undefined;

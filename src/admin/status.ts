@@ -1,3 +1,4 @@
+import type { RemoteApplyStatus } from '../cluster/remote-apply.js';
 import { groupShortfalls, type Capability, type CapabilityReport, type CapabilityState, type Feature } from '../cluster/capabilities.js';
 import type { AdminApp } from './admin-app.js';
 import type { FailoverRecord } from '../cluster/failover.js';
@@ -59,6 +60,8 @@ export interface StatusCapabilities {
   shortfalls: { role: string; missing: string; grant: string; nodes: string[]; features: Feature[]; effects: string[]; disables: boolean }[];
   /** nodes a role could not be checked on (they did not answer) */
   unchecked: { node: string; role: string; error: string }[];
+  /** the remote_apply shortcut: whether reads right after a write may go to the synchronous standby, and why (not) */
+  remote_apply?: RemoteApplyStatus;
 }
 
 export function capabilitiesOf(report: CapabilityReport | undefined, checkedAt: number | undefined): StatusCapabilities {
@@ -160,7 +163,7 @@ export async function statusOf(app: AdminApp): Promise<StatusDocument> {
     clients: app.frontend.clientCount,
     sessions: app.frontend.sessionCount,
     pinned_sessions: (await app.metrics.pinnedSessions.get()).values[0]?.value ?? 0,
-    capabilities: capabilitiesOf(app.preflight.report, app.preflight.checkedAt),
+    capabilities: { ...capabilitiesOf(app.preflight.report, app.preflight.checkedAt), remote_apply: app.remoteApply.status() },
     nodes: [...app.topology.nodes.values()].map((n) => ({
       name: n.name,
       host: n.host,
