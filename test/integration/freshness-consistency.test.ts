@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { startRelay, type Relay } from '../support/relay.js';
 
@@ -114,7 +114,60 @@ describe('read-your-writes under replica lag', () => {
     expect(row.port).not.toBe(primaryPort);
     expect(row.n).toBe(1);
   });
+
+  it('session: a write\'s reads run on the primary only until a replica has replayed it, then on replicas, by the servers\' own counters', async () => {
+    const relay = await relayWith({ consistency: 'session', lag_interval_ms: 50 });
+    const c = await client(relay.url());
+    const before = await tableScans();
+    const WRITES = 10;
+    const reads: { port: number; n: number; ms: number }[] = [];
+    let lastPrimaryMs = 0;
+    for (let k = 0; k < WRITES; k++) {
+      const id = nextId++;
+      await c.query('INSERT INTO rw (id, client) VALUES ($1, 0)', [id]);
+      const wrote = performance.now();
+      const read = async () => {
+        const row = (await c.query<{ n: number; port: number }>(READ, [id])).rows[0]!;
+        reads.push({ ...row, ms: performance.now() - wrote });
+        return row;
+      };
+      // reads at once and then every 20 ms until one runs on a replica (once one has replayed the write) …
+      await vi.waitFor(async () => expect((await read()).port).not.toBe(primaryPort), { timeout: 10_000, interval: 20 });
+      lastPrimaryMs = Math.max(lastPrimaryMs, ...reads.filter((r) => r.port === primaryPort).map((r) => r.ms));
+      // … and from then on every read of it runs on a replica
+      for (let i = 0; i < 5; i++) expect((await read()).port).not.toBe(primaryPort);
+    }
+    const onPrimary = reads.filter((r) => r.port === primaryPort).length;
+    const onReplicas = reads.length - onPrimary;
+    await c.end();
+    await relay.stop(); // its server connections end: each node's counters are flushed
+    let scans: Record<string, number> = {};
+    await vi.waitFor(
+      async () => {
+        const after = await tableScans();
+        scans = Object.fromEntries(Object.keys(after).map((k) => [k, after[k]! - before[k]!]));
+        expect(scans.replica1! + scans.replica2!).toBe(onReplicas);
+      },
+      { timeout: 15_000, interval: 200 },
+    );
+    console.log(`[freshness] session, ${WRITES} writes: ${reads.length} reads, ${onPrimary} on the primary (the last ${Math.round(lastPrimaryMs)} ms after its write), ${onReplicas} on replicas; scans by the servers ${JSON.stringify(scans)}`);
+    expect(reads.every((r) => r.n === 1)).toBe(true);
+    expect(scans.primary).toBe(onPrimary);
+    expect(onReplicas).toBeGreaterThanOrEqual(WRITES * 6);
+    // the primary served a write's reads only while the replicas, 200 ms behind, could not have it yet (plus the monitor's sampling)
+    expect(lastPrimaryMs).toBeLessThan(200 + 1_000);
+  }, 120_000);
 });
+
+/** Scans of the table on each node, as that node counts them (pg_stat_user_tables). */
+async function tableScans(): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const name of ['primary', 'replica1', 'replica2']) {
+    const [row] = await cluster.query<{ n: string }>(name, "SELECT pg_stat_clear_snapshot(), (SELECT coalesce(idx_scan, 0) + coalesce(seq_scan, 0) FROM pg_stat_user_tables WHERE relname = 'rw')::text AS n", [], { superuser: true });
+    out[name] = Number(row!.n);
+  }
+  return out;
+}
 
 /** Client A writes, then tells B (in this process), which reads at once (and every tenth time, again 500 ms later). */
 async function writeThenOtherReads(relay: Relay, iterations: number): Promise<Tally> {
