@@ -15,7 +15,9 @@
  * Hints: `/* pgrelay:primary *\/` sends anything to the primary. `/* pgrelay:replica *\/` sends a
  * read, a session statement, or a call of a volatile user function to a replica, but never a
  * statement known to write (or pin): that stays on the primary and the reason says the hint was
- * ignored. Empty texts stay `any` whatever the hint.
+ * ignored. Empty texts stay `any` whatever the hint. `/* pgrelay:max_lag_ms=N *\/` and
+ * `/* pgrelay:after_lsn=X/Y *\/` (a causality token) are values of each text, never of its shape:
+ * they are read by the lexer for every text and added to the shape's classification.
  */
 import { loadModule } from 'libpg-query';
 import { analyze, type AnalyzeOptions, type ShapeDecision } from './analyze.js';
