@@ -176,10 +176,12 @@ export class CausalityToken {
     // the classifier reads hints per text (a cache hit for the shape)
     const classification = this.host.services.classifier.classify(text);
     if (classification.badAfterLsn !== undefined) return `SELECT ${quoteLiteral(classification.badAfterLsn)}::pg_lsn`;
-    if (/synchronous_commit|set_config/i.test(text)) {
-      // a session-level SET is the session state's; anything else may change the level unseen
+    const setConfig = /set_config/i.test(text);
+    if (setConfig || /synchronous_commit/i.test(text)) {
+      // a session-level SET is the session state's, a read (SHOW, current_setting()) changes
+      // nothing; anything else may change the level unseen
       const own = classification.effects.some((e) => (e.type === 'set' || e.type === 'reset') && e.name.toLowerCase() === 'synchronous_commit');
-      if (!own || /set_config/i.test(text)) this.host.services.syncCommitTouched(this.host.session, /set_config/i.test(text));
+      if (setConfig || (!own && classification.route !== 'replica')) this.host.services.syncCommitTouched(this.host.session, setConfig);
     }
     return undefined;
   }
@@ -216,6 +218,7 @@ export class CausalityToken {
       const error = new ProxyError(SqlState.cannotConnectNow, "the position of this session's last write is not known yet: the primary could not be asked for it", { retryable: true });
       host.resumeWith(() => host.failUnit(error));
     }, Math.max(config.health.timeout_ms, Math.min(config.failover.wait_ms, 30_000)));
+    timer.unref();
     host.park();
   }
 

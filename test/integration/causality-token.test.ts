@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
@@ -142,6 +143,29 @@ describe('SHOW pgrelay.last_write_lsn', () => {
     expect(inside.a).toEqual([{ v: 'pjs' }]);
     expect(inside.b).toEqual([{ last_write_lsn: first!.last_write_lsn }]);
     expect(inside.c).toEqual([{ two: 2 }]);
+  }, 60_000);
+
+  it('psql: the token read with \\gset and carried into a hinted read in one script', async () => {
+    const relay = await relayWith({ fence_wait_ms: 1000 });
+    const id = nextId++;
+    const script = [
+      'SHOW pgrelay.last_write_lsn;',
+      `INSERT INTO tok (id, v) VALUES (${id}, 'psql');`,
+      'SHOW pgrelay.last_write_lsn \\gset',
+      `SELECT '/* pgrelay:after_lsn=' || :'last_write_lsn' || ' */ SELECT v, inet_server_port() <> ${ports.primary} AS on_replica FROM tok WHERE id = ${id}' AS q \\gset`,
+      ':q;',
+      '',
+    ].join('\n');
+    const out = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const child = execFile('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-align', '--tuples-only', relay.url()], { timeout: 60_000 }, (error, stdout, stderr) =>
+        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+      child.stdin!.end(script);
+    });
+    expect(out.stderr).toBe('');
+    expect(out.code).toBe(0);
+    // the first SHOW (before any write), then the hinted read: the row, from a replica that has it
+    expect(out.stdout.trim().split('\n')).toEqual(['0/0', 'psql|t']);
   }, 60_000);
 
   it('SHOW pgrelay.unknown is 42704 as in PostgreSQL, and the session goes on', async () => {
