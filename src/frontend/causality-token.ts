@@ -17,6 +17,7 @@ export const LAST_WRITE_LSN = 'pgrelay.last_write_lsn';
 
 /** Texts that may concern this module; every other Query and Parse costs this one test. */
 const MENTIONS = /pgrelay[.:]|synchronous_commit|set_config/i;
+const FORGETS = /discard|deallocate/i;
 const SHOW = /^show\s+((?:"[^"]*"|[a-z_][a-z_0-9$]*)(?:\s*\.\s*(?:"[^"]*"|[a-z_][a-z_0-9$]*))*)\s*;?\s*$/i;
 
 /** one part of a dotted name: quoted (its text) or not */
@@ -103,6 +104,7 @@ export class CausalityToken {
 
   private onQuery(b: Buffer, start: number, end: number): boolean | Buffer {
     const text = b.toString('utf8', start, end - 1);
+    if (this.localStatements.size > 0 && FORGETS.test(text) && this.forgets(text)) return true;
     if (!MENTIONS.test(text)) return false;
     const replaced = this.refusal(text);
     if (replaced !== undefined) return message(FrontendCode.Query, (w) => w.cstring(replaced));
@@ -168,6 +170,21 @@ export class CausalityToken {
       this.localPortals.delete(name);
       this.answer([message(BackendCode.CloseComplete)], false);
     } else this.answer([rowDescription(format)], false);
+    return true;
+  }
+
+  /**
+   * DISCARD ALL / DEALLOCATE ALL forget the client's statements here too (and go on to the server);
+   * a lone `DEALLOCATE name` of one held here is answered here (true).
+   */
+  private forgets(text: string): boolean {
+    const classification = this.host.services.classifier.classify(text);
+    for (const effect of classification.effects) {
+      if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.localStatements.clear();
+    }
+    const effect = classification.effects[0];
+    if (classification.statements !== 1 || effect?.type !== 'deallocate' || effect.name === null || !this.localStatements.delete(effect.name)) return false;
+    this.answer([commandComplete('DEALLOCATE')], true);
     return true;
   }
 

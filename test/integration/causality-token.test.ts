@@ -136,6 +136,11 @@ describe('SHOW pgrelay.last_write_lsn', () => {
     const [again] = await sql<{ last_write_lsn: string }[]>`SHOW pgrelay.last_write_lsn`;
     expect(again!.last_write_lsn).toBe(first!.last_write_lsn);
     expect((await sql.unsafe(SHOW))[0]).toEqual({ last_write_lsn: first!.last_write_lsn });
+    // SQL DEALLOCATE of the statement held by pgrelay: answered once, then the name is unknown (26000, from the server)
+    const c = await client(relay.url());
+    await c.query({ name: 'tok_show', text: SHOW });
+    expect((await c.query('DEALLOCATE tok_show')).command).toBe('DEALLOCATE');
+    await expect(c.query('DEALLOCATE tok_show')).rejects.toMatchObject({ code: '26000' });
     const inside = await sql.begin(async (tx) => {
       const [a, b, c] = await Promise.all([tx`SELECT v FROM tok WHERE id = ${id}`, tx`SHOW pgrelay.last_write_lsn`, tx`SELECT 2 AS two`]);
       return { a, b, c };
