@@ -16,7 +16,7 @@ import type { Step } from './unit-state.js';
 export const LAST_WRITE_LSN = 'pgrelay.last_write_lsn';
 
 /** Texts that may concern this module; every other Query and Parse costs this one test. */
-const MENTIONS = /pgrelay[.:]|synchronous_commit|set_config/i;
+const MENTIONS = /pgrelay|synchronous_commit|set_config/i;
 const FORGETS = /discard|deallocate/i;
 const SHOW = /^show\s+((?:"[^"]*"|[a-z_][a-z_0-9$]*)(?:\s*\.\s*(?:"[^"]*"|[a-z_][a-z_0-9$]*))*)\s*;?\s*$/i;
 
