@@ -103,8 +103,10 @@ export class CausalityToken {
   }
 
   private onQuery(b: Buffer, start: number, end: number): boolean | Buffer {
+    const forgets = this.localStatements.size > 0;
+    if (!forgets && !mentions(b, start, end - 1)) return false;
     const text = b.toString('utf8', start, end - 1);
-    if (this.localStatements.size > 0 && FORGETS.test(text) && this.forgets(text)) return true;
+    if (forgets && FORGETS.test(text) && this.forgets(text)) return true;
     if (!MENTIONS.test(text)) return false;
     const replaced = this.refusal(text);
     if (replaced !== undefined) return message(FrontendCode.Query, (w) => w.cstring(replaced));
@@ -115,9 +117,12 @@ export class CausalityToken {
 
   private onParse(b: Buffer, start: number, end: number): boolean | Buffer {
     const [name, textStart] = readCString(b, start, end);
-    const [text, typesStart] = readCString(b, textStart, end);
-    this.localStatements.delete(name);
-    if (!MENTIONS.test(text)) return false;
+    if (this.localStatements.size > 0) this.localStatements.delete(name);
+    const textEnd = b.indexOf(0, textStart);
+    if (textEnd < 0 || textEnd >= end) throw new RangeError('unterminated string in message');
+    if (!mentions(b, textStart, textEnd)) return false;
+    const text = b.toString('utf8', textStart, textEnd);
+    const typesStart = textEnd + 1;
     const replaced = this.refusal(text);
     if (replaced !== undefined) return message(FrontendCode.Parse, (w) => w.cstring(name).cstring(replaced).bytes(b.subarray(typesStart, end)));
     if (!this.isShow(text)) return false;
@@ -248,6 +253,38 @@ export class CausalityToken {
     host.sendToClient(data);
     if (ready) host.sendToClient(readyForQuery(host.txStatus()));
   }
+}
+
+const P = 0x70;
+const S = 0x73;
+const PGRELAY = Buffer.from('pgrelay');
+const SYNCHRONOUS_COMMIT = Buffer.from('synchronous_commit');
+const SET_CONFIG = Buffer.from('set_config');
+
+/**
+ * Whether the bytes may name pgrelay, synchronous_commit or set_config (any case): the test every
+ * Query and Parse pays, on the bytes, before any text is made of them (about a tenth of decoding
+ * the text and matching MENTIONS on it).
+ */
+export function mentions(b: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = b[i]! | 0x20;
+    if (c === P) {
+      if (wordAt(b, i, end, PGRELAY)) return true;
+    } else if (c === S && (wordAt(b, i, end, SYNCHRONOUS_COMMIT) || wordAt(b, i, end, SET_CONFIG))) return true;
+  }
+  return false;
+}
+
+/** `word` (lower case) at `i`, letters compared in any case. */
+function wordAt(b: Buffer, i: number, end: number, word: Buffer): boolean {
+  if (end - i < word.length) return false;
+  for (let k = 1; k < word.length; k++) {
+    const w = word[k]!;
+    const c = b[i + k]!;
+    if (c !== w && (w < 0x61 || w > 0x7a || (c | 0x20) !== w)) return false;
+  }
+  return true;
 }
 
 /** One text column named last_write_lsn; `format` as the client's Bind asked (text's binary form is its bytes). */

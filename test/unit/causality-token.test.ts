@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Classifier } from '../../src/classify/classifier.js';
-import { CausalityToken, type CausalityHost } from '../../src/frontend/causality-token.js';
+import { CausalityToken, mentions, type CausalityHost } from '../../src/frontend/causality-token.js';
 import { ClientStatements, type StatementPayload } from '../../src/frontend/client-statements.js';
 import { Expect, ResponseQueue } from '../../src/frontend/response-queue.js';
 import { FrontendCode, TxStatus } from '../../src/protocol/codes.js';
@@ -70,6 +70,15 @@ function splitCodes(b: Buffer): string[] {
 }
 
 describe('CausalityToken', () => {
+  it('looks further only at texts naming pgrelay, synchronous_commit or set_config, in any case', () => {
+    const yes = ['SHOW PgRelay.last_write_lsn', '/* PGRELAY:after_lsn=0/1 */ SELECT 1', 'SET Synchronous_Commit = on', "SELECT SET_CONFIG('a', 'b', true)", 'x pgrelay'];
+    const no = ['SELECT abalance FROM pgbench_accounts WHERE aid = 1', 'SELECT pgrela', 'SET synchronous_standby_names = x', 'set_confi', ''];
+    for (const text of yes) expect(mentions(Buffer.from(text), 0, Buffer.byteLength(text))).toBe(true);
+    for (const text of no) expect(mentions(Buffer.from(text), 0, Buffer.byteLength(text))).toBe(false);
+    // only within the bounds given
+    expect(mentions(Buffer.from('pgrelay SELECT 1'), 1, 16)).toBe(false);
+  });
+
   it('a simple Query: RowDescription, DataRow, CommandComplete SHOW, ReadyForQuery; any case, quoted, comments', () => {
     for (const text of ['SHOW pgrelay.last_write_lsn', 'show PGRELAY.Last_Write_Lsn;', '/* x */ SHOW "pgrelay"."last_write_lsn"', 'SHOW "pgrelay.last_write_lsn" -- y']) {
       const f = fake();
