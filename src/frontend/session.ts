@@ -182,7 +182,7 @@ export class ClientSession {
     if (leftover.length > 0) this.onClientData(leftover);
   }
 
-  /** The session state SQL, so that the startup check can apply it. */
+  /** The session state SQL, so that the startup check can apply it (the remote_apply shortcut reads synchronous_commit in it). */
   stateSql(): string { return this.state.sql(); }
 
   get isPinned(): boolean { return this.pinned; }
