@@ -41,6 +41,8 @@ export interface ShapeDecision {
   userFunctions: string[];
   /** false when the decision depends on a literal's value (it is then recomputed for every text) */
   cacheable: boolean;
+  /** calls currval() or lastval() */
+  readsSequences?: boolean;
 }
 
 // DeclareCursorStmt.options bit for WITH HOLD (CURSOR_OPT_HOLD in parsenodes.h)
@@ -153,7 +155,7 @@ function explainDecision(e: ExplainStmt, index: number, options: AnalyzeOptions)
   }
   if (!analyze) return decision('replica', 'EXPLAIN without ANALYZE does not run the statement', { cacheable: !literal });
   const inner = analyzeStatement(e.query, index, options);
-  const common = { pin: inner.pin, userFunctions: inner.userFunctions, cacheable: !literal && inner.cacheable };
+  const common = { pin: inner.pin, userFunctions: inner.userFunctions, cacheable: !literal && inner.cacheable, readsSequences: inner.readsSequences };
   if (inner.route === 'replica') return decision('replica', `EXPLAIN ANALYZE of a read: ${inner.reason}`, common);
   return decision('primary', `EXPLAIN ANALYZE runs the statement: ${inner.reason}`, common);
 }
@@ -203,8 +205,10 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
   const userFunctions = new Set<string>();
   const effects: SessionEffect[] = [];
   let pin = false;
+  let readsSequences = false;
   let cacheable = true;
   for (const d of decisions) {
+    readsSequences ||= d.readsSequences === true;
     for (const f of d.userFunctions) userFunctions.add(f);
     effects.push(...d.effects);
     pin ||= d.pin;
@@ -225,5 +229,5 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
     route = 'any';
     reason = n === 1 ? decisions[0]!.reason : `${n} session statements`;
   }
-  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable };
+  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable, ...(readsSequences ? { readsSequences } : {}) };
 }

@@ -28,6 +28,8 @@ export class Collector {
   writer: string | undefined;
   /** first session-level advisory lock */
   pinning: string | undefined;
+  /** calls currval() or lastval(): reads the backend's sequence state */
+  readsSequences = false;
   locking: string | undefined;
   nestedWrite: string | undefined;
   into: IntoClause | undefined;
@@ -88,6 +90,7 @@ export class Collector {
     switch (kindOfFunction(names)) {
       case 'pinning':
         this.pinning ??= qualified;
+        if (bare === 'currval' || bare === 'lastval') this.readsSequences = true;
         this.writer ??= `${qualified}()`;
         break;
       case 'writer':
@@ -127,7 +130,7 @@ export class Collector {
 
 /** A statement whose expressions run: reads unless the walk finds a write. */
 export function queryDecision(c: Collector, what: string): StatementDecision {
-  const extra = { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal };
+  const extra = { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal, readsSequences: c.readsSequences };
   if (c.nestedWrite) return decision('primary', `data-modifying ${c.nestedWrite} in WITH`, extra);
   if (c.into) return decision('primary', 'SELECT INTO creates a table', extra);
   if (c.locking) return decision('primary', `SELECT … ${c.locking} locks rows`, extra);
@@ -138,5 +141,5 @@ export function queryDecision(c: Collector, what: string): StatementDecision {
 
 /** A statement that writes: primary, but its expressions may still pin (INSERT … pg_advisory_lock()). */
 export function writeDecision(c: Collector, reason: string): StatementDecision {
-  return decision('primary', reason, { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal });
+  return decision('primary', reason, { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal, readsSequences: c.readsSequences });
 }

@@ -15,6 +15,8 @@ export interface StatementDecision {
   effects: SessionEffect[];
   userFunctions: Set<string>;
   cacheable: boolean;
+  /** calls currval() or lastval() (see Classification.readsSequences) */
+  readsSequences?: boolean;
   /** BEGIN / START TRANSACTION without READ ONLY */
   beginsReadWrite?: boolean;
   /** SET TRANSACTION … READ ONLY, and not SERIALIZABLE */

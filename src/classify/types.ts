@@ -69,6 +69,11 @@ export interface Classification {
    * written so. Their volatility decided the route (see Classifier.setVolatility).
    */
   readonly userFunctions: readonly string[];
+  /**
+   * The text calls currval() or lastval(): it reads what nextval() last returned in the server
+   * backend, which under transaction pooling may be another client's (see SequenceAffinity).
+   */
+  readonly readsSequences?: true;
 }
 
 export interface ClassifierOptions {

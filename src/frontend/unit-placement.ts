@@ -21,6 +21,7 @@ import type { ReplayWindow } from './replay-window.js';
 import type { SessionServices } from './session-services.js';
 import type { Step, WaitReason } from './unit-state.js';
 import { lookAhead, type UnitAhead } from './unit-lookahead.js';
+import { DISCARD_SEQUENCES, SequenceAffinity } from './sequence-affinity.js';
 
 /** An extended unit's later messages are looked at up to this many buffered bytes (beyond: the primary). */
 const LOOKAHEAD_BYTES = 256 * 1024;
@@ -88,6 +89,8 @@ export class UnitPlacement {
   attachTarget: Target | 'any' = 'any';
   /** when the unit now running began (pgrelay_query_duration_seconds) */
   unitBeganAt = 0;
+  /** sequence state (currval/lastval) stays the client's own */
+  private readonly sequences = new SequenceAffinity();
 
   constructor(
     private readonly services: SessionServices,
@@ -265,7 +268,7 @@ export class UnitPlacement {
             if (!failure) pool.release(conn);
             return;
           }
-          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, then));
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, then));
           if (failure.cause !== undefined && !this.placedAgain) {
             // the connection was lost, and nothing of the unit was sent: it is placed again, once
             this.placedAgain = true;
@@ -276,10 +279,10 @@ export class UnitPlacement {
         });
         return;
       }
-      this.attach(conn, node, pool, target);
+      this.attach(conn, node, pool, target, classification);
       if (sync) then();
       else host.resumeWith(then);
-    });
+    }, this.sequences.preferred());
     sync = false;
     if (!answered) {
       host.park('connection', undefined);
@@ -287,16 +290,20 @@ export class UnitPlacement {
     } else if (replaying) host.park('connection', undefined);
   }
 
-  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', then: Step): void {
+  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, then: Step): void {
     this.placedAgain = false;
-    this.attach(conn, node, pool, target);
+    this.attach(conn, node, pool, target, classification);
     then();
   }
 
-  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any'): void {
+  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined): void {
     this.host.scanner.reset();
     this.attachTarget = target;
     this.host.lease.attach(conn, node, pool, this.host.handler);
+    if (this.sequences.attached(conn, node.name === this.services.topology.primaryName, classification, this.host.pinned())) {
+      this.host.lease.inject(DISCARD_SEQUENCES);
+      this.host.queue.push(Expect.Query | SWALLOW);
+    }
     const begin = this.host.tx.takeBegin();
     if (begin !== undefined) {
       this.host.lease.inject(begin);
