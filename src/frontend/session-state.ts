@@ -19,14 +19,21 @@ export class SessionState {
 
   /** the client's startup value of default_transaction_isolation is serializable */
   readonly startupSerializable: boolean;
+  /** the client gave default_transaction_isolation at startup */
+  readonly startupIsolation: boolean;
 
   constructor(startupParams: ReadonlyMap<string, string>) {
     let serializable = false;
+    let isolation = false;
     for (const [name, value] of startupParams) {
       this.startup.set(name.toLowerCase(), `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`);
-      if (name.toLowerCase() === 'default_transaction_isolation') serializable = isSerializable(value);
+      if (name.toLowerCase() === 'default_transaction_isolation') {
+        serializable = isSerializable(value);
+        isolation = true;
+      }
     }
     this.startupSerializable = serializable;
+    this.startupIsolation = isolation;
     this.cached = undefined;
   }
 

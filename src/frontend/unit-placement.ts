@@ -7,7 +7,7 @@ import { FrontendCode, TxStatus } from '../protocol/codes.js';
 import type { FrameReader } from '../protocol/frame-reader.js';
 import { message } from '../protocol/messages.js';
 import type { ServerMessageScanner } from '../protocol/server-scanner.js';
-import { REROUTED_READONLY } from '../metrics/unit-reason.js';
+import type { Rerouted } from '../metrics/unit-reason.js';
 import type { Target } from '../routing/router.js';
 import { raiseStatement } from '../routing/sync-commit-floor.js';
 import { isReplayable, isUnreachable, onHeldConnection, pinOnReplicaRefusal, targetOf } from '../routing/unit-route.js';
@@ -83,8 +83,8 @@ export class UnitPlacement {
   private rerouted = false;
   /** the unit being placed was placed again after its connection was lost during the state replay */
   private placedAgain = false;
-  /** the unit placed last runs on the primary because a replica refused it as a write (see ServerReplies) */
-  private refusedOnReplica = false;
+  /** the unit placed last runs on the primary because a replica refused it (see ServerReplies): counted as this */
+  private refusedOnReplica: Rerouted | undefined;
   /** what the unit that attached the current server connection asked for ('primary' too once a unit for the primary ran on it) */
   attachTarget: Target | 'any' = 'any';
   /** when the unit now running began (pgrelay_query_duration_seconds) */
@@ -95,14 +95,18 @@ export class UnitPlacement {
   constructor(
     private readonly services: SessionServices,
     private readonly host: PlacementHost,
-  ) {}
+  ) {
+    // a replica refused this user's reads in this database as serializable before (0A000)
+    if (services.router.refusedOnReplica.serializable(host.session.user, host.session.database)) host.effects.serverSerializable = true;
+  }
 
   /** Where a statement wants to run, given the session's transaction defaults. */
   targetOf(classification: Classification | undefined): Target | 'any' {
     const target = targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly });
-    // serializable by default: a hot standby refuses every transaction of the session (0A000);
+    // serializable by default (the client's own default, or its role's or database's as a replica
+    // told): a hot standby refuses every transaction of the session (0A000);
     // a shape a replica refused as a write (25006) goes to the primary
-    return target === 'replica' && (this.host.effects.defaultSerializable || this.services.router.refusedOnReplica.has(classification)) ? 'primary' : target;
+    return target === 'replica' && (this.host.effects.serializable || this.services.router.refusedOnReplica.has(classification)) ? 'primary' : target;
   }
 
   /** The Query that fails a pinning statement of a transaction on a replica on the server, in order (see pinOnReplicaRefusal). */
@@ -159,8 +163,8 @@ export class UnitPlacement {
 
   private unitBegins(route: string, counted: Classification | undefined, replayed: Classification | undefined): void {
     this.unitBeganAt = performance.now();
-    this.services.countUnit(this.host.lease.node!, this.refusedOnReplica ? REROUTED_READONLY : route, counted);
-    this.refusedOnReplica = false;
+    this.services.countUnit(this.host.lease.node!, this.refusedOnReplica ?? route, counted);
+    this.refusedOnReplica = undefined;
     // a read outside a transaction may run again when its connection is lost
     const replayable = isReplayable(replayed, { pinned: this.host.pinned(), clientTxStatus: this.host.tx.status, serverTxStatus: this.host.lease.conn!.txStatus });
     this.host.replayWindow.unitStarts(this.host.reader, replayable, this.host.clientBytes());
@@ -193,8 +197,8 @@ export class UnitPlacement {
     const host = this.host;
     // units a replica refused as writes (25006) run again: on the primary
     if (host.replayWindow.toPrimary) {
-      host.replayWindow.toPrimary = false;
-      this.refusedOnReplica = true;
+      this.refusedOnReplica = host.replayWindow.toPrimary;
+      host.replayWindow.toPrimary = undefined;
       target = 'primary';
     }
     let constraints = target === 'replica' ? services.readConstraints(host.session, classification) : undefined;
