@@ -170,6 +170,7 @@ export class Classifier {
       statements: d.statements,
       userFunctions: Object.freeze(d.userFunctions),
       ...(d.readsSequences === true ? { readsSequences: true as const } : {}),
+      ...(d.namesSettings === true ? { namesSettings: true as const } : {}),
     });
   }
 

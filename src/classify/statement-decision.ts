@@ -17,6 +17,8 @@ export interface StatementDecision {
   cacheable: boolean;
   /** calls currval() or lastval() (see Classification.readsSequences) */
   readsSequences?: boolean;
+  /** names settings (see Classification.namesSettings) */
+  namesSettings?: boolean;
   /** BEGIN / START TRANSACTION without READ ONLY */
   beginsReadWrite?: boolean;
   /** SET TRANSACTION … READ ONLY, and not SERIALIZABLE */

@@ -74,6 +74,12 @@ export interface Classification {
    * backend, which under transaction pooling may be another client's (see SequenceAffinity).
    */
   readonly readsSequences?: true;
+  /**
+   * The text names settings: SET / SET LOCAL / RESET / SHOW statements, calls of set_config(),
+   * current_setting() or pg_show_all_settings(), reads of pg_settings. The names themselves (often
+   * literals, which the shape masks) are read from the text (see PlaceholderGuard).
+   */
+  readonly namesSettings?: true;
 }
 
 export interface ClassifierOptions {

@@ -280,6 +280,7 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
     const c = payload.classification;
     if (c.pin) this.host.pin();
     this.host.effects.collect(c.effects, payload.text);
+    this.host.effects.placeholders.ran(this.host.lease.conn, c, payload.text);
   }
 
   /** A unit's ReadyForQuery arrived: its session effects apply; the connection may go back. */

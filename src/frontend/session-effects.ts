@@ -2,6 +2,7 @@ import type { SessionEffect } from '../classify/classifier.js';
 import { splitStatements } from '../classify/classifier.js';
 import { TxStatus } from '../protocol/codes.js';
 import { DIRTY_STATE, isSerializable, quoteLiteral, type SessionState } from './session-state.js';
+import { PlaceholderGuard } from './placeholder-guard.js';
 
 interface PendingEffect {
   effect: SessionEffect;
@@ -58,8 +59,11 @@ export class SessionEffects {
   private ownIsolation: boolean;
   /** a replica refused this client's read as serializable (0A000): its role's or database's default is serializable */
   serverSerializable = false;
+  /** custom parameters this client defined, and where (it never sees another client's) */
+  readonly placeholders: PlaceholderGuard;
 
   constructor(private readonly state: SessionState) {
+    this.placeholders = new PlaceholderGuard(state.startupNames(), () => state.placeholderNames());
     this.defaultSerializable = state.startupSerializable;
     this.ownIsolation = state.startupIsolation;
   }

@@ -22,6 +22,7 @@ import type { SessionServices } from './session-services.js';
 import type { Step, WaitReason } from './unit-state.js';
 import { lookAhead, type UnitAhead } from './unit-lookahead.js';
 import { DISCARD_SEQUENCES, SequenceAffinity } from './sequence-affinity.js';
+import { unitText } from './placeholder-guard.js';
 
 /** An extended unit's later messages are looked at up to this many buffered bytes (beyond: the primary). */
 const LOOKAHEAD_BYTES = 256 * 1024;
@@ -235,10 +236,19 @@ export class UnitPlacement {
     let sync = true;
     let answered = false;
     let replaying = false;
-    pool.acquire((error, conn) => {
+    // a unit that reads a custom parameter by name: not on a backend where another client defined it
+    const text = classification?.namesSettings ? unitText(host.reader) : undefined;
+    let replaced = false;
+    const onConnection = (error: Error | undefined, conn: ServerConnection | undefined): void => {
       answered = true;
       if (host.isClosed()) {
         if (conn) pool.release(conn);
+        return;
+      }
+      if (conn && !replaced && host.effects.placeholders.wouldSeeForeign(conn, classification, text)) {
+        replaced = true;
+        replaying = true; // the unit waits for the new connection
+        pool.replace(conn, onConnection);
         return;
       }
       if (error || !conn) {
@@ -272,7 +282,7 @@ export class UnitPlacement {
             if (!failure) pool.release(conn);
             return;
           }
-          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, then));
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, text, then));
           if (failure.cause !== undefined && !this.placedAgain) {
             // the connection was lost, and nothing of the unit was sent: it is placed again, once
             this.placedAgain = true;
@@ -283,10 +293,11 @@ export class UnitPlacement {
         });
         return;
       }
-      this.attach(conn, node, pool, target, classification);
+      this.attach(conn, node, pool, target, classification, text);
       if (sync) then();
       else host.resumeWith(then);
-    }, this.sequences.preferred());
+    };
+    pool.acquire(onConnection, this.sequences.preferred());
     sync = false;
     if (!answered) {
       host.park('connection', undefined);
@@ -294,16 +305,24 @@ export class UnitPlacement {
     } else if (replaying) host.park('connection', undefined);
   }
 
-  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, then: Step): void {
+  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, text: string | undefined, then: Step): void {
     this.placedAgain = false;
-    this.attach(conn, node, pool, target, classification);
+    this.attach(conn, node, pool, target, classification, text);
     then();
   }
 
-  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined): void {
+  /** `text`: the unit's first SQL text, when it names settings (see PlaceholderGuard) */
+  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, text: string | undefined): void {
     this.host.scanner.reset();
     this.attachTarget = target;
     this.host.lease.attach(conn, node, pool, this.host.handler);
+    const placeholders = this.host.effects.placeholders;
+    placeholders.attached(conn);
+    const definitions = placeholders.definitionsFor(conn, classification, text);
+    if (definitions !== undefined) {
+      this.host.lease.inject(definitions);
+      this.host.queue.push(Expect.Query | SWALLOW);
+    }
     if (this.sequences.attached(conn, node.name === this.services.topology.primaryName, classification, this.host.pinned())) {
       this.host.lease.inject(DISCARD_SEQUENCES);
       this.host.queue.push(Expect.Query | SWALLOW);

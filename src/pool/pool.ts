@@ -244,6 +244,24 @@ export class Pool implements ServerDataHandler, BudgetedPool {
     this.idle.push(conn);
   }
 
+  /**
+   * Closes a lent connection that must not serve its borrower (see PlaceholderGuard) and lends a
+   * new one in its slot instead.
+   */
+  replace(conn: ServerConnection, callback: AcquireCallback): void {
+    this.active.delete(conn);
+    conn.setHandler(undefined);
+    conn.terminate();
+    if (this.closed || this.drained) {
+      callback(this.closedError(), undefined);
+      this.serveWaiters();
+      this.checkDrained();
+      this.budget?.freed();
+      return;
+    }
+    this.open(callback);
+  }
+
   /** Drops a lent connection that is broken or in an unknown state. */
   discard(conn: ServerConnection): void {
     const lentHere = this.active.delete(conn);
