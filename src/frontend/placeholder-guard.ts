@@ -16,6 +16,29 @@ const DEFINES = new RegExp(String.raw`\b(?:SET|RESET)\s+(?:SESSION\s+|LOCAL\s+)?
 /** SHOW a.b, SHOW ALL, current_setting('a.b' …), pg_settings, pg_show_all_settings() */
 const READS = new RegExp(String.raw`\bSHOW\s+(ALL\b|${NAME})|\bcurrent_setting\s*\(\s*'([^']*)'|\b(pg_settings|pg_show_all_settings)\b`, 'gi');
 
+/** What a text defines and reads (see placeholdersDefined, placeholdersRead). */
+interface TextNames {
+  readonly defines: readonly string[];
+  readonly reads: readonly string[];
+}
+
+/** texts seen last and their names (a driver sends the same texts again and again; the scans cost µs) */
+const recent = new Map<string, TextNames>();
+const RECENT_TEXTS = 256;
+const RECENT_TEXT_CHARS = 4096;
+
+function namesIn(text: string): TextNames {
+  let names = recent.get(text);
+  if (names === undefined) {
+    names = { defines: placeholdersDefined(text), reads: placeholdersRead(text) };
+    if (text.length <= RECENT_TEXT_CHARS) {
+      if (recent.size >= RECENT_TEXTS) recent.delete(recent.keys().next().value!);
+      recent.set(text, names);
+    }
+  }
+  return names;
+}
+
 /** A parameter name as PostgreSQL compares them (case-insensitive, quotes and spaces around dots gone). */
 function normalize(name: string): string {
   return name.replace(/"((?:[^"]|"")+)"/g, (_, inner: string) => inner.replace(/""/g, '"')).replace(/\s*\.\s*/g, '.').toLowerCase();
@@ -100,7 +123,7 @@ export class PlaceholderGuard {
   /** A statement of this client completed on `conn`: the parameters it defined are defined there. */
   ran(conn: PlaceholderServer | undefined, classification: Classification, text: string): void {
     if (classification.namesSettings !== true) return;
-    const names = placeholdersDefined(text);
+    const names = namesIn(text).defines;
     if (names.length === 0) return;
     const there = conn === undefined ? undefined : (conn.placeholders ??= new Set());
     for (const name of names) {
@@ -116,9 +139,8 @@ export class PlaceholderGuard {
   wouldSeeForeign(conn: PlaceholderServer, classification: Classification | undefined, text: string | undefined): boolean {
     const there = conn.placeholders;
     if (there === undefined || classification?.namesSettings !== true || text === undefined) return false;
-    const reads = placeholdersRead(text);
+    const { reads, defines: own } = namesIn(text);
     if (reads.length === 0) return false;
-    const own = placeholdersDefined(text);
     const all = reads.includes('*');
     for (const name of there) {
       if (this.defined.has(name) || own.includes(name)) continue;
@@ -135,7 +157,7 @@ export class PlaceholderGuard {
   definitionsFor(conn: PlaceholderServer, classification: Classification | undefined, text: string | undefined): Buffer | undefined {
     if (this.defined.size === 0 || classification?.namesSettings !== true || text === undefined) return undefined;
     let missing: string[] | undefined;
-    const reads = placeholdersRead(text);
+    const reads = namesIn(text).reads;
     const names = reads.includes('*') ? this.defined : reads;
     for (const name of names) {
       if (!this.defined.has(name) || conn.placeholders?.has(name)) continue;
