@@ -67,15 +67,21 @@ export function placeholdersRead(text: string): string[] {
   return names;
 }
 
-/** The SQL text of a unit's first message, when it carries one (Query, Parse). */
-export function unitText(reader: FrameReader): string | undefined {
+/**
+ * The SQL text of a unit's first message: a Query's or a Parse's own, a Bind's statement's (from
+ * `statementText`, by the client's name for it); undefined for other messages.
+ */
+export function unitText(reader: FrameReader, statementText: (name: string) => string | undefined): string | undefined {
   const b = reader.buffer;
-  if (reader.code === FrontendCode.Query) return b.toString('utf8', reader.start, reader.end - 1);
-  if (reader.code !== FrontendCode.Parse) return undefined;
-  const nameEnd = b.indexOf(0, reader.start);
-  if (nameEnd < 0 || nameEnd >= reader.end) return undefined;
-  const textEnd = b.indexOf(0, nameEnd + 1);
-  return textEnd < 0 || textEnd >= reader.end ? undefined : b.toString('utf8', nameEnd + 1, textEnd);
+  const code = reader.code;
+  if (code === FrontendCode.Query) return b.toString('utf8', reader.start, reader.end - 1);
+  if (code !== FrontendCode.Parse && code !== FrontendCode.Bind) return undefined;
+  // Parse: statement name, text; Bind: portal name, statement name
+  const firstEnd = b.indexOf(0, reader.start);
+  if (firstEnd < 0 || firstEnd >= reader.end) return undefined;
+  const secondEnd = b.indexOf(0, firstEnd + 1);
+  if (secondEnd < 0 || secondEnd >= reader.end) return undefined;
+  return code === FrontendCode.Parse ? b.toString('utf8', firstEnd + 1, secondEnd) : statementText(b.toString('utf8', firstEnd + 1, secondEnd));
 }
 
 /**

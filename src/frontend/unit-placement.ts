@@ -65,7 +65,7 @@ export interface PlacementHost {
   /** pgrelay answers the unit with this error (nothing of it reached a server) */
   failUnit(error: unknown): void;
   /** the classification of a statement the client prepared ('' = its unnamed statement) */
-  statementClassification(name: string): Classification | undefined;
+  statement(name: string): StatementPayload | undefined;
   /** the message being handled is handled again once more client bytes are in (see lookAhead) */
   awaitInput(): void;
 }
@@ -157,7 +157,7 @@ export class UnitPlacement {
     if (reader.pending > LOOKAHEAD_BYTES) return 'write';
     return lookAhead(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), {
       classify: (text) => this.services.classifier.classify(text),
-      statement: (name) => this.host.statementClassification(name),
+      statement: (name) => this.host.statement(name)?.classification,
       wantsPrimary: (classification) => this.targetOf(classification) === 'primary',
     });
   }
@@ -237,7 +237,7 @@ export class UnitPlacement {
     let answered = false;
     let replaying = false;
     // a unit that reads a custom parameter by name: not on a backend where another client defined it
-    const text = classification?.namesSettings ? unitText(host.reader) : undefined;
+    const text = classification?.namesSettings ? unitText(host.reader, (name) => host.statement(name)?.text) : undefined;
     let replaced = false;
     const onConnection = (error: Error | undefined, conn: ServerConnection | undefined): void => {
       answered = true;

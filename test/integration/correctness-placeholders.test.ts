@@ -71,6 +71,19 @@ describe('placeholder parameters another client defined on a pooled backend', ()
     expect((await c.query("SELECT set_config('app.tenant', '9', false) AS s, current_setting('app.tenant') AS t")).rows[0]).toEqual({ s: '9', t: '9' });
   });
 
+  it('a statement the client prepared before (postgres.js: Bind and Execute only) reads NULL too after another client defined the name', async () => {
+    const relay = await relayWith(1);
+    const b = pgjs(relay);
+    const read = async () => (await b`SELECT current_setting('app.prepared_tenant', true) AS t`)[0]!.t;
+    expect(await read()).toBeNull();
+    const a = await connect(relay);
+    await a.query('BEGIN');
+    await a.query("SELECT set_config('app.prepared_tenant', '5', true)");
+    await a.query('COMMIT');
+    expect(await read()).toBeNull();
+    expect(await read()).toBeNull();
+  });
+
   it('SET myapp.x at session level: after the client ends, the next one does not see the placeholder (guc: SHOW, current_setting, pg_settings)', async () => {
     const relay = await relayWith(1);
     const a = await connect(relay);
