@@ -41,6 +41,10 @@ export interface ShapeDecision {
   userFunctions: string[];
   /** false when the decision depends on a literal's value (it is then recomputed for every text) */
   cacheable: boolean;
+  /** calls currval() or lastval() */
+  readsSequences?: boolean;
+  /** names settings: SET, RESET, SHOW, set_config(), current_setting(), pg_settings */
+  namesSettings?: boolean;
 }
 
 // DeclareCursorStmt.options bit for WITH HOLD (CURSOR_OPT_HOLD in parsenodes.h)
@@ -70,11 +74,11 @@ function analyzeStatement(node: Node | undefined, index: number, options: Analyz
     case 'CopyStmt':
       return copyDecision(body as CopyStmt, index, options);
     case 'VariableShowStmt':
-      return decision('replica', 'SHOW reads a setting');
+      return decision('replica', 'SHOW reads a setting', { namesSettings: true });
     case 'TransactionStmt':
       return transactionDecision(body as TransactionStmt);
     case 'VariableSetStmt':
-      return setDecision(body as VariableSetStmt, index);
+      return { ...setDecision(body as VariableSetStmt, index), namesSettings: true };
     case 'DiscardStmt': {
       const target = (body as DiscardStmt).target;
       if (target === 'DISCARD_ALL') {
@@ -153,7 +157,7 @@ function explainDecision(e: ExplainStmt, index: number, options: AnalyzeOptions)
   }
   if (!analyze) return decision('replica', 'EXPLAIN without ANALYZE does not run the statement', { cacheable: !literal });
   const inner = analyzeStatement(e.query, index, options);
-  const common = { pin: inner.pin, userFunctions: inner.userFunctions, cacheable: !literal && inner.cacheable };
+  const common = { pin: inner.pin, userFunctions: inner.userFunctions, cacheable: !literal && inner.cacheable, readsSequences: inner.readsSequences, namesSettings: inner.namesSettings };
   if (inner.route === 'replica') return decision('replica', `EXPLAIN ANALYZE of a read: ${inner.reason}`, common);
   return decision('primary', `EXPLAIN ANALYZE runs the statement: ${inner.reason}`, common);
 }
@@ -203,8 +207,12 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
   const userFunctions = new Set<string>();
   const effects: SessionEffect[] = [];
   let pin = false;
+  let readsSequences = false;
+  let namesSettings = false;
   let cacheable = true;
   for (const d of decisions) {
+    readsSequences ||= d.readsSequences === true;
+    namesSettings ||= d.namesSettings === true;
     for (const f of d.userFunctions) userFunctions.add(f);
     effects.push(...d.effects);
     pin ||= d.pin;
@@ -225,5 +233,5 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
     route = 'any';
     reason = n === 1 ? decisions[0]!.reason : `${n} session statements`;
   }
-  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable };
+  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable, ...(readsSequences ? { readsSequences } : {}), ...(namesSettings ? { namesSettings } : {}) };
 }

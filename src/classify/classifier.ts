@@ -169,6 +169,8 @@ export class Classifier {
       effects: Object.freeze(d.effects),
       statements: d.statements,
       userFunctions: Object.freeze(d.userFunctions),
+      ...(d.readsSequences === true ? { readsSequences: true as const } : {}),
+      ...(d.namesSettings === true ? { namesSettings: true as const } : {}),
     });
   }
 

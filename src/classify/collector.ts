@@ -28,6 +28,10 @@ export class Collector {
   writer: string | undefined;
   /** first session-level advisory lock */
   pinning: string | undefined;
+  /** calls currval() or lastval(): reads the backend's sequence state */
+  readsSequences = false;
+  /** calls set_config(), current_setting() or pg_show_all_settings(), or reads pg_settings */
+  namesSettings = false;
   locking: string | undefined;
   nestedWrite: string | undefined;
   into: IntoClause | undefined;
@@ -79,6 +83,7 @@ export class Collector {
     for (const n of fc.funcname ?? []) if ('String' in n) names.push(n.String.sval ?? '');
     const qualified = names.join('.');
     const bare = names[names.length - 1] ?? '';
+    if (bare === 'set_config' || bare === 'current_setting' || bare === 'pg_show_all_settings') this.namesSettings = true;
     const { forcedPrimary, forcedReplica } = this.options;
     if (forcedPrimary.has(qualified) || forcedPrimary.has(bare)) {
       this.writer ??= `${qualified}() (routing.functions.primary)`;
@@ -88,6 +93,7 @@ export class Collector {
     switch (kindOfFunction(names)) {
       case 'pinning':
         this.pinning ??= qualified;
+        if (bare === 'currval' || bare === 'lastval') this.readsSequences = true;
         this.writer ??= `${qualified}()`;
         break;
       case 'writer':
@@ -105,6 +111,7 @@ export class Collector {
   /** a read of a view whose answer only the primary knows (pg_prepared_xacts) */
   private relation(rv: RangeVar): void {
     this.primaryView ??= primaryViewReason(rv.schemaname, rv.relname ?? '');
+    if (rv.relname === 'pg_settings') this.namesSettings = true;
   }
 
   /**
@@ -127,7 +134,7 @@ export class Collector {
 
 /** A statement whose expressions run: reads unless the walk finds a write. */
 export function queryDecision(c: Collector, what: string): StatementDecision {
-  const extra = { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal };
+  const extra = { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal, readsSequences: c.readsSequences, namesSettings: c.namesSettings };
   if (c.nestedWrite) return decision('primary', `data-modifying ${c.nestedWrite} in WITH`, extra);
   if (c.into) return decision('primary', 'SELECT INTO creates a table', extra);
   if (c.locking) return decision('primary', `SELECT … ${c.locking} locks rows`, extra);
@@ -138,5 +145,5 @@ export function queryDecision(c: Collector, what: string): StatementDecision {
 
 /** A statement that writes: primary, but its expressions may still pin (INSERT … pg_advisory_lock()). */
 export function writeDecision(c: Collector, reason: string): StatementDecision {
-  return decision('primary', reason, { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal });
+  return decision('primary', reason, { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal, readsSequences: c.readsSequences, namesSettings: c.namesSettings });
 }

@@ -15,6 +15,10 @@ export interface StatementDecision {
   effects: SessionEffect[];
   userFunctions: Set<string>;
   cacheable: boolean;
+  /** calls currval() or lastval() (see Classification.readsSequences) */
+  readsSequences?: boolean;
+  /** names settings (see Classification.namesSettings) */
+  namesSettings?: boolean;
   /** BEGIN / START TRANSACTION without READ ONLY */
   beginsReadWrite?: boolean;
   /** SET TRANSACTION … READ ONLY, and not SERIALIZABLE */

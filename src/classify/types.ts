@@ -76,6 +76,17 @@ export interface Classification {
    * written so. Their volatility decided the route (see Classifier.setVolatility).
    */
   readonly userFunctions: readonly string[];
+  /**
+   * The text calls currval() or lastval(): it reads what nextval() last returned in the server
+   * backend, which under transaction pooling may be another client's (see SequenceAffinity).
+   */
+  readonly readsSequences?: true;
+  /**
+   * The text names settings: SET / SET LOCAL / RESET / SHOW statements, calls of set_config(),
+   * current_setting() or pg_show_all_settings(), reads of pg_settings. The names themselves (often
+   * literals, which the shape masks) are read from the text (see PlaceholderGuard).
+   */
+  readonly namesSettings?: true;
 }
 
 export interface ClassifierOptions {

@@ -1,6 +1,7 @@
 import { ProxyError, SqlState } from '../errors.js';
 import { BackendCode } from '../protocol/codes.js';
 import type { FrameReader } from '../protocol/frame-reader.js';
+import type { Rerouted } from '../metrics/unit-reason.js';
 
 /** A window whose messages came in pieces of more than this many bytes is not kept. */
 const MAX_PIECE_BYTES = 1 << 20;
@@ -38,8 +39,8 @@ export class ReplayWindow {
   private skipAt = 0;
   /** the node whose connection was lost under the units run again (their next route avoids it) */
   avoid: string | undefined;
-  /** the units run again because a replica refused them as writes (25006): the next route is the primary */
-  toPrimary = false;
+  /** the units run again because a replica refused them (25006, or 0A000 for serializable): the next route is the primary, counted as this */
+  toPrimary: Rerouted | undefined;
 
   get open(): boolean {
     return this.buffer !== undefined;

@@ -9,13 +9,15 @@ import type { ServerStatement } from './prepared-statements.js';
 import type { ReplayWindow } from './replay-window.js';
 import { Expect, kindOf, type ResponseQueue, SWALLOW } from './response-queue.js';
 import type { ServerLease } from './server-lease.js';
+import { REROUTED_READONLY, REROUTED_SERIALIZABLE, type Rerouted } from '../metrics/unit-reason.js';
+import { replicaRefusal } from '../routing/replica-refusals.js';
 import type { SessionEffects } from './session-effects.js';
 import type { SessionServices } from './session-services.js';
 
 /** What the replies need from their session. */
 export interface RepliesHost {
-  /** the session (its read-your-writes key) */
-  readonly session: object;
+  /** the session (its read-your-writes key), its user and database */
+  readonly session: { readonly user: string; readonly database: string };
   readonly services: SessionServices;
   readonly lease: ServerLease;
   readonly scanner: ServerMessageScanner;
@@ -64,8 +66,8 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
   serverFatal: string | undefined;
   /** units ended: after the server chunk, the session looks at its connection */
   private releaseDue = false;
-  /** a replica refused a read as a write (25006): nothing more of this connection reaches the client */
-  private refused = false;
+  /** a replica refused a read (25006, or 0A000 for serializable): nothing more of this connection reaches the client */
+  private refused: Rerouted | undefined;
   /** server chunks are views of the connection's read buffer (see ServerDataHandler) */
   readonly borrowsChunks = true;
 
@@ -129,7 +131,7 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
       // a FATAL ends the server connection, not the client's: the session reports the loss
       const fields = readErrorFields(b, start, end);
       const severity = fields.get('V') ?? fields.get('S');
-      if (severity !== 'FATAL' && severity !== 'PANIC') return !this.refusedOnReplica(fields.get('C'));
+      if (severity !== 'FATAL' && severity !== 'PANIC') return !this.refusedOnReplica(fields);
       this.serverFatal = fields.get('M');
       return false;
     }
@@ -226,37 +228,50 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
   }
 
   /**
-   * An error of a replica: a read-only refusal (25006) of units that may run again (reads outside
-   * a transaction the client has had nothing but heads of) is not the client's. Their
-   * statement's shape goes to the primary from now on; the rest of this connection's answers
-   * are swallowed, and the units run again on the primary once this chunk is written out.
+   * An error of a replica: a refusal (see replicaRefusal) of units that may run again (reads
+   * outside a transaction the client has had nothing but heads of) is not the client's. After a
+   * read-only refusal (25006) their statement's shape goes to the primary from now on; after a
+   * serializable one (0A000: the default isolation of the client's role or database), every
+   * read of the session, and of later sessions of its user in its database. The rest of this
+   * connection's answers are swallowed, and the units run again on the primary once this chunk
+   * is written out.
    */
-  private refusedOnReplica(sqlstate: string | undefined): boolean {
+  private refusedOnReplica(fields: ReadonlyMap<string, string>): boolean {
     const host = this.host;
     const node = host.lease.node;
-    if (sqlstate !== SqlState.readOnlyTransaction || !node || node.name === host.services.topology.primaryName) return false;
-    if (!host.replayWindow.mayRunAgain(host.clientBytes())) return false;
+    if (!node || node.name === host.services.topology.primaryName) return false;
+    const refusal = replicaRefusal(fields);
+    if (refusal === undefined || !host.replayWindow.mayRunAgain(host.clientBytes())) return false;
+    const refusals = host.services.router.refusedOnReplica;
+    if (refusal === 'serializable') {
+      host.effects.serverSerializable = true;
+      refusals.rememberSerializable(host.session.user, host.session.database);
+      this.refused = REROUTED_SERIALIZABLE;
+      return true;
+    }
     const classification = this.queue.peekPayload()?.classification;
-    if (classification) host.services.router.refusedOnReplica.remember(classification);
-    this.refused = true;
+    if (classification) refusals.remember(classification);
+    this.refused = REROUTED_READONLY;
     return true;
   }
 
   /** After a replica's read-only refusal: its connection goes (its answers are half read), the units run on the primary. */
   private runOnPrimary(conn: ServerConnection): void {
     const host = this.host;
-    this.refused = false;
+    const refused = this.refused!;
+    this.refused = undefined;
     this.releaseDue = false;
     const node = conn.node;
     host.lease.release(false);
     this.clear();
     host.scanner.reset();
     if (host.isClosed()) return;
-    host.services.log.info({ node }, 'a replica refused a read as a write: running it on the primary');
-    host.replayWindow.toPrimary = true;
+    const why = refused === REROUTED_SERIALIZABLE ? 'as serializable' : 'as a write';
+    host.services.log.info({ node }, `a replica refused a read ${why}: running it on the primary`);
+    host.replayWindow.toPrimary = refused;
     if (host.runAgain(node)) return;
-    host.replayWindow.toPrimary = false;
-    host.fatal(new ProxyError(SqlState.connectionFailure, 'a read a replica refused as a write could not run again on the primary', { severity: 'FATAL' }));
+    host.replayWindow.toPrimary = undefined;
+    host.fatal(new ProxyError(SqlState.connectionFailure, `a read a replica refused ${why} could not run again on the primary`, { severity: 'FATAL' }));
   }
 
   /** A statement of the unit completed: unless the unit failed, its pin and session effects count. */
@@ -265,6 +280,7 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
     const c = payload.classification;
     if (c.pin) this.host.pin();
     this.host.effects.collect(c.effects, payload.text);
+    this.host.effects.placeholders.ran(this.host.lease.conn, c, payload.text);
   }
 
   /** A unit's ReadyForQuery arrived: its session effects apply; the connection may go back. */

@@ -2,6 +2,7 @@ import type { SessionEffect } from '../classify/classifier.js';
 import { splitStatements } from '../classify/classifier.js';
 import { TxStatus } from '../protocol/codes.js';
 import { DIRTY_STATE, isSerializable, quoteLiteral, type SessionState } from './session-state.js';
+import { PlaceholderGuard } from './placeholder-guard.js';
 
 interface PendingEffect {
   effect: SessionEffect;
@@ -54,8 +55,22 @@ export class SessionEffects {
    */
   defaultSerializable: boolean;
 
+  /** the client chose its default isolation itself (a startup parameter, a SET): its role's or database's does not apply */
+  private ownIsolation: boolean;
+  /** a replica refused this client's read as serializable (0A000): its role's or database's default is serializable */
+  serverSerializable = false;
+  /** custom parameters this client defined, and where (it never sees another client's) */
+  readonly placeholders: PlaceholderGuard;
+
   constructor(private readonly state: SessionState) {
+    this.placeholders = new PlaceholderGuard(state.startupNames(), () => state.placeholderNames());
     this.defaultSerializable = state.startupSerializable;
+    this.ownIsolation = state.startupIsolation;
+  }
+
+  /** The session's transactions are serializable by default, as far as pgrelay knows: they must not run on a replica. */
+  get serializable(): boolean {
+    return this.defaultSerializable || (this.serverSerializable && !this.ownIsolation);
   }
 
   /** A ParameterStatus the client was sent (its own statement changed a reported setting). */
@@ -117,23 +132,25 @@ export class SessionEffects {
           // what is replayed is the whole value the server reported
           if (effect.name === 'datestyle' && this.reportedDateStyle !== undefined) statement = `SET "DateStyle" TO ${quoteLiteral(this.reportedDateStyle)}`;
           this.state.set(effect.name, statement);
-          if (effect.name === 'default_transaction_isolation') this.defaultSerializable = isSerializable(statement);
-          else if (effect.name === 'session_characteristics' && /\bisolation\s+level\b/i.test(statement)) this.defaultSerializable = isSerializable(statement);
+          if (effect.name === 'default_transaction_isolation' || (effect.name === 'session_characteristics' && /\bisolation\s+level\b/i.test(statement))) {
+            this.defaultSerializable = isSerializable(statement);
+            this.ownIsolation = true;
+          }
           break;
         }
         case 'reset':
-          if (effect.name === 'default_transaction_isolation') this.defaultSerializable = this.state.startupSerializable;
+          if (effect.name === 'default_transaction_isolation') this.isolationReset();
           this.state.reset(effect.name);
           outcome.stateExact = false;
           break;
         case 'reset_all':
           this.state.resetAll(true);
-          this.defaultSerializable = this.state.startupSerializable;
+          this.isolationReset();
           outcome.stateExact = false;
           break;
         case 'discard_all':
           this.state.resetAll();
-          this.defaultSerializable = this.state.startupSerializable;
+          this.isolationReset();
           this.defaultReadOnly = false;
           outcome.forgetStatements = true;
           outcome.forgetUnnamed = true;
@@ -150,5 +167,11 @@ export class SessionEffects {
       }
     }
     return outcome;
+  }
+
+  /** The client's default isolation is its startup value again (or its role's or database's). */
+  private isolationReset(): void {
+    this.defaultSerializable = this.state.startupSerializable;
+    this.ownIsolation = this.state.startupIsolation;
   }
 }

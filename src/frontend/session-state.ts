@@ -16,17 +16,26 @@ export class SessionState {
   /** SET statements of the session, by lower-cased parameter name (later ones win) */
   private readonly sets = new Map<string, string>();
   private cached: string | undefined = '';
+  /** the custom (dotted) parameters `cached` sets */
+  private dotted: string[] = [];
 
   /** the client's startup value of default_transaction_isolation is serializable */
   readonly startupSerializable: boolean;
+  /** the client gave default_transaction_isolation at startup */
+  readonly startupIsolation: boolean;
 
   constructor(startupParams: ReadonlyMap<string, string>) {
     let serializable = false;
+    let isolation = false;
     for (const [name, value] of startupParams) {
       this.startup.set(name.toLowerCase(), `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`);
-      if (name.toLowerCase() === 'default_transaction_isolation') serializable = isSerializable(value);
+      if (name.toLowerCase() === 'default_transaction_isolation') {
+        serializable = isSerializable(value);
+        isolation = true;
+      }
     }
     this.startupSerializable = serializable;
+    this.startupIsolation = isolation;
     this.cached = undefined;
   }
 
@@ -34,9 +43,18 @@ export class SessionState {
   sql(): string {
     if (this.cached === undefined) {
       const parts: string[] = [];
-      for (const [name, statement] of this.startup) if (!this.sets.has(name)) parts.push(statement);
-      for (const statement of this.sets.values()) parts.push(statement);
+      const dotted: string[] = [];
+      for (const [name, statement] of this.startup) {
+        if (this.sets.has(name)) continue;
+        parts.push(statement);
+        if (name.includes('.')) dotted.push(name);
+      }
+      for (const [name, statement] of this.sets) {
+        parts.push(statement);
+        if (name.includes('.')) dotted.push(name);
+      }
       this.cached = parts.join(';\n');
+      this.dotted = dotted;
     }
     return this.cached;
   }
@@ -69,6 +87,17 @@ export class SessionState {
       changed = true;
     }
     if (changed) this.cached = undefined;
+  }
+
+  /** the names of the startup parameters */
+  startupNames(): Iterable<string> {
+    return this.startup.keys();
+  }
+
+  /** The custom (dotted) parameters sql() sets (lower case): they are defined wherever it is applied. */
+  placeholderNames(): readonly string[] {
+    this.sql();
+    return this.dotted;
   }
 
   get isEmpty(): boolean {

@@ -144,7 +144,7 @@ export class ClientSession {
       park: (why, resume) => this.park(why, true, resume),
       resumeWith: (next) => this.resumeWith(next),
       failUnit: (error) => this.failUnit(error),
-      statementClassification: (name) => (name === '' ? this.statements.unnamedPayload : this.statements.get(name))?.classification,
+      statement: (name) => (name === '' ? this.statements.unnamedPayload : this.statements.get(name)),
       awaitInput: () => this.reader.waitForMore(),
     });
     this.named = new StatementMessages({

@@ -7,7 +7,7 @@ import { FrontendCode, TxStatus } from '../protocol/codes.js';
 import type { FrameReader } from '../protocol/frame-reader.js';
 import { message } from '../protocol/messages.js';
 import type { ServerMessageScanner } from '../protocol/server-scanner.js';
-import { REROUTED_READONLY } from '../metrics/unit-reason.js';
+import type { Rerouted } from '../metrics/unit-reason.js';
 import type { Target } from '../routing/router.js';
 import { raiseStatement } from '../routing/sync-commit-floor.js';
 import { isReplayable, isUnreachable, onHeldConnection, pinOnReplicaRefusal, targetOf } from '../routing/unit-route.js';
@@ -21,6 +21,8 @@ import type { ReplayWindow } from './replay-window.js';
 import type { SessionServices } from './session-services.js';
 import type { Step, WaitReason } from './unit-state.js';
 import { lookAhead, type UnitAhead } from './unit-lookahead.js';
+import { DISCARD_SEQUENCES, SequenceAffinity } from './sequence-affinity.js';
+import { unitText } from './placeholder-guard.js';
 
 /** An extended unit's later messages are looked at up to this many buffered bytes (beyond: the primary). */
 const LOOKAHEAD_BYTES = 256 * 1024;
@@ -63,7 +65,7 @@ export interface PlacementHost {
   /** pgrelay answers the unit with this error (nothing of it reached a server) */
   failUnit(error: unknown): void;
   /** the classification of a statement the client prepared ('' = its unnamed statement) */
-  statementClassification(name: string): Classification | undefined;
+  statement(name: string): StatementPayload | undefined;
   /** the message being handled is handled again once more client bytes are in (see lookAhead) */
   awaitInput(): void;
 }
@@ -82,24 +84,30 @@ export class UnitPlacement {
   private rerouted = false;
   /** the unit being placed was placed again after its connection was lost during the state replay */
   private placedAgain = false;
-  /** the unit placed last runs on the primary because a replica refused it as a write (see ServerReplies) */
-  private refusedOnReplica = false;
+  /** the unit placed last runs on the primary because a replica refused it (see ServerReplies): counted as this */
+  private refusedOnReplica: Rerouted | undefined;
   /** what the unit that attached the current server connection asked for ('primary' too once a unit for the primary ran on it) */
   attachTarget: Target | 'any' = 'any';
   /** when the unit now running began (pgrelay_query_duration_seconds) */
   unitBeganAt = 0;
+  /** sequence state (currval/lastval) stays the client's own */
+  private readonly sequences = new SequenceAffinity();
 
   constructor(
     private readonly services: SessionServices,
     private readonly host: PlacementHost,
-  ) {}
+  ) {
+    // a replica refused this user's reads in this database as serializable before (0A000)
+    if (services.router.refusedOnReplica.serializable(host.session.user, host.session.database)) host.effects.serverSerializable = true;
+  }
 
   /** Where a statement wants to run, given the session's transaction defaults. */
   targetOf(classification: Classification | undefined): Target | 'any' {
     const target = targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly });
-    // serializable by default: a hot standby refuses every transaction of the session (0A000);
+    // serializable by default (the client's own default, or its role's or database's as a replica
+    // told): a hot standby refuses every transaction of the session (0A000);
     // a shape a replica refused as a write (25006) goes to the primary
-    return target === 'replica' && (this.host.effects.defaultSerializable || this.services.router.refusedOnReplica.has(classification)) ? 'primary' : target;
+    return target === 'replica' && (this.host.effects.serializable || this.services.router.refusedOnReplica.has(classification)) ? 'primary' : target;
   }
 
   /** The Query that fails a pinning statement of a transaction on a replica on the server, in order (see pinOnReplicaRefusal). */
@@ -149,15 +157,15 @@ export class UnitPlacement {
     if (reader.pending > LOOKAHEAD_BYTES) return 'write';
     return lookAhead(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), {
       classify: (text) => this.services.classifier.classify(text),
-      statement: (name) => this.host.statementClassification(name),
+      statement: (name) => this.host.statement(name)?.classification,
       wantsPrimary: (classification) => this.targetOf(classification) === 'primary',
     });
   }
 
   private unitBegins(route: string, counted: Classification | undefined, replayed: Classification | undefined): void {
     this.unitBeganAt = performance.now();
-    this.services.countUnit(this.host.lease.node!, this.refusedOnReplica ? REROUTED_READONLY : route, counted);
-    this.refusedOnReplica = false;
+    this.services.countUnit(this.host.lease.node!, this.refusedOnReplica ?? route, counted);
+    this.refusedOnReplica = undefined;
     // a read outside a transaction may run again when its connection is lost
     const replayable = isReplayable(replayed, { pinned: this.host.pinned(), clientTxStatus: this.host.tx.status, serverTxStatus: this.host.lease.conn!.txStatus });
     this.host.replayWindow.unitStarts(this.host.reader, replayable, this.host.clientBytes());
@@ -190,8 +198,8 @@ export class UnitPlacement {
     const host = this.host;
     // units a replica refused as writes (25006) run again: on the primary
     if (host.replayWindow.toPrimary) {
-      host.replayWindow.toPrimary = false;
-      this.refusedOnReplica = true;
+      this.refusedOnReplica = host.replayWindow.toPrimary;
+      host.replayWindow.toPrimary = undefined;
       target = 'primary';
     }
     let constraints = target === 'replica' ? services.readConstraints(host.session, classification) : undefined;
@@ -228,10 +236,19 @@ export class UnitPlacement {
     let sync = true;
     let answered = false;
     let replaying = false;
-    pool.acquire((error, conn) => {
+    // a unit that reads a custom parameter by name: not on a backend where another client defined it
+    const text = classification?.namesSettings ? unitText(host.reader, (name) => host.statement(name)?.text) : undefined;
+    let replaced = false;
+    const onConnection = (error: Error | undefined, conn: ServerConnection | undefined): void => {
       answered = true;
       if (host.isClosed()) {
         if (conn) pool.release(conn);
+        return;
+      }
+      if (conn && !replaced && host.effects.placeholders.wouldSeeForeign(conn, classification, text)) {
+        replaced = true;
+        replaying = true; // the unit waits for the new connection
+        pool.replace(conn, onConnection);
         return;
       }
       if (error || !conn) {
@@ -265,7 +282,7 @@ export class UnitPlacement {
             if (!failure) pool.release(conn);
             return;
           }
-          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, then));
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, text, then));
           if (failure.cause !== undefined && !this.placedAgain) {
             // the connection was lost, and nothing of the unit was sent: it is placed again, once
             this.placedAgain = true;
@@ -276,10 +293,11 @@ export class UnitPlacement {
         });
         return;
       }
-      this.attach(conn, node, pool, target);
+      this.attach(conn, node, pool, target, classification, text);
       if (sync) then();
       else host.resumeWith(then);
-    });
+    };
+    pool.acquire(onConnection, this.sequences.preferred());
     sync = false;
     if (!answered) {
       host.park('connection', undefined);
@@ -287,16 +305,28 @@ export class UnitPlacement {
     } else if (replaying) host.park('connection', undefined);
   }
 
-  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', then: Step): void {
+  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, text: string | undefined, then: Step): void {
     this.placedAgain = false;
-    this.attach(conn, node, pool, target);
+    this.attach(conn, node, pool, target, classification, text);
     then();
   }
 
-  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any'): void {
+  /** `text`: the unit's first SQL text, when it names settings (see PlaceholderGuard) */
+  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, text: string | undefined): void {
     this.host.scanner.reset();
     this.attachTarget = target;
     this.host.lease.attach(conn, node, pool, this.host.handler);
+    const placeholders = this.host.effects.placeholders;
+    placeholders.attached(conn);
+    const definitions = placeholders.definitionsFor(conn, classification, text);
+    if (definitions !== undefined) {
+      this.host.lease.inject(definitions);
+      this.host.queue.push(Expect.Query | SWALLOW);
+    }
+    if (this.sequences.attached(conn, node.name === this.services.topology.primaryName, classification, this.host.pinned())) {
+      this.host.lease.inject(DISCARD_SEQUENCES);
+      this.host.queue.push(Expect.Query | SWALLOW);
+    }
     const begin = this.host.tx.takeBegin();
     if (begin !== undefined) {
       this.host.lease.inject(begin);

@@ -16,6 +16,7 @@ export type UnitReason =
   | 'parse_error'
   | 'function_call'
   | 'rerouted_readonly'
+  | 'rerouted_serializable'
   | 'unclassified';
 
 const TRANSACTION_EFFECTS = new Set(['begin', 'commit', 'rollback', 'set_transaction_read_only']);
@@ -25,11 +26,16 @@ const folded = new WeakMap<Classification, UnitReason>();
 
 /** The route a unit run again on the primary after a replica refused it (25006) is counted as. */
 export const REROUTED_READONLY = 'rerouted readonly';
+/** The route a read run again on the primary after a replica refused it as serializable (0A000) is counted as. */
+export const REROUTED_SERIALIZABLE = 'rerouted serializable';
+/** Why a unit a replica refused runs again on the primary. */
+export type Rerouted = typeof REROUTED_READONLY | typeof REROUTED_SERIALIZABLE;
 
 /** `route` is what the session counted the unit as ('function call' for the FunctionCall message). */
 export function unitReason(route: string, classification: Classification | undefined): UnitReason {
   if (route === 'function call') return 'function_call';
   if (route === REROUTED_READONLY) return 'rerouted_readonly';
+  if (route === REROUTED_SERIALIZABLE) return 'rerouted_serializable';
   if (!classification) return 'unclassified';
   let reason = folded.get(classification);
   if (reason === undefined) {

@@ -90,13 +90,16 @@ export class Pool implements ServerDataHandler, BudgetedPool {
     return { idle: this.idle.length, active: this.active.size, connecting: this.connecting, waiting: this.waiters.length - this.waiterHead };
   }
 
-  /** Lends a connection: synchronously when one is idle, else after connecting or waiting. */
-  acquire(callback: AcquireCallback): void {
+  /**
+   * Lends a connection: synchronously when one is idle (`preferred` when it is one of them), else
+   * after connecting or waiting.
+   */
+  acquire(callback: AcquireCallback, preferred?: ServerConnection): void {
     if (this.closed || this.drained) {
       callback(this.closedError(), undefined);
       return;
     }
-    const conn = this.idle.pop();
+    const conn = (preferred !== undefined && this.takeIdle(preferred)) || this.idle.pop();
     if (conn) {
       this.active.add(conn);
       callback(undefined, conn);
@@ -111,6 +114,16 @@ export class Pool implements ServerDataHandler, BudgetedPool {
     }
     this.waiters.push({ callback, done: false, deadline: Date.now() + this.options.checkoutTimeoutMs });
     if (this.expiryTimer === undefined) this.armExpiry();
+  }
+
+  /** Takes `conn` out of the idle connections, if it is one. */
+  private takeIdle(conn: ServerConnection): ServerConnection | undefined {
+    const idle = this.idle;
+    if (idle[idle.length - 1] === conn) return idle.pop();
+    const i = idle.lastIndexOf(conn);
+    if (i < 0) return undefined;
+    idle.splice(i, 1);
+    return conn;
   }
 
   get waitingCount(): number {
@@ -229,6 +242,24 @@ export class Pool implements ServerDataHandler, BudgetedPool {
     conn.setHandler(this);
     conn.lastUsedAt = Date.now();
     this.idle.push(conn);
+  }
+
+  /**
+   * Closes a lent connection that must not serve its borrower (see PlaceholderGuard) and lends a
+   * new one in its slot instead.
+   */
+  replace(conn: ServerConnection, callback: AcquireCallback): void {
+    this.active.delete(conn);
+    conn.setHandler(undefined);
+    conn.terminate();
+    if (this.closed || this.drained) {
+      callback(this.closedError(), undefined);
+      this.serveWaiters();
+      this.checkDrained();
+      this.budget?.freed();
+      return;
+    }
+    this.open(callback);
   }
 
   /** Drops a lent connection that is broken or in an unknown state. */

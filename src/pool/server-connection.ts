@@ -62,6 +62,10 @@ export class ServerConnection {
   readonly prepared = new Set<string>();
   /** the session-state SQL last applied here ('' = none since connect) */
   appliedState = '';
+  /** the number of the client whose unit ran here last (SequenceAffinity; 0 = none yet) */
+  lastClient = 0;
+  /** custom (dotted) parameters defined on this backend, as far as seen (PlaceholderGuard) */
+  placeholders: Set<string> | undefined;
   /** token of the client unnamed statement that is currently parsed here */
   unnamedToken = 0;
   closed = false;

@@ -1,5 +1,24 @@
 import type { Classification } from '../classify/types.js';
 
+/** (user, database) pairs remembered as serializable by default, at most (past it the set starts again) */
+const MAX_SERIALIZABLE_LOGINS = 10_000;
+
+/**
+ * Why a replica's ErrorResponse (its fields by code) refused a read that the primary would run:
+ * 25006, a write a read-only transaction cannot run; 0A000 for a serializable transaction (a
+ * hot standby refuses them: the session's default_transaction_isolation, e.g. set on its role or
+ * database). The serializable refusal is told by the function that raised it (the `R` field,
+ * never translated), else by its English message.
+ */
+export function replicaRefusal(fields: ReadonlyMap<string, string>): 'readonly' | 'serializable' | undefined {
+  const sqlstate = fields.get('C');
+  if (sqlstate === '25006') return 'readonly';
+  if (sqlstate !== '0A000') return undefined;
+  const routine = fields.get('R');
+  if (routine === 'GetSerializableTransactionSnapshot' || routine === 'check_XactIsoLevel') return 'serializable';
+  return routine === undefined && /serializable mode in a hot standby/.test(fields.get('M') ?? '') ? 'serializable' : undefined;
+}
+
 /**
  * Statement shapes classified as reads that a replica refused as writes (25006: a volatile
  * function behind a view, a user-defined operator, a user overload of a built-in read name): from
@@ -9,6 +28,11 @@ import type { Classification } from '../classify/types.js';
  */
 export class ReplicaRefusals {
   private readonly shapes = new WeakSet<Classification>();
+  /**
+   * users and databases whose sessions a replica refused as serializable (their role's or the
+   * database's default): their sessions read from the primary from the start (until restart)
+   */
+  private readonly serializableLogins = new Set<string>();
 
   remember(classification: Classification): void {
     this.shapes.add(classification);
@@ -16,5 +40,14 @@ export class ReplicaRefusals {
 
   has(classification: Classification | undefined): boolean {
     return classification !== undefined && this.shapes.has(classification);
+  }
+
+  rememberSerializable(user: string, database: string): void {
+    if (this.serializableLogins.size >= MAX_SERIALIZABLE_LOGINS) this.serializableLogins.clear();
+    this.serializableLogins.add(`${user}\0${database}`);
+  }
+
+  serializable(user: string, database: string): boolean {
+    return this.serializableLogins.size > 0 && this.serializableLogins.has(`${user}\0${database}`);
   }
 }

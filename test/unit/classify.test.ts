@@ -276,6 +276,16 @@ describe('decisions that read a literal', () => {
     }
     expect(k.classify("SELECT app.currval('s')").pin).toBe(false); // a user function of that name
   });
+
+  it('a text that calls currval or lastval (in any statement, also inside a write or EXPLAIN ANALYZE) reads the sequence state; nextval alone, an advisory lock or a user function of that name does not', async () => {
+    const k = await Classifier.create();
+    for (const sql of ["SELECT currval('s')", 'SELECT lastval()', "SELECT 1; SELECT currval('s')", "INSERT INTO t VALUES (currval('s'))", "SELECT pg_advisory_lock(1), currval('s')", "EXPLAIN ANALYZE SELECT lastval()"]) {
+      expect(k.classify(sql).readsSequences, sql).toBe(true);
+    }
+    for (const sql of ["SELECT nextval('s')", 'SELECT pg_advisory_lock(1)', "SELECT app.currval('s')", 'SELECT 1']) {
+      expect(k.classify(sql).readsSequences, sql).toBeUndefined();
+    }
+  });
 });
 
 describe('views only the primary answers', () => {

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Classifier } from '../../src/classify/classifier.js';
-import { REROUTED_READONLY, unitReason } from '../../src/metrics/unit-reason.js';
+import { REROUTED_READONLY, REROUTED_SERIALIZABLE, unitReason } from '../../src/metrics/unit-reason.js';
 
 // pgrelay_units_total{reason}: the classifier's free-text reasons folded into a fixed set of words,
 // checked on real classifications.
@@ -47,6 +47,7 @@ describe('unit reasons', () => {
 
   it('names a read run again on the primary after a replica refused it, whatever its statement', () => {
     expect(unitReason(REROUTED_READONLY, classifier.classify('SELECT * FROM v'))).toBe('rerouted_readonly');
+    expect(unitReason(REROUTED_SERIALIZABLE, classifier.classify('SELECT * FROM v'))).toBe('rerouted_serializable');
     expect(unitReason('replica', classifier.classify('SELECT * FROM v'))).toBe('read');
   });
 

@@ -158,4 +158,30 @@ describe('SessionEffects', () => {
     expect(effects.defaultSerializable).toBe(true);
     expect(new SessionEffects(new SessionState(new Map())).defaultSerializable).toBe(false);
   });
+
+  it('a default of serializable a replica told (the role’s or the database’s) holds until the client sets its own; RESET, RESET ALL and DISCARD ALL bring it back', () => {
+    const effects = new SessionEffects(new SessionState(new Map()));
+    const run = (effect: SessionEffect, text: string) => {
+      effects.collect([effect], text);
+      effects.unitEnded(I, false, false, undefined, { clear: () => undefined });
+    };
+    expect(effects.serializable).toBe(false);
+    effects.serverSerializable = true;
+    expect(effects.serializable).toBe(true);
+    run(set('default_transaction_isolation'), "SET default_transaction_isolation = 'read committed'");
+    expect(effects.serializable).toBe(false);
+    run({ type: 'reset', name: 'default_transaction_isolation', statement: 0 }, 'RESET default_transaction_isolation');
+    expect(effects.serializable).toBe(true);
+    run(set('session_characteristics'), 'SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+    expect(effects.serializable).toBe(false);
+    run({ type: 'reset_all' }, 'RESET ALL');
+    expect(effects.serializable).toBe(true);
+    run(set('default_transaction_isolation'), "SET default_transaction_isolation = 'repeatable read'");
+    run({ type: 'discard_all' }, 'DISCARD ALL');
+    expect(effects.serializable).toBe(true);
+    // a client that gave its own default at startup is not concerned
+    const own = new SessionEffects(new SessionState(new Map([['default_transaction_isolation', 'read committed']])));
+    own.serverSerializable = true;
+    expect(own.serializable).toBe(false);
+  });
 });
