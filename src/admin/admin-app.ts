@@ -32,6 +32,8 @@ export interface AdminApp {
   /** stop() was called */
   readonly stopping: boolean;
   readonly currentConfig: Config;
+  /** workers mode, in the leader: the workers' metrics merged with the leader's */
+  readonly workers?: { metricsText(): Promise<string> } | undefined;
   /** Applies a new, validated config without dropping clients. */
   reload(next: Config): void;
   /** Stops accepting, lets running transactions finish (bounded by graceMs), then closes everything. */
