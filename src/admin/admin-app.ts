@@ -8,6 +8,19 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { PoolSet } from '../pool/pool-set.js';
 import type { Logger } from '../util/log.js';
 
+/** One worker process in /status (workers mode). */
+export interface WorkerStatus {
+  worker: number;
+  pid: number | null;
+  listening: boolean;
+  /** epoch milliseconds */
+  started_at: number;
+  clients: number;
+  sessions: number;
+  /** server connections lent out, opening or waited for */
+  busy_server_connections: number;
+}
+
 /**
  * What the admin layer (HTTP routes, /status, reload, signals) needs from the running pgrelay.
  * App implements it; the admin files depend on this interface, not on app.ts, so that imports go
@@ -32,8 +45,8 @@ export interface AdminApp {
   /** stop() was called */
   readonly stopping: boolean;
   readonly currentConfig: Config;
-  /** workers mode, in the leader: the workers' metrics merged with the leader's */
-  readonly workers?: { metricsText(): Promise<string> } | undefined;
+  /** workers mode, in the leader: the workers' metrics merged with the leader's, and each worker */
+  readonly workers?: { metricsText(): Promise<string>; status(): WorkerStatus[] } | undefined;
   /** Applies a new, validated config without dropping clients. */
   reload(next: Config): void;
   /** Stops accepting, lets running transactions finish (bounded by graceMs), then closes everything. */

@@ -1,5 +1,5 @@
 import { groupShortfalls, type Capability, type CapabilityReport, type CapabilityState, type Feature } from '../cluster/capabilities.js';
-import type { AdminApp } from './admin-app.js';
+import type { AdminApp, WorkerStatus } from './admin-app.js';
 import type { FailoverRecord } from '../cluster/failover.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { redactConfig } from '../config/redact.js';
@@ -141,6 +141,8 @@ export interface StatusDocument {
   /** failover.mode patroni: Patroni's last answer (leader, members, scheduled switchover), else null */
   patroni: Record<string, unknown> | null;
   config: unknown;
+  /** workers mode: each worker process; null with one process */
+  workers: WorkerStatus[] | null;
 }
 
 /** The /status document: topology, health, lag, pools and unit counts per node. */
@@ -148,6 +150,8 @@ export async function statusOf(app: AdminApp): Promise<StatusDocument> {
   const config = app.currentConfig;
   const units = await unitCounts(app);
   const known = new Set(app.topology.nodes.keys());
+  // workers mode: clients are the workers' (their pools and unit counts are in /metrics)
+  const workers = app.workers?.status() ?? null;
   return {
     now: Date.now(),
     started_at: app.startedAt,
@@ -157,8 +161,9 @@ export async function statusOf(app: AdminApp): Promise<StatusDocument> {
     consistency: config.routing.consistency,
     max_lag_ms: config.routing.max_lag_ms,
     max_lag_bytes: config.routing.max_lag_bytes,
-    clients: app.frontend.clientCount,
-    sessions: app.frontend.sessionCount,
+    clients: workers ? workers.reduce((sum, w) => sum + w.clients, 0) : app.frontend.clientCount,
+    sessions: workers ? workers.reduce((sum, w) => sum + w.sessions, 0) : app.frontend.sessionCount,
+    workers,
     pinned_sessions: (await app.metrics.pinnedSessions.get()).values[0]?.value ?? 0,
     capabilities: capabilitiesOf(app.preflight.report, app.preflight.checkedAt),
     nodes: [...app.topology.nodes.values()].map((n) => ({

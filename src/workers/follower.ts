@@ -7,7 +7,7 @@ import { processIdFor, slotOfProcessId } from './backend-keys.js';
 import { applySnapshot, isPgrelayMessage, type LeaderMessage, type TopologySnapshot, type WorkerMessage } from './messages.js';
 import { workerConfig } from './worker-config.js';
 
-/** How often a worker tells the leader its busy server connections (when they changed). */
+/** How often a worker tells the leader its busy server connections and clients (when they changed). */
 const BUSY_REPORT_MS = 20;
 
 interface FenceWaiter {
@@ -244,10 +244,12 @@ export class LeaderLink implements ClusterFollower {
       const busy = s.active + s.connecting + s.waiting;
       if (busy > 0) nodes[pool.endpoint.node] = (nodes[pool.endpoint.node] ?? 0) + busy;
     }
-    const text = JSON.stringify(nodes);
+    const clients = app.frontend.clientCount;
+    const sessions = app.frontend.sessionCount;
+    const text = JSON.stringify([nodes, clients, sessions]);
     if (!always && text === this.lastBusy) return;
     this.lastBusy = text;
-    this.send({ pgrelay: 'busy', nodes, seq: this.topologySeq });
+    this.send({ pgrelay: 'busy', nodes, seq: this.topologySeq, clients, sessions });
   }
 
   /** This worker's metrics for the leader's /metrics: the data path's; the cluster's are the leader's. */

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { AggregatorRegistry, Counter, Gauge } from 'prom-client';
 import { App } from '../app.js';
 import { collectStateMetrics } from '../admin/collect-state.js';
+import type { WorkerStatus } from '../admin/admin-app.js';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../util/log.js';
 import { slotOfProcessId } from './backend-keys.js';
@@ -28,6 +29,8 @@ interface WorkerState {
   busy: Record<string, number>;
   /** the topology version the busy figures were taken under */
   busySeq: number;
+  clients: number;
+  sessions: number;
   startedAt: number;
   exited: Promise<void>;
 }
@@ -107,6 +110,7 @@ export class Leader {
       stop: (graceMs) => this.stop(graceMs),
       reloaded: (next) => this.broadcast({ pgrelay: 'reload', config: next }),
       metricsText: () => this.metricsText(),
+      status: () => this.status(),
     };
     // what the leader's failover closes, the workers close too
     const closeNode = app.pools.closeNode.bind(app.pools);
@@ -127,7 +131,7 @@ export class Leader {
   private fork(slot: number): Promise<void> {
     const worker = cluster.fork({ PGRELAY_WORKER_SLOT: String(slot) });
     let exitedResolve!: () => void;
-    const state: WorkerState = { slot, worker, listening: false, busy: {}, busySeq: -1, startedAt: Date.now(), exited: new Promise((resolve) => (exitedResolve = resolve)) };
+    const state: WorkerState = { slot, worker, listening: false, busy: {}, busySeq: -1, clients: 0, sessions: 0, startedAt: Date.now(), exited: new Promise((resolve) => (exitedResolve = resolve)) };
     this.workers.set(slot, state);
     return new Promise((resolve, reject) => {
       const onListening = (message: unknown) => {
@@ -210,6 +214,8 @@ export class Leader {
       case 'busy':
         state.busy = message.nodes;
         state.busySeq = message.seq;
+        state.clients = message.clients;
+        state.sessions = message.sessions;
         return;
       case 'metrics': {
         const request = this.metricsAnswers.get(message.id);
@@ -258,6 +264,17 @@ export class Leader {
       busy += w.busySeq < this.topologySeq ? 1 : (w.busy[node] ?? 0);
     }
     return busy;
+  }
+
+  /** /status: each worker as last reported (every 20 ms when it changed). */
+  private status(): WorkerStatus[] {
+    return [...this.workers.values()]
+      .sort((a, b) => a.slot - b.slot)
+      .map((w) => {
+        let busy = 0;
+        for (const n of Object.values(w.busy)) busy += n;
+        return { worker: w.slot, pid: w.worker.process.pid ?? null, listening: w.listening, started_at: w.startedAt, clients: w.clients, sessions: w.sessions, busy_server_connections: busy };
+      });
   }
 
   // ---------------------------------------------------------------- fast read-your-writes

@@ -59,7 +59,7 @@ export type WorkerMessage =
   | { pgrelay: 'cancel'; processId: number; secretKey: number }
   | { pgrelay: 'metrics'; id: number; metrics: unknown[] }
   /** server connections lent out, opening or waited for, per node (the switchover's drain) */
-  | { pgrelay: 'busy'; nodes: Record<string, number>; seq: number };
+  | { pgrelay: 'busy'; nodes: Record<string, number>; seq: number; clients: number; sessions: number };
 
 export function isPgrelayMessage<T extends { pgrelay: string }>(message: unknown): message is T {
   return typeof message === 'object' && message !== null && typeof (message as { pgrelay?: unknown }).pgrelay === 'string';

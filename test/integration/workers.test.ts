@@ -95,6 +95,19 @@ describe('workers: 2', () => {
     const families = await scrape(adminUrl);
     expect(valueOf(families, 'pgrelay_client_connections')).toBe(4);
     expect(valueOf(families, 'pgrelay_workers')).toBe(2);
+    // /status (the leader's) lists the workers with their clients
+    await vi.waitFor(
+      async () => {
+        const status = (await (await fetch(`${adminUrl}/status`)).json()) as { clients: number; workers: { worker: number; pid: number; listening: boolean; clients: number }[] };
+        expect(status.clients).toBe(4);
+        expect(status.workers.map((w) => [w.worker, w.listening, w.clients])).toEqual([
+          [1, true, 2],
+          [2, true, 2],
+        ]);
+        expect(status.workers.map((w) => w.pid).sort()).toEqual(childPids(relay.pid).sort());
+      },
+      { timeout: 5_000, interval: 50 },
+    );
     await endAll(four);
   });
 
