@@ -283,6 +283,17 @@ describe('workers: 2', () => {
   });
 });
 
+describe('workers: 2, leader killed', () => {
+  it('leaves no worker behind when the leader dies without stopping them (kill -9)', async () => {
+    const orphaned = await startPgrelayProcess(cluster, { workers: 2 });
+    cleanups.push(() => orphaned.stop());
+    const workers = childPids(orphaned.pid);
+    expect(workers).toHaveLength(2);
+    process.kill(orphaned.pid, 'SIGKILL');
+    await vi.waitFor(() => expect([orphaned.pid, ...workers].filter(alive)).toEqual([]), { timeout: 15_000, interval: 50 });
+  });
+});
+
 describe('workers: 1', () => {
   it('is one process, as before the key existed: no fork', async () => {
     const single = await startPgrelayProcess(cluster, { workers: 1 });
