@@ -12,6 +12,9 @@ import { isPgrelayMessage, snapshotOf, type LeaderMessage, type WorkerMessage } 
 /** One registry's metrics as getMetricsAsJSON() gives them. */
 type MetricsJson = Parameters<typeof AggregatorRegistry.aggregate>[0][number];
 
+/** Metrics only the workers can say anything about, whose aggregation is not a sum. */
+const LEADER_LEAVES_OUT = new Set(['pgrelay_classify_cache_hit_ratio']);
+
 /** How often the leader looks whether lag figures changed, to send them to the workers. */
 const TOPOLOGY_PUSH_MS = 50;
 /** A worker that does not answer a scrape within this is left out of that scrape. */
@@ -327,7 +330,8 @@ export class Leader {
     const own = await this.app.metrics.registry.getMetricsAsJSON();
     const id = ++this.metricsRequest;
     const live = [...this.workers.values()].filter((w) => w.listening && w.worker.isConnected());
-    const results: MetricsJson[] = [own as MetricsJson];
+    // the leader classifies nothing: its ratio would pull the workers' mean down
+    const results: MetricsJson[] = [(own as { name: string }[]).filter((m) => !LEADER_LEAVES_OUT.has(m.name)) as MetricsJson];
     await new Promise<void>((resolve) => {
       const timer = setTimeout(finish, METRICS_TIMEOUT_MS);
       const request = { pending: new Set(live.map((w) => w.slot)), results, done: finish };

@@ -208,6 +208,12 @@ describe('workers: 2', () => {
     // pool.size 4 divided between two workers: at most 2 per worker, node and user
     expect(server).toBeGreaterThanOrEqual(2);
     expect(families.get('pgrelay_query_duration_seconds')?.type).toBe('histogram');
+    // a ratio is averaged over the workers, not summed
+    const ratio = valueOf(families, 'pgrelay_classify_cache_hit_ratio')!;
+    expect(ratio).toBeGreaterThan(0);
+    expect(ratio).toBeLessThanOrEqual(1);
+    // process metrics of every process (summed by prom-client's aggregators)
+    expect(families.get('pgrelay_process_cpu_seconds_total')?.type).toBe('counter');
     expect(families.get('pgrelay_queries_total')?.type).toBe('counter');
     // a counter summed over workers is at least what this test sent
     expect(sumOf(families, 'pgrelay_client_connections_total')).toBeGreaterThanOrEqual(4);
