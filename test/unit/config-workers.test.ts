@@ -37,6 +37,12 @@ describe('workers (config key)', () => {
     expect(configFailure(`${base}workers:\n  n: 2\n`)).toMatch(/workers at line 9, column 3: expected .* got a map or list/);
   });
 
+  it('refuses consistency global with more than one process (its fence is per process)', () => {
+    expect(configFailure(`${base}workers: 2\nrouting:\n  consistency: global\n`)).toMatch(/routing\.consistency at line 10, column 16: consistency global needs one process \(workers: 1, here 2\)/);
+    expect(parseConfig(`${base}workers: 1\nrouting:\n  consistency: global\n`).routing.consistency).toBe('global');
+    expect(parseConfig(`${base}workers: 2\nrouting:\n  consistency: session\n`).workers).toBe(2);
+  });
+
   it('is a restart-only key for a reload', () => {
     const one = parseConfig(base);
     const two = parseConfig(`${base}workers: 2\n`);
