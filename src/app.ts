@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import type { AdminApp, WorkerStatus } from './admin/admin-app.js';
+import type { AdminApp, WorkersView } from './admin/admin-app.js';
 import { AdminServer } from './admin/admin-server.js';
 import { registerAdminRoutes } from './admin/routes.js';
 import { AuthQuery } from './auth/auth-query.js';
@@ -102,7 +102,7 @@ export class App implements AdminApp {
   /** read-your-writes waits: the lag monitor's sampler, or the leader's through `follower` */
   readonly fences: FenceWaits;
   /** leader: server connections the workers have busy on a node; stops the workers; tells them a reload */
-  workers: { busy(node: string): number; stop(graceMs: number): Promise<void>; reloaded(next: Config): void; metricsText(): Promise<string>; status(): WorkerStatus[] } | undefined;
+  workers: (WorkersView & { busy(node: string): number; stop(graceMs: number): Promise<void>; reloaded(next: Config): void }) | undefined;
 
   private constructor(
     private config: Config,

@@ -8,6 +8,14 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { PoolSet } from '../pool/pool-set.js';
 import type { Logger } from '../util/log.js';
 
+/** What the leader says of its workers (workers mode). */
+export interface WorkersView {
+  metricsText(): Promise<string>;
+  status(): WorkerStatus[];
+  /** units per node and route (pgrelay_queries_total's values) and units in flight per node, summed over the workers */
+  dataPath(): Promise<{ queries: { labels: Record<string, string | number>; value: number }[]; inflight: Map<string, number> }>;
+}
+
 /** One worker process in /status (workers mode). */
 export interface WorkerStatus {
   worker: number;
@@ -46,7 +54,7 @@ export interface AdminApp {
   readonly stopping: boolean;
   readonly currentConfig: Config;
   /** workers mode, in the leader: the workers' metrics merged with the leader's, and each worker */
-  readonly workers?: { metricsText(): Promise<string>; status(): WorkerStatus[] } | undefined;
+  readonly workers?: WorkersView | undefined;
   /** Applies a new, validated config without dropping clients. */
   reload(next: Config): void;
   /** Stops accepting, lets running transactions finish (bounded by graceMs), then closes everything. */

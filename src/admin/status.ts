@@ -148,7 +148,9 @@ export interface StatusDocument {
 /** The /status document: topology, health, lag, pools and unit counts per node. */
 export async function statusOf(app: AdminApp): Promise<StatusDocument> {
   const config = app.currentConfig;
-  const units = await unitCounts(app);
+  // workers mode: the units are the workers' (the leader asks them)
+  const dataPath = app.workers ? await app.workers.dataPath() : undefined;
+  const units = unitCounts(dataPath?.queries ?? (await app.metrics.queries.get()).values);
   const known = new Set(app.topology.nodes.keys());
   // workers mode: clients are the workers' (their pools and unit counts are in /metrics)
   const workers = app.workers?.status() ?? null;
@@ -185,7 +187,7 @@ export async function statusOf(app: AdminApp): Promise<StatusDocument> {
       lag_seconds: n.lagSeconds ?? null,
       replay_paused: n.replayPaused,
       weight: n.weight,
-      inflight: n.inflight,
+      inflight: dataPath ? (dataPath.inflight.get(n.name) ?? 0) : n.inflight,
       units: units.get(n.name) ?? { reads: 0, writes: 0, other: 0 },
       pools: app.pools.ofNode(n.name).map(poolUse),
     })),
@@ -212,9 +214,9 @@ function poolUse(pool: Pool): PoolUse {
 }
 
 /** From pgrelay_queries_total{node,route}: route replica = a read, primary = a write, else other. */
-async function unitCounts(app: AdminApp): Promise<Map<string, UnitCounts>> {
+function unitCounts(values: readonly { labels: Record<string, string | number>; value: number }[]): Map<string, UnitCounts> {
   const out = new Map<string, UnitCounts>();
-  for (const { labels, value } of (await app.metrics.queries.get()).values) {
+  for (const { labels, value } of values) {
     const node = String(labels.node);
     let counts = out.get(node);
     if (!counts) out.set(node, (counts = { reads: 0, writes: 0, other: 0 }));

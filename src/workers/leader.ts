@@ -12,6 +12,8 @@ import { isPgrelayMessage, snapshotOf, type LeaderMessage, type WorkerMessage } 
 /** One registry's metrics as getMetricsAsJSON() gives them. */
 type MetricsJson = Parameters<typeof AggregatorRegistry.aggregate>[0][number];
 
+type MetricValues = { labels: Record<string, string | number>; value: number }[];
+
 /** Metrics only the workers can say anything about, whose aggregation is not a sum. */
 const LEADER_LEAVES_OUT = new Set(['pgrelay_classify_cache_hit_ratio']);
 
@@ -114,6 +116,7 @@ export class Leader {
       reloaded: (next) => this.broadcast({ pgrelay: 'reload', config: next }),
       metricsText: () => this.metricsText(),
       status: () => this.status(),
+      dataPath: () => this.dataPath(),
     };
     // what the leader's failover closes, the workers close too
     const closeNode = app.pools.closeNode.bind(app.pools);
@@ -326,6 +329,23 @@ export class Leader {
    * averaged, Node's version taken once). Per-worker figures keep a `worker` label.
    */
   private async metricsText(): Promise<string> {
+    return (await this.aggregated()).metrics();
+  }
+
+  /**
+   * /status in workers mode: units per node and route (pgrelay_queries_total) and units in flight
+   * per node, summed over the workers.
+   */
+  private async dataPath(): Promise<{ queries: MetricValues; inflight: Map<string, number> }> {
+    const registry = await this.aggregated();
+    const values = async (name: string): Promise<MetricValues> => ((await registry.getSingleMetric(name)?.get()) as { values: MetricValues } | undefined)?.values ?? [];
+    const inflight = new Map<string, number>();
+    for (const { labels, value } of await values('pgrelay_node_inflight_units')) inflight.set(String(labels.node), (inflight.get(String(labels.node)) ?? 0) + value);
+    return { queries: await values('pgrelay_queries_total'), inflight };
+  }
+
+  /** The leader's metrics and every worker's, merged (the workers that answer within METRICS_TIMEOUT_MS). */
+  private async aggregated(): Promise<ReturnType<typeof AggregatorRegistry.aggregate>> {
     collectStateMetrics(this.app);
     const own = await this.app.metrics.registry.getMetricsAsJSON();
     const id = ++this.metricsRequest;
@@ -344,7 +364,7 @@ export class Leader {
       for (const w of live) this.send(w, { pgrelay: 'metrics', id });
     });
     this.metricsAnswers.delete(id);
-    return AggregatorRegistry.aggregate(results).metrics();
+    return AggregatorRegistry.aggregate(results);
   }
 
   // ---------------------------------------------------------------- stop

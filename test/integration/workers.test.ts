@@ -130,6 +130,10 @@ describe('workers: 2', () => {
     );
     const families = await scrape(adminUrl);
     expect(sumOf(families, 'pgrelay_queries_total', { node: 'primary' })).toBeGreaterThanOrEqual(4);
+    // /status counts the workers' units per node too (the topology page's reads/s and writes/s)
+    const status = (await (await fetch(`${adminUrl}/status`)).json()) as { nodes: { name: string; units: { reads: number; writes: number } }[] };
+    expect(status.nodes.find((n) => n.name === 'primary')!.units.writes).toBeGreaterThanOrEqual(4);
+    expect(status.nodes.filter((n) => n.name !== 'primary').reduce((sum, n) => sum + n.units.reads, 0)).toBeGreaterThanOrEqual(40);
     await endAll(four);
   });
 
