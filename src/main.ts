@@ -132,8 +132,15 @@ async function startWorker(): Promise<number> {
     off: (event, listener) => void process.off(event, listener),
   };
   const slot = process.env.PGRELAY_WORKER_SLOT ?? '?';
-  const code = await runWorker(channel, (_slot, config) => createLogger({ level: config.log.level, pretty: config.log.format === 'pretty' }).child({ worker: Number(slot) }));
-  // the IPC channel would keep the process alive
+  let code: number;
+  try {
+    code = await runWorker(channel, (_slot, config) => createLogger({ level: config.log.level, pretty: config.log.format === 'pretty' }).child({ worker: Number(slot) }));
+  } catch (error) {
+    // a worker that cannot start (its port taken, …): the leader reports it and stops
+    process.stderr.write(`pgrelay worker ${slot}: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
+  // the IPC channel would keep the process alive (node:cluster exits a worker that disconnects with 0)
   process.disconnect?.();
   return code;
 }

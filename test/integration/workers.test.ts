@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import net from 'node:net';
 import pg from 'pg';
 import postgres from 'postgres';
 import { stringify } from 'yaml';
@@ -301,6 +302,16 @@ describe('workers: 2, leader killed', () => {
     expect(workers).toHaveLength(2);
     process.kill(orphaned.pid, 'SIGKILL');
     await vi.waitFor(() => expect([orphaned.pid, ...workers].filter(alive)).toEqual([]), { timeout: 15_000, interval: 50 });
+  });
+});
+
+describe('workers: 2, port taken', () => {
+  it('exits 1 with the reason when the workers cannot listen', async () => {
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => holder.close(resolve)));
+    const port = (holder.address() as net.AddressInfo).port;
+    await expect(startPgrelayProcess(cluster, { workers: 2, listen: { host: '127.0.0.1', port } })).rejects.toThrow(/pgrelay exited \(1\) before it was ready:[\s\S]*EADDRINUSE[\s\S]*worker \d exited \(1\) before it listened/);
   });
 });
 
