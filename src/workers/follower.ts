@@ -125,7 +125,7 @@ export class LeaderLink implements ClusterFollower {
         this.labels(slot).set(app.frontend.clientCount);
       },
     });
-    if (this.pendingConfig) app.reload(workerConfig(this.pendingConfig, this.count, this.slot));
+    if (this.pendingConfig) this.reload(app, this.pendingConfig);
     this.topology(this.initialTopology, 0);
     this.busyTimer = setInterval(() => this.reportBusy(false), BUSY_REPORT_MS);
     this.busyTimer.unref();
@@ -160,7 +160,7 @@ export class LeaderLink implements ClusterFollower {
         app?.frontend.cancelByKey(message.processId, message.secretKey);
         return;
       case 'reload':
-        if (app) app.reload(workerConfig(message.config, this.count, this.slot));
+        if (app) this.reload(app, message.config);
         else this.pendingConfig = message.config;
         return;
       case 'metrics':
@@ -189,6 +189,15 @@ export class LeaderLink implements ClusterFollower {
   }
 
   // ---------------------------------------------------------------- internals
+
+  /** The leader applied this config already (its certificate files read): a failure here is logged, not fatal. */
+  private reload(app: App, config: Config): void {
+    try {
+      app.reload(workerConfig(config, this.count, this.slot));
+    } catch (error) {
+      app.log.error({ err: error instanceof Error ? error.message : String(error) }, 'worker: configuration reload failed');
+    }
+  }
 
   private topology(snapshot: TopologySnapshot, seq: number): void {
     const app = this.app!;
