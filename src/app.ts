@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import type { AdminApp } from './admin/admin-app.js';
+import type { AdminApp, WorkersView } from './admin/admin-app.js';
 import { AdminServer } from './admin/admin-server.js';
 import { registerAdminRoutes } from './admin/routes.js';
 import { AuthQuery } from './auth/auth-query.js';
@@ -23,7 +23,7 @@ import type { AppServices } from './frontend/session-services.js';
 import { REROUTED_READONLY, REROUTED_SERIALIZABLE, unitReason } from './metrics/unit-reason.js';
 import { Metrics } from './metrics/metrics.js';
 import { PoolSet } from './pool/pool-set.js';
-import { Freshness } from './routing/freshness.js';
+import { Freshness, type WriteLsnSource } from './routing/freshness.js';
 import { LagPolicy, lagLimits } from './routing/lag-policy.js';
 import { Router } from './routing/router.js';
 import { VolatilityLoader } from './routing/volatility.js';
@@ -36,6 +36,32 @@ export interface AppOptions {
   processMetrics?: boolean;
   /** the file the config came from: SIGHUP and POST /admin/reload re-read it */
   configPath?: string;
+  /**
+   * `workers: N` (src/workers/): `leader` runs everything but the client listener (health, lag,
+   * failover, Patroni, admin, preflight); a worker passes `follower` and runs only the data path,
+   * following the leader's topology.
+   */
+  role?: 'single' | 'leader';
+  follower?: ClusterFollower;
+}
+
+/** Waits of reads for a replica past their client's last write (FenceSampler, or the leader's over IPC). */
+export interface FenceWaits {
+  wait(ready: () => boolean, timeoutMs: number, done: (ready: boolean) => void): void;
+  progress(): void;
+}
+
+/** A worker process's line to the leader: what the cluster-side parts do in one process. */
+export interface ClusterFollower {
+  /** read-your-writes: a primary WAL position sampled after a write */
+  readonly writes: WriteLsnSource;
+  readonly fences: FenceWaits;
+  nodeBroken(node: string, error: Error | undefined): void;
+  whenDecided(node: string, callback: () => void): void;
+  /** BackendKeyData process ids that say which worker a session is on, and cancels for another worker's */
+  readonly backendKeys: { next(taken: (processId: number) => boolean): number; cancelElsewhere(processId: number, secretKey: number): void };
+  /** called once the App is built, before it listens: the leader's topology is applied from here on */
+  attach(app: App): void;
 }
 
 /**
@@ -73,6 +99,13 @@ export class App implements AdminApp {
   private stopped = false;
   readonly configPath: string | undefined;
   readonly startedAt = Date.now();
+  readonly role: 'single' | 'leader' | 'worker';
+  /** a worker's line to the leader */
+  private readonly follower: ClusterFollower | undefined;
+  /** read-your-writes waits: the lag monitor's sampler, or the leader's through `follower` */
+  readonly fences: FenceWaits;
+  /** leader: server connections the workers have busy on a node; stops the workers; tells them a reload */
+  workers: (WorkersView & { busy(node: string): number; stop(graceMs: number): Promise<void>; reloaded(next: Config): void }) | undefined;
 
   private constructor(
     private config: Config,
@@ -81,6 +114,8 @@ export class App implements AdminApp {
   ) {
     this.log = options.log ?? silentLogger;
     this.configPath = options.configPath;
+    this.follower = options.follower;
+    this.role = options.follower ? 'worker' : (options.role ?? 'single');
     this.metrics = new Metrics({ processMetrics: options.processMetrics ?? true });
     this.topology = new Topology(config.nodes);
     this.lagPolicy = new LagPolicy(lagLimits(config.routing));
@@ -93,8 +128,8 @@ export class App implements AdminApp {
     this.users.setLookup(this.lookupOf(config));
     this.secureContext = loadTls(config);
     this.health = new HealthChecker({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config });
-    this.failover = new Failover({ topology: this.topology, health: this.health, pools: this.pools, metrics: this.metrics, log: this.log, config: () => this.config });
-    this.pools.onNodeBroken = (node, error) => this.health.nodeBroken(node, error);
+    this.failover = new Failover({ topology: this.topology, health: this.health, pools: this.pools, metrics: this.metrics, log: this.log, config: () => this.config, busyElsewhere: (node) => this.workers?.busy(node) ?? 0 });
+    this.pools.onNodeBroken = (node, error) => (this.follower ? this.follower.nodeBroken(node, error) : this.health.nodeBroken(node, error));
     // a replica (or standby) marked down: its server connections are given up, so that units in
     // flight there fail with 08006 instead of waiting forever on a silent node (SIGSTOP, network
     // partition); the primary's are closed by failover when it takes over
@@ -108,14 +143,16 @@ export class App implements AdminApp {
     });
     this.lagMonitor = new LagMonitor({ topology: this.topology, metrics: this.metrics, log: this.log, config: () => this.config, lagPolicy: this.lagPolicy });
     this.remoteApply = new RemoteApply({ topology: this.topology, log: this.log, config: () => this.config, applicationName: (node) => this.health.applicationName(node) });
+    // a worker runs no health checks: its shortcut follows the leader's findings (workers/follower.ts)
     this.health.on('checked', (name: string, result: ProbeResult | undefined) => result && this.remoteApply.primaryChecked(name, result));
-    this.freshness = new Freshness(this.lagMonitor, config.routing.consistency, this.remoteApply);
+    this.freshness = new Freshness(this.follower?.writes ?? this.lagMonitor, config.routing.consistency, this.remoteApply);
+    this.fences = this.follower?.fences ?? this.lagMonitor.fences;
     this.patroni =
       config.failover.mode === 'patroni'
         ? new PatroniTopologySource({ topology: this.topology, pools: this.pools, health: this.health, metrics: this.metrics, log: this.log, config: () => this.config, nodesChanged: () => this.lagMonitor.configure(), primaryMoved: (record) => (this.failover.lastFailover = record) })
         : undefined;
     this.primaryWaiters = new PrimaryWaiters(this.topology, () => this.config.failover.wait_ms);
-    this.frontend = new Frontend({ services: this.sessionServices(), users: this.users, tls: () => this.secureContext });
+    this.frontend = new Frontend({ services: this.sessionServices(), users: this.users, tls: () => this.secureContext, backendKeys: this.follower?.backendKeys });
     this.volatility = new VolatilityLoader(this.topology, this.classifier, () => monitorCredentials(this.config), config.routing.volatility_refresh_ms, this.log);
     this.admin = new AdminServer(this.log, () => this.config.admin);
     registerAdminRoutes(this.admin, this);
@@ -142,17 +179,18 @@ export class App implements AdminApp {
         const waitMs = this.config.routing.fence_wait_ms;
         if (waitMs <= 0) return false;
         const ready = () => this.router.readCandidates(this.freshness.readConstraints(session, classification)).length > 0;
-        this.lagMonitor.fences.wait(ready, waitMs, (replica) => {
+        this.fences.wait(ready, waitMs, (replica) => {
           metrics.fenceWaits.labels(replica ? 'replica' : 'primary').inc();
           callback();
         });
         return true;
       },
       nodeBroken: (node, error) => {
+        if (this.follower) return this.follower.nodeBroken(node, error);
         this.health.nodeBroken(node, error);
         this.patroni?.nodeBroken(node);
       },
-      whenNodeDecided: (node, callback) => this.health.whenDecided(node, () => queueMicrotask(callback)),
+      whenNodeDecided: (node, callback) => (this.follower ?? this.health).whenDecided(node, () => queueMicrotask(callback)),
       countUnit: (node, route, classification) => {
         // a read run again on the primary after a replica refused it asked for a replica
         metrics.countUnit(node.name, route === REROUTED_READONLY || route === REROUTED_SERIALIZABLE ? 'replica' : route);
@@ -164,6 +202,7 @@ export class App implements AdminApp {
   static async start(config: Config, options: AppOptions = {}): Promise<App> {
     const classifier = await Classifier.create({ functions: config.routing.functions });
     const app = new App(config, classifier, options);
+    if (app.follower) return app.startWorker();
     try {
       // patroni mode: the nodes come from Patroni's REST API first
       await app.patroni?.start();
@@ -172,16 +211,31 @@ export class App implements AdminApp {
       app.failover.start();
       // what the roles may do, logged before the ready line (a node that does not answer is checked when it comes up)
       await app.preflight.start();
-      await app.volatility.start();
+      // the leader serves no client: the workers classify
+      if (app.role !== 'leader') await app.volatility.start();
       await app.lagMonitor.start();
       app.adminAddress = await app.admin.listen(config.admin.host, config.admin.port, config.admin.cert && config.admin.key ? { cert: config.admin.cert, key: config.admin.key } : undefined);
-      app.listenAddress = await app.frontend.listen(config.listen.host, config.listen.port);
+      if (app.role !== 'leader') app.listenAddress = await app.frontend.listen(config.listen.host, config.listen.port);
     } catch (error) {
       await app.stop();
       throw error;
     }
-    app.log.info({ listen: `${app.listenAddress.address}:${app.listenAddress.port}`, admin: `${app.adminAddress.address}:${app.adminAddress.port}` }, 'pgrelay listening');
+    const listen = app.listenAddress ? `${app.listenAddress.address}:${app.listenAddress.port}` : 'in the workers';
+    app.log.info({ listen, admin: `${app.adminAddress.address}:${app.adminAddress.port}` }, 'pgrelay listening');
     return app;
+  }
+
+  /** A worker: the leader's topology, then the data path only (no health, lag, failover, admin). */
+  private async startWorker(): Promise<App> {
+    try {
+      this.follower!.attach(this);
+      await this.volatility.start();
+      this.listenAddress = await this.frontend.listen(this.config.listen.host, this.config.listen.port);
+    } catch (error) {
+      await this.stop();
+      throw error;
+    }
+    return this;
   }
 
   get currentConfig(): Config {
@@ -195,6 +249,7 @@ export class App implements AdminApp {
     this.config = next;
     this.users.configure(next.users);
     this.users.setLookup(this.lookupOf(next));
+    if (this.role === 'worker') return this.reloadWorker(next, secureContext);
     this.topology.configure(this.patroni?.nodeConfigs(next) ?? next.nodes);
     this.health.reload();
     this.router.configure(routerOptions(next));
@@ -206,6 +261,18 @@ export class App implements AdminApp {
     this.patroni?.reload();
     this.secureContext = secureContext;
     void this.preflight.run(true);
+    this.workers?.reloaded(next);
+  }
+
+  /** A worker's reload: the nodes are the leader's (its topology), the rest is the file's. */
+  private reloadWorker(next: Config, secureContext: tls.SecureContext | undefined): void {
+    this.router.configure(routerOptions(next));
+    this.lagPolicy.configure(lagLimits(next.routing));
+    this.freshness.configure(next.routing.consistency);
+    this.volatility.configure(next.routing.volatility_refresh_ms);
+    const nodes = [...this.topology.nodes.values()].map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.configuredRole, weight: n.weight }));
+    this.pools.configure({ ...next, nodes });
+    this.secureContext = secureContext;
   }
 
   /** auth_query: the verifier lookup for users not in the config (failures logged, never the verifier). */
@@ -227,6 +294,8 @@ export class App implements AdminApp {
   async stop(graceMs = 0): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // the leader: the workers stop their clients first (same grace)
+    await this.workers?.stop(graceMs);
     await this.frontend.stopAccepting();
     await this.frontend.closeAll(graceMs);
     this.primaryWaiters.close();

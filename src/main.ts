@@ -12,6 +12,7 @@
  *                                   the RDS workflows on the demo's local cluster (cluster-command.ts)
  *   status and cluster send PGRELAY_ADMIN_TOKEN (the environment, not a flag: flags show in `ps`)
  */
+import cluster from 'node:cluster';
 import { App } from './app.js';
 import { runClassifyCli } from './classify/cli.js';
 import { checkConfigCommand, checkConfigConnectCommand } from './config/check.js';
@@ -21,7 +22,10 @@ import { runDemo } from './demo.js';
 import { printStatus } from './admin/status-command.js';
 import { CLUSTER_USAGE, runClusterCommand } from './cluster-command.js';
 import { handleSignals } from './admin/signal-handlers.js';
+import { resolveWorkers } from './config/workers-key.js';
 import { createLogger } from './util/log.js';
+import { Leader } from './workers/leader.js';
+import { runWorker, type WorkerProcess } from './workers/worker.js';
 
 /** SIGTERM lets running transactions finish for this long (below Kubernetes' 30 s default grace). */
 const DEFAULT_GRACE_MS = 20_000;
@@ -82,6 +86,7 @@ function usage(): number {
 }
 
 async function start(path: string | undefined, graceMs: number): Promise<number> {
+  if (cluster.isWorker) return startWorker();
   if (!path) return usage();
   let config;
   try {
@@ -94,8 +99,11 @@ async function start(path: string | undefined, graceMs: number): Promise<number>
     throw error;
   }
   const log = createLogger({ level: config.log.level, pretty: config.log.format === 'pretty' });
-  const app = await App.start(config, { log, configPath: path });
-  const address = app.listenAddress!;
+  const workers = resolveWorkers(config.workers);
+  // workers: 1 is one process, as before the key existed (no fork)
+  const leader = workers > 1 ? await Leader.start(config, { log, configPath: path, count: workers }) : undefined;
+  const app = leader?.app ?? (await App.start(config, { log, configPath: path }));
+  const address = leader?.listenAddress ?? app.listenAddress!;
   const user = config.users[0]!.name;
   process.stdout.write(`pgrelay ready postgres://${user}:***@${address.address}:${address.port}/${user}\n`);
   const signals = handleSignals(app, {
@@ -107,6 +115,34 @@ async function start(path: string | undefined, graceMs: number): Promise<number>
   await signals.stopped;
   signals.dispose();
   return 0;
+}
+
+/**
+ * A worker of `workers: N` (forked by the leader with the same command line): its config comes
+ * from the leader. Stop signals are the leader's to handle (it stops every worker, with the
+ * grace period); a reload reaches it from the leader, so SIGHUP, SIGINT (a terminal's Ctrl-C
+ * reaches the whole process group) and SIGTERM are ignored here. It exits when the leader says
+ * stop, or when the leader is gone.
+ */
+async function startWorker(): Promise<number> {
+  for (const signal of ['SIGHUP', 'SIGINT', 'SIGTERM'] as const) process.on(signal, () => undefined);
+  const channel: WorkerProcess = {
+    send: (message) => void process.send!(message),
+    on: (event, listener) => void process.on(event, listener),
+    off: (event, listener) => void process.off(event, listener),
+  };
+  const slot = process.env.PGRELAY_WORKER_SLOT ?? '?';
+  let code: number;
+  try {
+    code = await runWorker(channel, (_slot, config) => createLogger({ level: config.log.level, pretty: config.log.format === 'pretty' }).child({ worker: Number(slot) }));
+  } catch (error) {
+    // a worker that cannot start (its port taken, …): the leader reports it and stops
+    process.stderr.write(`pgrelay worker ${slot}: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
+  // the IPC channel would keep the process alive (node:cluster exits a worker that disconnects with 0)
+  process.disconnect?.();
+  return code;
 }
 
 function parseFlags(args: string[]): Map<string, string> {

@@ -9,6 +9,27 @@ import type { PoolSet } from '../pool/pool-set.js';
 import type { Logger } from '../util/log.js';
 import type { RemoteApplyStatus } from '../cluster/remote-apply.js';
 
+/** What the leader says of its workers (workers mode). */
+export interface WorkersView {
+  metricsText(): Promise<string>;
+  status(): WorkerStatus[];
+  /** units per node and route (pgrelay_queries_total's values) and units in flight per node, summed over the workers */
+  dataPath(): Promise<{ queries: { labels: Record<string, string | number>; value: number }[]; inflight: Map<string, number> }>;
+}
+
+/** One worker process in /status (workers mode). */
+export interface WorkerStatus {
+  worker: number;
+  pid: number | null;
+  listening: boolean;
+  /** epoch milliseconds */
+  started_at: number;
+  clients: number;
+  sessions: number;
+  /** server connections lent out, opening or waited for */
+  busy_server_connections: number;
+}
+
 /**
  * What the admin layer (HTTP routes, /status, reload, signals) needs from the running pgrelay.
  * App implements it; the admin files depend on this interface, not on app.ts, so that imports go
@@ -35,6 +56,8 @@ export interface AdminApp {
   /** stop() was called */
   readonly stopping: boolean;
   readonly currentConfig: Config;
+  /** workers mode, in the leader: the workers' metrics merged with the leader's, and each worker */
+  readonly workers?: WorkersView | undefined;
   /** Applies a new, validated config without dropping clients. */
   reload(next: Config): void;
   /** Stops accepting, lets running transactions finish (bounded by graceMs), then closes everything. */

@@ -16,6 +16,8 @@ export function registerAdminRoutes(admin: AdminServer, app: AdminApp): void {
   admin
     .route('GET', '/', () => ({ status: 200, body: TOPOLOGY_PAGE, contentType: 'text/html; charset=utf-8' }))
     .route('GET', '/metrics', async () => {
+      // workers mode: the leader's and every worker's, aggregated (src/workers/leader.ts)
+      if (app.workers) return { status: 200, body: await app.workers.metricsText(), contentType: app.metrics.registry.contentType };
       collectStateMetrics(app);
       return { status: 200, body: await app.metrics.registry.metrics(), contentType: app.metrics.registry.contentType };
     })

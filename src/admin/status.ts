@@ -1,6 +1,6 @@
 import type { RemoteApplyStatus } from '../cluster/remote-apply.js';
 import { groupShortfalls, type Capability, type CapabilityReport, type CapabilityState, type Feature } from '../cluster/capabilities.js';
-import type { AdminApp } from './admin-app.js';
+import type { AdminApp, WorkerStatus } from './admin-app.js';
 import type { FailoverRecord } from '../cluster/failover.js';
 import type { NodeStatus, Topology } from '../cluster/topology.js';
 import { redactConfig } from '../config/redact.js';
@@ -144,13 +144,19 @@ export interface StatusDocument {
   /** failover.mode patroni: Patroni's last answer (leader, members, scheduled switchover), else null */
   patroni: Record<string, unknown> | null;
   config: unknown;
+  /** workers mode: each worker process; null with one process */
+  workers: WorkerStatus[] | null;
 }
 
 /** The /status document: topology, health, lag, pools and unit counts per node. */
 export async function statusOf(app: AdminApp): Promise<StatusDocument> {
   const config = app.currentConfig;
-  const units = await unitCounts(app);
+  // workers mode: the units are the workers' (the leader asks them)
+  const dataPath = app.workers ? await app.workers.dataPath() : undefined;
+  const units = unitCounts(dataPath?.queries ?? (await app.metrics.queries.get()).values);
   const known = new Set(app.topology.nodes.keys());
+  // workers mode: clients are the workers' (their pools and unit counts are in /metrics)
+  const workers = app.workers?.status() ?? null;
   return {
     now: Date.now(),
     started_at: app.startedAt,
@@ -160,8 +166,9 @@ export async function statusOf(app: AdminApp): Promise<StatusDocument> {
     consistency: config.routing.consistency,
     max_lag_ms: config.routing.max_lag_ms,
     max_lag_bytes: config.routing.max_lag_bytes,
-    clients: app.frontend.clientCount,
-    sessions: app.frontend.sessionCount,
+    clients: workers ? workers.reduce((sum, w) => sum + w.clients, 0) : app.frontend.clientCount,
+    sessions: workers ? workers.reduce((sum, w) => sum + w.sessions, 0) : app.frontend.sessionCount,
+    workers,
     pinned_sessions: (await app.metrics.pinnedSessions.get()).values[0]?.value ?? 0,
     capabilities: { ...capabilitiesOf(app.preflight.report, app.preflight.checkedAt), remote_apply: app.remoteApply.status() },
     nodes: [...app.topology.nodes.values()].map((n) => ({
@@ -183,7 +190,7 @@ export async function statusOf(app: AdminApp): Promise<StatusDocument> {
       lag_seconds: n.lagSeconds ?? null,
       replay_paused: n.replayPaused,
       weight: n.weight,
-      inflight: n.inflight,
+      inflight: dataPath ? (dataPath.inflight.get(n.name) ?? 0) : n.inflight,
       units: units.get(n.name) ?? { reads: 0, writes: 0, other: 0 },
       pools: app.pools.ofNode(n.name).map(poolUse),
     })),
@@ -210,9 +217,9 @@ function poolUse(pool: Pool): PoolUse {
 }
 
 /** From pgrelay_queries_total{node,route}: route replica = a read, primary = a write, else other. */
-async function unitCounts(app: AdminApp): Promise<Map<string, UnitCounts>> {
+function unitCounts(values: readonly { labels: Record<string, string | number>; value: number }[]): Map<string, UnitCounts> {
   const out = new Map<string, UnitCounts>();
-  for (const { labels, value } of (await app.metrics.queries.get()).values) {
+  for (const { labels, value } of values) {
     const node = String(labels.node);
     let counts = out.get(node);
     if (!counts) out.set(node, (counts = { reads: 0, writes: 0, other: 0 }));

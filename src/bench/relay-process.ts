@@ -22,6 +22,8 @@ export interface RelayProcessOptions {
   user: string;
   password: string;
   poolSize: number;
+  /** `workers:` (default 1: one process) */
+  workers?: number;
   /** write a V8 CPU profile into this directory when the process exits */
   cpuProfileDir?: string;
 }
@@ -44,6 +46,7 @@ export async function startRelayProcess(options: RelayProcessOptions): Promise<R
     // a benchmark must not fail over in the middle of a run on a busy machine
     failover: { mode: 'off' },
     log: { level: 'warn', format: 'json' },
+    workers: options.workers ?? 1,
   };
   const configFile = path.join(options.dir, `${options.name}.yaml`);
   fs.writeFileSync(configFile, stringify(document), { mode: 0o600 });

@@ -18,6 +18,8 @@ export interface FailoverDeps {
   metrics: Metrics;
   log: Logger;
   config: () => Config;
+  /** workers mode: server connections the worker processes have busy on a node (a switchover drains them too) */
+  busyElsewhere?: (node: string) => number;
 }
 
 /** The last change of primary, for /status and the logs. */
@@ -129,6 +131,7 @@ export class Failover {
         {
           topology: this.deps.topology,
           pools: this.deps.pools,
+          busyElsewhere: this.deps.busyElsewhere,
           admin: this.admin,
           health: this.deps.health,
           log: this.deps.log,

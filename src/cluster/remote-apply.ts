@@ -30,6 +30,14 @@ export interface RemoteApplyStatus {
   reason: string;
 }
 
+/** What a workers-mode leader tells its workers, which run no health checks of their own. */
+export interface RemoteApplyShared {
+  standby: { node: string; primary: string } | null;
+  serverLevel: SyncCommitLevel | null;
+  overridden: boolean;
+  reason: string;
+}
+
 interface SessionMarks {
   /** a text that may have changed synchronous_commit for the transaction (SET LOCAL …): until its next write */
   untilWrite: boolean;
@@ -123,6 +131,19 @@ export class RemoteApply implements AppliedWrites {
     if (standby === null) return { state: 'off', standby, reason: this.reason };
     if (!this.overridden && this.serverLevel === 'remote_apply') return { state: 'on', standby, reason: `synchronous_commit is remote_apply on the primary and ${standby} is in sync: reads after a write may go there at once` };
     return { state: 'session', standby, reason: `${this.reason}; sessions that SET synchronous_commit = remote_apply may read from ${standby} at once after a write` };
+  }
+
+  /** The leader's findings, for its workers (workers mode). */
+  shared(): RemoteApplyShared {
+    return { standby: this.standby ?? null, serverLevel: this.serverLevel ?? null, overridden: this.overridden, reason: this.reason };
+  }
+
+  /** A worker: the leader's findings replace its own (it checks nothing itself). */
+  adopt(from: RemoteApplyShared): void {
+    this.standby = from.standby ?? undefined;
+    this.serverLevel = from.serverLevel ?? undefined;
+    this.overridden = from.overridden;
+    this.reason = from.reason;
   }
 
   stop(): void {

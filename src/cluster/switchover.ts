@@ -11,6 +11,8 @@ import type { NodeStatus, Topology } from './topology.js';
 export interface SwitchoverContext {
   topology: Topology;
   pools: PoolSet;
+  /** workers mode: server connections other processes have busy on a node */
+  busyElsewhere?: (node: string) => number;
   admin: NodeAdmin;
   health: HealthChecker;
   log: Logger;
@@ -93,8 +95,8 @@ export async function runSwitchover(ctx: SwitchoverContext, targetName: string |
   try {
     // 2. drain
     const drainMs = Math.min(DRAIN_MAX_MS, Math.max(1000, ctx.config().failover.wait_ms / 2));
-    const drained = await waitUntil(drainMs, () => busyConnections(ctx.pools, old.name) === 0);
-    if (!drained) log.warn({ node: old.name, busy: busyConnections(ctx.pools, old.name) }, 'switchover: transactions still running on the old primary are ended');
+    const drained = await waitUntil(drainMs, () => busyConnections(ctx, old.name) === 0);
+    if (!drained) log.warn({ node: old.name, busy: busyConnections(ctx, old.name) }, 'switchover: transactions still running on the old primary are ended');
 
     // 3. refuse writes, end what is left (pgrelay's own connections first)
     ctx.pools.closeNode(old.name);
@@ -176,10 +178,10 @@ function chooseTarget(ctx: SwitchoverContext, old: NodeStatus, targetName: strin
   return ctx.topology.node(choice.target)!;
 }
 
-/** Server connections of the node lent out, opening, or waited for. */
-function busyConnections(pools: PoolSet, node: string): number {
-  let busy = 0;
-  for (const pool of pools.ofNode(node)) {
+/** Server connections of the node lent out, opening, or waited for (in every worker process). */
+function busyConnections(ctx: SwitchoverContext, node: string): number {
+  let busy = ctx.busyElsewhere?.(node) ?? 0;
+  for (const pool of ctx.pools.ofNode(node)) {
     const s = pool.stats();
     busy += s.active + s.connecting + s.waiting;
   }

@@ -47,6 +47,7 @@ export const RESTART_REQUIRED_KEYS: readonly string[] = [
   'admin.port',
   'admin.cert',
   'admin.key',
+  'workers',
 ];
 
 const nodeFields = ['host', 'port', 'role', 'weight'] as const satisfies readonly (keyof NodeConfig)[];

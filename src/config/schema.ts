@@ -19,6 +19,7 @@ import {
   type Spec,
 } from './reader.js';
 import { DEFAULT_AUTH_QUERY } from './auth-query-default.js';
+import { workerCount } from './workers-key.js';
 import { defaults, nodeDefaults, type Config, type NodeConfig, type UserConfig } from './types.js';
 
 const port = int({ min: 1, max: 65535 });
@@ -182,6 +183,7 @@ export const configSpec: Spec<Config> = obj<Config>(
       }),
       () => ({ ...defaults.log }),
     ),
+    workers: withDefault(workerCount(), defaults.workers),
   },
   // top-level `x-…` keys are ignored: a place for YAML anchors (`x-node: &node {port: 5432}`)
   { ignoreKey: (key) => key.startsWith('x-') },

@@ -149,6 +149,8 @@ export interface Config {
    */
   server_tls: { mode: 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-full'; ca?: string };
   log: { level: 'debug' | 'info' | 'warn' | 'error'; format: 'json' | 'pretty' };
+  /** processes serving clients (workers.ts): 1 = one process, no fork; `auto` = one per CPU */
+  workers: number | 'auto';
 }
 
 /** Defaults for the keys of one `nodes` entry (name and host are required). */
@@ -179,4 +181,5 @@ export const defaults = {
   server_auth: { require_auth: ['scram-sha-256', 'md5', 'none'] },
   server_tls: { mode: 'disable' },
   log: { level: 'info', format: 'json' },
+  workers: 1,
 } as const satisfies Omit<Config, 'nodes' | 'users' | 'tls' | 'server_tls' | 'server_auth'> & Record<string, unknown>;

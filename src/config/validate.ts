@@ -16,9 +16,11 @@
  *   needs a password or server_password, not only a SCRAM verifier.
  * - admin.token and admin.read_token: at least 16 characters, not the same; admin.cert and
  *   admin.key both or neither; admin.read_access other than open needs a token to read with.
+ * - routing.consistency global needs one process (workers 1): see workers-key.ts.
  */
 import type { ReadContext } from './reader.js';
 import type { Config } from './types.js';
+import { globalNeedsOneProcess } from './workers-key.js';
 
 export function validateConfig(config: Config, ctx: ReadContext): void {
   checkNodes(config, ctx);
@@ -31,6 +33,10 @@ export function validateConfig(config: Config, ctx: ReadContext): void {
   checkAdmin(config, ctx);
   checkServerTls(config, ctx);
   checkMonitorLogin(config, ctx);
+  if (!ctx.hasIssuesUnder('workers') && !ctx.hasIssuesUnder('routing.consistency')) {
+    const problem = globalNeedsOneProcess(config);
+    if (problem) report(ctx, 'routing.consistency', problem);
+  }
 }
 
 function report(ctx: ReadContext, path: string, message: string, at = path): void {

@@ -23,6 +23,8 @@ export interface FrontendDeps {
   services: AppServices;
   users: UserDirectory;
   tls: () => tls.SecureContext | undefined;
+  /** workers mode: process ids that name the worker, and cancels for another worker's sessions */
+  backendKeys?: { next(taken: (processId: number) => boolean): number; cancelElsewhere(processId: number, secretKey: number): void };
 }
 
 /** Parameters a client must not be told about by a server connection that happens to serve it. */
@@ -157,7 +159,8 @@ export class Frontend {
     const refused = startupSyncCommitRefusal(handshake.params, this.config().routing.min_synchronous_commit);
     if (refused) throw refused;
     let processId: number;
-    do processId = randomInt(1, 0x7fffffff);
+    if (this.deps.backendKeys) processId = this.deps.backendKeys.next((id) => this.sessions.has(id));
+    else do processId = randomInt(1, 0x7fffffff);
     while (this.sessions.has(processId));
     const session = new ClientSession(this.services, socket, handshake.user, handshake.database, handshake.params, { processId, secretKey: randomInt(-0x80000000, 0x7fffffff) });
     this.sessions.set(processId, session);
@@ -249,8 +252,10 @@ export class Frontend {
     this.metrics.pinnedSessions.set(this.pinnedCount);
   }
 
-  private cancelByKey(processId: number, secretKey: number): void {
+  /** A CancelRequest (from a client, or forwarded by another worker). */
+  cancelByKey(processId: number, secretKey: number): void {
     const session = this.sessions.get(processId);
+    if (!session) return this.deps.backendKeys?.cancelElsewhere(processId, secretKey);
     // a wrong key cancels nothing, and says nothing (as PostgreSQL)
     if (session && session.secretKey === secretKey) session.cancel();
   }

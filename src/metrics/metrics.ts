@@ -59,7 +59,8 @@ export class Metrics {
   // ---------------------------------------------------------------- classification cache
   readonly classifyCacheHits = new Counter({ name: 'pgrelay_classify_cache_hits_total', help: 'Statements whose routing decision came from the classification cache.', registers: [this.registry] });
   readonly classifyCacheMisses = new Counter({ name: 'pgrelay_classify_cache_misses_total', help: 'Statements whose shape had to be parsed (classification cache misses).', registers: [this.registry] });
-  readonly classifyCacheHitRatio = new Gauge({ name: 'pgrelay_classify_cache_hit_ratio', help: 'Classification cache hits / lookups since start (absent before the first lookup).', registers: [this.registry] });
+  // workers mode: each worker has its own cache; /metrics shows their mean (src/workers/leader.ts)
+  readonly classifyCacheHitRatio = new Gauge({ name: 'pgrelay_classify_cache_hit_ratio', help: 'Classification cache hits / lookups since start (absent before the first lookup).', registers: [this.registry], aggregator: 'average' });
 
   // ---------------------------------------------------------------- operations
   readonly reloads = new Counter({ name: 'pgrelay_config_reloads_total', help: 'Configuration reloads (SIGHUP or POST /admin/reload), by result (applied, rejected).', labelNames: ['result'], registers: [this.registry] });

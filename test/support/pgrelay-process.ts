@@ -15,6 +15,8 @@ import type { SharedCluster } from './shared-cluster.js';
 export interface PgrelayProcess {
   readonly pid: number;
   readonly port: number;
+  /** the config file it was started with (rewrite it, then SIGHUP, to test a reload) */
+  readonly configPath: string;
   /** a connection string through this pgrelay (with the real password) */
   url(options?: { user?: string; password?: string; database?: string }): string;
   /** resident set size now, in bytes (VmRSS from /proc/<pid>/status) */
@@ -95,6 +97,7 @@ export async function startPgrelayProcess(cluster: ClusterLike, overrides: Recor
   return {
     pid: child.pid!,
     port,
+    configPath,
     url: (o = {}) => `postgres://${encodeURIComponent(o.user ?? cluster.user)}:${encodeURIComponent(o.password ?? cluster.password)}@127.0.0.1:${port}/${o.database ?? cluster.database}`,
     rssBytes: () => rssOf(child.pid!),
     output: () => output,
