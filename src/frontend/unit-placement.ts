@@ -21,6 +21,7 @@ import type { ReplayWindow } from './replay-window.js';
 import type { SessionServices } from './session-services.js';
 import type { Step, WaitReason } from './unit-state.js';
 import { lookAhead, type UnitAhead } from './unit-lookahead.js';
+import { pipelineShape, sharedConnection } from './unit-pipelining.js';
 
 /** An extended unit's later messages are looked at up to this many buffered bytes (beyond: the primary). */
 const LOOKAHEAD_BYTES = 256 * 1024;
@@ -225,6 +226,15 @@ export class UnitPlacement {
     } catch (error) {
       return host.failUnit(error);
     }
+    // every connection busy: a self-contained unit may queue behind others' on one (pool.pipeline_depth)
+    const pipelined = pipelineShape(services.config().pool, host, classification);
+    if (pipelined !== undefined && pool.exhausted) {
+      const shared = sharedConnection(pool, pipelined, services.config().pool.pipeline_depth, host.state.sql());
+      if (shared !== undefined) {
+        this.attach(shared, node, pool, target, pipelined);
+        return then();
+      }
+    }
     let sync = true;
     let answered = false;
     let replaying = false;
@@ -265,7 +275,7 @@ export class UnitPlacement {
             if (!failure) pool.release(conn);
             return;
           }
-          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, then));
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, then, pipelined));
           if (failure.cause !== undefined && !this.placedAgain) {
             // the connection was lost, and nothing of the unit was sent: it is placed again, once
             this.placedAgain = true;
@@ -276,7 +286,7 @@ export class UnitPlacement {
         });
         return;
       }
-      this.attach(conn, node, pool, target);
+      this.attach(conn, node, pool, target, pipelined);
       if (sync) then();
       else host.resumeWith(then);
     });
@@ -287,16 +297,16 @@ export class UnitPlacement {
     } else if (replaying) host.park('connection', undefined);
   }
 
-  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', then: Step): void {
+  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', then: Step, pipelined: object | undefined): void {
     this.placedAgain = false;
-    this.attach(conn, node, pool, target);
+    this.attach(conn, node, pool, target, pipelined);
     then();
   }
 
-  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any'): void {
+  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', pipelined?: object): void {
     this.host.scanner.reset();
     this.attachTarget = target;
-    this.host.lease.attach(conn, node, pool, this.host.handler);
+    this.host.lease.attach(conn, node, pool, this.host.handler, pipelined);
     const begin = this.host.tx.takeBegin();
     if (begin !== undefined) {
       this.host.lease.inject(begin);
