@@ -82,6 +82,16 @@ export class ServerLease {
     this.observer.started(node);
   }
 
+  /** The connection is shared with other sessions' units (see ServerPipeline). */
+  get pipelined(): boolean {
+    return this.member !== undefined;
+  }
+
+  /** A unit of the session starts on its shared connection: `shape` when it is self-contained (see unit-pipelining.ts). */
+  unitStarts(shape: object | undefined): void {
+    if (this.member !== undefined) this.member.approved = shape;
+  }
+
   /** The connection running this session's unit now (for a cancel): not while it waits behind another's. */
   running(): ServerConnection | undefined {
     const member = this.member;

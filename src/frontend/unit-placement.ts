@@ -162,6 +162,8 @@ export class UnitPlacement {
     // a read outside a transaction may run again when its connection is lost
     const replayable = isReplayable(replayed, { pinned: this.host.pinned(), clientTxStatus: this.host.tx.status, serverTxStatus: this.host.lease.conn!.txStatus });
     this.host.replayWindow.unitStarts(this.host.reader, replayable, this.host.clientBytes());
+    // a unit on a shared connection: may others' still be queued behind it?
+    if (this.host.lease.pipelined) this.host.lease.unitStarts(pipelineShape(this.services.config().pool, this.host, replayed));
   }
 
   /**
@@ -226,7 +228,8 @@ export class UnitPlacement {
     } catch (error) {
       return host.failUnit(error);
     }
-    // every connection busy: a self-contained unit may queue behind others' on one (pool.pipeline_depth)
+    // every connection busy: a self-contained unit may queue behind others' on one (pool.pipeline_depth);
+    // one that takes the pool's last connection opens it to such units
     const pipelined = pipelineShape(services.config().pool, host, classification);
     if (pipelined !== undefined && pool.exhausted) {
       const shared = sharedConnection(pool, pipelined, services.config().pool.pipeline_depth, host.state.sql());
@@ -275,7 +278,7 @@ export class UnitPlacement {
             if (!failure) pool.release(conn);
             return;
           }
-          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, then, pipelined));
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, then, pipelined !== undefined && pool.exhausted ? pipelined : undefined));
           if (failure.cause !== undefined && !this.placedAgain) {
             // the connection was lost, and nothing of the unit was sent: it is placed again, once
             this.placedAgain = true;
@@ -286,7 +289,7 @@ export class UnitPlacement {
         });
         return;
       }
-      this.attach(conn, node, pool, target, pipelined);
+      this.attach(conn, node, pool, target, pipelined !== undefined && pool.exhausted ? pipelined : undefined);
       if (sync) then();
       else host.resumeWith(then);
     });

@@ -175,7 +175,9 @@ export class ServerPipeline implements ServerDataHandler {
 
   /**
    * The session lets go (`reusable`: it knows nothing wrong with the connection). Units it is
-   * still owed are read and dropped when they were self-contained; otherwise the connection goes.
+   * still owed (it went away, say) are read and dropped when they were self-contained, and the
+   * connection serves on; a unit it left half written, or one that was not self-contained, makes
+   * the connection go.
    */
   leave(member: PipelineMember, reusable: boolean): void {
     if (member.left) return;
@@ -190,7 +192,8 @@ export class ServerPipeline implements ServerDataHandler {
         this.closed = true;
         this.discardAtEnd = true;
         this.conn.destroy(); // the others learn it as a lost connection (onServerClose)
-      } else if (!reusable) {
+      } else if (!reusable && member.owed === 0) {
+        // nothing owed, and yet the session does not trust the connection (it was pinned, say)
         this.closed = true;
         this.discardAtEnd = true;
       }
