@@ -238,7 +238,7 @@ describe('pipelining', () => {
     }
   });
 
-  it('lets a client that does not read its answer hold up no one: the others are answered meanwhile', async () => {
+  it('answers the others while a client does not read an answer that the socket buffers absorb', async () => {
     const relay = await relayWith();
     const text = "SELECT repeat('x', 1000) AS filler FROM generate_series(1, 700)";
     const warm = await connect(relay);
@@ -265,6 +265,41 @@ describe('pipelining', () => {
     }
   });
 
+  it('pauses the connection for a client far behind only until it reads; its answer arrives whole, then the others', async () => {
+    const relay = await relayWith();
+    // ~16 MB: more than the sockets' buffers take, so pgrelay holds what the client has not read
+    const rows = 16_000;
+    const text = `SELECT repeat('x', 1000) AS filler FROM generate_series(1, ${rows})`;
+    const warm = await connect(relay);
+    await warm.query('SELECT $1::int AS id', [0]);
+    const raw = await RawClient.connect(relay.port, { user: cluster.user, password: cluster.password, database: cluster.database });
+    const { socket } = raw.release();
+    socket.pause();
+    socket.write(serialize.query(text));
+    try {
+      await vi.waitFor(() => expect(relay.app.pools.get(primary, cluster.user, cluster.database).stats().active).toBe(1));
+      const others = await Promise.all(Array.from({ length: 4 }, () => connect(relay)));
+      let answered = 0;
+      const work = Promise.all(
+        others.map(async (client, id) => {
+          for (let round = 0; round < 5; round++) expect((await client.query('SELECT $1::int AS id', [id])).rows).toEqual([{ id }]);
+          answered++;
+        }),
+      );
+      // the slow client reads now: its answer is whole (every row, in order, then ReadyForQuery)
+      const reader = new FrameCounter();
+      socket.on('data', (chunk: Buffer) => reader.push(chunk));
+      socket.resume();
+      await vi.waitFor(() => expect(reader.ready).toBe(true), { timeout: 60_000 });
+      expect(reader.dataRows).toBe(rows);
+      expect(reader.rowBytes).toBe(rows * (1000 + 2 + 4));
+      await work;
+      expect(answered).toBe(4);
+    } finally {
+      socket.destroy();
+    }
+  });
+
   it('runs pgbench -S with 16 clients on one server connection in the three query modes without a failed transaction', async () => {
     await queryNode(shared, primary, `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`, [], true);
     await queryNode(shared, primary, `CREATE DATABASE ${database} OWNER ${cluster.user}`, [], true);
@@ -286,3 +321,27 @@ describe('pipelining', () => {
     }
   });
 });
+
+/** Counts the DataRows of a stream of backend messages, up to a ReadyForQuery. */
+class FrameCounter {
+  dataRows = 0;
+  rowBytes = 0;
+  ready = false;
+  private pending = Buffer.alloc(0);
+
+  push(chunk: Buffer): void {
+    let data = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
+    while (data.length >= 5) {
+      const length = data.readInt32BE(1);
+      if (data.length < 1 + length) break;
+      if (data[0] === 0x44) {
+        this.dataRows++;
+        this.rowBytes += length - 4;
+        if (data.readInt32BE(7) !== 1000 || data[11] !== 0x78 || data[10 + 1000] !== 0x78) throw new Error('a row that is not what was asked for');
+      }
+      if (data[0] === 0x5a) this.ready = true;
+      data = data.subarray(1 + length);
+    }
+    this.pending = Buffer.from(data);
+  }
+}
