@@ -20,7 +20,7 @@ export interface PipeliningFacts {
  * and the pool pools transactions; the client is outside a transaction (status I, no BEGIN held
  * back) and not pinned; the unit is one statement with no session effect (no SET, no pin, no
  * PREPARE/DEALLOCATE, no transaction control) and all of it is already here: a simple Query, or
- * an extended run (Parse, Bind, Describe, Execute, Flush) whose Sync is buffered. Such a unit is
+ * an extended run of that one statement whose Sync is buffered (see isExtendedRunBuffered). Such a unit is
  * its own implicit transaction (or ends at its Sync), so its error cannot touch the next unit.
  */
 export function pipelineShape(pool: Config['pool'], facts: PipeliningFacts, classification: Classification | undefined): Classification | undefined {
@@ -30,25 +30,58 @@ export function pipelineShape(pool: Config['pool'], facts: PipeliningFacts, clas
   if (tx.status !== TxStatus.Idle || tx.beginDeferred || tx.orphaned || facts.pinned()) return undefined;
   const reader = facts.reader;
   if (reader.code === FrontendCode.Query) return classification;
-  return isExtendedRunBuffered(reader.code, reader.unread()) ? classification : undefined;
+  return isExtendedRunBuffered(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread()) ? classification : undefined;
 }
 
-/** Messages an extended run that may share a connection consists of (up to its Sync). */
-function isRunMessage(code: number): boolean {
-  return code === FrontendCode.Parse || code === FrontendCode.Bind || code === FrontendCode.Describe || code === FrontendCode.Execute || code === FrontendCode.Flush;
-}
-
-/** Whether the run that starts with a `first` message continues in `rest` with run messages only, up to a Sync. */
-export function isExtendedRunBuffered(first: number, rest: Buffer): boolean {
-  if (!isRunMessage(first)) return false;
+/**
+ * Whether the extended run that starts with the message `first` (code byte to end) is all here, up
+ * to its Sync in `rest`, and runs exactly the statement it was placed by: it starts with a Parse
+ * or a Bind; it holds at most one Parse, one Bind and one Execute besides Describe and Flush
+ * (nothing else: no Close, no Query, no second statement that could SET something); a Bind after
+ * a Parse binds that statement.
+ */
+export function isExtendedRunBuffered(first: Buffer, rest: Buffer): boolean {
+  const code = first[0];
+  if (code !== FrontendCode.Parse && code !== FrontendCode.Bind) return false;
+  const run = { parsed: undefined as string | undefined, binds: 0, executes: 0 };
+  if (!takeRunMessage(first, 0, run)) return false;
   let at = 0;
   while (rest.length - at >= 5) {
-    const code = rest[at]!;
-    if (code === FrontendCode.Sync) return true;
-    if (!isRunMessage(code)) return false;
-    at += 1 + rest.readInt32BE(at + 1);
+    if (rest[at] === FrontendCode.Sync) return true;
+    const end = at + 1 + rest.readInt32BE(at + 1);
+    if (end > rest.length || !takeRunMessage(rest.subarray(at, end), 0, run)) return false;
+    at = end;
   }
   return false;
+}
+
+/** One message of a run that may share a connection (see isExtendedRunBuffered); false: it may not. */
+function takeRunMessage(frame: Buffer, at: number, run: { parsed: string | undefined; binds: number; executes: number }): boolean {
+  switch (frame[at]) {
+    case FrontendCode.Parse:
+      if (run.parsed !== undefined || run.binds > 0) return false;
+      run.parsed = cstring(frame, at + 5);
+      return run.parsed !== undefined;
+    case FrontendCode.Bind: {
+      if (run.binds++ > 0) return false;
+      if (run.parsed === undefined) return true;
+      const portal = cstring(frame, at + 5);
+      return portal !== undefined && cstring(frame, at + 5 + Buffer.byteLength(portal) + 1) === run.parsed;
+    }
+    case FrontendCode.Execute:
+      return run.executes++ === 0;
+    case FrontendCode.Describe:
+    case FrontendCode.Flush:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** The NUL-terminated string at `at`, undefined when it has no terminator. */
+function cstring(b: Buffer, at: number): string | undefined {
+  const end = b.indexOf(0, at);
+  return end < 0 ? undefined : b.toString('utf8', at, end);
 }
 
 /**

@@ -286,15 +286,25 @@ describe('which units may share a connection', () => {
     expect(pipelineShape(pool, factsFor([query]), undefined)).toBeUndefined();
   });
 
-  it('takes an extended run only when all of it, up to its Sync, is buffered and holds nothing but Parse, Bind, Describe, Execute, Flush', () => {
+  it('takes an extended run only when all of it, up to its Sync, is buffered and runs the one statement it was placed by', () => {
     expect(pipelineShape(pool, factsFor(run), read)).toBe(read);
     expect(pipelineShape(pool, factsFor(run.slice(0, 4)), read)).toBeUndefined();
     expect(pipelineShape(pool, factsFor([...run.slice(0, 2), frame('C', 'S\0'), ...run.slice(2)]), read)).toBeUndefined();
     expect(pipelineShape(pool, factsFor([...run.slice(0, 2), query, ...run.slice(2)]), read)).toBeUndefined();
     const bytes = Buffer.concat(run.slice(1));
-    for (let cut = 0; cut < bytes.length; cut++) expect(isExtendedRunBuffered(0x50, bytes.subarray(0, cut))).toBe(false);
-    expect(isExtendedRunBuffered(0x50, bytes)).toBe(true);
-    expect(isExtendedRunBuffered(0x43, bytes)).toBe(false);
+    for (let cut = 0; cut < bytes.length; cut++) expect(isExtendedRunBuffered(run[0]!, bytes.subarray(0, cut))).toBe(false);
+    expect(isExtendedRunBuffered(run[0]!, bytes)).toBe(true);
+    // a run that starts with a prepared statement's Bind
+    expect(isExtendedRunBuffered(frame('B', '\0s1\0\0\0\0\0\0\0'), Buffer.concat([frame('E', '\0\0\0\0\0'), frame('S')]))).toBe(true);
+    // not a run of the one statement it was placed by
+    expect(isExtendedRunBuffered(frame('C', 'S\0'), bytes)).toBe(false);
+    expect(isExtendedRunBuffered(frame('D', 'S\0'), bytes)).toBe(false);
+    const setRun = [frame('P', 's2\0SET search_path = x\0\0\0'), frame('B', '\0s2\0\0\0\0\0\0\0'), frame('E', '\0\0\0\0\0')];
+    expect(isExtendedRunBuffered(run[0]!, Buffer.concat([...run.slice(1, 4), ...setRun, frame('S')]))).toBe(false);
+    // a Bind of another statement than the one parsed, or a second Execute
+    expect(isExtendedRunBuffered(frame('P', 's1\0SELECT 1\0\0\0'), Buffer.concat([frame('B', '\0s2\0\0\0\0\0\0\0'), frame('E', '\0\0\0\0\0'), frame('S')]))).toBe(false);
+    expect(isExtendedRunBuffered(frame('P', 's1\0SELECT 1\0\0\0'), Buffer.concat([frame('B', '\0s1\0\0\0\0\0\0\0'), frame('E', '\0\0\0\0\0'), frame('S')]))).toBe(true);
+    expect(isExtendedRunBuffered(run[0]!, Buffer.concat([...run.slice(1, 4), frame('E', '\0\0\0\0\0'), frame('S')]))).toBe(false);
   });
 });
 
