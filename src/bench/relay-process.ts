@@ -24,6 +24,8 @@ export interface RelayProcessOptions {
   poolSize: number;
   /** `workers:` (default 1: one process) */
   workers?: number;
+  /** pool.pipeline_depth (undefined: the default) */
+  pipelineDepth?: number;
   /** write a V8 CPU profile into this directory when the process exits */
   cpuProfileDir?: string;
 }
@@ -42,7 +44,7 @@ export async function startRelayProcess(options: RelayProcessOptions): Promise<R
     admin: { host: '127.0.0.1', port: 0 },
     nodes: options.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
     users: [{ name: options.user, password: options.password }],
-    pool: { mode: 'transaction', size: options.poolSize, checkout_timeout_ms: 30_000 },
+    pool: { mode: 'transaction', size: options.poolSize, checkout_timeout_ms: 30_000, ...(options.pipelineDepth === undefined ? {} : { pipeline_depth: options.pipelineDepth }) },
     // a benchmark must not fail over in the middle of a run on a busy machine
     failover: { mode: 'off' },
     log: { level: 'warn', format: 'json' },

@@ -83,6 +83,12 @@ export interface Config {
     max_prepared_statements: number;
     /** bytes of statement texts pgrelay keeps to share server-side statements between clients (least recently used go) */
     max_statement_registry_bytes: number;
+    /**
+     * units one server connection may hold at once when every connection of the pool is busy:
+     * self-contained autocommit units of several clients are queued behind each other on it
+     * (src/pool/server-pipeline.ts); 0 or 1 = no pipelining
+     */
+    pipeline_depth: number;
   };
   client: {
     max_connections: number;
@@ -160,7 +166,7 @@ export const defaults = {
   listen: { host: '127.0.0.1', port: 6432 },
   admin: { host: '127.0.0.1', port: 9930, read_access: 'open', allowed_hosts: [] },
   auth: { method: 'scram-sha-256' },
-  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000, max_per_node: 0, max_prepared_statements: 200, max_statement_registry_bytes: 64 * 1024 * 1024 },
+  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000, max_per_node: 0, max_prepared_statements: 200, max_statement_registry_bytes: 64 * 1024 * 1024, pipeline_depth: 4 },
   client: { max_connections: 10_000, startup_timeout_ms: 10_000, max_message_bytes: 256 * 1024 * 1024 },
   routing: {
     consistency: 'session',

@@ -2,6 +2,8 @@ import type net from 'node:net';
 import type { NodeStatus } from '../cluster/topology.js';
 import type { Pool } from '../pool/pool.js';
 import type { ServerConnection, ServerDataHandler } from '../pool/server-connection.js';
+import { type PipelineMember, ServerPipeline } from '../pool/server-pipeline.js';
+import { FrontendCode } from '../protocol/codes.js';
 
 /** What the lease needs from its session. */
 export interface LeaseHost {
@@ -39,6 +41,8 @@ export class ServerLease {
   node: NodeStatus | undefined;
   private pool: Pool | undefined;
   private attachedAt = 0;
+  /** the connection is shared with other sessions' units (see ServerPipeline) */
+  private member: PipelineMember | undefined;
 
   /** the client socket still holds bytes borrowed from a server connection's read buffer */
   heldReads = false;
@@ -67,13 +71,31 @@ export class ServerLease {
 
   // ------------------------------------------------------------------ the connection
 
-  attach(conn: ServerConnection, node: NodeStatus, pool: Pool, handler: ServerDataHandler): void {
+  /** `pipelined`: the shape of a self-contained unit, which may share the connection (ServerPipeline) */
+  attach(conn: ServerConnection, node: NodeStatus, pool: Pool, handler: ServerDataHandler, pipelined?: object): void {
     this.conn = conn;
     this.node = node;
     this.pool = pool;
     this.attachedAt = performance.now();
-    conn.setHandler(handler);
+    if (pipelined === undefined) conn.setHandler(handler);
+    else this.member = ServerPipeline.join(conn, handler, pipelined, (reusable) => (reusable ? giveBack(conn, pool) : pool.discard(conn)));
     this.observer.started(node);
+  }
+
+  /** The connection is shared with other sessions' units (see ServerPipeline). */
+  get pipelined(): boolean {
+    return this.member !== undefined;
+  }
+
+  /** A unit of the session starts on its shared connection: `shape` when it is self-contained (see unit-pipelining.ts). */
+  unitStarts(shape: object | undefined): void {
+    if (this.member !== undefined) this.member.approved = shape;
+  }
+
+  /** The connection running this session's unit now (for a cancel): not while it waits behind another's. */
+  running(): ServerConnection | undefined {
+    const member = this.member;
+    return member === undefined || member.pipeline.isRunning(member) ? this.conn : undefined;
   }
 
   /**
@@ -86,8 +108,10 @@ export class ServerLease {
     const pool = this.pool!;
     this.flushRun();
     this.flushServerOut();
+    const member = this.member;
     this.unset(true);
-    if (!reusable || conn.closed) pool.discard(conn);
+    if (member !== undefined) member.pipeline.leave(member, reusable);
+    else if (!reusable || conn.closed) pool.discard(conn);
     // the client still writes bytes that live in this connection's read buffer: it stays paused
     else if (this.heldReads) this.pendingGiveBack.push({ conn, pool });
     else giveBack(conn, pool);
@@ -98,14 +122,17 @@ export class ServerLease {
     const conn = this.conn;
     if (!conn) return;
     const pool = this.pool!;
+    const member = this.member;
     this.unset(false);
-    pool.discard(conn);
+    if (member !== undefined) member.pipeline.leave(member, false);
+    else pool.discard(conn);
   }
 
   /** `served`: the connection served to the end (its time is a latency sample; a lost one's is not) */
   private unset(served: boolean): void {
     const node = this.node!;
     this.clearServerFull();
+    this.member = undefined;
     this.conn = undefined;
     this.node = undefined;
     this.pool = undefined;
@@ -135,20 +162,35 @@ export class ServerLease {
   /** Adds a client message (its frame ends at `end`, its body starts at `start`) to the run to forward unchanged. */
   forward(b: Buffer, start: number, end: number): void {
     const frameStart = start - 5;
-    if (this.runBuffer === b && this.runEnd === frameStart) {
+    if (this.runBuffer === b && this.runEnd === frameStart) this.runEnd = end;
+    else {
+      this.flushRun();
+      this.runBuffer = b;
+      this.runStart = frameStart;
       this.runEnd = end;
-      return;
     }
-    this.flushRun();
-    this.runBuffer = b;
-    this.runStart = frameStart;
-    this.runEnd = end;
+    if (this.member !== undefined) this.memberWrote(b[frameStart]!);
   }
 
   /** Writes a message pgrelay made (or rewrote), in order with the forwarded ones. */
   inject(data: Buffer): void {
     this.flushRun();
     this.writeServer(data);
+    if (this.member !== undefined) this.memberWrote(data[0]!);
+  }
+
+  /**
+   * On a shared connection a unit's bytes reach the socket as soon as it ends (its Query, Sync or
+   * FunctionCall): the pipeline then knows it is next in line, before any other session writes.
+   */
+  private memberWrote(code: number): void {
+    const member = this.member!;
+    const ended = code === FrontendCode.Query || code === FrontendCode.Sync || code === FrontendCode.FunctionCall;
+    if (ended && this.conn !== undefined && !this.conn.closed) {
+      this.flushRun();
+      this.flushServerOut();
+    }
+    member.pipeline.wrote(member, ended);
   }
 
   private flushRun(): void {
@@ -233,6 +275,12 @@ export class ServerLease {
    */
   endScan(conn: ServerConnection, clientOpen: boolean): void {
     this.flushClientOut(clientOpen);
+    const member = this.member;
+    if (member !== undefined) {
+      // a shared connection's chunks are copies: only a client far behind holds its reads
+      if (clientOpen && this.host.socket.writableLength > MAX_UNREAD_OUTPUT) member.pipeline.hold(member);
+      return;
+    }
     if (clientOpen && this.host.socket.writableLength > 0) {
       this.heldReads = true;
       conn.socket.pause();
@@ -256,7 +304,7 @@ export class ServerLease {
   }
 
   private writeClient(data: Buffer): void {
-    if (!this.host.socket.write(data, this.onClientWritten) && this.conn) this.conn.socket.pause();
+    if (!this.host.socket.write(data, this.onClientWritten) && this.conn && this.member === undefined) this.conn.socket.pause();
   }
 
   /**
@@ -269,7 +317,9 @@ export class ServerLease {
 
   /** The client socket drained: the attached server is read again, and the client's messages left waiting (clientFull) handled. */
   clientDrained(): void {
-    this.conn?.socket.resume();
+    const member = this.member;
+    if (member !== undefined) member.pipeline.unhold(member);
+    else this.conn?.socket.resume();
     this.host.drained();
   }
 
@@ -282,7 +332,7 @@ export class ServerLease {
       this.pendingGiveBack = [];
       for (const { conn, pool } of pending) giveBack(conn, pool);
     }
-    this.conn?.socket.resume();
+    if (this.member === undefined) this.conn?.socket.resume();
   };
 }
 

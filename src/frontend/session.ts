@@ -195,7 +195,7 @@ export class ClientSession {
 
   /** The server connection running this client's work, if any (for cancel). */
   runningOn(): ServerConnection | undefined {
-    return this.lease.conn && this.queue.length > 0 ? this.lease.conn : undefined;
+    return this.queue.length > 0 ? this.lease.running() : undefined;
   }
 
   /** The one place the unit's state changes. */

@@ -23,6 +23,7 @@ import type { Step, WaitReason } from './unit-state.js';
 import { lookAhead, type UnitAhead } from './unit-lookahead.js';
 import { DISCARD_SEQUENCES, SequenceAffinity } from './sequence-affinity.js';
 import { unitText } from './placeholder-guard.js';
+import { pipelineShape, sharedConnection } from './unit-pipelining.js';
 
 /** An extended unit's later messages are looked at up to this many buffered bytes (beyond: the primary). */
 const LOOKAHEAD_BYTES = 256 * 1024;
@@ -169,6 +170,8 @@ export class UnitPlacement {
     // a read outside a transaction may run again when its connection is lost
     const replayable = isReplayable(replayed, { pinned: this.host.pinned(), clientTxStatus: this.host.tx.status, serverTxStatus: this.host.lease.conn!.txStatus });
     this.host.replayWindow.unitStarts(this.host.reader, replayable, this.host.clientBytes());
+    // a unit on a shared connection: may others' still be queued behind it?
+    if (this.host.lease.pipelined) this.host.lease.unitStarts(pipelineShape(this.services.config().pool, this.host, replayed));
   }
 
   /**
@@ -233,6 +236,16 @@ export class UnitPlacement {
     } catch (error) {
       return host.failUnit(error);
     }
+    // every connection busy: a self-contained unit may queue behind others' on one (pool.pipeline_depth);
+    // one that takes the pool's last connection opens it to such units
+    const pipelined = pipelineShape(services.config().pool, host, classification);
+    if (pipelined !== undefined && pool.exhausted) {
+      const shared = sharedConnection(pool, pipelined, services.config().pool.pipeline_depth, host.state.sql());
+      if (shared !== undefined) {
+        this.attach(shared, node, pool, target, classification, undefined, pipelined);
+        return then();
+      }
+    }
     let sync = true;
     let answered = false;
     let replaying = false;
@@ -282,7 +295,7 @@ export class UnitPlacement {
             if (!failure) pool.release(conn);
             return;
           }
-          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, text, then));
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, text, then, pipelined !== undefined && pool.exhausted ? pipelined : undefined));
           if (failure.cause !== undefined && !this.placedAgain) {
             // the connection was lost, and nothing of the unit was sent: it is placed again, once
             this.placedAgain = true;
@@ -293,7 +306,7 @@ export class UnitPlacement {
         });
         return;
       }
-      this.attach(conn, node, pool, target, classification, text);
+      this.attach(conn, node, pool, target, classification, text, pipelined !== undefined && pool.exhausted ? pipelined : undefined);
       if (sync) then();
       else host.resumeWith(then);
     };
@@ -305,17 +318,17 @@ export class UnitPlacement {
     } else if (replaying) host.park('connection', undefined);
   }
 
-  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, text: string | undefined, then: Step): void {
+  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, text: string | undefined, then: Step, pipelined: object | undefined): void {
     this.placedAgain = false;
-    this.attach(conn, node, pool, target, classification, text);
+    this.attach(conn, node, pool, target, classification, text, pipelined);
     then();
   }
 
   /** `text`: the unit's first SQL text, when it names settings (see PlaceholderGuard) */
-  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, text: string | undefined): void {
+  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, text: string | undefined, pipelined?: object): void {
     this.host.scanner.reset();
     this.attachTarget = target;
-    this.host.lease.attach(conn, node, pool, this.host.handler);
+    this.host.lease.attach(conn, node, pool, this.host.handler, pipelined);
     const placeholders = this.host.effects.placeholders;
     placeholders.attached(conn);
     const definitions = placeholders.definitionsFor(conn, classification, text);

@@ -126,6 +126,16 @@ export class Pool implements ServerDataHandler, BudgetedPool {
     return conn;
   }
 
+  /** Every connection is lent and none can be opened: a unit would wait (see ServerPipeline). */
+  get exhausted(): boolean {
+    return this.idle.length === 0 && this.total >= this.options.size;
+  }
+
+  /** The connections lent now. */
+  lent(): Iterable<ServerConnection> {
+    return this.active;
+  }
+
   get waitingCount(): number {
     return this.waiters.length - this.waiterHead;
   }

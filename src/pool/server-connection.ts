@@ -247,6 +247,11 @@ export class ServerConnection {
     });
   }
 
+  /** A cancel sent for this backend has not been taken yet. */
+  get cancelsPending(): boolean {
+    return this.cancelsInFlight > 0;
+  }
+
   /** Calls `fn` now, or once every cancel sent for this backend has been taken. */
   whenCancelsSettled(fn: () => void): void {
     if (this.cancelsInFlight === 0) fn();

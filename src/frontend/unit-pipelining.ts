@@ -1,0 +1,110 @@
+import type { Classification } from '../classify/classifier.js';
+import type { Config } from '../config/types.js';
+import type { Pool } from '../pool/pool.js';
+import type { ServerConnection } from '../pool/server-connection.js';
+import { ServerPipeline } from '../pool/server-pipeline.js';
+import { FrontendCode, TxStatus } from '../protocol/codes.js';
+import type { FrameReader } from '../protocol/frame-reader.js';
+
+/** What deciding whether a unit may share a connection needs from its session. */
+export interface PipeliningFacts {
+  /** the client messages, at the unit's first one */
+  readonly reader: FrameReader;
+  readonly tx: { readonly status: number; readonly beginDeferred: boolean; readonly orphaned: boolean };
+  pinned(): boolean;
+}
+
+/**
+ * The shape of a unit that may run behind other clients' units on one server connection
+ * (pool.pipeline_depth; see ServerPipeline), or undefined. Self-contained means: pipelining is on
+ * and the pool pools transactions; the client is outside a transaction (status I, no BEGIN held
+ * back) and not pinned; the unit is one statement with no session effect (no SET, no pin, no
+ * PREPARE/DEALLOCATE, no transaction control) and all of it is already here: a simple Query, or
+ * an extended run of that one statement whose Sync is buffered (see isExtendedRunBuffered). Such a unit is
+ * its own implicit transaction (or ends at its Sync), so its error cannot touch the next unit.
+ */
+export function pipelineShape(pool: Config['pool'], facts: PipeliningFacts, classification: Classification | undefined): Classification | undefined {
+  if (pool.pipeline_depth < 2 || pool.mode !== 'transaction' || classification === undefined) return undefined;
+  if (classification.statements !== 1 || classification.pin || classification.effects.length > 0) return undefined;
+  // currval/lastval and named custom settings may need a statement of pgrelay's before them (DISCARD
+  // SEQUENCES, RESET of a placeholder: see SequenceAffinity, PlaceholderGuard): not in line with others
+  if (classification.readsSequences === true || classification.namesSettings === true) return undefined;
+  const tx = facts.tx;
+  if (tx.status !== TxStatus.Idle || tx.beginDeferred || tx.orphaned || facts.pinned()) return undefined;
+  const reader = facts.reader;
+  if (reader.code === FrontendCode.Query) return classification;
+  return isExtendedRunBuffered(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread()) ? classification : undefined;
+}
+
+/**
+ * Whether the extended run that starts with the message `first` (code byte to end) is all here, up
+ * to its Sync in `rest`, and runs exactly the statement it was placed by: it starts with a Parse
+ * or a Bind; it holds at most one Parse, one Bind and one Execute besides Describe and Flush
+ * (nothing else: no Close, no Query, no second statement that could SET something); a Bind after
+ * a Parse binds that statement.
+ */
+export function isExtendedRunBuffered(first: Buffer, rest: Buffer): boolean {
+  const code = first[0];
+  if (code !== FrontendCode.Parse && code !== FrontendCode.Bind) return false;
+  const run = { parsed: undefined as string | undefined, binds: 0, executes: 0 };
+  if (!takeRunMessage(first, 0, run)) return false;
+  let at = 0;
+  while (rest.length - at >= 5) {
+    if (rest[at] === FrontendCode.Sync) return true;
+    const end = at + 1 + rest.readInt32BE(at + 1);
+    if (end > rest.length || !takeRunMessage(rest.subarray(at, end), 0, run)) return false;
+    at = end;
+  }
+  return false;
+}
+
+/** One message of a run that may share a connection (see isExtendedRunBuffered); false: it may not. */
+function takeRunMessage(frame: Buffer, at: number, run: { parsed: string | undefined; binds: number; executes: number }): boolean {
+  switch (frame[at]) {
+    case FrontendCode.Parse:
+      if (run.parsed !== undefined || run.binds > 0) return false;
+      run.parsed = cstring(frame, at + 5);
+      return run.parsed !== undefined;
+    case FrontendCode.Bind: {
+      if (run.binds++ > 0) return false;
+      if (run.parsed === undefined) return true;
+      const portal = cstring(frame, at + 5);
+      return portal !== undefined && cstring(frame, at + 5 + Buffer.byteLength(portal) + 1) === run.parsed;
+    }
+    case FrontendCode.Execute:
+      return run.executes++ === 0;
+    case FrontendCode.Describe:
+    case FrontendCode.Flush:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** The NUL-terminated string at `at`, undefined when it has no terminator. */
+function cstring(b: Buffer, at: number): string | undefined {
+  const end = b.indexOf(0, at);
+  return end < 0 ? undefined : b.toString('utf8', at, end);
+}
+
+/**
+ * A connection of `pool` (all of them lent) that a unit of `shape` may be queued on now: one
+ * carrying only short self-contained units, fewer than `depth`, with the client's session state
+ * already applied (a replay would have to run first; such a unit waits for a free connection).
+ * The least loaded one. Units that wait for the pool meanwhile are not starved: a connection
+ * that took its share stops taking more (see ServerPipeline.mayQueue).
+ */
+export function sharedConnection(pool: Pool, shape: Classification, depth: number, state: string): ServerConnection | undefined {
+  const now = performance.now();
+  const othersWait = pool.waitingCount > 0;
+  let best: ServerConnection | undefined;
+  let bestDepth = depth;
+  for (const conn of pool.lent()) {
+    const pipeline = ServerPipeline.of(conn);
+    if (pipeline === undefined || pipeline.depth >= bestDepth || conn.appliedState !== state) continue;
+    if (!pipeline.mayQueue(shape, depth, now, othersWait)) continue;
+    best = conn;
+    bestDepth = pipeline.depth;
+  }
+  return best;
+}
