@@ -41,6 +41,7 @@ export interface ShapeDecision {
   userFunctions: string[];
   /** false when the decision depends on a literal's value (it is then recomputed for every text) */
   cacheable: boolean;
+  unverifiable?: string;
 }
 
 // DeclareCursorStmt.options bit for WITH HOLD (CURSOR_OPT_HOLD in parsenodes.h)
@@ -95,7 +96,7 @@ function analyzeStatement(node: Node | undefined, index: number, options: Analyz
       if (((d.options ?? 0) & CURSOR_OPT_HOLD) !== 0) {
         return decision('primary', 'DECLARE … WITH HOLD keeps a cursor past the transaction', { pin: true, userFunctions: walked(d.query).userFunctions });
       }
-      return queryDecision(walked(d.query), 'DECLARE CURSOR');
+      return { ...queryDecision(walked(d.query), 'DECLARE CURSOR'), unverifiable: 'DECLARE' };
     }
     case 'FetchStmt':
     case 'ClosePortalStmt':
@@ -204,7 +205,9 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
   const effects: SessionEffect[] = [];
   let pin = false;
   let cacheable = true;
+  let unverifiable: string | undefined;
   for (const d of decisions) {
+    unverifiable ??= d.unverifiable;
     for (const f of d.userFunctions) userFunctions.add(f);
     effects.push(...d.effects);
     pin ||= d.pin;
@@ -225,5 +228,5 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
     route = 'any';
     reason = n === 1 ? decisions[0]!.reason : `${n} session statements`;
   }
-  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable };
+  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable, ...(unverifiable === undefined ? {} : { unverifiable }) };
 }

@@ -169,6 +169,7 @@ export class Classifier {
       effects: Object.freeze(d.effects),
       statements: d.statements,
       userFunctions: Object.freeze(d.userFunctions),
+      ...(d.unverifiable === undefined ? {} : { unverifiable: d.unverifiable }),
     });
   }
 

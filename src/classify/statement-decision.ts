@@ -15,6 +15,8 @@ export interface StatementDecision {
   effects: SessionEffect[];
   userFunctions: Set<string>;
   cacheable: boolean;
+  /** why running the statement again elsewhere cannot tell whether its answer changed (see Classification.unverifiable) */
+  unverifiable?: string;
   /** BEGIN / START TRANSACTION without READ ONLY */
   beginsReadWrite?: boolean;
   /** SET TRANSACTION … READ ONLY, and not SERIALIZABLE */

@@ -69,6 +69,13 @@ export interface Classification {
    * written so. Their volatility decided the route (see Classifier.setVolatility).
    */
   readonly userFunctions: readonly string[];
+  /**
+   * Why the statement's answer cannot be checked by running it again on another node: a call
+   * whose answer depends on the server or the moment (`now()`, `CURRENT_TIMESTAMP`, `random()`,
+   * `inet_server_port()`, …), or a cursor (`DECLARE`). An optimistic transaction moves to the
+   * primary before such a statement.
+   */
+  readonly unverifiable?: string;
 }
 
 export interface ClassifierOptions {

@@ -10,9 +10,10 @@ import type { ServerMessageScanner } from '../protocol/server-scanner.js';
 import { REROUTED_READONLY } from '../metrics/unit-reason.js';
 import type { Target } from '../routing/router.js';
 import { raiseStatement } from '../routing/sync-commit-floor.js';
-import { isReplayable, isUnreachable, onHeldConnection, pinOnReplicaRefusal, targetOf } from '../routing/unit-route.js';
+import { isReplayable, isUnreachable, onHeldConnection, pinOnReplicaRefusal, staysOnReplica, targetOf } from '../routing/unit-route.js';
 import type { ClientTransaction } from './client-transaction.js';
-import type { StatementPayload } from './client-statements.js';
+import type { ClientStatements, StatementPayload } from './client-statements.js';
+import { OptimisticTransaction } from './optimistic-transaction.js';
 import { Expect, type ResponseQueue, SWALLOW } from './response-queue.js';
 import type { ServerLease } from './server-lease.js';
 import type { SessionEffects } from './session-effects.js';
@@ -45,6 +46,8 @@ export interface PlacementHost {
   readonly tx: ClientTransaction;
   /** the session's transaction defaults pick a target (see targetOf) */
   readonly effects: SessionEffects;
+  /** the client's statements (an optimistic transaction runs them again on the primary) */
+  readonly statements: ClientStatements;
   /** the client messages (at the unit's first one when it starts: see ReplayWindow) */
   readonly reader: FrameReader;
   /** bytes sent to the client so far */
@@ -88,15 +91,37 @@ export class UnitPlacement {
   attachTarget: Target | 'any' = 'any';
   /** when the unit now running began (pgrelay_query_duration_seconds) */
   unitBeganAt = 0;
+  /** a transaction of a held BEGIN that runs on a replica while it only reads */
+  readonly optimistic: OptimisticTransaction;
 
   constructor(
     private readonly services: SessionServices,
     private readonly host: PlacementHost,
-  ) {}
+  ) {
+    this.optimistic = new OptimisticTransaction(services, {
+      ...host,
+      tx: host.tx,
+      lease: host.lease,
+      scanner: host.scanner,
+      handler: host.handler,
+      statements: { parseBody: (name) => host.statements.parseBody(name) },
+      placeOnPrimary: (then) => this.place('primary', undefined, then),
+    });
+  }
+
+  /**
+   * A BEGIN outside a transaction, with nothing under way, is answered here and sent with the
+   * transaction's first statement: the answers to send, or undefined when it goes to a server now.
+   */
+  deferBegin(classification: Classification, text: string, frame: Buffer): Buffer[] | undefined {
+    const host = this.host;
+    const idle = !host.lease.conn && !host.unitOpen() && host.queue.length === 0;
+    return host.tx.deferBegin(classification, text, frame, { idle, pinned: host.pinned(), defaultReadOnly: host.effects.defaultReadOnly, optimistic: this.optimistic.enabled });
+  }
 
   /** Where a statement wants to run, given the session's transaction defaults. */
   targetOf(classification: Classification | undefined): Target | 'any' {
-    const target = targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly });
+    const target = targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly, optimistic: this.optimistic.startsOnReplica });
     // serializable by default: a hot standby refuses every transaction of the session (0A000);
     // a shape a replica refused as a write (25006) goes to the primary
     return target === 'replica' && (this.host.effects.defaultSerializable || this.services.router.refusedOnReplica.has(classification)) ? 'primary' : target;
@@ -124,7 +149,7 @@ export class UnitPlacement {
     if (this.host.tx.orphaned) return this.host.answerOrphaned(classification);
     if (this.host.unitOpen() && this.host.lease.conn) return then();
     let target = this.targetOf(classification);
-    if (target !== 'primary' && this.unitMayMove()) {
+    if (target !== 'primary' && (this.unitMayMove() || this.host.tx.beginDeferred || this.optimistic.onReplica)) {
       // a unit that starts with a read and writes later runs on the primary as a whole
       const ahead = this.aheadOfUnit();
       if (ahead === 'incomplete') return this.host.awaitInput();
@@ -150,7 +175,8 @@ export class UnitPlacement {
     return lookAhead(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), {
       classify: (text) => this.services.classifier.classify(text),
       statement: (name) => this.host.statementClassification(name),
-      wantsPrimary: (classification) => this.targetOf(classification) === 'primary',
+      // in an optimistic transaction, a statement that may not run on its replica moves the whole unit
+      wantsPrimary: (classification) => this.targetOf(classification) === 'primary' || (this.optimistic.onReplica && !staysOnReplica(classification)),
     });
   }
 
@@ -170,6 +196,11 @@ export class UnitPlacement {
   ensureServer(target: Target | 'any' | undefined, classification: Classification | undefined, then: Step): void {
     const host = this.host;
     const server = host.lease.conn;
+    if (server && target !== undefined && this.optimistic.mustMove(server, target, classification)) {
+      // answers still in flight on the replica (pipelined units) first: they are part of what moves
+      if (host.queue.length > 0) return host.park('drain', () => this.ensureServer(target, classification, then));
+      return this.optimistic.move(then);
+    }
     if (server) {
       const onPrimary = server.node === this.services.topology.primaryName;
       // a write on the held primary connection counts for read-your-writes, whatever attached it
@@ -265,7 +296,7 @@ export class UnitPlacement {
             if (!failure) pool.release(conn);
             return;
           }
-          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, then));
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, then));
           if (failure.cause !== undefined && !this.placedAgain) {
             // the connection was lost, and nothing of the unit was sent: it is placed again, once
             this.placedAgain = true;
@@ -276,7 +307,7 @@ export class UnitPlacement {
         });
         return;
       }
-      this.attach(conn, node, pool, target);
+      this.attach(conn, node, pool, target, classification);
       if (sync) then();
       else host.resumeWith(then);
     });
@@ -287,26 +318,29 @@ export class UnitPlacement {
     } else if (replaying) host.park('connection', undefined);
   }
 
-  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', then: Step): void {
+  private attachAndRun(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, then: Step): void {
     this.placedAgain = false;
-    this.attach(conn, node, pool, target);
+    this.attach(conn, node, pool, target, classification);
     then();
   }
 
-  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any'): void {
+  private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined): void {
     this.host.scanner.reset();
+    this.host.scanner.digest = undefined;
     this.attachTarget = target;
     this.host.lease.attach(conn, node, pool, this.host.handler);
     const begin = this.host.tx.takeBegin();
     if (begin !== undefined) {
       this.host.lease.inject(begin);
       this.host.queue.push(Expect.Query | SWALLOW);
+      this.optimistic.begun(conn, begin, target, classification);
     }
   }
 
   /** Gives the server connection back (to its pool, or destroys it when its state is unknown). */
   release(reusable: boolean): void {
     if (!this.host.lease.conn) return;
+    this.optimistic.released();
     this.host.replayWindow.close();
     this.host.queue.clear();
     this.host.lease.release(reusable && !this.host.scanner.inMessage);

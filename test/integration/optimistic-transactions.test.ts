@@ -1,0 +1,159 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { LocalCluster } from '../../src/local/cluster.js';
+import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
+import { startRelay, type Relay } from '../support/relay.js';
+
+// Optimistic transactions (routing.transactions: optimistic, DESIGN.md) against a cluster of our
+// own (primary, one async replica), through the least-privilege application role `shop`. A
+// transaction begun with a plain BEGIN whose first statement is a plain read starts on the
+// replica; before its first statement that is not a plain read it moves to the primary, where
+// its earlier reads run again and are compared; a difference is 40001 and nothing is written.
+// Where statements ran is read on the servers: per-node pg_stat_user_tables scan counters of the
+// table read (opt_items), and current_setting('port') where the statement may carry it.
+
+const PASSWORD = { shop: 'shop-pw-71', monitor: 'monitor-pw-72', failover: 'failover-pw-73' };
+const WAIT = { timeout: 20_000, interval: 100 };
+let cluster: LocalCluster;
+const ports: Record<string, number> = {};
+let relay: Relay;
+
+beforeAll(async () => {
+  cluster = await LocalCluster.create({ replicas: 1, standby: false });
+  for (const name of ['primary', 'replica1']) ports[name] = cluster.node(name).port;
+  for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
+  await cluster.query('primary', 'CREATE TABLE opt_items (id int PRIMARY KEY, v int NOT NULL)');
+  await cluster.query('primary', 'INSERT INTO opt_items SELECT g, g * 10 FROM generate_series(1, 20) g');
+  await cluster.query('primary', 'CREATE TABLE opt_log (id serial PRIMARY KEY, note text NOT NULL)');
+  await cluster.query('primary', 'GRANT SELECT, INSERT, UPDATE ON opt_items, opt_log TO shop; GRANT USAGE ON SEQUENCE opt_log_id_seq TO shop');
+  await cluster.waitForReplay('replica1');
+  relay = await relayWith({});
+}, 120_000);
+
+afterAll(async () => {
+  await relay?.stop();
+  await cluster?.stop();
+});
+
+async function relayWith(routing: Record<string, unknown>): Promise<Relay> {
+  const r = await startRelay(cluster, {
+    users: [{ name: 'shop', password: PASSWORD.shop }],
+    health: { user: 'pgrelay_monitor', password: PASSWORD.monitor },
+    routing: { consistency: 'session', fence_wait_ms: 500, max_lag_ms: 60_000, lag_interval_ms: 100, ...routing },
+  });
+  await vi.waitFor(() => expect(r.app.topology.node('replica1')!.fresh).toBe(true), WAIT);
+  return r;
+}
+
+function shopUrl(r: Relay): string {
+  return r.url({ user: 'shop', password: PASSWORD.shop });
+}
+
+async function client(r: Relay = relay): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: shopUrl(r) });
+  c.on('error', () => undefined);
+  onTestFinished(() => c.end().catch(() => undefined));
+  await c.connect();
+  return c;
+}
+
+/** Scans of opt_items on each node so far (the server's own counters, flushed within ~1 s of a backend going idle). */
+async function scans(): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const name of ['primary', 'replica1']) {
+    const [row] = await cluster.query<{ n: string }>(name, "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relname = 'opt_items'");
+    out[name] = Number(row!.n);
+  }
+  return out;
+}
+
+/** Waits until the scan counters grew by at least `by` on each node named. */
+async function scansGrew(before: Record<string, number>, by: Record<string, number>): Promise<Record<string, number>> {
+  let now: Record<string, number> = {};
+  await vi.waitFor(async () => {
+    now = await scans();
+    for (const [name, n] of Object.entries(by)) expect(now[name]! - before[name]!).toBeGreaterThanOrEqual(n);
+  }, WAIT);
+  return now;
+}
+
+async function outcomes(r: Relay = relay): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const v of (await r.app.metrics.transactions.get()).values) out[String(v.labels.outcome)] = v.value;
+  return out;
+}
+
+function grew(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
+  return out;
+}
+
+async function valueOf(id: number): Promise<number> {
+  const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM opt_items WHERE id = $1', [id]);
+  return row!.v;
+}
+
+describe('optimistic transactions', () => {
+  it('pg: a transaction that only reads runs and commits on the replica', async () => {
+    const c = await client();
+    const before = await scans();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    const read = await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [3]);
+    expect(read.rows).toEqual([{ v: 30 }]);
+    const simple = await c.query<{ n: string }>('SELECT count(*) AS n FROM opt_items');
+    expect(simple.rows[0]!.n).toBe('20');
+    const port = await c.query<{ port: string }>("SELECT current_setting('port') AS port");
+    await c.query('COMMIT');
+    expect(Number(port.rows[0]!.port)).toBe(ports.replica1);
+    await scansGrew(before, { replica1: 2 });
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 1 });
+  });
+
+  it('pg: read, then write: moves before the write, the read is verified on the primary, commits there', async () => {
+    const c = await client();
+    const before = await scans();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    const read = await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [4]);
+    expect(read.rows).toEqual([{ v: 40 }]);
+    await c.query('INSERT INTO opt_log (note) VALUES ($1)', ['moved-pg']);
+    const port = await c.query<{ port: string }>("SELECT current_setting('port') AS port");
+    await c.query('COMMIT');
+    expect(Number(port.rows[0]!.port)).toBe(ports.primary);
+    // the read ran on the replica, and once more on the primary (the check)
+    await scansGrew(before, { replica1: 1, primary: 1 });
+    expect(await cluster.query('primary', 'SELECT note FROM opt_log WHERE note = $1', ['moved-pg'])).toHaveLength(1);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
+  it('pg: another client changes a row the transaction read: 40001 at the write, nothing of it is written', async () => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    const read = await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [5]);
+    expect(read.rows).toEqual([{ v: 50 }]);
+    // after the read, before the write
+    await cluster.query('primary', 'UPDATE opt_items SET v = v + 1 WHERE id = 5');
+    const error = await c.query('UPDATE opt_items SET v = 999 WHERE id = 6').then(
+      () => undefined,
+      (e: { code?: string; message: string }) => e,
+    );
+    expect(error?.code).toBe('40001');
+    expect(error?.message).toMatch(/data it read changed/);
+    // the transaction is failed, as after any error: statements fail until ROLLBACK
+    await expect(c.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+    await c.query('ROLLBACK');
+    expect(await valueOf(6)).toBe(60);
+    expect(await valueOf(5)).toBe(51);
+    expect(grew(metrics, await outcomes())).toEqual({ conflict: 1 });
+    // the client goes on: its next transaction (a retry) runs on the primary and commits
+    await c.query('BEGIN');
+    expect((await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [5])).rows).toEqual([{ v: 51 }]);
+    await c.query('UPDATE opt_items SET v = 61 WHERE id = 6');
+    await c.query('COMMIT');
+    expect(await valueOf(6)).toBe(61);
+    await cluster.query('primary', 'UPDATE opt_items SET v = 50 WHERE id = 5; UPDATE opt_items SET v = 60 WHERE id = 6');
+  });
+});
