@@ -8,6 +8,7 @@ import type { FrameReader } from '../protocol/frame-reader.js';
 import { firstDifference } from '../protocol/row-digest.js';
 import type { ServerMessageScanner } from '../protocol/server-scanner.js';
 import type { Target } from '../routing/router.js';
+import { raiseStatement } from '../routing/sync-commit-floor.js';
 import { endsTransaction, isPlainRead, staysOnReplica } from '../routing/unit-route.js';
 import type { ClientTransaction } from './client-transaction.js';
 import { OptimisticLog, type ParsedStatements } from './optimistic-log.js';
@@ -54,6 +55,8 @@ export class OptimisticTransaction {
   private conn: ServerConnection | undefined;
   /** its BEGIN (the client's message), sent again on the primary */
   private begin: Buffer | undefined;
+  /** why the transaction cannot move now, found outside its log */
+  private unreplayable: string | undefined;
   /** the client's last transaction conflicted: its next one (a retry, likely) starts on the primary */
   private primaryNext = false;
 
@@ -121,66 +124,75 @@ export class OptimisticTransaction {
     return this.log.bytes > this.services.config().routing.optimistic_max_bytes && !endsTransaction(classification);
   }
 
+  /** The transaction cannot move now (`why`): it fails with 40001. */
+  cannotMove(why: string): void {
+    this.unreplayable = why;
+    this.move(() => undefined);
+  }
+
   /** Moves the transaction to the primary (see the class); `then` runs the unit there once its reads are verified. */
   move(then: Step): void {
     const host = this.host;
     const runs = [this.begin!, ...this.log.runs];
     const expected = this.log.digest.results.slice();
-    const unreplayable = this.log.unreplayable;
-    const node = host.lease.node!.name;
+    const unreplayable = this.unreplayable ?? this.log.unreplayable;
+    this.unreplayable = undefined;
     this.stop();
     const replica = host.lease.detach();
     if (replica) rollBack(replica.conn, replica.pool);
-    if (unreplayable !== undefined) {
-      this.services.metrics.transactions.labels('conflict').inc();
-      return this.fail(node, conflictError(`it could not move to the primary: ${unreplayable}`));
-    }
-    host.placeOnPrimary(() => this.verify(runs, expected, then));
+    host.placeOnPrimary(() => this.verify(unreplayable === undefined ? runs : runs.slice(0, 1), expected, unreplayable, then));
   }
 
-  /** The primary connection is attached: the replica's work runs again there, then `then` (or 40001). */
-  private verify(runs: Buffer[], expected: number[], then: Step): void {
+  /**
+   * The primary connection is attached: the replica's work runs again there (only the BEGIN when
+   * it cannot), then `then`, or a conflict: the transaction there is failed with 40001 (raised on
+   * the server, so that it is failed there too and ends with the client's ROLLBACK).
+   */
+  private verify(runs: Buffer[], expected: number[], unreplayable: string | undefined, then: Step): void {
     const host = this.host;
     const conn = host.lease.conn!;
     const node = host.lease.node!.name;
+    const gone = (): boolean => host.isClosed() || conn !== host.lease.conn;
     host.park('connection', undefined);
-    replayRuns(conn, runs, REPLAY_TIMEOUT_MS).then(
-      (result) => {
-        conn.unnamedToken = 0; // the replay used the unnamed statement
-        if (host.isClosed() || conn !== host.lease.conn) return;
-        conn.setHandler(host.handler);
+    const lost = (error: unknown): void => {
+      if (gone()) return;
+      host.resumeWith(() => {
+        host.lease.lost();
+        this.services.nodeBroken(node, error instanceof Error ? error : undefined);
+        this.primaryNext = true;
+        host.tx.lost(true, true, node, undefined);
+        host.failUnit(new ProxyError(SqlState.connectionFailure, `connection to node ${node} lost while the transaction moved to it; the transaction is rolled back`));
+      });
+    };
+    void (async () => {
+      const result = await replayRuns(conn, runs, REPLAY_TIMEOUT_MS);
+      conn.unnamedToken = 0; // the replay used the unnamed statement
+      if (gone()) return;
+      let why = unreplayable === undefined ? undefined : `it could not move to the primary: ${unreplayable}`;
+      if (why === undefined) {
         const at = result.error === undefined ? firstDifference(expected, result.results) : 0;
         if (at < 0 && conn.txStatus === TxStatus.InTransaction) {
+          conn.setHandler(host.handler);
           this.services.metrics.transactions.labels('moved').inc();
           return host.resumeWith(then);
         }
-        this.services.metrics.transactions.labels('conflict').inc();
-        const why = result.error !== undefined ? `running its reads again on the primary failed (${result.error.get('C') ?? 'error'})` : `statement ${at + 1} of it answered differently on the primary`;
-        host.resumeWith(() => {
-          const primary = host.lease.detach();
-          if (primary) rollBack(primary.conn, primary.pool);
-          this.fail(node, conflictError(`the data it read changed: ${why}`));
-        });
-      },
-      (error: unknown) => {
-        if (host.isClosed() || conn !== host.lease.conn) return;
-        host.resumeWith(() => {
-          host.lease.lost();
-          this.services.nodeBroken(node, error instanceof Error ? error : undefined);
-          this.fail(node, new ProxyError(SqlState.connectionFailure, `connection to node ${node} lost while the transaction moved to it; the transaction is rolled back`));
-        });
-      },
-    );
-  }
-
-  /** The client's transaction is failed with `error` (only ROLLBACK ends it; nothing of it committed). */
-  private fail(node: string, error: ProxyError): void {
-    this.primaryNext = true;
-    this.host.tx.lost(true, true, node, undefined);
-    this.host.failUnit(error);
+        why = `the data it read changed: ${result.error !== undefined ? `running its reads again on the primary failed (${result.error.get('C') ?? 'error'})` : `statement ${at + 1} of it answered differently on the primary`}`;
+      }
+      this.services.metrics.transactions.labels('conflict').inc();
+      this.primaryNext = true;
+      const error = conflictError(why);
+      await runInternalQuery(conn, raiseStatement(error));
+      if (gone()) return;
+      conn.setHandler(host.handler);
+      host.resumeWith(() => {
+        host.tx.saw(TxStatus.Failed);
+        host.failUnit(error);
+      });
+    })().catch(lost);
   }
 }
 
+/** 40001, as PostgreSQL's own serialization failures (drivers, ORMs and retry loops handle it). */
 function conflictError(why: string): ProxyError {
   return new ProxyError(SqlState.serializationFailure, `could not serialize access: this transaction read on a replica and ${why}; run it again`);
 }

@@ -147,15 +147,25 @@ export class UnitPlacement {
   /** A message of an extended-protocol unit: `then` runs once the unit has its server connection. */
   beginExtendedUnit(classification: Classification | undefined, then: Step): void {
     if (this.host.tx.orphaned) return this.host.answerOrphaned(classification);
-    if (this.host.unitOpen() && this.host.lease.conn) return then();
+    if (this.host.unitOpen() && this.host.lease.conn) {
+      // a unit of an optimistic transaction that parsed on its replica (Parse, Describe, Flush) and now runs what may not run there moves
+      return this.optimistic.onReplica && this.aheadOfUnit(true) === 'write' ? this.ensureServer('primary', undefined, then) : then();
+    }
     let target = this.targetOf(classification);
-    if (target !== 'primary' && (this.unitMayMove() || this.host.tx.beginDeferred || this.optimistic.onReplica)) {
+    let decidedBy = classification;
+    if (this.optimistic.onReplica) {
+      // an optimistic transaction's unit stays on its replica, or moves, as a whole, by the statements it runs
+      const ahead = this.aheadOfUnit(true);
+      if (ahead === 'incomplete') return this.host.awaitInput();
+      target = ahead === 'write' ? 'primary' : 'replica';
+      decidedBy = undefined;
+    } else if (target !== 'primary' && (this.unitMayMove() || this.host.tx.beginDeferred)) {
       // a unit that starts with a read and writes later runs on the primary as a whole
       const ahead = this.aheadOfUnit();
       if (ahead === 'incomplete') return this.host.awaitInput();
       if (ahead === 'write') target = 'primary';
     }
-    this.ensureServer(target, classification, () => {
+    this.ensureServer(target, decidedBy, () => {
       this.host.openUnit();
       this.unitBegins(classification?.route ?? 'any', classification, classification);
       then();
@@ -169,14 +179,15 @@ export class UnitPlacement {
   }
 
   /** Whether the extended unit's later messages (those already received) write (see lookAhead). */
-  private aheadOfUnit(): UnitAhead {
+  private aheadOfUnit(runOnly = false): UnitAhead {
     const reader = this.host.reader;
     if (reader.pending > LOOKAHEAD_BYTES) return 'write';
     return lookAhead(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), {
       classify: (text) => this.services.classifier.classify(text),
       statement: (name) => this.host.statementClassification(name),
       // in an optimistic transaction, a statement that may not run on its replica moves the whole unit
-      wantsPrimary: (classification) => this.targetOf(classification) === 'primary' || (this.optimistic.onReplica && !staysOnReplica(classification)),
+      wantsPrimary: (classification) => (runOnly ? !staysOnReplica(classification) : this.targetOf(classification) === 'primary'),
+      runOnly,
     });
   }
 
@@ -198,8 +209,9 @@ export class UnitPlacement {
     const server = host.lease.conn;
     if (server && target !== undefined && this.optimistic.mustMove(server, target, classification)) {
       // answers still in flight on the replica (pipelined units) first: they are part of what moves
-      if (host.queue.length > 0) return host.park('drain', () => this.ensureServer(target, classification, then));
-      return this.optimistic.move(then);
+      if (host.queue.length === 0) return this.optimistic.move(then);
+      if (host.unitOpen()) return this.optimistic.cannotMove('answers to the statements before it in the same run were still under way');
+      return host.park('drain', () => this.ensureServer(target, classification, then));
     }
     if (server) {
       const onPrimary = server.node === this.services.topology.primaryName;

@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import pg from 'pg';
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
@@ -155,5 +157,182 @@ describe('optimistic transactions', () => {
     await c.query('COMMIT');
     expect(await valueOf(6)).toBe(61);
     await cluster.query('primary', 'UPDATE opt_items SET v = 50 WHERE id = 5; UPDATE opt_items SET v = 60 WHERE id = 6');
+  });
+
+  it('pg: savepoints, ROLLBACK TO and SET LOCAL stay on the replica and are carried to the primary in order', async () => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    expect((await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [8])).rows).toEqual([{ v: 80 }]);
+    await c.query("SET LOCAL app.tenant = 'acme'");
+    await c.query('SAVEPOINT a');
+    await c.query("SET LOCAL app.tenant = 'other'");
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 9')).rows).toEqual([{ v: 90 }]);
+    await c.query('ROLLBACK TO SAVEPOINT a');
+    await c.query('SAVEPOINT b');
+    const onReplica = await c.query<{ tenant: string }>("SELECT current_setting('app.tenant') AS tenant");
+    expect(onReplica.rows[0]).toEqual({ tenant: 'acme' });
+    await c.query('ROLLBACK TO SAVEPOINT b');
+    // moves here: on the primary, the SET LOCAL and both savepoints are there, in order
+    await c.query('INSERT INTO opt_log (note) VALUES ($1)', ['savepoint-kept']);
+    const onPrimary = await c.query<{ port: string; tenant: string }>("SELECT current_setting('port') AS port, current_setting('app.tenant') AS tenant");
+    expect(onPrimary.rows[0]).toEqual({ port: String(ports.primary), tenant: 'acme' });
+    await c.query('INSERT INTO opt_log (note) VALUES ($1)', ['savepoint-undone']);
+    await c.query('ROLLBACK TO SAVEPOINT a');
+    await c.query('INSERT INTO opt_log (note) VALUES ($1)', ['after-rollback-to']);
+    await c.query('RELEASE SAVEPOINT a');
+    await c.query('COMMIT');
+    const notes = await cluster.query<{ note: string }>('primary', "SELECT note FROM opt_log WHERE note IN ('savepoint-kept', 'savepoint-undone', 'after-rollback-to') ORDER BY id");
+    expect(notes.map((r) => r.note)).toEqual(['after-rollback-to']);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
+  it('pg: a read of the replica itself that answers differently on the primary is a conflict, not a wrong answer', async () => {
+    const c = await client();
+    await c.query('BEGIN');
+    expect((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port).toBe(String(ports.replica1));
+    await expect(c.query('INSERT INTO opt_log (note) VALUES ($1)', ['never'])).rejects.toMatchObject({ code: '40001' });
+    await c.query('ROLLBACK');
+    expect(await cluster.query('primary', "SELECT 1 FROM opt_log WHERE note = 'never'")).toHaveLength(0);
+  });
+
+  it('pg: REPEATABLE READ and READ COMMITTED start on the replica and keep their level when moved; SERIALIZABLE runs on the primary', async () => {
+    const c = await client();
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    const replica = await c.query<{ port: string; level: string }>("SELECT current_setting('port') AS port, current_setting('transaction_isolation') AS level");
+    expect(replica.rows[0]).toEqual({ port: String(ports.replica1), level: 'repeatable read' });
+    await c.query('COMMIT');
+
+    await c.query('START TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 10')).rows).toEqual([{ v: 100 }]);
+    await c.query('UPDATE opt_items SET v = 101 WHERE id = 10');
+    const moved = await c.query<{ port: string; level: string }>("SELECT current_setting('port') AS port, current_setting('transaction_isolation') AS level");
+    expect(moved.rows[0]).toEqual({ port: String(ports.primary), level: 'repeatable read' });
+    await c.query('COMMIT');
+    expect(await valueOf(10)).toBe(101);
+
+    await c.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+    expect((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port).toBe(String(ports.replica1));
+    await c.query('COMMIT');
+
+    await c.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
+    const serializable = await c.query<{ port: string; level: string }>("SELECT current_setting('port') AS port, current_setting('transaction_isolation') AS level");
+    expect(serializable.rows[0]).toEqual({ port: String(ports.primary), level: 'serializable' });
+    await c.query('COMMIT');
+  });
+
+  it.each([
+    ['SELECT … FOR UPDATE', "SELECT v, current_setting('port') AS port FROM opt_items WHERE id = 11 FOR UPDATE"],
+    ['nextval()', "SELECT nextval('opt_log_id_seq') AS v, current_setting('port') AS port"],
+    ['now()', "SELECT now() AS v, current_setting('port') AS port"],
+    ['random()', "SELECT random() AS v, current_setting('port') AS port"],
+    ['inet_server_port()', 'SELECT inet_server_port() AS v, inet_server_port()::text AS port'],
+  ])('pg: %s moves the transaction before it runs', async (_name, sql) => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 11')).rows).toEqual([{ v: 110 }]);
+    const row = (await c.query<{ port: string }>(sql)).rows[0]!;
+    expect(row.port).toBe(String(ports.primary));
+    await c.query('COMMIT');
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
+  it('pg: a statement that fails on the replica fails the transaction as on a direct connection', async () => {
+    const c = await client();
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 12')).rows).toEqual([{ v: 120 }]);
+    await expect(c.query('SELECT 1 / (v - v) FROM opt_items WHERE id = 12')).rejects.toMatchObject({ code: '22012' });
+    await expect(c.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+    await c.query('ROLLBACK');
+    await c.query('BEGIN');
+    expect((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port).toBe(String(ports.replica1));
+    await c.query('COMMIT');
+  });
+
+  it('postgres.js: begin() with a read then a write, and with both pipelined in one go', async () => {
+    const sql = postgres(shopUrl(relay), { max: 1, onnotice: () => undefined });
+    onTestFinished(() => sql.end({ timeout: 1 }));
+    const metrics = await outcomes();
+    const readOnly = await sql.begin(async (tx) => {
+      const [row] = await tx<{ v: number }[]>`SELECT v FROM opt_items WHERE id = ${13}`;
+      const [port] = await tx<{ port: string }[]>`SELECT current_setting('port') AS port`;
+      return { v: row!.v, port: port!.port };
+    });
+    expect(readOnly).toEqual({ v: 130, port: String(ports.replica1) });
+    const written = await sql.begin(async (tx) => {
+      const [row] = await tx<{ v: number }[]>`SELECT v FROM opt_items WHERE id = ${14}`;
+      await tx`INSERT INTO opt_log (note) VALUES (${'pjs-' + row!.v})`;
+      const [port] = await tx<{ port: string }[]>`SELECT current_setting('port') AS port`;
+      return port!.port;
+    });
+    expect(written).toBe(String(ports.primary));
+    // several statements written at once, one Sync each (postgres.js pipelines them)
+    const pipelined = await sql.begin((tx) => [tx`SELECT v FROM opt_items WHERE id = ${15}`, tx`UPDATE opt_items SET v = ${151} WHERE id = ${15}`, tx`SELECT current_setting('port') AS port`]);
+    expect(pipelined[0]).toEqual([{ v: 150 }]);
+    expect((pipelined[2] as unknown as { port: string }[])[0]!.port).toBe(String(ports.primary));
+    expect(await valueOf(15)).toBe(151);
+    expect(await cluster.query('primary', "SELECT 1 FROM opt_log WHERE note = 'pjs-140'")).toHaveLength(1);
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 1, moved: 2 });
+    // a conflict reaches postgres.js as 40001 and nothing is written
+    const conflict = sql.begin(async (tx) => {
+      await tx`SELECT v FROM opt_items WHERE id = ${16}`;
+      await cluster.query('primary', 'UPDATE opt_items SET v = 161 WHERE id = 16');
+      await tx`UPDATE opt_items SET v = ${999} WHERE id = ${17}`;
+    });
+    await expect(conflict).rejects.toMatchObject({ code: '40001' });
+    expect(await valueOf(17)).toBe(170);
+  });
+
+  it('psql: a script that reads, sets a savepoint and writes commits once, on the primary', async () => {
+    const metrics = await outcomes();
+    const script = [
+      'BEGIN;',
+      'SELECT v FROM opt_items WHERE id = 18;',
+      'SAVEPOINT s;',
+      "INSERT INTO opt_log (note) VALUES ('psql-script');",
+      "SELECT current_setting('port');",
+      'COMMIT;',
+    ].join('\n');
+    const result = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const child = execFile('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-align', '--tuples-only', shopUrl(relay)], { timeout: 60_000 }, (error, stdout, stderr) =>
+        resolve({ code: error ? 1 : 0, stdout, stderr }),
+      );
+      child.stdin!.end(script + '\n');
+    });
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout.split('\n').filter(Boolean)).toEqual(['180', String(ports.primary)]);
+    expect(await cluster.query('primary', "SELECT 1 FROM opt_log WHERE note = 'psql-script'")).toHaveLength(1);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+});
+
+describe('the replay bound and the off switch', () => {
+  it('routing.optimistic_max_bytes: past it, the transaction moves at its next statement, even a read', async () => {
+    const small = await relayWith({ optimistic_max_bytes: 0 });
+    onTestFinished(() => small.stop());
+    const c = await client(small);
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 19')).rows).toEqual([{ v: 190 }]);
+    // the log now holds more than 0 bytes: this read moves the transaction first (the one above verified)
+    const port = await c.query<{ port: string }>("SELECT current_setting('port') AS port");
+    expect(port.rows[0]!.port).toBe(String(ports.primary));
+    await c.query('COMMIT');
+    expect(grew({}, await outcomes(small))).toEqual({ moved: 1 });
+  });
+
+  it('routing.transactions: primary runs every transaction of a plain BEGIN on the primary', async () => {
+    const off = await relayWith({ transactions: 'primary' });
+    onTestFinished(() => off.stop());
+    const c = await client(off);
+    for (const begin of ['BEGIN', 'BEGIN ISOLATION LEVEL REPEATABLE READ']) {
+      await c.query(begin);
+      expect((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port).toBe(String(ports.primary));
+      await c.query('COMMIT');
+    }
+    // outside a transaction, reads still go to the replica
+    expect((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port).toBe(String(ports.replica1));
+    expect(grew({}, await outcomes(off))).toEqual({ primary: 1 });
   });
 });
