@@ -55,6 +55,8 @@ export class OptimisticTransaction {
   private conn: ServerConnection | undefined;
   /** its BEGIN (the client's message), sent again on the primary */
   private begin: Buffer | undefined;
+  /** the transaction lost its replica connection while idle there: its next unit places it again (see lostIdle) */
+  private homeless: { node: string; runs: Buffer[]; expected: number[] } | undefined;
   /** why the transaction cannot move now, found outside its log */
   private unreplayable: string | undefined;
   /** the client's last transaction conflicted: its next one (a retry, likely) starts on the primary */
@@ -93,6 +95,7 @@ export class OptimisticTransaction {
    */
   begun(conn: ServerConnection, begin: Buffer, target: Target | 'any', first: Classification | undefined): void {
     this.stop();
+    this.homeless = undefined;
     this.primaryNext = false;
     if (target !== 'replica' || !this.enabled || !isPlainRead(first)) {
       if (target === 'primary') this.services.metrics.transactions.labels('primary').inc();
@@ -144,11 +147,40 @@ export class OptimisticTransaction {
   }
 
   /**
+   * The replica connection of the optimistic transaction was lost while nothing of the client's
+   * was in flight there: instead of failing the transaction, its next unit places it again (see
+   * rehome), unless its log cannot run again. True when it will.
+   */
+  lostIdle(conn: ServerConnection): boolean {
+    if (conn !== this.conn || this.log.unreplayable !== undefined) return false;
+    this.homeless = { node: conn.node, runs: [this.begin!, ...this.log.runs], expected: this.log.digest.results.slice() };
+    this.conn = undefined;
+    this.host.scanner.digest = undefined;
+    return true;
+  }
+
+  /** The node whose connection a transaction lost and that its next unit avoids, while it has none (see lostIdle). */
+  get homelessOn(): string | undefined {
+    return this.homeless?.node;
+  }
+
+  /**
+   * A connection is attached for a transaction that lost its replica (see lostIdle): what it ran
+   * runs again there and is compared, as for a move; the same answers: it goes on there (still
+   * optimistic on a replica), and the client never knew.
+   */
+  rehome(then: Step): void {
+    const { runs, expected } = this.homeless!;
+    this.homeless = undefined;
+    this.verify(runs, expected, undefined, then, true);
+  }
+
+  /**
    * The primary connection is attached: the replica's work runs again there (only the BEGIN when
    * it cannot), then `then`, or a conflict: the transaction there is failed with 40001 (raised on
    * the server, so that it is failed there too and ends with the client's ROLLBACK).
    */
-  private verify(runs: Buffer[], expected: number[], unreplayable: string | undefined, then: Step): void {
+  private verify(runs: Buffer[], expected: number[], unreplayable: string | undefined, then: Step, rehomed = false): void {
     const host = this.host;
     const conn = host.lease.conn!;
     const node = host.lease.node!.name;
@@ -173,7 +205,12 @@ export class OptimisticTransaction {
         const at = result.error === undefined ? firstDifference(expected, result.results) : 0;
         if (at < 0 && conn.txStatus === TxStatus.InTransaction) {
           conn.setHandler(host.handler);
-          this.services.metrics.transactions.labels('moved').inc();
+          if (rehomed && node !== this.services.topology.primaryName) {
+            // on another replica: still optimistic, its log goes on
+            this.conn = conn;
+            this.begin = runs[0];
+            host.scanner.digest = this.log.digest;
+          } else this.services.metrics.transactions.labels('moved').inc();
           return host.resumeWith(then);
         }
         why = `the data it read changed: ${result.error !== undefined ? `running its reads again on the primary failed (${result.error.get('C') ?? 'error'})` : `statement ${at + 1} of it answered differently on the primary`}`;

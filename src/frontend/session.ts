@@ -390,7 +390,7 @@ export class ClientSession {
     }
     const serverFatal = this.replies.serverFatal;
     this.replies.serverFatal = undefined;
-    if (!hadWork && !inTransaction) return;
+    if ((!hadWork && !inTransaction) || (!hadWork && this.placement.optimistic.lostIdle(conn))) return;
     this.tx.lost(inTransaction && outcome !== 'unknown', hadWork, node.name, serverFatal);
     if (hadWork) {
       this.sendToClient(answers.connectionLost(node.name, serverFatal, outcome));

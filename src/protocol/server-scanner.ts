@@ -45,7 +45,7 @@ export class ServerMessageScanner {
   /** a small body being collected across chunks */
   private small: Buffer | undefined;
   private smallLength = 0;
-  /** when set, the DataRows passed on (not swallowed) are hashed into it, and statement ends counted (see RowDigest) */
+  /** when set, the DataRows passed on (not swallowed) are hashed into it, statement ends counted and an error the client gets noted (see RowDigest) */
   digest: RowDigest | undefined;
   /** the current message is a DataRow being hashed */
   private digesting = false;
@@ -124,6 +124,7 @@ export class ServerMessageScanner {
       if (small && length - at >= bodyLength) {
         // whole here: decide, then either leave it in the forwarded run or cut it out
         const keep = sink.small(code, chunk, at, at + bodyLength, drop);
+        if (keep && code === BackendCode.ErrorResponse && this.digest !== undefined) this.digest.errored = true;
         if (!keep || !headerInChunk) {
           if (fwdStart < messageStart) sink.out(chunk.subarray(fwdStart, messageStart));
           if (keep) sink.out(framed(code, chunk.subarray(at, at + bodyLength), bodyLength));
@@ -160,7 +161,10 @@ export class ServerMessageScanner {
     const small = this.small;
     if (small) {
       this.small = undefined;
-      if (sink.small(this.currentCode, small, 0, this.smallLength, this.dropping)) sink.out(framed(this.currentCode, small, this.smallLength));
+      if (sink.small(this.currentCode, small, 0, this.smallLength, this.dropping)) {
+        if (this.currentCode === BackendCode.ErrorResponse && this.digest !== undefined) this.digest.errored = true;
+        sink.out(framed(this.currentCode, small, this.smallLength));
+      }
     }
     return this.endMessage(sink);
   }
@@ -173,7 +177,6 @@ export class ServerMessageScanner {
       const code = this.currentCode;
       if (this.digesting) digest.rowEnd();
       else if (code === BackendCode.CommandComplete || code === BackendCode.EmptyQueryResponse) digest.statementEnd();
-      else if (code === BackendCode.ErrorResponse) digest.errored = true;
       this.digesting = false;
     }
     return sink.end(this.currentCode, this.currentLength, dropped);

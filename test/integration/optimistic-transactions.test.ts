@@ -7,7 +7,7 @@ import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
 import { startRelay, type Relay } from '../support/relay.js';
 
 // Optimistic transactions (routing.transactions: optimistic, DESIGN.md) against a cluster of our
-// own (primary, one async replica), through the least-privilege application role `shop`. A
+// own (primary, two async replicas), through the least-privilege application role `shop`. A
 // transaction begun with a plain BEGIN whose first statement is a plain read starts on the
 // replica; before its first statement that is not a plain read it moves to the primary, where
 // its earlier reads run again and are compared; a difference is 40001 and nothing is written.
@@ -16,19 +16,22 @@ import { startRelay, type Relay } from '../support/relay.js';
 
 const PASSWORD = { shop: 'shop-pw-71', monitor: 'monitor-pw-72', failover: 'failover-pw-73' };
 const WAIT = { timeout: 20_000, interval: 100 };
+const NODES = ['primary', 'replica1', 'replica2'];
+const REPLICAS = ['replica1', 'replica2'];
 let cluster: LocalCluster;
 const ports: Record<string, number> = {};
 let relay: Relay;
 
 beforeAll(async () => {
-  cluster = await LocalCluster.create({ replicas: 1, standby: false });
-  for (const name of ['primary', 'replica1']) ports[name] = cluster.node(name).port;
+  cluster = await LocalCluster.create({ replicas: 2, standby: false });
+  for (const name of NODES) ports[name] = cluster.node(name).port;
   for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
   await cluster.query('primary', 'CREATE TABLE opt_items (id int PRIMARY KEY, v int NOT NULL)');
   await cluster.query('primary', 'INSERT INTO opt_items SELECT g, g * 10 FROM generate_series(1, 20) g');
   await cluster.query('primary', 'CREATE TABLE opt_log (id serial PRIMARY KEY, note text NOT NULL)');
   await cluster.query('primary', 'GRANT SELECT, INSERT, UPDATE ON opt_items, opt_log TO shop; GRANT USAGE ON SEQUENCE opt_log_id_seq TO shop');
   await cluster.waitForReplay('replica1');
+  await cluster.waitForReplay('replica2');
   relay = await relayWith({});
 }, 120_000);
 
@@ -43,7 +46,7 @@ async function relayWith(routing: Record<string, unknown>): Promise<Relay> {
     health: { user: 'pgrelay_monitor', password: PASSWORD.monitor },
     routing: { consistency: 'session', fence_wait_ms: 500, max_lag_ms: 60_000, lag_interval_ms: 100, ...routing },
   });
-  await vi.waitFor(() => expect(r.app.topology.node('replica1')!.fresh).toBe(true), WAIT);
+  await vi.waitFor(() => expect([r.app.topology.node('replica1')!.fresh, r.app.topology.node('replica2')!.fresh]).toEqual([true, true]), WAIT);
   return r;
 }
 
@@ -62,21 +65,28 @@ async function client(r: Relay = relay): Promise<pg.Client> {
 /** Scans of opt_items on each node so far (the server's own counters, flushed within ~1 s of a backend going idle). */
 async function scans(): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for (const name of ['primary', 'replica1']) {
+  for (const name of NODES) {
     const [row] = await cluster.query<{ n: string }>(name, "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relname = 'opt_items'");
     out[name] = Number(row!.n);
   }
   return out;
 }
 
-/** Waits until the scan counters grew by at least `by` on each node named. */
-async function scansGrew(before: Record<string, number>, by: Record<string, number>): Promise<Record<string, number>> {
-  let now: Record<string, number> = {};
+/** Waits until the scan counters grew by at least `by` on the primary and on the replicas together. */
+async function scansGrew(before: Record<string, number>, by: { primary?: number; replicas?: number }): Promise<void> {
+  const onReplicas = (counts: Record<string, number>): number => REPLICAS.reduce((n, name) => n + counts[name]!, 0);
   await vi.waitFor(async () => {
-    now = await scans();
-    for (const [name, n] of Object.entries(by)) expect(now[name]! - before[name]!).toBeGreaterThanOrEqual(n);
+    const now = await scans();
+    if (by.primary !== undefined) expect(now.primary! - before.primary!).toBeGreaterThanOrEqual(by.primary);
+    if (by.replicas !== undefined) expect(onReplicas(now) - onReplicas(before)).toBeGreaterThanOrEqual(by.replicas);
   }, WAIT);
-  return now;
+}
+
+/** The port a statement reported is a replica's. */
+function replicaPort(port: string | number): string {
+  const name = REPLICAS.find((n) => ports[n] === Number(port));
+  expect(name, `port ${port}`).toBeDefined();
+  return name!;
 }
 
 async function outcomes(r: Relay = relay): Promise<Record<string, number>> {
@@ -108,8 +118,8 @@ describe('optimistic transactions', () => {
     expect(simple.rows[0]!.n).toBe('20');
     const port = await c.query<{ port: string }>("SELECT current_setting('port') AS port");
     await c.query('COMMIT');
-    expect(Number(port.rows[0]!.port)).toBe(ports.replica1);
-    await scansGrew(before, { replica1: 2 });
+    replicaPort(port.rows[0]!.port);
+    await scansGrew(before, { replicas: 2 });
     expect(grew(metrics, await outcomes())).toEqual({ replica: 1 });
   });
 
@@ -125,7 +135,7 @@ describe('optimistic transactions', () => {
     await c.query('COMMIT');
     expect(Number(port.rows[0]!.port)).toBe(ports.primary);
     // the read ran on the replica, and once more on the primary (the check)
-    await scansGrew(before, { replica1: 1, primary: 1 });
+    await scansGrew(before, { replicas: 1, primary: 1 });
     expect(await cluster.query('primary', 'SELECT note FROM opt_log WHERE note = $1', ['moved-pg'])).toHaveLength(1);
     expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
   });
@@ -190,7 +200,7 @@ describe('optimistic transactions', () => {
   it('pg: a read of the replica itself that answers differently on the primary is a conflict, not a wrong answer', async () => {
     const c = await client();
     await c.query('BEGIN');
-    expect((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port).toBe(String(ports.replica1));
+    replicaPort((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port);
     await expect(c.query('INSERT INTO opt_log (note) VALUES ($1)', ['never'])).rejects.toMatchObject({ code: '40001' });
     await c.query('ROLLBACK');
     expect(await cluster.query('primary', "SELECT 1 FROM opt_log WHERE note = 'never'")).toHaveLength(0);
@@ -200,7 +210,8 @@ describe('optimistic transactions', () => {
     const c = await client();
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
     const replica = await c.query<{ port: string; level: string }>("SELECT current_setting('port') AS port, current_setting('transaction_isolation') AS level");
-    expect(replica.rows[0]).toEqual({ port: String(ports.replica1), level: 'repeatable read' });
+    replicaPort(replica.rows[0]!.port);
+    expect(replica.rows[0]!.level).toBe('repeatable read');
     await c.query('COMMIT');
 
     await c.query('START TRANSACTION ISOLATION LEVEL REPEATABLE READ');
@@ -212,7 +223,7 @@ describe('optimistic transactions', () => {
     expect(await valueOf(10)).toBe(101);
 
     await c.query('BEGIN ISOLATION LEVEL READ COMMITTED');
-    expect((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port).toBe(String(ports.replica1));
+    replicaPort((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port);
     await c.query('COMMIT');
 
     await c.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
@@ -246,7 +257,7 @@ describe('optimistic transactions', () => {
     await expect(c.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
     await c.query('ROLLBACK');
     await c.query('BEGIN');
-    expect((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port).toBe(String(ports.replica1));
+    replicaPort((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port);
     await c.query('COMMIT');
   });
 
@@ -259,7 +270,8 @@ describe('optimistic transactions', () => {
       const [port] = await tx<{ port: string }[]>`SELECT current_setting('port') AS port`;
       return { v: row!.v, port: port!.port };
     });
-    expect(readOnly).toEqual({ v: 130, port: String(ports.replica1) });
+    expect(readOnly.v).toBe(130);
+    replicaPort(readOnly.port);
     const written = await sql.begin(async (tx) => {
       const [row] = await tx<{ v: number }[]>`SELECT v FROM opt_items WHERE id = ${14}`;
       await tx`INSERT INTO opt_log (note) VALUES (${'pjs-' + row!.v})`;
@@ -308,6 +320,52 @@ describe('optimistic transactions', () => {
   });
 });
 
+describe('a read-only transaction whose replica connection is lost', () => {
+  it('continues on another replica, its reads run again there and compared, without an error', async () => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = $1', [20])).rows).toEqual([{ v: 200 }]);
+    expect((await c.query('SELECT count(*)::int AS n FROM opt_items')).rows).toEqual([{ n: 20 }]);
+    // the server connection of the transaction, idle in it on one replica, is terminated there
+    let lostOn: string | undefined;
+    for (const name of REPLICAS) {
+      const killed = await cluster.query<{ pid: number }>(
+        name,
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'shop' AND state = 'idle in transaction'",
+        [],
+        { superuser: true, database: 'postgres' },
+      );
+      if (killed.length > 0) lostOn = name;
+    }
+    expect(lostOn).toBeDefined();
+    await vi.waitFor(async () => {
+      const left = await cluster.query(lostOn!, "SELECT 1 FROM pg_stat_activity WHERE usename = 'shop' AND state = 'idle in transaction'", [], { superuser: true, database: 'postgres' });
+      expect(left).toHaveLength(0);
+    }, WAIT);
+    // the client never knows: the transaction goes on, on the other replica
+    expect((await c.query('SELECT v FROM opt_items WHERE id = $1', [19])).rows).toEqual([{ v: 190 }]);
+    const port = (await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port;
+    expect(replicaPort(port)).not.toBe(lostOn);
+    await c.query('COMMIT');
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 1 });
+  });
+
+  it('a row it read changed meanwhile: 40001, as for a move', async () => {
+    const c = await client();
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = $1', [1])).rows).toEqual([{ v: 10 }]);
+    await cluster.query('primary', 'UPDATE opt_items SET v = 11 WHERE id = 1');
+    for (const name of REPLICAS) await cluster.waitForReplay(name);
+    for (const name of REPLICAS) {
+      await cluster.query(name, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'shop' AND state = 'idle in transaction'", [], { superuser: true, database: 'postgres' });
+    }
+    await expect(c.query('SELECT v FROM opt_items WHERE id = 2')).rejects.toMatchObject({ code: '40001' });
+    await c.query('ROLLBACK');
+    await cluster.query('primary', 'UPDATE opt_items SET v = 10 WHERE id = 1');
+  });
+});
+
 describe('the replay bound and the off switch', () => {
   it('routing.optimistic_max_bytes: past it, the transaction moves at its next statement, even a read', async () => {
     const small = await relayWith({ optimistic_max_bytes: 0 });
@@ -332,7 +390,7 @@ describe('the replay bound and the off switch', () => {
       await c.query('COMMIT');
     }
     // outside a transaction, reads still go to the replica
-    expect((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port).toBe(String(ports.replica1));
+    replicaPort((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port);
     expect(grew({}, await outcomes(off))).toEqual({ primary: 1 });
   });
 });
