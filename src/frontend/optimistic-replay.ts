@@ -36,6 +36,7 @@ export function replayRuns(conn: ServerConnection, runs: readonly Buffer[], time
           const { buffer: b, start, end } = reader;
           switch (reader.code) {
             case BackendCode.DataRow:
+            case BackendCode.CopyData:
               digest.add(b, start, end);
               digest.rowEnd();
               break;

@@ -57,6 +57,8 @@ export class OptimisticTransaction {
   private begin: Buffer | undefined;
   /** the transaction lost its replica connection while idle there: its next unit places it again (see lostIdle) */
   private homeless: { node: string; runs: Buffer[]; expected: number[] } | undefined;
+  /** what such a transaction runs again once placed (see placeAgain) */
+  private replaying: { node: string; runs: Buffer[]; expected: number[] } | undefined;
   /** why the transaction cannot move now, found outside its log */
   private unreplayable: string | undefined;
   /** the client's last transaction conflicted: its next one (a retry, likely) starts on the primary */
@@ -143,6 +145,7 @@ export class OptimisticTransaction {
     this.stop();
     const replica = host.lease.detach();
     if (replica) rollBack(replica.conn, replica.pool);
+    this.unplaced(replica?.conn.node ?? 'replica');
     host.placeOnPrimary(() => this.verify(unreplayable === undefined ? runs : runs.slice(0, 1), expected, unreplayable, then));
   }
 
@@ -159,9 +162,27 @@ export class OptimisticTransaction {
     return true;
   }
 
-  /** The node whose connection a transaction lost and that its next unit avoids, while it has none (see lostIdle). */
-  get homelessOn(): string | undefined {
-    return this.homeless?.node;
+  /**
+   * A transaction that lost its replica (see lostIdle) is placed again now: the node to avoid,
+   * or undefined when there is none. The client's transaction is failed should the placing fail
+   * (see unplaced); once placed, `rehome` runs it again there.
+   */
+  placeAgain(): string | undefined {
+    const homeless = this.homeless;
+    if (homeless === undefined) return undefined;
+    this.homeless = undefined;
+    this.replaying = homeless;
+    this.unplaced(homeless.node);
+    return homeless.node;
+  }
+
+  /**
+   * The transaction has no server connection until it is placed again and verified: should the
+   * placing fail (no primary, a connect refused), the client's transaction is failed (only
+   * ROLLBACK ends it), never left to run its next statements outside a transaction.
+   */
+  unplaced(node: string): void {
+    this.host.tx.lost(true, true, node, undefined);
   }
 
   /**
@@ -170,9 +191,15 @@ export class OptimisticTransaction {
    * optimistic on a replica), and the client never knew.
    */
   rehome(then: Step): void {
-    const { runs, expected } = this.homeless!;
-    this.homeless = undefined;
+    const { runs, expected } = this.replaying!;
+    this.replaying = undefined;
     this.verify(runs, expected, undefined, then, true);
+  }
+
+  /** The transaction has its server connection again (see unplaced). */
+  private placed(): void {
+    this.host.tx.orphaned = false;
+    this.host.tx.status = TxStatus.InTransaction;
   }
 
   /**
@@ -205,6 +232,7 @@ export class OptimisticTransaction {
         const at = result.error === undefined ? firstDifference(expected, result.results) : 0;
         if (at < 0 && conn.txStatus === TxStatus.InTransaction) {
           conn.setHandler(host.handler);
+          this.placed();
           if (rehomed && node !== this.services.topology.primaryName) {
             // on another replica: still optimistic, its log goes on
             this.conn = conn;
@@ -221,6 +249,7 @@ export class OptimisticTransaction {
       await runInternalQuery(conn, raiseStatement(error));
       if (gone()) return;
       conn.setHandler(host.handler);
+      this.placed();
       host.resumeWith(() => {
         host.tx.saw(TxStatus.Failed);
         host.failUnit(error);

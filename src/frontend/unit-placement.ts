@@ -213,8 +213,8 @@ export class UnitPlacement {
       if (host.unitOpen()) return this.optimistic.cannotMove('answers to the statements before it in the same run were still under way');
       return host.park('drain', () => this.ensureServer(target, classification, then));
     }
-    const lostOn = this.optimistic.homelessOn;
-    if (!server && lostOn !== undefined) {
+    const lostOn = server ? undefined : this.optimistic.placeAgain();
+    if (lostOn !== undefined) {
       // an optimistic transaction that lost its replica: on another node, its reads verified there
       host.replayWindow.avoid = lostOn;
       return this.place(target === 'primary' ? 'primary' : 'replica', undefined, () => this.optimistic.rehome(() => this.ensureServer(target, classification, then)));

@@ -1,7 +1,7 @@
 /**
  * What a run of statements answered, reduced to numbers that can be compared with a run of the
  * same statements elsewhere: per completed statement (CommandComplete or EmptyQueryResponse) its
- * row count and two 32-bit sums of one hash per DataRow. A sum does not depend on the order of
+ * row count and two 32-bit sums of one hash per DataRow (or CopyData, of a COPY … TO STDOUT). A sum does not depend on the order of
  * the rows (a read without ORDER BY may return them in another order on another node); two lanes
  * with different hashes make a chance collision ~2^-64.
  *

@@ -120,7 +120,7 @@ export class ServerMessageScanner {
       this.currentCode = code;
       this.currentLength = declared + 1;
       this.dropping = drop;
-      this.digesting = code === BackendCode.DataRow && !drop && this.digest !== undefined;
+      this.digesting = (code === BackendCode.DataRow || code === BackendCode.CopyData) && !drop && this.digest !== undefined;
       if (small && length - at >= bodyLength) {
         // whole here: decide, then either leave it in the forwarded run or cut it out
         const keep = sink.small(code, chunk, at, at + bodyLength, drop);

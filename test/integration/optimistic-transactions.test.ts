@@ -95,6 +95,11 @@ async function outcomes(r: Relay = relay): Promise<Record<string, number>> {
   return out;
 }
 
+/** Server connections pgrelay saw lost so far (all nodes). */
+async function serverErrors(r: Relay = relay): Promise<number> {
+  return (await r.app.metrics.serverErrors.get()).values.reduce((n, v) => n + v.value, 0);
+}
+
 function grew(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
@@ -328,6 +333,7 @@ describe('a read-only transaction whose replica connection is lost', () => {
     expect((await c.query('SELECT v FROM opt_items WHERE id = $1', [20])).rows).toEqual([{ v: 200 }]);
     expect((await c.query('SELECT count(*)::int AS n FROM opt_items')).rows).toEqual([{ n: 20 }]);
     // the server connection of the transaction, idle in it on one replica, is terminated there
+    const errorsBefore = await serverErrors();
     let lostOn: string | undefined;
     for (const name of REPLICAS) {
       const killed = await cluster.query<{ pid: number }>(
@@ -343,6 +349,8 @@ describe('a read-only transaction whose replica connection is lost', () => {
       const left = await cluster.query(lostOn!, "SELECT 1 FROM pg_stat_activity WHERE usename = 'shop' AND state = 'idle in transaction'", [], { superuser: true, database: 'postgres' });
       expect(left).toHaveLength(0);
     }, WAIT);
+    // pgrelay has seen the connection go (a statement sent before that would be lost with it: 08006)
+    await vi.waitFor(async () => expect(await serverErrors()).toBeGreaterThan(errorsBefore), WAIT);
     // the client never knows: the transaction goes on, on the other replica
     expect((await c.query('SELECT v FROM opt_items WHERE id = $1', [19])).rows).toEqual([{ v: 190 }]);
     const port = (await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port;
@@ -357,9 +365,11 @@ describe('a read-only transaction whose replica connection is lost', () => {
     expect((await c.query('SELECT v FROM opt_items WHERE id = $1', [1])).rows).toEqual([{ v: 10 }]);
     await cluster.query('primary', 'UPDATE opt_items SET v = 11 WHERE id = 1');
     for (const name of REPLICAS) await cluster.waitForReplay(name);
+    const errorsBefore = await serverErrors();
     for (const name of REPLICAS) {
       await cluster.query(name, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'shop' AND state = 'idle in transaction'", [], { superuser: true, database: 'postgres' });
     }
+    await vi.waitFor(async () => expect(await serverErrors()).toBeGreaterThan(errorsBefore), WAIT);
     await expect(c.query('SELECT v FROM opt_items WHERE id = 2')).rejects.toMatchObject({ code: '40001' });
     await c.query('ROLLBACK');
     await cluster.query('primary', 'UPDATE opt_items SET v = 10 WHERE id = 1');
