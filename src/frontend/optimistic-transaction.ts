@@ -59,8 +59,6 @@ export class OptimisticTransaction {
   private homeless: { node: string; runs: Buffer[]; expected: number[] } | undefined;
   /** what such a transaction runs again once placed (see placeAgain) */
   private replaying: { node: string; runs: Buffer[]; expected: number[] } | undefined;
-  /** why the transaction cannot move now, found outside its log */
-  private unreplayable: string | undefined;
   /** the client's last transaction conflicted: its next one (a retry, likely) starts on the primary */
   private primaryNext = false;
 
@@ -129,19 +127,12 @@ export class OptimisticTransaction {
     return this.log.bytes > this.services.config().routing.optimistic_max_bytes && !endsTransaction(classification);
   }
 
-  /** The transaction cannot move now (`why`): it fails with 40001. */
-  cannotMove(why: string): void {
-    this.unreplayable = why;
-    this.move(() => undefined);
-  }
-
   /** Moves the transaction to the primary (see the class); `then` runs the unit there once its reads are verified. */
   move(then: Step): void {
     const host = this.host;
     const runs = [this.begin!, ...this.log.runs];
     const expected = this.log.digest.results.slice();
-    const unreplayable = this.unreplayable ?? this.log.unreplayable;
-    this.unreplayable = undefined;
+    const unreplayable = this.log.unreplayable;
     this.stop();
     const replica = host.lease.detach();
     if (replica) rollBack(replica.conn, replica.pool);

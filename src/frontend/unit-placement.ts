@@ -210,7 +210,8 @@ export class UnitPlacement {
     if (server && target !== undefined && this.optimistic.mustMove(server, target, classification)) {
       // answers still in flight on the replica (pipelined units) first: they are part of what moves
       if (host.queue.length === 0) return this.optimistic.move(then);
-      if (host.unitOpen()) return this.optimistic.cannotMove('answers to the statements before it in the same run were still under way');
+      // mid-run with answers still coming (statements pipelined behind a Flush): it cannot move without losing them; it runs there (a write fails with 25006)
+      if (host.unitOpen()) return then();
       return host.park('drain', () => this.ensureServer(target, classification, then));
     }
     const lostOn = server ? undefined : this.optimistic.placeAgain();
