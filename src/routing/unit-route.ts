@@ -42,9 +42,12 @@ export function targetOf(classification: Classification | undefined, facts: Sess
 
 /** `BEGIN`, `BEGIN WORK|TRANSACTION`, `START TRANSACTION`: no options, no comment (hints stay routed) */
 const PLAIN_BEGIN = /^\s*(?:begin(?:\s+(?:work|transaction))?|start\s+transaction)\s*;?\s*$/i;
-/** the same with an isolation level a hot standby runs (READ COMMITTED, REPEATABLE READ) and READ WRITE, in any order */
+/**
+ * the same with an isolation level a hot standby runs (READ COMMITTED, REPEATABLE READ); not
+ * READ WRITE: a transaction that says it will write starts on the primary
+ */
 const OPTIMISTIC_BEGIN =
-  /^\s*(?:begin(?:\s+(?:work|transaction))?|start\s+transaction)(?:\s*,?\s*(?:isolation\s+level\s+(?:read\s+committed|read\s+uncommitted|repeatable\s+read)|read\s+write))*\s*;?\s*$/i;
+  /^\s*(?:begin(?:\s+(?:work|transaction))?|start\s+transaction)(?:\s+isolation\s+level\s+(?:read\s+committed|read\s+uncommitted|repeatable\s+read))?\s*;?\s*$/i;
 
 /**
  * A plain read: it may run on a replica and answers the same when run again on the primary

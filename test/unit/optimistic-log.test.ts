@@ -177,11 +177,13 @@ describe('optimistic routing rules', () => {
 
   it('holds BEGIN with READ COMMITTED or REPEATABLE READ when optimistic; SERIALIZABLE never; the first plain read picks a replica', () => {
     const facts = { idle: true, pinned: false, beginDeferred: false, defaultReadOnly: false, clientTxStatus: TxStatus.Idle };
-    for (const sql of ['BEGIN ISOLATION LEVEL REPEATABLE READ', 'START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE']) {
+    for (const sql of ['BEGIN ISOLATION LEVEL REPEATABLE READ', 'START TRANSACTION ISOLATION LEVEL READ COMMITTED']) {
       expect(deferredBeginTag(c(sql), sql, { ...facts, optimistic: true })).toBeDefined();
       expect(deferredBeginTag(c(sql), sql, { ...facts, optimistic: false })).toBeUndefined();
     }
     expect(deferredBeginTag(c('BEGIN ISOLATION LEVEL SERIALIZABLE'), 'BEGIN ISOLATION LEVEL SERIALIZABLE', { ...facts, optimistic: true })).toBeUndefined();
+    // a transaction that says it will write goes to the primary at once
+    expect(deferredBeginTag(c('BEGIN READ WRITE'), 'BEGIN READ WRITE', { ...facts, optimistic: true })).toBeUndefined();
     const held = { beginDeferred: true, defaultReadOnly: false };
     expect(targetOf(c('SELECT 1'), { ...held, optimistic: true })).toBe('replica');
     expect(targetOf(c('SELECT 1'), { ...held, optimistic: false })).toBe('primary');
