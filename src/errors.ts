@@ -18,6 +18,7 @@ export const SqlState = {
   tooManyConnections: '53300',
   featureNotSupported: '0A000',
   readOnlyTransaction: '25006',
+  serializationFailure: '40001',
   inFailedTransaction: '25P02',
   invalidParameterValue: '22023',
   undefinedPreparedStatement: '26000',

@@ -45,6 +45,7 @@ export interface ShapeDecision {
   readsSequences?: boolean;
   /** names settings: SET, RESET, SHOW, set_config(), current_setting(), pg_settings */
   namesSettings?: boolean;
+  unverifiable?: string;
 }
 
 // DeclareCursorStmt.options bit for WITH HOLD (CURSOR_OPT_HOLD in parsenodes.h)
@@ -99,7 +100,7 @@ function analyzeStatement(node: Node | undefined, index: number, options: Analyz
       if (((d.options ?? 0) & CURSOR_OPT_HOLD) !== 0) {
         return decision('primary', 'DECLARE … WITH HOLD keeps a cursor past the transaction', { pin: true, userFunctions: walked(d.query).userFunctions });
       }
-      return queryDecision(walked(d.query), 'DECLARE CURSOR');
+      return { ...queryDecision(walked(d.query), 'DECLARE CURSOR'), unverifiable: 'DECLARE' };
     }
     case 'FetchStmt':
     case 'ClosePortalStmt':
@@ -210,9 +211,11 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
   let readsSequences = false;
   let namesSettings = false;
   let cacheable = true;
+  let unverifiable: string | undefined;
   for (const d of decisions) {
     readsSequences ||= d.readsSequences === true;
     namesSettings ||= d.namesSettings === true;
+    unverifiable ??= d.unverifiable;
     for (const f of d.userFunctions) userFunctions.add(f);
     effects.push(...d.effects);
     pin ||= d.pin;
@@ -233,5 +236,5 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
     route = 'any';
     reason = n === 1 ? decisions[0]!.reason : `${n} session statements`;
   }
-  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable, ...(readsSequences ? { readsSequences } : {}), ...(namesSettings ? { namesSettings } : {}) };
+  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable, ...(readsSequences ? { readsSequences } : {}), ...(namesSettings ? { namesSettings } : {}), ...(unverifiable === undefined ? {} : { unverifiable }) };
 }

@@ -171,6 +171,7 @@ export class Classifier {
       userFunctions: Object.freeze(d.userFunctions),
       ...(d.readsSequences === true ? { readsSequences: true as const } : {}),
       ...(d.namesSettings === true ? { namesSettings: true as const } : {}),
+      ...(d.unverifiable === undefined ? {} : { unverifiable: d.unverifiable }),
     });
   }
 

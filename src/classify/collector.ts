@@ -14,6 +14,21 @@ const LOCK_STRENGTH: Readonly<Record<string, string>> = {
   LCS_FORKEYSHARE: 'FOR KEY SHARE',
 };
 
+/** CURRENT_DATE, CURRENT_TIMESTAMP, LOCALTIME…: the moment (SQLValueFunction ops, without SVFOP_ and _N) */
+const MOMENT_VALUES: ReadonlySet<string> = new Set(['CURRENT_DATE', 'CURRENT_TIME', 'CURRENT_TIMESTAMP', 'LOCALTIME', 'LOCALTIMESTAMP']);
+
+/**
+ * Built-ins that only read but whose answer depends on the server that runs them or on the
+ * moment: the same read run again on another node cannot be compared (optimistic transactions
+ * move before such a statement; see Classification.unverifiable).
+ */
+const SERVER_OR_MOMENT_FUNCTIONS: ReadonlySet<string> = new Set([
+  'now', 'clock_timestamp', 'statement_timestamp', 'transaction_timestamp', 'timeofday', 'random', 'random_normal', 'setseed',
+  'gen_random_uuid', 'uuidv4', 'uuidv7', 'inet_server_addr', 'inet_server_port', 'pg_backend_pid', 'pg_is_in_recovery',
+  'pg_last_wal_receive_lsn', 'pg_last_wal_replay_lsn', 'pg_last_xact_replay_timestamp', 'pg_current_snapshot',
+  'txid_current_snapshot', 'pg_postmaster_start_time', 'pg_conf_load_time', 'pg_sleep', 'pg_sleep_for', 'pg_sleep_until',
+]);
+
 export const WRITE_VERBS: Readonly<Record<string, string>> = {
   InsertStmt: 'INSERT',
   UpdateStmt: 'UPDATE',
@@ -39,6 +54,8 @@ export class Collector {
   literal = false;
   /** first read of a view whose answer only the primary knows */
   primaryView: string | undefined;
+  /** first call whose answer depends on the server or the moment (now(), random(), inet_server_port(), …) */
+  unverifiable: string | undefined;
 
   constructor(private readonly options: AnalyzeOptions) {}
 
@@ -59,6 +76,11 @@ export class Collector {
         case 'FuncCall':
           this.call(child as FuncCall);
           break;
+        case 'SQLValueFunction': {
+          const op = ((child as { op?: string }).op ?? '').replace(/^SVFOP_/, '').replace(/_N$/, '');
+          if (MOMENT_VALUES.has(op)) this.unverifiable ??= op;
+          break;
+        }
         case 'LockingClause':
           this.locking ??= LOCK_STRENGTH[(child as LockingClause).strength ?? ''] ?? 'FOR UPDATE';
           break;
@@ -84,6 +106,7 @@ export class Collector {
     const qualified = names.join('.');
     const bare = names[names.length - 1] ?? '';
     if (bare === 'set_config' || bare === 'current_setting' || bare === 'pg_show_all_settings') this.namesSettings = true;
+    if (SERVER_OR_MOMENT_FUNCTIONS.has(bare) && names.length <= 2) this.unverifiable ??= `${qualified}()`;
     const { forcedPrimary, forcedReplica } = this.options;
     if (forcedPrimary.has(qualified) || forcedPrimary.has(bare)) {
       this.writer ??= `${qualified}() (routing.functions.primary)`;
@@ -134,7 +157,7 @@ export class Collector {
 
 /** A statement whose expressions run: reads unless the walk finds a write. */
 export function queryDecision(c: Collector, what: string): StatementDecision {
-  const extra = { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal, readsSequences: c.readsSequences, namesSettings: c.namesSettings };
+  const extra = { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal, readsSequences: c.readsSequences, namesSettings: c.namesSettings, unverifiable: c.unverifiable };
   if (c.nestedWrite) return decision('primary', `data-modifying ${c.nestedWrite} in WITH`, extra);
   if (c.into) return decision('primary', 'SELECT INTO creates a table', extra);
   if (c.locking) return decision('primary', `SELECT … ${c.locking} locks rows`, extra);

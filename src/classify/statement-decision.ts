@@ -19,6 +19,8 @@ export interface StatementDecision {
   readsSequences?: boolean;
   /** names settings (see Classification.namesSettings) */
   namesSettings?: boolean;
+  /** why running the statement again elsewhere cannot tell whether its answer changed (see Classification.unverifiable) */
+  unverifiable?: string;
   /** BEGIN / START TRANSACTION without READ ONLY */
   beginsReadWrite?: boolean;
   /** SET TRANSACTION … READ ONLY, and not SERIALIZABLE */

@@ -87,6 +87,13 @@ export interface Classification {
    * literals, which the shape masks) are read from the text (see PlaceholderGuard).
    */
   readonly namesSettings?: true;
+  /**
+   * Why the statement's answer cannot be checked by running it again on another node: a call
+   * whose answer depends on the server or the moment (`now()`, `CURRENT_TIMESTAMP`, `random()`,
+   * `inet_server_port()`, …), or a cursor (`DECLARE`). An optimistic transaction moves to the
+   * primary before such a statement.
+   */
+  readonly unverifiable?: string;
 }
 
 export interface ClassifierOptions {

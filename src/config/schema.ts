@@ -116,6 +116,8 @@ export const configSpec: Spec<Config> = obj<Config>(
         fallback: withDefault(oneOf(['primary', 'error']), defaults.routing.fallback),
         lag_interval_ms: withDefault(duration({ positive: true }), defaults.routing.lag_interval_ms),
         fence_wait_ms: withDefault(duration({ max: 1000 }), defaults.routing.fence_wait_ms),
+        transactions: withDefault(oneOf(['optimistic', 'primary']), defaults.routing.transactions),
+        optimistic_max_bytes: withDefault(size({ min: 0 }), defaults.routing.optimistic_max_bytes),
         functions: withDefault(
           obj<Config['routing']['functions']>({
             primary: withDefault(list(str({ nonEmpty: true })), () => []),

@@ -109,6 +109,14 @@ export interface Config {
      * one (replay positions sampled every ~1 ms meanwhile) before it goes to the primary; 0 = at once
      */
     fence_wait_ms: number;
+    /**
+     * a transaction begun with a plain BEGIN: `optimistic` starts it on a replica while it only
+     * reads and moves it to the primary (its reads verified there) before anything else;
+     * `primary` runs it on the primary
+     */
+    transactions: 'optimistic' | 'primary';
+    /** the client messages an optimistic transaction keeps to run again on the primary; past it, it moves at once */
+    optimistic_max_bytes: number;
     /** force functions: names listed under primary route to the primary, under replica may go to replicas */
     functions: { primary: string[]; replica: string[] };
     /** how often pg_proc volatility is re-read from the primary */
@@ -176,6 +184,8 @@ export const defaults = {
     fallback: 'primary',
     lag_interval_ms: 250,
     fence_wait_ms: 10,
+    transactions: 'optimistic',
+    optimistic_max_bytes: 1024 * 1024,
     functions: { primary: [], replica: [] },
     volatility_refresh_ms: 60_000,
     min_synchronous_commit: 'on',

@@ -49,6 +49,13 @@ export class ClientStatements {
     return this.named.get(name);
   }
 
+  /** The Parse body of statement `name` ('' = the unnamed one) from its text on (text, parameter types), if known. */
+  parseBody(name: string): Buffer | undefined {
+    const parse = name === '' ? this.unnamedParse : this.named.get(name)?.parse;
+    if (parse === undefined) return undefined;
+    return parse.subarray(parse.indexOf(0, 5) + 1);
+  }
+
   has(name: string): boolean {
     return this.named.has(name);
   }

@@ -12,6 +12,8 @@ export interface DeferFacts {
   idle: boolean;
   pinned: boolean;
   defaultReadOnly: boolean;
+  /** routing.transactions is `optimistic` (a BEGIN with an isolation level a replica runs is held too) */
+  optimistic: boolean;
 }
 
 /**

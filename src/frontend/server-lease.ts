@@ -117,6 +117,23 @@ export class ServerLease {
     else giveBack(conn, pool);
   }
 
+  /**
+   * Lets go of the connection without giving it back: the caller owns it. Undefined when it
+   * cannot be handed over (closed, or the client still writes bytes borrowed from its read
+   * buffer): it is then discarded here.
+   */
+  detach(): { conn: ServerConnection; pool: Pool } | undefined {
+    const conn = this.conn;
+    if (!conn) return undefined;
+    const pool = this.pool!;
+    this.flushRun();
+    this.flushServerOut();
+    this.unset(true);
+    if (!this.heldReads && !conn.closed) return { conn, pool };
+    pool.discard(conn);
+    return undefined;
+  }
+
   /** The connection closed under the session: it goes, nothing more is written to it. */
   lost(): void {
     const conn = this.conn;

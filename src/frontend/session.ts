@@ -134,6 +134,7 @@ export class ClientSession {
       state: this.state,
       tx: this.tx,
       effects: this.effects,
+      statements: this.statements,
       reader: this.reader,
       clientBytes: () => this.clientBytes,
       openUnit: () => this.move(OPEN),
@@ -241,8 +242,10 @@ export class ClientSession {
         if (resume !== undefined) resume();
         else if (this.reader.next()) this.handle(this.reader.code, this.reader.buffer, this.reader.start, this.reader.end);
         else break;
-        // the message is done with (unless parked with it): it joins the replay window
-        if (!holdsMessage(this.unit) && this.replayWindow.open && !this.reader.held) this.replayWindow.add(this.reader);
+        // the message is done with (unless parked with it): it joins the replay window, or an optimistic transaction's log
+        if (holdsMessage(this.unit) || this.reader.held) continue;
+        if (this.replayWindow.open) this.replayWindow.add(this.reader);
+        if (this.placement.optimistic.onReplica) this.placement.optimistic.record(this.reader);
       }
     } catch (error) {
       // a client message whose fields run past its end (or miss a terminator)
@@ -311,12 +314,8 @@ export class ClientSession {
     const classification = this.recent.classify(this.services.classifier, text);
     if (this.tx.orphaned) return this.answerOrphaned(classification, true);
     if (this.named.answerDeallocate(classification)) return;
-    if (classification.effects[0]?.type === 'begin') {
-      // a plain BEGIN outside a transaction is answered here and sent with the transaction's first statement
-      const idle = !this.lease.conn && !this.unitOpen && this.queue.length === 0;
-      const begun = this.tx.deferBegin(classification, text, b.subarray(start - 5, end), { idle, pinned: this.pinned, defaultReadOnly: this.effects.defaultReadOnly });
-      if (begun !== undefined) return begun.forEach((data) => this.sendToClient(data));
-    }
+    const begun = classification.effects[0]?.type === 'begin' ? this.placement.deferBegin(classification, text, b.subarray(start - 5, end)) : undefined;
+    if (begun !== undefined) return begun.forEach((data) => this.sendToClient(data));
     const payload: StatementPayload = { classification, text };
     this.placement.beginSimpleUnit(this.placement.targetOf(classification), classification.route, classification, () => {
       const refused = this.statements.refusedDeallocate(classification, isLoneDeallocate(classification));
@@ -393,7 +392,7 @@ export class ClientSession {
     }
     const serverFatal = this.replies.serverFatal;
     this.replies.serverFatal = undefined;
-    if (!hadWork && !inTransaction) return;
+    if ((!hadWork && !inTransaction) || (!hadWork && this.placement.optimistic.lostIdle(conn))) return;
     this.tx.lost(inTransaction && outcome !== 'unknown', hadWork, node.name, serverFatal);
     if (hadWork) {
       this.sendToClient(answers.connectionLost(node.name, serverFatal, outcome));

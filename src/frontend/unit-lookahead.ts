@@ -18,6 +18,8 @@ export interface AheadHost {
   statement(name: string): Classification | undefined;
   /** whether a statement must run on the primary (see targetOf) */
   wantsPrimary(classification: Classification | undefined): boolean;
+  /** only statements the unit runs count (Bind, Query), not those it only parses or describes */
+  runOnly?: boolean;
 }
 
 /**
@@ -56,7 +58,7 @@ function scan(bytes: Buffer, host: AheadHost, parsed: Map<string, Classification
         const [name, textStart] = readCString(bytes, start, end);
         const [text] = readCString(bytes, textStart, end);
         const classification = host.classify(text);
-        if (host.wantsPrimary(classification)) return 'write';
+        if (!host.runOnly && host.wantsPrimary(classification)) return 'write';
         parsed.set(name, classification);
         break;
       }

@@ -10,9 +10,10 @@ import type { ServerMessageScanner } from '../protocol/server-scanner.js';
 import type { Rerouted } from '../metrics/unit-reason.js';
 import type { Target } from '../routing/router.js';
 import { raiseStatement } from '../routing/sync-commit-floor.js';
-import { isReplayable, isUnreachable, onHeldConnection, pinOnReplicaRefusal, targetOf } from '../routing/unit-route.js';
+import { isReplayable, isUnreachable, onHeldConnection, pinOnReplicaRefusal, staysOnReplica, targetOf } from '../routing/unit-route.js';
 import type { ClientTransaction } from './client-transaction.js';
-import type { StatementPayload } from './client-statements.js';
+import type { ClientStatements, StatementPayload } from './client-statements.js';
+import { OptimisticTransaction } from './optimistic-transaction.js';
 import { Expect, type ResponseQueue, SWALLOW } from './response-queue.js';
 import type { ServerLease } from './server-lease.js';
 import type { SessionEffects } from './session-effects.js';
@@ -48,6 +49,8 @@ export interface PlacementHost {
   readonly tx: ClientTransaction;
   /** the session's transaction defaults pick a target (see targetOf) */
   readonly effects: SessionEffects;
+  /** the client's statements (an optimistic transaction runs them again on the primary) */
+  readonly statements: ClientStatements;
   /** the client messages (at the unit's first one when it starts: see ReplayWindow) */
   readonly reader: FrameReader;
   /** bytes sent to the client so far */
@@ -93,6 +96,8 @@ export class UnitPlacement {
   unitBeganAt = 0;
   /** sequence state (currval/lastval) stays the client's own */
   private readonly sequences = new SequenceAffinity();
+  /** a transaction of a held BEGIN that runs on a replica while it only reads */
+  readonly optimistic: OptimisticTransaction;
 
   constructor(
     private readonly services: SessionServices,
@@ -100,11 +105,30 @@ export class UnitPlacement {
   ) {
     // a replica refused this user's reads in this database as serializable before (0A000)
     if (services.router.refusedOnReplica.serializable(host.session.user, host.session.database)) host.effects.serverSerializable = true;
+    this.optimistic = new OptimisticTransaction(services, {
+      ...host,
+      tx: host.tx,
+      lease: host.lease,
+      scanner: host.scanner,
+      handler: host.handler,
+      statements: { parseBody: (name) => host.statements.parseBody(name) },
+      placeOnPrimary: (then) => this.place('primary', undefined, then),
+    });
+  }
+
+  /**
+   * A BEGIN outside a transaction, with nothing under way, is answered here and sent with the
+   * transaction's first statement: the answers to send, or undefined when it goes to a server now.
+   */
+  deferBegin(classification: Classification, text: string, frame: Buffer): Buffer[] | undefined {
+    const host = this.host;
+    const idle = !host.lease.conn && !host.unitOpen() && host.queue.length === 0;
+    return host.tx.deferBegin(classification, text, frame, { idle, pinned: host.pinned(), defaultReadOnly: host.effects.defaultReadOnly, optimistic: this.optimistic.enabled });
   }
 
   /** Where a statement wants to run, given the session's transaction defaults. */
   targetOf(classification: Classification | undefined): Target | 'any' {
-    const target = targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly });
+    const target = targetOf(classification, { beginDeferred: this.host.tx.beginDeferred, defaultReadOnly: this.host.effects.defaultReadOnly, optimistic: this.optimistic.startsOnReplica });
     // serializable by default (the client's own default, or its role's or database's as a replica
     // told): a hot standby refuses every transaction of the session (0A000);
     // a shape a replica refused as a write (25006) goes to the primary
@@ -131,15 +155,25 @@ export class UnitPlacement {
   /** A message of an extended-protocol unit: `then` runs once the unit has its server connection. */
   beginExtendedUnit(classification: Classification | undefined, then: Step): void {
     if (this.host.tx.orphaned) return this.host.answerOrphaned(classification);
-    if (this.host.unitOpen() && this.host.lease.conn) return then();
+    if (this.host.unitOpen() && this.host.lease.conn) {
+      // a unit of an optimistic transaction that parsed on its replica (Parse, Describe, Flush) and now runs what may not run there moves
+      return this.optimistic.onReplica && this.aheadOfUnit(true) === 'write' ? this.ensureServer('primary', undefined, then) : then();
+    }
     let target = this.targetOf(classification);
-    if (target !== 'primary' && this.unitMayMove()) {
+    let decidedBy = classification;
+    if (this.optimistic.onReplica) {
+      // an optimistic transaction's unit stays on its replica, or moves, as a whole, by the statements it runs
+      const ahead = this.aheadOfUnit(true);
+      if (ahead === 'incomplete') return this.host.awaitInput();
+      target = ahead === 'write' ? 'primary' : 'replica';
+      decidedBy = undefined;
+    } else if (target !== 'primary' && (this.unitMayMove() || this.host.tx.beginDeferred)) {
       // a unit that starts with a read and writes later runs on the primary as a whole
       const ahead = this.aheadOfUnit();
       if (ahead === 'incomplete') return this.host.awaitInput();
       if (ahead === 'write') target = 'primary';
     }
-    this.ensureServer(target, classification, () => {
+    this.ensureServer(target, decidedBy, () => {
       this.host.openUnit();
       this.unitBegins(classification?.route ?? 'any', classification, classification);
       then();
@@ -153,13 +187,15 @@ export class UnitPlacement {
   }
 
   /** Whether the extended unit's later messages (those already received) write (see lookAhead). */
-  private aheadOfUnit(): UnitAhead {
+  private aheadOfUnit(runOnly = false): UnitAhead {
     const reader = this.host.reader;
     if (reader.pending > LOOKAHEAD_BYTES) return 'write';
     return lookAhead(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), {
       classify: (text) => this.services.classifier.classify(text),
       statement: (name) => this.host.statement(name)?.classification,
-      wantsPrimary: (classification) => this.targetOf(classification) === 'primary',
+      // in an optimistic transaction, a statement that may not run on its replica moves the whole unit
+      wantsPrimary: (classification) => (runOnly ? !staysOnReplica(classification) : this.targetOf(classification) === 'primary'),
+      runOnly,
     });
   }
 
@@ -181,6 +217,19 @@ export class UnitPlacement {
   ensureServer(target: Target | 'any' | undefined, classification: Classification | undefined, then: Step): void {
     const host = this.host;
     const server = host.lease.conn;
+    if (server && target !== undefined && this.optimistic.mustMove(server, target, classification)) {
+      // answers still in flight on the replica (pipelined units) first: they are part of what moves
+      if (host.queue.length === 0) return this.optimistic.move(then);
+      // mid-run with answers still coming (statements pipelined behind a Flush): it cannot move without losing them; it runs there (a write fails with 25006)
+      if (host.unitOpen()) return then();
+      return host.park('drain', () => this.ensureServer(target, classification, then));
+    }
+    const lostOn = server ? undefined : this.optimistic.placeAgain();
+    if (lostOn !== undefined) {
+      // an optimistic transaction that lost its replica: on another node, its reads verified there
+      host.replayWindow.avoid = lostOn;
+      return this.place(target === 'primary' ? 'primary' : 'replica', undefined, () => this.optimistic.rehome(() => this.ensureServer(target, classification, then)));
+    }
     if (server) {
       const onPrimary = server.node === this.services.topology.primaryName;
       // a write on the held primary connection counts for read-your-writes, whatever attached it
@@ -327,6 +376,7 @@ export class UnitPlacement {
   /** `text`: the unit's first SQL text, when it names settings (see PlaceholderGuard) */
   private attach(conn: ServerConnection, node: NodeStatus, pool: Pool, target: Target | 'any', classification: Classification | undefined, text: string | undefined, pipelined?: object): void {
     this.host.scanner.reset();
+    this.host.scanner.digest = undefined;
     this.attachTarget = target;
     this.host.lease.attach(conn, node, pool, this.host.handler, pipelined);
     const placeholders = this.host.effects.placeholders;
@@ -344,12 +394,14 @@ export class UnitPlacement {
     if (begin !== undefined) {
       this.host.lease.inject(begin);
       this.host.queue.push(Expect.Query | SWALLOW);
+      this.optimistic.begun(conn, begin, target, classification);
     }
   }
 
   /** Gives the server connection back (to its pool, or destroys it when its state is unknown). */
   release(reusable: boolean): void {
     if (!this.host.lease.conn) return;
+    this.optimistic.released();
     this.host.replayWindow.close();
     this.host.queue.clear();
     this.host.lease.release(reusable && !this.host.scanner.inMessage);

@@ -36,6 +36,7 @@ export class Metrics {
     [this.registry],
   );
   readonly primaryReads: Counter<'reason'> = new Counter({ name: 'pgrelay_primary_reads_total', help: 'Reads sent to the primary instead of a replica, by reason (no_replica, lag, consistency).', labelNames: ['reason'], registers: [this.registry], collect: () => this.pendingPrimaryReads.flush(this.primaryReads, 'reason') });
+  readonly transactions = new Counter({ name: 'pgrelay_transactions_total', help: 'Transactions begun with a BEGIN pgrelay held for their first statement, by where they ran: replica (optimistic, ended there), moved (to the primary, their reads verified), conflict (a read answered differently on the primary: 40001), primary (there from the start).', labelNames: ['outcome'], registers: [this.registry] });
   readonly fenceWaits = new Counter({ name: 'pgrelay_fence_waits_total', help: 'Reads that waited (routing.fence_wait_ms) for a replica past their client\'s last write, by how the wait ended: replica (one is past it) or primary (the wait ran out).', labelNames: ['outcome'], registers: [this.registry] });
 
   // ---------------------------------------------------------------- nodes, lag, failover

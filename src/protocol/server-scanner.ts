@@ -1,5 +1,6 @@
 import { ProxyError, SqlState } from '../errors.js';
 import { BackendCode } from './codes.js';
+import type { RowDigest } from './row-digest.js';
 
 /**
  * What the scanner asks and tells while it walks a server's byte stream. It looks only at message
@@ -44,6 +45,10 @@ export class ServerMessageScanner {
   /** a small body being collected across chunks */
   private small: Buffer | undefined;
   private smallLength = 0;
+  /** when set, the DataRows passed on (not swallowed) are hashed into it, statement ends counted and an error the client gets noted (see RowDigest) */
+  digest: RowDigest | undefined;
+  /** the current message is a DataRow being hashed */
+  private digesting = false;
 
   /** A new stream (another server connection). */
   reset(): void {
@@ -51,6 +56,7 @@ export class ServerMessageScanner {
     this.dropping = false;
     this.headerLength = 0;
     this.small = undefined;
+    this.digesting = false;
   }
 
   /** The stream stopped inside a message (the connection cannot be reused). */
@@ -73,6 +79,7 @@ export class ServerMessageScanner {
       if (this.need > 0) {
         // the rest of a message begun in an earlier chunk
         const take = Math.min(this.need, length - at);
+        if (this.digesting) this.digest!.add(chunk, at, at + take);
         if (this.small) {
           chunk.copy(this.small, this.smallLength, at, at + take);
           this.smallLength += take;
@@ -113,9 +120,11 @@ export class ServerMessageScanner {
       this.currentCode = code;
       this.currentLength = declared + 1;
       this.dropping = drop;
+      this.digesting = (code === BackendCode.DataRow || code === BackendCode.CopyData) && !drop && this.digest !== undefined;
       if (small && length - at >= bodyLength) {
         // whole here: decide, then either leave it in the forwarded run or cut it out
         const keep = sink.small(code, chunk, at, at + bodyLength, drop);
+        if (keep && code === BackendCode.ErrorResponse && this.digest !== undefined) this.digest.errored = true;
         if (!keep || !headerInChunk) {
           if (fwdStart < messageStart) sink.out(chunk.subarray(fwdStart, messageStart));
           if (keep) sink.out(framed(code, chunk.subarray(at, at + bodyLength), bodyLength));
@@ -133,6 +142,7 @@ export class ServerMessageScanner {
       this.small = small ? Buffer.allocUnsafe(bodyLength) : undefined;
       this.smallLength = 0;
       const take = Math.min(bodyLength, length - at);
+      if (this.digesting) this.digest!.add(chunk, at, at + take);
       if (this.small) {
         chunk.copy(this.small, 0, at, at + take);
         this.smallLength = take;
@@ -151,7 +161,10 @@ export class ServerMessageScanner {
     const small = this.small;
     if (small) {
       this.small = undefined;
-      if (sink.small(this.currentCode, small, 0, this.smallLength, this.dropping)) sink.out(framed(this.currentCode, small, this.smallLength));
+      if (sink.small(this.currentCode, small, 0, this.smallLength, this.dropping)) {
+        if (this.currentCode === BackendCode.ErrorResponse && this.digest !== undefined) this.digest.errored = true;
+        sink.out(framed(this.currentCode, small, this.smallLength));
+      }
     }
     return this.endMessage(sink);
   }
@@ -159,6 +172,13 @@ export class ServerMessageScanner {
   private endMessage(sink: ServerMessageSink): boolean {
     const dropped = this.dropping;
     this.dropping = false;
+    const digest = this.digest;
+    if (digest !== undefined && !dropped) {
+      const code = this.currentCode;
+      if (this.digesting) digest.rowEnd();
+      else if (code === BackendCode.CommandComplete || code === BackendCode.EmptyQueryResponse) digest.statementEnd();
+      this.digesting = false;
+    }
     return sink.end(this.currentCode, this.currentLength, dropped);
   }
 }

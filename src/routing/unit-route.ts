@@ -16,6 +16,8 @@ export interface SessionFacts {
   beginDeferred: boolean;
   /** `default_transaction_read_only` is on */
   defaultReadOnly: boolean;
+  /** routing.transactions is `optimistic`: a held BEGIN's transaction may start on a replica */
+  optimistic?: boolean;
 }
 
 /** Where a statement wants to run, given the session's transaction defaults ('any': wherever the session is). */
@@ -23,7 +25,8 @@ export function targetOf(classification: Classification | undefined, facts: Sess
   if (facts.beginDeferred) {
     // the first statement of a transaction whose BEGIN pgrelay holds
     const readOnly = classification !== undefined && classification.route !== 'primary' && classification.effects[0]?.type === 'set_transaction_read_only';
-    return readOnly ? 'replica' : 'primary';
+    // optimistic: a transaction that starts with a plain read starts on a replica
+    return readOnly || (facts.optimistic && isPlainRead(classification)) ? 'replica' : 'primary';
   }
   if (!classification) return 'any';
   // a pin is a primary connection: a pin on a replica would fail every later write of the client
@@ -39,6 +42,39 @@ export function targetOf(classification: Classification | undefined, facts: Sess
 
 /** `BEGIN`, `BEGIN WORK|TRANSACTION`, `START TRANSACTION`: no options, no comment (hints stay routed) */
 const PLAIN_BEGIN = /^\s*(?:begin(?:\s+(?:work|transaction))?|start\s+transaction)\s*;?\s*$/i;
+/**
+ * the same with an isolation level a hot standby runs (READ COMMITTED, REPEATABLE READ); not
+ * READ WRITE: a transaction that says it will write starts on the primary
+ */
+const OPTIMISTIC_BEGIN =
+  /^\s*(?:begin(?:\s+(?:work|transaction))?|start\s+transaction)(?:\s+isolation\s+level\s+(?:read\s+committed|read\s+uncommitted|repeatable\s+read))?\s*;?\s*$/i;
+
+/**
+ * A plain read: it may run on a replica and answers the same when run again on the primary
+ * (no session or transaction effect, no pin, no call whose answer depends on the server or the
+ * moment, no cursor). An optimistic transaction starts with one and stays on its replica while
+ * it sends only these and transaction control (see staysOnReplica).
+ */
+export function isPlainRead(classification: Classification | undefined): boolean {
+  return classification !== undefined && classification.route === 'replica' && !classification.pin && classification.effects.length === 0 && classification.unverifiable === undefined;
+}
+
+/**
+ * What an optimistic transaction may run on its replica: plain reads, and statements that run
+ * where the transaction is and are run again on the primary as they are (SAVEPOINT, RELEASE,
+ * ROLLBACK TO, SET LOCAL, FETCH, COMMIT, ROLLBACK). Undefined: a message of a portal or statement
+ * already there (Execute, Describe). Anything else moves the transaction to the primary first.
+ */
+export function staysOnReplica(classification: Classification | undefined): boolean {
+  if (classification === undefined || isPlainRead(classification)) return true;
+  if (classification.route !== 'any' || classification.pin) return false;
+  return classification.effects.every((e) => e.type === 'commit' || e.type === 'rollback');
+}
+
+/** COMMIT or ROLLBACK: the transaction ends where it is. */
+export function endsTransaction(classification: Classification | undefined): boolean {
+  return classification !== undefined && classification.effects.some((e) => e.type === 'commit' || e.type === 'rollback');
+}
 
 /** What decides whether a BEGIN is deferred. */
 export interface BeginFacts extends SessionFacts {
@@ -59,7 +95,8 @@ export function deferredBeginTag(classification: Classification, text: string, f
   if (!facts.idle || facts.pinned || facts.beginDeferred) return undefined;
   if (facts.clientTxStatus !== TxStatus.Idle || facts.defaultReadOnly) return undefined;
   const effect = classification.effects[0];
-  if (classification.statements !== 1 || classification.route !== 'primary' || effect?.type !== 'begin' || effect.readOnly || !PLAIN_BEGIN.test(text)) return undefined;
+  if (classification.statements !== 1 || classification.route !== 'primary' || effect?.type !== 'begin' || effect.readOnly) return undefined;
+  if (!(facts.optimistic ? OPTIMISTIC_BEGIN : PLAIN_BEGIN).test(text)) return undefined;
   // PostgreSQL's command tags: BEGIN [WORK | TRANSACTION] → BEGIN, START TRANSACTION → START TRANSACTION
   return /^\s*start/i.test(text) ? 'START TRANSACTION' : 'BEGIN';
 }

@@ -10,7 +10,7 @@ function cls(route: Classification['route'], effects: SessionEffect[] = []): Cla
   return { route, pin: false, reason: 'test', effects, statements: 1, userFunctions: [] };
 }
 
-const idle = { idle: true, pinned: false, defaultReadOnly: false };
+const idle = { idle: true, pinned: false, defaultReadOnly: false, optimistic: false };
 
 function sqlstate(message: Buffer): string | undefined {
   expect(message[0]).toBe(BackendCode.ErrorResponse);

@@ -213,6 +213,20 @@ const broken: BrokenCase[] = [
     says: ['expected one of transaction, session, got "statement"'],
   },
   {
+    name: 'bad routing.transactions',
+    text: minimalNodes + 'routing:\n  transactions: replica\n',
+    path: 'routing.transactions',
+    line: 9,
+    says: ['expected one of optimistic, primary, got "replica"'],
+  },
+  {
+    name: 'bad routing.optimistic_max_bytes',
+    text: minimalNodes + 'routing:\n  optimistic_max_bytes: lots\n',
+    path: 'routing.optimistic_max_bytes',
+    line: 9,
+    says: ['a size like "16MB"', 'got "lots"'],
+  },
+  {
     name: 'bad enum with a near miss',
     text: minimalNodes + 'routing:\n  balance: round-robin\n',
     path: 'routing.balance',
@@ -745,6 +759,15 @@ describe('parseConfig: values', () => {
     const config = parseConfig(`${minimalNodes}client:\n  max_message_bytes: 64MB\nhealth:\n  interval_ms: 500\n`, { env: {} });
     expect(config.client.max_message_bytes).toBe(64 * 1024 * 1024);
     expect(config.health.interval_ms).toBe(500);
+  });
+
+  it('reads routing.transactions and routing.optimistic_max_bytes (defaults: optimistic, 1MB)', () => {
+    const defaults = parseConfig(minimalNodes, { env: {} });
+    expect(defaults.routing.transactions).toBe('optimistic');
+    expect(defaults.routing.optimistic_max_bytes).toBe(1024 * 1024);
+    const config = parseConfig(`${minimalNodes}routing:\n  transactions: primary\n  optimistic_max_bytes: 64kB\n`, { env: {} });
+    expect(config.routing.transactions).toBe('primary');
+    expect(config.routing.optimistic_max_bytes).toBe(64 * 1024);
   });
 
   it('allows port 0 for listen and admin', () => {

@@ -1,0 +1,116 @@
+import { FrontendCode } from '../protocol/codes.js';
+import { readCString } from '../protocol/messages.js';
+import { RowDigest } from '../protocol/row-digest.js';
+
+/** Sync, built once: each extended read of the log runs in its own Sync-terminated run. */
+const SYNC = Buffer.from([FrontendCode.Sync, 0, 0, 0, 4]);
+
+/** Where a Bind's statement comes from when it was parsed before the transaction (ClientStatements). */
+export interface ParsedStatements {
+  /** the Parse body of the client's statement `name` ('' = unnamed) from its text on (text, then parameter types), if known */
+  parseBody(name: string): Buffer | undefined;
+}
+
+/**
+ * What an optimistic transaction did on its replica, kept to run again on the primary: the
+ * client messages that ran there (simple Queries as sent; each Execute as a self-contained
+ * Parse/Bind/Execute of the unnamed statement and portal with the client's text, parameter
+ * types, parameter values and result formats, then a Sync), and what they answered (a RowDigest,
+ * fed by the session's ServerMessageScanner while the answers were forwarded). Each kept frame
+ * run ends in one ReadyForQuery.
+ *
+ * Not replayable (a move then fails with 40001): an Execute with a row limit (a portal read in
+ * parts), an Execute of a portal the log cannot rebuild, a statement that failed.
+ */
+export class OptimisticLog {
+  readonly digest = new RowDigest();
+  /** the frame runs to send again, in order */
+  readonly runs: Buffer[] = [];
+  bytes = 0;
+  /** why the log cannot be run again, if it cannot */
+  private broken: string | undefined;
+  /** statements parsed during the transaction, by client name: their Parse body from the text on */
+  private readonly parsed = new Map<string, Buffer>();
+  /** portals bound during the transaction: the Parse body of their statement and the Bind's body after the statement name */
+  private readonly portals = new Map<string, { parse: Buffer; bind: Buffer }>();
+
+  constructor(private readonly statements: ParsedStatements) {}
+
+  reset(): void {
+    this.digest.reset();
+    this.runs.length = 0;
+    this.bytes = 0;
+    this.broken = undefined;
+    this.parsed.clear();
+    this.portals.clear();
+  }
+
+  /** Why the log cannot be run again (undefined: it can). */
+  get unreplayable(): string | undefined {
+    return this.digest.errored ? 'a statement of the transaction failed' : this.broken;
+  }
+
+  /** A client message (code, body [start, end)) that ran on the replica in the transaction. */
+  record(code: number, b: Buffer, start: number, end: number): void {
+    switch (code) {
+      case FrontendCode.Query:
+        this.keep(Buffer.from(b.subarray(start - 5, end)));
+        return;
+      case FrontendCode.Parse: {
+        const [name, textStart] = readCString(b, start, end);
+        this.parsed.set(name, Buffer.from(b.subarray(textStart, end)));
+        return;
+      }
+      case FrontendCode.Bind: {
+        const [portal, statementStart] = readCString(b, start, end);
+        const [name, afterName] = readCString(b, statementStart, end);
+        const parse = this.parsed.get(name) ?? this.statements.parseBody(name);
+        if (parse === undefined) this.portals.delete(portal);
+        else this.portals.set(portal, { parse, bind: Buffer.from(b.subarray(afterName, end)) });
+        return;
+      }
+      case FrontendCode.Execute: {
+        const [portal, limitAt] = readCString(b, start, end);
+        const bound = this.portals.get(portal);
+        if (bound === undefined) this.broken ??= 'a portal bound outside the transaction was read';
+        else if (b.readInt32BE(limitAt) !== 0) this.broken ??= 'a portal was read in parts (Execute with a row limit)';
+        else this.keep(executeRun(bound.parse, bound.bind));
+        return;
+      }
+      case FrontendCode.Close:
+        if (b[start] === 0x50) this.portals.delete(readCString(b, start + 1, end)[0]);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private keep(run: Buffer): void {
+    this.runs.push(run);
+    this.bytes += run.length;
+  }
+}
+
+/** Parse, Bind and Execute of the unnamed statement and portal, then Sync. */
+export function executeRun(parse: Buffer, bind: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(6 + parse.length + 7 + bind.length + 10 + SYNC.length);
+  let at = 0;
+  out[at] = FrontendCode.Parse;
+  out.writeInt32BE(4 + 1 + parse.length, at + 1);
+  out[at + 5] = 0; // the unnamed statement
+  parse.copy(out, at + 6);
+  at += 6 + parse.length;
+  out[at] = FrontendCode.Bind;
+  out.writeInt32BE(4 + 2 + bind.length, at + 1);
+  out[at + 5] = 0; // the unnamed portal
+  out[at + 6] = 0; // of the unnamed statement
+  bind.copy(out, at + 7);
+  at += 7 + bind.length;
+  out[at] = FrontendCode.Execute;
+  out.writeInt32BE(9, at + 1);
+  out[at + 5] = 0;
+  out.writeInt32BE(0, at + 6);
+  at += 10;
+  SYNC.copy(out, at);
+  return out;
+}

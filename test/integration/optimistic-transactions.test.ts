@@ -1,0 +1,406 @@
+import { execFile } from 'node:child_process';
+import pg from 'pg';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { LocalCluster } from '../../src/local/cluster.js';
+import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
+import { startRelay, type Relay } from '../support/relay.js';
+
+// Optimistic transactions (routing.transactions: optimistic, DESIGN.md) against a cluster of our
+// own (primary, two async replicas), through the least-privilege application role `shop`. A
+// transaction begun with a plain BEGIN whose first statement is a plain read starts on the
+// replica; before its first statement that is not a plain read it moves to the primary, where
+// its earlier reads run again and are compared; a difference is 40001 and nothing is written.
+// Where statements ran is read on the servers: per-node pg_stat_user_tables scan counters of the
+// table read (opt_items), and current_setting('port') where the statement may carry it.
+
+const PASSWORD = { shop: 'shop-pw-71', monitor: 'monitor-pw-72', failover: 'failover-pw-73' };
+const WAIT = { timeout: 20_000, interval: 100 };
+const NODES = ['primary', 'replica1', 'replica2'];
+const REPLICAS = ['replica1', 'replica2'];
+let cluster: LocalCluster;
+const ports: Record<string, number> = {};
+let relay: Relay;
+
+beforeAll(async () => {
+  cluster = await LocalCluster.create({ replicas: 2, standby: false });
+  for (const name of NODES) ports[name] = cluster.node(name).port;
+  for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
+  await cluster.query('primary', 'CREATE TABLE opt_items (id int PRIMARY KEY, v int NOT NULL)');
+  await cluster.query('primary', 'INSERT INTO opt_items SELECT g, g * 10 FROM generate_series(1, 20) g');
+  await cluster.query('primary', 'CREATE TABLE opt_log (id serial PRIMARY KEY, note text NOT NULL)');
+  await cluster.query('primary', 'GRANT SELECT, INSERT, UPDATE ON opt_items, opt_log TO shop; GRANT USAGE ON SEQUENCE opt_log_id_seq TO shop');
+  await cluster.waitForReplay('replica1');
+  await cluster.waitForReplay('replica2');
+  relay = await relayWith({});
+}, 120_000);
+
+afterAll(async () => {
+  await relay?.stop();
+  await cluster?.stop();
+});
+
+async function relayWith(routing: Record<string, unknown>): Promise<Relay> {
+  const r = await startRelay(cluster, {
+    users: [{ name: 'shop', password: PASSWORD.shop }],
+    health: { user: 'pgrelay_monitor', password: PASSWORD.monitor },
+    routing: { consistency: 'session', fence_wait_ms: 500, max_lag_ms: 60_000, lag_interval_ms: 100, ...routing },
+  });
+  await vi.waitFor(() => expect([r.app.topology.node('replica1')!.fresh, r.app.topology.node('replica2')!.fresh]).toEqual([true, true]), WAIT);
+  return r;
+}
+
+function shopUrl(r: Relay): string {
+  return r.url({ user: 'shop', password: PASSWORD.shop });
+}
+
+async function client(r: Relay = relay): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: shopUrl(r) });
+  c.on('error', () => undefined);
+  onTestFinished(() => c.end().catch(() => undefined));
+  await c.connect();
+  return c;
+}
+
+/** Scans of opt_items on each node so far (the server's own counters, flushed within ~1 s of a backend going idle). */
+async function scans(): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const name of NODES) {
+    const [row] = await cluster.query<{ n: string }>(name, "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relname = 'opt_items'");
+    out[name] = Number(row!.n);
+  }
+  return out;
+}
+
+/** Waits until the scan counters grew by at least `by` on the primary and on the replicas together. */
+async function scansGrew(before: Record<string, number>, by: { primary?: number; replicas?: number }): Promise<void> {
+  const onReplicas = (counts: Record<string, number>): number => REPLICAS.reduce((n, name) => n + counts[name]!, 0);
+  await vi.waitFor(async () => {
+    const now = await scans();
+    if (by.primary !== undefined) expect(now.primary! - before.primary!).toBeGreaterThanOrEqual(by.primary);
+    if (by.replicas !== undefined) expect(onReplicas(now) - onReplicas(before)).toBeGreaterThanOrEqual(by.replicas);
+  }, WAIT);
+}
+
+/** The port a statement reported is a replica's. */
+function replicaPort(port: string | number): string {
+  const name = REPLICAS.find((n) => ports[n] === Number(port));
+  expect(name, `port ${port}`).toBeDefined();
+  return name!;
+}
+
+async function outcomes(r: Relay = relay): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const v of (await r.app.metrics.transactions.get()).values) out[String(v.labels.outcome)] = v.value;
+  return out;
+}
+
+/** Server connections pgrelay saw lost so far (all nodes). */
+async function serverErrors(r: Relay = relay): Promise<number> {
+  return (await r.app.metrics.serverErrors.get()).values.reduce((n, v) => n + v.value, 0);
+}
+
+function grew(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
+  return out;
+}
+
+async function valueOf(id: number): Promise<number> {
+  const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM opt_items WHERE id = $1', [id]);
+  return row!.v;
+}
+
+describe('optimistic transactions', () => {
+  it('pg: a transaction that only reads runs and commits on the replica', async () => {
+    const c = await client();
+    const before = await scans();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    const read = await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [3]);
+    expect(read.rows).toEqual([{ v: 30 }]);
+    const simple = await c.query<{ n: string }>('SELECT count(*) AS n FROM opt_items');
+    expect(simple.rows[0]!.n).toBe('20');
+    const port = await c.query<{ port: string }>("SELECT current_setting('port') AS port");
+    await c.query('COMMIT');
+    replicaPort(port.rows[0]!.port);
+    await scansGrew(before, { replicas: 2 });
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 1 });
+  });
+
+  it('pg: read, then write: moves before the write, the read is verified on the primary, commits there', async () => {
+    const c = await client();
+    const before = await scans();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    const read = await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [4]);
+    expect(read.rows).toEqual([{ v: 40 }]);
+    await c.query('INSERT INTO opt_log (note) VALUES ($1)', ['moved-pg']);
+    const port = await c.query<{ port: string }>("SELECT current_setting('port') AS port");
+    await c.query('COMMIT');
+    expect(Number(port.rows[0]!.port)).toBe(ports.primary);
+    // the read ran on the replica, and once more on the primary (the check)
+    await scansGrew(before, { replicas: 1, primary: 1 });
+    expect(await cluster.query('primary', 'SELECT note FROM opt_log WHERE note = $1', ['moved-pg'])).toHaveLength(1);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
+  it('pg: another client changes a row the transaction read: 40001 at the write, nothing of it is written', async () => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    const read = await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [5]);
+    expect(read.rows).toEqual([{ v: 50 }]);
+    // after the read, before the write
+    await cluster.query('primary', 'UPDATE opt_items SET v = v + 1 WHERE id = 5');
+    const error = await c.query('UPDATE opt_items SET v = 999 WHERE id = 6').then(
+      () => undefined,
+      (e: { code?: string; message: string }) => e,
+    );
+    expect(error?.code).toBe('40001');
+    expect(error?.message).toMatch(/data it read changed/);
+    // the transaction is failed, as after any error: statements fail until ROLLBACK
+    await expect(c.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+    await c.query('ROLLBACK');
+    expect(await valueOf(6)).toBe(60);
+    expect(await valueOf(5)).toBe(51);
+    expect(grew(metrics, await outcomes())).toEqual({ conflict: 1 });
+    // the client goes on: its next transaction (a retry) runs on the primary and commits
+    await c.query('BEGIN');
+    expect((await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [5])).rows).toEqual([{ v: 51 }]);
+    await c.query('UPDATE opt_items SET v = 61 WHERE id = 6');
+    await c.query('COMMIT');
+    expect(await valueOf(6)).toBe(61);
+    await cluster.query('primary', 'UPDATE opt_items SET v = 50 WHERE id = 5; UPDATE opt_items SET v = 60 WHERE id = 6');
+  });
+
+  it('pg: savepoints, ROLLBACK TO and SET LOCAL stay on the replica and are carried to the primary in order', async () => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    expect((await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [8])).rows).toEqual([{ v: 80 }]);
+    await c.query("SET LOCAL app.tenant = 'acme'");
+    await c.query('SAVEPOINT a');
+    await c.query("SET LOCAL app.tenant = 'other'");
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 9')).rows).toEqual([{ v: 90 }]);
+    await c.query('ROLLBACK TO SAVEPOINT a');
+    await c.query('SAVEPOINT b');
+    const onReplica = await c.query<{ tenant: string }>("SELECT current_setting('app.tenant') AS tenant");
+    expect(onReplica.rows[0]).toEqual({ tenant: 'acme' });
+    await c.query('ROLLBACK TO SAVEPOINT b');
+    // moves here: on the primary, the SET LOCAL and both savepoints are there, in order
+    await c.query('INSERT INTO opt_log (note) VALUES ($1)', ['savepoint-kept']);
+    const onPrimary = await c.query<{ port: string; tenant: string }>("SELECT current_setting('port') AS port, current_setting('app.tenant') AS tenant");
+    expect(onPrimary.rows[0]).toEqual({ port: String(ports.primary), tenant: 'acme' });
+    await c.query('INSERT INTO opt_log (note) VALUES ($1)', ['savepoint-undone']);
+    await c.query('ROLLBACK TO SAVEPOINT a');
+    await c.query('INSERT INTO opt_log (note) VALUES ($1)', ['after-rollback-to']);
+    await c.query('RELEASE SAVEPOINT a');
+    await c.query('COMMIT');
+    const notes = await cluster.query<{ note: string }>('primary', "SELECT note FROM opt_log WHERE note IN ('savepoint-kept', 'savepoint-undone', 'after-rollback-to') ORDER BY id");
+    expect(notes.map((r) => r.note)).toEqual(['after-rollback-to']);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
+  it('pg: a read of the replica itself that answers differently on the primary is a conflict, not a wrong answer', async () => {
+    const c = await client();
+    await c.query('BEGIN');
+    replicaPort((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port);
+    await expect(c.query('INSERT INTO opt_log (note) VALUES ($1)', ['never'])).rejects.toMatchObject({ code: '40001' });
+    await c.query('ROLLBACK');
+    expect(await cluster.query('primary', "SELECT 1 FROM opt_log WHERE note = 'never'")).toHaveLength(0);
+  });
+
+  it('pg: REPEATABLE READ and READ COMMITTED start on the replica and keep their level when moved; SERIALIZABLE runs on the primary', async () => {
+    const c = await client();
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    const replica = await c.query<{ port: string; level: string }>("SELECT current_setting('port') AS port, current_setting('transaction_isolation') AS level");
+    replicaPort(replica.rows[0]!.port);
+    expect(replica.rows[0]!.level).toBe('repeatable read');
+    await c.query('COMMIT');
+
+    await c.query('START TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 10')).rows).toEqual([{ v: 100 }]);
+    await c.query('UPDATE opt_items SET v = 101 WHERE id = 10');
+    const moved = await c.query<{ port: string; level: string }>("SELECT current_setting('port') AS port, current_setting('transaction_isolation') AS level");
+    expect(moved.rows[0]).toEqual({ port: String(ports.primary), level: 'repeatable read' });
+    await c.query('COMMIT');
+    expect(await valueOf(10)).toBe(101);
+
+    await c.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+    replicaPort((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port);
+    await c.query('COMMIT');
+
+    await c.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
+    const serializable = await c.query<{ port: string; level: string }>("SELECT current_setting('port') AS port, current_setting('transaction_isolation') AS level");
+    expect(serializable.rows[0]).toEqual({ port: String(ports.primary), level: 'serializable' });
+    await c.query('COMMIT');
+  });
+
+  it.each([
+    ['SELECT … FOR UPDATE', "SELECT v, current_setting('port') AS port FROM opt_items WHERE id = 11 FOR UPDATE"],
+    ['nextval()', "SELECT nextval('opt_log_id_seq') AS v, current_setting('port') AS port"],
+    ['now()', "SELECT now() AS v, current_setting('port') AS port"],
+    ['random()', "SELECT random() AS v, current_setting('port') AS port"],
+    ['inet_server_port()', 'SELECT inet_server_port() AS v, inet_server_port()::text AS port'],
+  ])('pg: %s moves the transaction before it runs', async (_name, sql) => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 11')).rows).toEqual([{ v: 110 }]);
+    const row = (await c.query<{ port: string }>(sql)).rows[0]!;
+    expect(row.port).toBe(String(ports.primary));
+    await c.query('COMMIT');
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
+  it('pg: a statement that fails on the replica fails the transaction as on a direct connection', async () => {
+    const c = await client();
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 12')).rows).toEqual([{ v: 120 }]);
+    await expect(c.query('SELECT 1 / (v - v) FROM opt_items WHERE id = 12')).rejects.toMatchObject({ code: '22012' });
+    await expect(c.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+    await c.query('ROLLBACK');
+    await c.query('BEGIN');
+    replicaPort((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port);
+    await c.query('COMMIT');
+  });
+
+  it('postgres.js: begin() with a read then a write, and with both pipelined in one go', async () => {
+    const sql = postgres(shopUrl(relay), { max: 1, onnotice: () => undefined });
+    onTestFinished(() => sql.end({ timeout: 1 }));
+    const metrics = await outcomes();
+    const readOnly = await sql.begin(async (tx) => {
+      const [row] = await tx<{ v: number }[]>`SELECT v FROM opt_items WHERE id = ${13}`;
+      const [port] = await tx<{ port: string }[]>`SELECT current_setting('port') AS port`;
+      return { v: row!.v, port: port!.port };
+    });
+    expect(readOnly.v).toBe(130);
+    replicaPort(readOnly.port);
+    const written = await sql.begin(async (tx) => {
+      const [row] = await tx<{ v: number }[]>`SELECT v FROM opt_items WHERE id = ${14}`;
+      await tx`INSERT INTO opt_log (note) VALUES (${'pjs-' + row!.v})`;
+      const [port] = await tx<{ port: string }[]>`SELECT current_setting('port') AS port`;
+      return port!.port;
+    });
+    expect(written).toBe(String(ports.primary));
+    // several statements written at once, one Sync each (postgres.js pipelines them)
+    const pipelined = await sql.begin((tx) => [tx`SELECT v FROM opt_items WHERE id = ${15}`, tx`UPDATE opt_items SET v = ${151} WHERE id = ${15}`, tx`SELECT current_setting('port') AS port`]);
+    expect(pipelined[0]).toEqual([{ v: 150 }]);
+    expect((pipelined[2] as unknown as { port: string }[])[0]!.port).toBe(String(ports.primary));
+    expect(await valueOf(15)).toBe(151);
+    expect(await cluster.query('primary', "SELECT 1 FROM opt_log WHERE note = 'pjs-140'")).toHaveLength(1);
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 1, moved: 2 });
+    // a conflict reaches postgres.js as 40001 and nothing is written
+    const conflict = sql.begin(async (tx) => {
+      await tx`SELECT v FROM opt_items WHERE id = ${16}`;
+      await cluster.query('primary', 'UPDATE opt_items SET v = 161 WHERE id = 16');
+      await tx`UPDATE opt_items SET v = ${999} WHERE id = ${17}`;
+    });
+    await expect(conflict).rejects.toMatchObject({ code: '40001' });
+    expect(await valueOf(17)).toBe(170);
+  });
+
+  it('psql: a script that reads, sets a savepoint and writes commits once, on the primary', async () => {
+    const metrics = await outcomes();
+    const script = [
+      'BEGIN;',
+      'SELECT v FROM opt_items WHERE id = 18;',
+      'SAVEPOINT s;',
+      "INSERT INTO opt_log (note) VALUES ('psql-script');",
+      "SELECT current_setting('port');",
+      'COMMIT;',
+    ].join('\n');
+    const result = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const child = execFile('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--no-align', '--tuples-only', shopUrl(relay)], { timeout: 60_000 }, (error, stdout, stderr) =>
+        resolve({ code: error ? 1 : 0, stdout, stderr }),
+      );
+      child.stdin!.end(script + '\n');
+    });
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout.split('\n').filter(Boolean)).toEqual(['180', String(ports.primary)]);
+    expect(await cluster.query('primary', "SELECT 1 FROM opt_log WHERE note = 'psql-script'")).toHaveLength(1);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+});
+
+describe('a read-only transaction whose replica connection is lost', () => {
+  it('continues on another replica, its reads run again there and compared, without an error', async () => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = $1', [20])).rows).toEqual([{ v: 200 }]);
+    expect((await c.query('SELECT count(*)::int AS n FROM opt_items')).rows).toEqual([{ n: 20 }]);
+    // the server connection of the transaction, idle in it on one replica, is terminated there
+    const errorsBefore = await serverErrors();
+    let lostOn: string | undefined;
+    for (const name of REPLICAS) {
+      const killed = await cluster.query<{ pid: number }>(
+        name,
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'shop' AND state = 'idle in transaction'",
+        [],
+        { superuser: true, database: 'postgres' },
+      );
+      if (killed.length > 0) lostOn = name;
+    }
+    expect(lostOn).toBeDefined();
+    await vi.waitFor(async () => {
+      const left = await cluster.query(lostOn!, "SELECT 1 FROM pg_stat_activity WHERE usename = 'shop' AND state = 'idle in transaction'", [], { superuser: true, database: 'postgres' });
+      expect(left).toHaveLength(0);
+    }, WAIT);
+    // pgrelay has seen the connection go (a statement sent before that would be lost with it: 08006)
+    await vi.waitFor(async () => expect(await serverErrors()).toBeGreaterThan(errorsBefore), WAIT);
+    // the client never knows: the transaction goes on, on the other replica
+    expect((await c.query('SELECT v FROM opt_items WHERE id = $1', [19])).rows).toEqual([{ v: 190 }]);
+    const port = (await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port;
+    expect(replicaPort(port)).not.toBe(lostOn);
+    await c.query('COMMIT');
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 1 });
+  });
+
+  it('a row it read changed meanwhile: 40001, as for a move', async () => {
+    const c = await client();
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = $1', [1])).rows).toEqual([{ v: 10 }]);
+    await cluster.query('primary', 'UPDATE opt_items SET v = 11 WHERE id = 1');
+    for (const name of REPLICAS) await cluster.waitForReplay(name);
+    const errorsBefore = await serverErrors();
+    for (const name of REPLICAS) {
+      await cluster.query(name, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'shop' AND state = 'idle in transaction'", [], { superuser: true, database: 'postgres' });
+    }
+    await vi.waitFor(async () => expect(await serverErrors()).toBeGreaterThan(errorsBefore), WAIT);
+    await expect(c.query('SELECT v FROM opt_items WHERE id = 2')).rejects.toMatchObject({ code: '40001' });
+    await c.query('ROLLBACK');
+    await cluster.query('primary', 'UPDATE opt_items SET v = 10 WHERE id = 1');
+  });
+});
+
+describe('the replay bound and the off switch', () => {
+  it('routing.optimistic_max_bytes: past it, the transaction moves at its next statement, even a read', async () => {
+    const small = await relayWith({ optimistic_max_bytes: 0 });
+    onTestFinished(() => small.stop());
+    const c = await client(small);
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 19')).rows).toEqual([{ v: 190 }]);
+    // the log now holds more than 0 bytes: this read moves the transaction first (the one above verified)
+    const port = await c.query<{ port: string }>("SELECT current_setting('port') AS port");
+    expect(port.rows[0]!.port).toBe(String(ports.primary));
+    await c.query('COMMIT');
+    expect(grew({}, await outcomes(small))).toEqual({ moved: 1 });
+  });
+
+  it('routing.transactions: primary runs every transaction of a plain BEGIN on the primary', async () => {
+    const off = await relayWith({ transactions: 'primary' });
+    onTestFinished(() => off.stop());
+    const c = await client(off);
+    for (const begin of ['BEGIN', 'BEGIN ISOLATION LEVEL REPEATABLE READ']) {
+      await c.query(begin);
+      expect((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port).toBe(String(ports.primary));
+      await c.query('COMMIT');
+    }
+    // outside a transaction, reads still go to the replica
+    replicaPort((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port);
+    expect(grew({}, await outcomes(off))).toEqual({ primary: 1 });
+  });
+});
