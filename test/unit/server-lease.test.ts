@@ -125,8 +125,39 @@ describe('ServerLease', () => {
     lease.forward(chunk, 26, 26);
     expect(conn.written).toEqual([]);
     lease.endBatch();
-    expect(conn.written.map((b) => b.toString('latin1'))).toEqual([chunk.subarray(0, 14).toString('latin1'), 'injected', chunk.subarray(14).toString('latin1')]);
+    // small pieces are joined into one buffer: one write, no cork
+    expect(conn.written.map((b) => b.toString('latin1'))).toEqual([chunk.subarray(0, 14).toString('latin1') + 'injected' + chunk.subarray(14).toString('latin1')]);
+    expect(conn.socket.corked).toBe(0);
+  });
+
+  it('writes pieces of more than 4 KB in all as they are, corked (no copy of a large message)', () => {
+    const { lease, conn } = setup();
+    const big = frame('d', 'x'.repeat(5000));
+    lease.beginBatch();
+    lease.inject(Buffer.from('head'));
+    lease.forward(big, 5, big.length);
+    lease.endBatch();
+    expect(conn.written.map((b) => b.length)).toEqual([4, big.length]);
     expect(conn.socket.corked).toBe(1);
+  });
+
+  it('joins the answers gathered during one server chunk into one client write when they are small, and leaves large ones as they are', () => {
+    const { lease, conn, client } = setup();
+    lease.beginScan();
+    lease.toClient(Buffer.from('T'));
+    lease.toClient(Buffer.from('D'));
+    lease.toClient(Buffer.from('Z'));
+    lease.endScan(conn as unknown as ServerConnection, true);
+    expect(client.writes.map((b) => b.toString())).toEqual(['TDZ']);
+    expect(client.corked).toBe(0);
+    client.flush();
+    const large = Buffer.alloc(5000, 0x44);
+    lease.beginScan();
+    lease.toClient(Buffer.from('T'));
+    lease.toClient(large);
+    lease.endScan(conn as unknown as ServerConnection, true);
+    expect(client.writes.slice(1).map((b) => b.length)).toEqual([1, 5000]);
+    expect(client.corked).toBe(1);
   });
 
   it('stops reading the client while the server’s write buffer is full, and reads it again on drain', () => {
@@ -146,7 +177,7 @@ describe('ServerLease', () => {
     lease.toClient(Buffer.from('row 1'));
     lease.toClient(Buffer.from('row 2'));
     lease.endScan(conn as unknown as ServerConnection, true);
-    expect(client.writes.map(String)).toEqual(['row 1', 'row 2']);
+    expect(client.writes.map(String)).toEqual(['row 1row 2']);
     expect(lease.heldReads).toBe(true);
     expect(conn.socket.paused).toBe(true);
     lease.release(true);
