@@ -2,6 +2,9 @@ import { ProxyError } from '../errors.js';
 import { FrontendCode } from '../protocol/codes.js';
 import { readCString } from '../protocol/messages.js';
 
+/** A Bind or Execute of a BEGIN is smaller than this. */
+const MAX_MESSAGE = 64 * 1024;
+
 /** A BEGIN sent through the extended protocol, found in the client's buffered messages. */
 export interface ExtendedBegin {
   /** the messages it takes, the current one included: Parse, Bind, Execute (3) or Bind, Execute (2) */
@@ -36,7 +39,10 @@ function find(current: Buffer, rest: Buffer, preparedBegin: (name: string) => bo
   let at = 0;
   while (frames.length < 3 && at + 5 <= rest.length) {
     const end = at + 1 + rest.readInt32BE(at + 1);
-    if (end > rest.length || end < at + 5) break;
+    // a length below 4: not held, the session refuses the message when it reaches it; a BEGIN's
+    // Bind and Execute are small (nor is a large message waited for here)
+    if (end < at + 5 || end - at > MAX_MESSAGE) return undefined;
+    if (end > rest.length) break;
     frames.push(rest.subarray(at, end));
     at = end;
   }

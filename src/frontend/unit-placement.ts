@@ -136,7 +136,8 @@ export class UnitPlacement {
   holdExtendedBegin(classification: Classification, text: string): { tag: string; parsed: string | undefined } | 'incomplete' | undefined {
     const host = this.host;
     const reader = host.reader;
-    const idle = !host.lease.conn && !host.unitOpen() && host.queue.length === 0;
+    // the unit may have begun without a server (pgjdbc closes statements it dropped in front of the BEGIN)
+    const idle = !host.lease.conn && host.queue.length === 0;
     const tag = host.tx.extendedBeginTag(classification, text, { idle, pinned: host.pinned(), defaultReadOnly: host.effects.defaultReadOnly, optimistic: this.optimistic.enabled });
     if (tag === undefined) return undefined;
     const preparedBegin = (name: string): boolean => host.statement(name)?.text === text;

@@ -159,6 +159,15 @@ describe('optimistic transactions begun through the extended protocol (pgjdbc â‰
     expect(grew(metrics, await outcomes())).toEqual({ replica: 2 });
   });
 
+  it('Close of statements pgjdbc dropped, in front of the BEGIN: still held', async () => {
+    const c = await shop();
+    const closeDropped = rawMessage('C', Buffer.from('SS_7\0'));
+    const first = await run(c, Buffer.concat([closeDropped, beginAndFirst(PORT, []), sync]));
+    expect(types(first)).toEqual(['3', '1', '2', 'C', '1', '2', 'T', 'D', 'C', 'Z']);
+    expect(rows(first)).toEqual([[String(replicaPort)]]);
+    expect(tags(await run(c, commit(true)))).toEqual(['COMMIT']);
+  });
+
   it('a BEGIN alone up to its Sync is answered with status T; the next statement places the transaction', async () => {
     const c = await shop();
     const begun = await run(c, Buffer.concat([parse('', 'BEGIN'), bind(''), execute(0), sync]));
