@@ -8,9 +8,12 @@ import { startRelay, type Relay } from '../support/relay.js';
 // 42.7.6 sends it with autocommit off (its default extended query mode): Parse/Bind/Execute of
 // "BEGIN" in front of the transaction's first statement, one Sync for both; once the BEGIN was
 // used prepareThreshold times, a named statement: its Parse once, then Bind/Execute only. COMMIT
-// comes as Parse/Bind/Execute of a named statement. The bytes below are pgjdbc's, message for
-// message (captured through a TCP tap; no Java is needed here). Where statements ran is read on
-// the servers: pg_stat_user_tables scan counters and current_setting('port').
+// comes as Parse/Bind/Execute of a named statement. The statements' and the COMMIT's messages
+// below are those pgjdbc 42.7.13 sent through a TCP tap, byte for byte; the BEGIN's are what
+// pgjdbc ≤ 42.7.6 sends instead of 42.7.13's simple Query (its sendOneQuery with
+// QUERY_NO_METADATA: Parse, Bind, no Describe, Execute). No Java is needed here. Where
+// statements ran is read on the servers: pg_stat_user_tables scan counters and
+// current_setting('port').
 
 const PASSWORD = { shop: 'shop-pw-81', monitor: 'monitor-pw-82', failover: 'failover-pw-83' };
 const WAIT = { timeout: 20_000, interval: 100 };
