@@ -1,6 +1,6 @@
 import type { Classification } from '../classify/classifier.js';
-import { TxStatus } from '../protocol/codes.js';
-import { commandComplete, readyForQuery } from '../protocol/messages.js';
+import { FrontendCode, TxStatus } from '../protocol/codes.js';
+import { commandComplete, message, readyForQuery } from '../protocol/messages.js';
 import { deferredBeginTag } from '../routing/unit-route.js';
 import type { StatementPayload } from './client-statements.js';
 import { Expect, kindOf, type ResponseQueue, SWALLOW } from './response-queue.js';
@@ -63,6 +63,21 @@ export class ClientTransaction {
     this.deferred = Buffer.from(frame);
     this.saw(TxStatus.InTransaction);
     return [commandComplete(tag), readyForQuery(TxStatus.InTransaction)];
+  }
+
+  /** The command tag a BEGIN sent through the extended protocol is answered with when it can be held (see holdExtendedBegin), else undefined. */
+  extendedBeginTag(classification: Classification, text: string, facts: DeferFacts): string | undefined {
+    return deferredBeginTag(classification, text, { ...facts, beginDeferred: this.deferred !== undefined, clientTxStatus: this.status });
+  }
+
+  /**
+   * A BEGIN sent through the extended protocol (see findExtendedBegin) is held: as a simple
+   * Query, which is what goes in front of the transaction's first statement (and runs again on
+   * the primary when the transaction moves).
+   */
+  holdExtendedBegin(text: string): void {
+    this.deferred = message(FrontendCode.Query, (w) => w.cstring(text));
+    this.saw(TxStatus.InTransaction);
   }
 
   /** The held BEGIN, to send in front of the transaction's first statement (once). */

@@ -166,6 +166,7 @@ export class ClientSession {
       sendToClient: (data) => this.sendToClient(data),
       waitForOutcome: () => this.park('drain', false),
       pinned: () => this.pinned,
+      holdBegin: (classification, text) => this.placement.holdExtendedBegin(classification, text),
       config: () => this.services.config(),
     });
     const { queue, replies, statements } = this;

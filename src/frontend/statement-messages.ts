@@ -1,6 +1,6 @@
 import type { Classification } from '../classify/classifier.js';
 import { FrontendCode, TxStatus } from '../protocol/codes.js';
-import { closeComplete, commandComplete, message, parseComplete, readCString, readyForQuery } from '../protocol/messages.js';
+import { bindComplete, closeComplete, commandComplete, message, parseComplete, readCString, readyForQuery } from '../protocol/messages.js';
 import { IN_FAILED_TRANSACTION } from './session-answers.js';
 import type { Config } from '../config/types.js';
 import { syncCommitFloorFrame } from '../routing/sync-commit-floor.js';
@@ -35,6 +35,8 @@ export interface StatementHost {
   waitForOutcome(): void;
   /** the client is pinned to its server connection */
   pinned(): boolean;
+  /** a BEGIN sent through the extended protocol, held (see UnitPlacement.holdExtendedBegin) */
+  holdBegin(classification: Classification, text: string): { tag: string; parsed: string | undefined } | 'incomplete' | undefined;
   /** routing.min_synchronous_commit */
   /** the configuration now (the synchronous_commit floor, the cap of statements per server connection) */
   config(): Config;
@@ -75,6 +77,7 @@ export class StatementMessages {
       const parse = parseWithText(name, refusalText(refused));
       return this.onParse(parse, 5, parse.length);
     }
+    if (classification.effects[0]?.type === 'begin' && this.heldBegin(classification, text, { name, frame: Buffer.from(b.subarray(start - 5, end)), textStart: textStart - start + 5 })) return;
     if (name !== '' && !this.host.orphaned()) {
       const statement = this.host.registry.intern(text, b.subarray(textStart, end), classification);
       if (statement.parsed) {
@@ -105,6 +108,28 @@ export class StatementMessages {
     });
   }
 
+  /**
+   * A BEGIN sent through the extended protocol that pgrelay holds (as a simple-Query one, see
+   * ClientTransaction): its Parse (when `parse`, the whole message), Bind and Execute are answered
+   * here, in order; it goes to a server with the transaction's first statement. True when handled
+   * (or when its messages are not all in yet: handled again then).
+   */
+  private heldBegin(classification: Classification, text: string, parse: { name: string; frame: Buffer; textStart: number } | undefined): boolean {
+    const held = this.host.holdBegin(classification, text);
+    if (held === undefined) return false;
+    if (held === 'incomplete') return true;
+    if (parse !== undefined && parse.name === '') {
+      // the client's unnamed statement is the BEGIN now, held by no server connection yet
+      this.host.statements.parsedUnnamed(parse.frame, { classification, text }, { prepared: new Set(), unnamedToken: 0 });
+    } else if (parse !== undefined) {
+      this.host.statements.set(parse.name, this.host.registry.intern(text, parse.frame.subarray(parse.textStart), classification));
+    }
+    this.host.beginWithoutServer(parse !== undefined ? parseComplete : bindComplete);
+    if (parse !== undefined) this.host.sendToClient(bindComplete);
+    this.host.sendToClient(commandComplete(held.tag));
+    return true;
+  }
+
   /** ParseComplete made by pgrelay, in order with what the server still owes. */
   private answerParseComplete(payload: StatementPayload): void {
     if (this.host.lease.conn) {
@@ -128,6 +153,7 @@ export class StatementMessages {
       });
     }
     const statement = this.host.statements.get(name);
+    if (statement?.classification.effects[0]?.type === 'begin' && this.heldBegin(statement.classification, statement.text, undefined)) return;
     this.host.beginExtendedUnit(statement?.classification, () => {
       if (!statement) {
         // unknown to pgrelay: let the server report it (26000) and skip to Sync as it does

@@ -22,6 +22,7 @@ import type { ReplayWindow } from './replay-window.js';
 import type { SessionServices } from './session-services.js';
 import type { Step, WaitReason } from './unit-state.js';
 import { lookAhead, type UnitAhead } from './unit-lookahead.js';
+import { findExtendedBegin } from './extended-begin.js';
 import { DISCARD_SEQUENCES, SequenceAffinity } from './sequence-affinity.js';
 import { unitText } from './placeholder-guard.js';
 import { pipelineShape, sharedConnection } from './unit-pipelining.js';
@@ -124,6 +125,31 @@ export class UnitPlacement {
     const host = this.host;
     const idle = !host.lease.conn && !host.unitOpen() && host.queue.length === 0;
     return host.tx.deferBegin(classification, text, frame, { idle, pinned: host.pinned(), defaultReadOnly: host.effects.defaultReadOnly, optimistic: this.optimistic.enabled });
+  }
+
+  /**
+   * A BEGIN sent through the extended protocol (the Parse or Bind being handled starts it, see
+   * findExtendedBegin) is held as a simple-Query one: its messages are taken (the reader is past
+   * its Execute) and the command tag to answer with is returned; 'incomplete': handled again
+   * once more client bytes are in; undefined: it goes to a server now.
+   */
+  holdExtendedBegin(classification: Classification, text: string): { tag: string; parsed: string | undefined } | 'incomplete' | undefined {
+    const host = this.host;
+    const reader = host.reader;
+    // the unit may have begun without a server (pgjdbc closes statements it dropped in front of the BEGIN)
+    const idle = !host.lease.conn && host.queue.length === 0;
+    const tag = host.tx.extendedBeginTag(classification, text, { idle, pinned: host.pinned(), defaultReadOnly: host.effects.defaultReadOnly, optimistic: this.optimistic.enabled });
+    if (tag === undefined) return undefined;
+    const preparedBegin = (name: string): boolean => host.statement(name)?.text === text;
+    const found = findExtendedBegin(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), preparedBegin);
+    if (found === 'incomplete') {
+      host.awaitInput();
+      return found;
+    }
+    if (found === undefined) return undefined;
+    host.tx.holdExtendedBegin(text);
+    for (let i = 1; i < found.messages; i++) reader.next();
+    return { tag, parsed: found.parsed };
   }
 
   /** Where a statement wants to run, given the session's transaction defaults. */
