@@ -38,10 +38,12 @@ describe('workers: 2, planned switchover', () => {
     cleanups.push(() => load.stop());
     load.start(8, 8);
     await vi.waitFor(() => expect(load.acks.length).toBeGreaterThan(60), { timeout: 60_000, interval: 50 });
-    // the 16 clients are spread over both workers
+    // the 16 clients are spread over both workers (node:cluster hands each new connection to the
+    // next worker that took its last one: on a loaded machine the split can be as uneven as 13/3)
     const spread = await perWorkerClients();
-    expect(spread['1']).toBeGreaterThanOrEqual(4);
-    expect(spread['2']).toBeGreaterThanOrEqual(4);
+    expect(spread['1']! + spread['2']!).toBe(16);
+    expect(spread['1']).toBeGreaterThanOrEqual(2);
+    expect(spread['2']).toBeGreaterThanOrEqual(2);
 
     const startedAt = performance.now();
     const response = await adminRequest(adminUrl, 'POST', '/admin/switchover');
