@@ -257,21 +257,27 @@ describe('ServerPipeline', () => {
     }
   });
 
-  it('writes again an extended run hit by a cancel meant for the unit ahead, unless its named Parse completed', () => {
-    const run = (parse: Buffer) => Buffer.concat([parse, frame('B', 'p\0s1\0\0\0\0\0\0\0'), frame('E', 'p\0\0\0\0\0'), frame('S')]);
-    const parseComplete = frame('1');
-    for (const [statement, expectRerun] of [['', true], ['s1', false]] as const) {
-      const unit = run(frame('P', `${statement}\0SELECT 1\0\0\0`));
+  it('writes again an extended run hit by a cancel meant for the unit ahead, unless its named Parse completed or it binds an unnamed statement parsed before it', () => {
+    const run = (statement: string, parse: boolean) =>
+      Buffer.concat([parse ? frame('P', `${statement}\0SELECT 1\0\0\0`) : Buffer.alloc(0), frame('B', `p\0${statement}\0\0\0\0\0\0\0`), frame('E', 'p\0\0\0\0\0'), frame('S')]);
+    const cases = [
+      { unit: run('', true), parsed: true, rerun: true },
+      { unit: run('s1', true), parsed: true, rerun: false },
+      { unit: run('s1', true), parsed: false, rerun: true },
+      { unit: run('s1', false), parsed: false, rerun: true },
+      { unit: run('', false), parsed: false, rerun: false },
+    ];
+    for (const { unit, parsed, rerun } of cases) {
       const { conn, join, write } = setup();
       const a = join();
       write(a);
       const b = join();
-      write(b, unit.length > 0 && statement === '' ? Buffer.concat([frame('P', '\0SELECT 1\0\0\0'), frame('B', 'p\0\0\0\0\0\0\0\0'), frame('E', 'p\0\0\0\0\0'), frame('S')]) : unit);
+      write(b, unit);
       a.member!.pipeline.cancelling(a.member!);
-      const bAnswer = Buffer.concat([parseComplete, error('57014'), ready('I')]);
+      const bAnswer = Buffer.concat([parsed ? frame('1') : Buffer.alloc(0), error('57014'), ready('I')]);
       feed(conn, Buffer.concat([answer('a'), bAnswer]), 1000);
-      expect(conn.written.length).toBe(expectRerun ? 1 : 0);
-      expect(b.bytes).toEqual(expectRerun ? Buffer.alloc(0) : bAnswer);
+      expect(conn.written).toEqual(rerun ? [unit] : []);
+      expect(b.bytes).toEqual(rerun ? Buffer.alloc(0) : bAnswer);
     }
   });
 
@@ -313,6 +319,36 @@ describe('ServerPipeline', () => {
       expect(b.bytes).toEqual(cancelled('b'));
       expect(conn.written).toEqual([]);
     }
+  });
+
+  it('holds nothing any more once the connection had nothing queued with the cancel taken, and holds what is written while it is on its way', () => {
+    const { conn, join, write } = setup(); // leaveAfterAnswer: a leaves, the pipeline stays with b
+    const b = join(false);
+    const a = join();
+    write(a);
+    a.member!.pipeline.cancelling(a.member!);
+    conn.cancelsPending = true;
+    feed(conn, answer('a'), 1000);
+    // still on its way: b's unit, written now on an empty line, may still be hit
+    write(b);
+    feed(conn, cancelled('b'), 1000);
+    expect(conn.written.length).toBe(1);
+    expect(b.received).toEqual([]);
+    conn.cancelsPending = false;
+    feed(conn, answer('b'), 1000);
+    expect(b.bytes).toEqual(answer('b'));
+
+    // taken, and nothing was queued when a's answer came: a later 57014 is not a's (a statement_timeout, say)
+    const later = setup();
+    const y = later.join(false);
+    const x = later.join();
+    later.write(x);
+    x.member!.pipeline.cancelling(x.member!);
+    feed(later.conn, answer('x'), 1000);
+    later.write(y);
+    feed(later.conn, cancelled('y'), 1000);
+    expect(later.conn.written).toEqual([]);
+    expect(y.bytes).toEqual(cancelled('y'));
   });
 
   it('writes a unit hit by cancels meant for others again at most a few times, and not behind a unit half written', () => {
