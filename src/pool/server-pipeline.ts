@@ -90,7 +90,10 @@ export class ServerPipeline implements ServerDataHandler {
   private discardAtEnd = false;
   private finished = false;
   private holders = 0;
-  /** cancels sent for a unit here whose 57014 has not been seen: units written meanwhile are held (see pipeline-rerun.ts) */
+  /**
+   * cancels sent for a unit here whose 57014 has not been seen: units written meanwhile are held,
+   * as are units written while any cancel for the backend is on its way (see pipeline-rerun.ts)
+   */
   private cancelShadow = 0;
   /** units written since the connection was lent */
   private units = 0;
@@ -198,7 +201,7 @@ export class ServerPipeline implements ServerDataHandler {
     member.written = [];
     const entry: Entry = { member, shape, startedAt: performance.now(), bytes, reruns: 0, held: undefined };
     entries.push(entry);
-    if (this.cancelShadow > 0) this.holdAnswer(entry);
+    if (this.cancelShadow > 0 || this.conn.cancelsPending) this.holdAnswer(entry);
   }
 
   /** Copies of bytes written for the member's unit under way (see wrote). */
@@ -237,7 +240,7 @@ export class ServerPipeline implements ServerDataHandler {
     ServerPipeline.rerunUnits++;
     const again: Entry = { member, shape: entry.shape, startedAt: performance.now(), bytes: entry.bytes, reruns: entry.reruns + 1, held: undefined };
     this.entries.push(again);
-    if (this.cancelShadow > 0) this.holdAnswer(again);
+    if (this.cancelShadow > 0 || conn.cancelsPending) this.holdAnswer(again);
     conn.write(entry.bytes!);
     return true;
   }
