@@ -92,10 +92,13 @@ export class ServerLease {
     if (this.member !== undefined) this.member.approved = shape;
   }
 
-  /** The connection running this session's unit now (for a cancel): not while it waits behind another's. */
-  running(): ServerConnection | undefined {
+  /**
+   * The connection to send the client's cancel to: the one running this session's unit now, not
+   * while it waits behind another's (on a shared connection the cancel is noted: see ServerPipeline.cancelling).
+   */
+  cancelTarget(): ServerConnection | undefined {
     const member = this.member;
-    return member === undefined || member.pipeline.isRunning(member) ? this.conn : undefined;
+    return member === undefined || member.pipeline.cancelling(member) ? this.conn : undefined;
   }
 
   /**
@@ -220,6 +223,7 @@ export class ServerLease {
   private writeServer(data: Buffer): void {
     const conn = this.conn;
     if (!conn || conn.closed) return;
+    if (this.member !== undefined) this.member.pipeline.record(this.member, data);
     if (this.batching) {
       if (this.outConn !== conn) {
         this.flushServerOut();

@@ -197,7 +197,7 @@ export class ClientSession {
 
   /** The server connection running this client's work, if any (for cancel). */
   runningOn(): ServerConnection | undefined {
-    return this.queue.length > 0 ? this.lease.running() : undefined;
+    return this.queue.length > 0 ? this.lease.cancelTarget() : undefined;
   }
 
   /** The one place the unit's state changes. */

@@ -55,6 +55,8 @@ export class Metrics {
   readonly poolWaiting = new Gauge({ name: 'pgrelay_pool_waiting_clients', help: 'Units waiting for a free server connection now.', labelNames: ['node'], registers: [this.registry] });
   readonly poolWaits: Counter<'node'> = new Counter({ name: 'pgrelay_pool_waits_total', help: 'Units that had to wait for a free server connection.', labelNames: ['node'], registers: [this.registry], collect: () => this.pendingPoolWaits.flush(this.poolWaits, 'node') });
   readonly poolWaitTimeouts = new Counter({ name: 'pgrelay_pool_wait_timeouts_total', help: 'Units refused with 53300 after waiting for a server connection.', labelNames: ['node'], registers: [this.registry] });
+  /** counted by the pipelines of this process (countPipelinedUnit), read when the registry is */
+  readonly pipelinedUnits: Counter<'node'> = new Counter({ name: 'pgrelay_pipelined_units_total', help: 'Units written behind another client\u2019s unit on one server connection (pool.pipeline_depth), by node.', labelNames: ['node'], registers: [this.registry], collect: () => copyCounts(this.pipelinedUnits, pipelinedTotals) });
   readonly serverErrors = new Counter({ name: 'pgrelay_server_connection_errors_total', help: 'Server connections in the data path that broke.', labelNames: ['node'], registers: [this.registry] });
 
   // ---------------------------------------------------------------- classification cache
@@ -149,4 +151,18 @@ class PendingCounts {
       }
     }
   }
+}
+
+/** Sets a counter by node to the totals a module keeps itself (plain numbers, process-wide). */
+function copyCounts(counter: Counter<'node'>, totals: ReadonlyMap<string, number>): void {
+  counter.reset();
+  for (const [node, n] of totals) counter.inc({ node }, n);
+}
+
+/** Units written behind another client's unit, by node, in this process (see ServerPipeline). */
+const pipelinedTotals = new Map<string, number>();
+
+/** A unit was written behind another client's unit on a connection to `node` (pgrelay_pipelined_units_total). */
+export function countPipelinedUnit(node: string): void {
+  pipelinedTotals.set(node, (pipelinedTotals.get(node) ?? 0) + 1);
 }

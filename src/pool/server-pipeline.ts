@@ -1,4 +1,6 @@
+import { countPipelinedUnit } from '../metrics/metrics.js';
 import { BackendCode, TxStatus } from '../protocol/codes.js';
+import { isHeadCode, MAX_RERUNS, mayRunAgain } from './pipeline-rerun.js';
 import type { ServerConnection, ServerDataHandler } from './server-connection.js';
 
 /** A shape whose recent units took longer than this on a server is not pipelined (ms). */
@@ -27,6 +29,10 @@ export interface PipelineMember {
   holding: boolean;
   /** the session let go: what it is still owed is read and dropped */
   left: boolean;
+  /** its client asked for a cancel: a 57014 it gets is its own */
+  cancelAsked: boolean;
+  /** copies of the bytes written for its unit not yet ended (to write it again: see pipeline-rerun.ts) */
+  written: Buffer[];
 }
 
 /** A unit written to the connection, answered when its ReadyForQuery arrives. */
@@ -36,6 +42,12 @@ interface Entry {
   shape: object | undefined;
   /** when the server started on it (it reached the head of the line) */
   startedAt: number;
+  /** the unit's bytes, for a self-contained unit */
+  bytes: Buffer | undefined;
+  /** times it was written again after a cancel meant for another unit */
+  reruns: number;
+  /** a cancel sent for a unit ahead may hit it: its answer is held while it has only heads (see pipeline-rerun.ts) */
+  held: Buffer[] | undefined;
 }
 
 /**
@@ -65,6 +77,8 @@ export class ServerPipeline implements ServerDataHandler {
   static readonly latency = new WeakMap<object, number>();
   /** units queued behind another since start (tests and diagnostics) */
   static queuedUnits = 0;
+  /** units written again after a cancel meant for the unit ahead of them, since start */
+  static rerunUnits = 0;
 
   /** chunks are copies: several sessions hold pieces of one chunk while their clients read them */
   readonly borrowsChunks = false;
@@ -76,6 +90,11 @@ export class ServerPipeline implements ServerDataHandler {
   private discardAtEnd = false;
   private finished = false;
   private holders = 0;
+  /**
+   * cancels sent for a unit here whose 57014 has not been seen: units written meanwhile are held,
+   * as are units written while any cancel for the backend is on its way (see pipeline-rerun.ts)
+   */
+  private cancelShadow = 0;
   /** units written since the connection was lent */
   private units = 0;
   // frame scan state, across chunks
@@ -104,7 +123,7 @@ export class ServerPipeline implements ServerDataHandler {
       ServerPipeline.pipelines.set(conn, pipeline);
       conn.setHandler(pipeline);
     } else if (pipeline.entries.length > 0) ServerPipeline.queuedUnits++;
-    const member: PipelineMember = { pipeline, handler, approved: shape, unterminated: false, owed: 0, holding: false, left: false };
+    const member: PipelineMember = { pipeline, handler, approved: shape, unterminated: false, owed: 0, holding: false, left: false, cancelAsked: false, written: [] };
     pipeline.members.push(member);
     return member;
   }
@@ -145,6 +164,20 @@ export class ServerPipeline implements ServerDataHandler {
     return this.entries.length > 0 && this.entries[0]!.member === member;
   }
 
+  /**
+   * The member's client asks for a cancel of its unit; true when the unit runs now and the cancel
+   * may go to the server. Units written behind it, now or until its 57014 is seen, are held and
+   * written again should the cancel hit them instead (see pipeline-rerun.ts).
+   */
+  cancelling(member: PipelineMember): boolean {
+    member.cancelAsked = true;
+    if (!this.isRunning(member)) return false;
+    this.cancelShadow++;
+    const entries = this.entries;
+    for (let i = 1; i < entries.length; i++) this.holdAnswer(entries[i]!);
+    return true;
+  }
+
   /** The member wrote bytes of a unit (its end: `ended`, a Query, Sync or FunctionCall, is on the socket). */
   wrote(member: PipelineMember, ended: boolean): void {
     if (!ended) {
@@ -157,7 +190,59 @@ export class ServerPipeline implements ServerDataHandler {
     if (shape === undefined) this.closed = true;
     member.owed++;
     this.units++;
-    this.entries.push({ member, shape, startedAt: performance.now() });
+    const entries = this.entries;
+    for (const ahead of entries) {
+      if (ahead.member === member) continue;
+      countPipelinedUnit(this.conn.node);
+      break;
+    }
+    const written = member.written;
+    const bytes = shape === undefined || written.length === 0 ? undefined : written.length === 1 ? written[0] : Buffer.concat(written);
+    member.written = [];
+    const entry: Entry = { member, shape, startedAt: performance.now(), bytes, reruns: 0, held: undefined };
+    entries.push(entry);
+    if (this.cancelShadow > 0 || this.conn.cancelsPending) this.holdAnswer(entry);
+  }
+
+  /** Copies of bytes written for the member's unit under way (see wrote). */
+  record(member: PipelineMember, data: Buffer): void {
+    member.written.push(Buffer.from(data));
+  }
+
+  /** The answer of a unit behind a cancel is held while it has only heads (it may be written again). */
+  private holdAnswer(entry: Entry): void {
+    if (entry.bytes !== undefined && entry.reruns < MAX_RERUNS && !entry.member.cancelAsked) entry.held ??= [];
+  }
+
+  /** A held answer is handed on (it has more than heads, or it is final). */
+  private release(conn: ServerConnection, entry: Entry, last?: Buffer): void {
+    const held = entry.held!;
+    entry.held = undefined;
+    if (last !== undefined) held.push(last);
+    if (held.length > 0) this.deliver(conn, entry.member, held.length === 1 ? held[0]! : Buffer.concat(held));
+  }
+
+  /**
+   * The held answer of `entry`, whole to its ReadyForQuery (`last` its end), is a cancel meant for
+   * a unit ahead: the unit is written again at the end of the line, when nothing written since
+   * could run it inside a transaction or split another's unit. True: it was written again.
+   */
+  private rerun(conn: ServerConnection, entry: Entry, last: Buffer): boolean {
+    const member = entry.member;
+    if (this.status !== TxStatus.Idle || member.left || member.cancelAsked || member.owed !== 0 || conn.closed || this.finished) return false;
+    for (const other of this.members) if (other.unterminated) return false;
+    for (const later of this.entries) if (later.shape === undefined) return false;
+    const answer = entry.held!.length === 0 ? last : Buffer.concat([...entry.held!, last]);
+    if (!mayRunAgain(entry.bytes!, answer)) return false;
+    if (this.cancelShadow > 0) this.cancelShadow--;
+    entry.held = undefined;
+    member.owed++;
+    ServerPipeline.rerunUnits++;
+    const again: Entry = { member, shape: entry.shape, startedAt: performance.now(), bytes: entry.bytes, reruns: entry.reruns + 1, held: undefined };
+    this.entries.push(again);
+    if (this.cancelShadow > 0 || conn.cancelsPending) this.holdAnswer(again);
+    conn.write(entry.bytes!);
+    return true;
   }
 
   /** The member's client buffers too much: the connection is not read until it drained (unhold). */
@@ -239,6 +324,9 @@ export class ServerPipeline implements ServerDataHandler {
         }
         if (length < 4) return this.badData(conn);
         this.rest = length - 4;
+        const head = this.entries[0];
+        // a held answer that goes past its heads is handed on: it cannot be written again
+        if (head?.held !== undefined && !isHeadCode(this.code)) this.release(conn, head);
         if (this.rest > 0) continue;
       } else {
         if (this.code === BackendCode.ReadyForQuery && this.rest === 1) this.status = chunk[i]!;
@@ -252,7 +340,10 @@ export class ServerPipeline implements ServerDataHandler {
       if (this.unitAnswered(conn, chunk, from, i)) return;
       from = i;
     }
-    if (from < n) this.deliver(conn, this.entries.length > 0 ? this.entries[0]!.member : this.members[this.members.length - 1], chunk.subarray(from, n));
+    if (from >= n) return;
+    const head = this.entries[0];
+    if (head?.held !== undefined) head.held.push(Buffer.from(chunk.subarray(from, n)));
+    else this.deliver(conn, head !== undefined ? head.member : this.members[this.members.length - 1], chunk.subarray(from, n));
   }
 
   /** A ReadyForQuery ended at `end`: true when nothing more of this chunk is read here. */
@@ -276,7 +367,10 @@ export class ServerPipeline implements ServerDataHandler {
       this.closed = true;
       for (const later of this.entries) if (later.member !== member) othersBehind = true;
     }
-    this.deliver(conn, member, chunk.subarray(from, end));
+    if (entry?.held === undefined) this.deliver(conn, member, chunk.subarray(from, end));
+    else if (!this.rerun(conn, entry, chunk.subarray(from, end))) this.release(conn, entry, chunk.subarray(from, end));
+    // the backend waits for more with every cancel taken: a signal can no longer hit a later unit
+    if (this.entries.length === 0 && !conn.cancelsPending) this.cancelShadow = 0;
     if (othersBehind && !conn.closed) {
       this.discardAtEnd = true;
       conn.destroy();

@@ -3,7 +3,7 @@ import postgres from 'postgres';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ServerPipeline } from '../../src/pool/server-pipeline.js';
 import { dataRow, primaryOnly, RawClient, serialize, startProtocolRelay } from '../support/protocol-client.js';
-import type { Relay } from '../support/relay.js';
+import { ADMIN_HEADERS, type Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 import { usePgClients } from '../support/pg-clients.js';
 
@@ -36,6 +36,13 @@ function pgjs(relay: Relay): postgres.Sql {
 function poolTotal(relay: Relay): number {
   const stats = relay.app.pools.get(primary, cluster.user, cluster.database).stats();
   return stats.active + stats.idle + stats.connecting;
+}
+
+/** pgrelay_pipelined_units_total of the primary, from GET /metrics. */
+async function pipelinedMetric(relay: Relay): Promise<number> {
+  const text = await (await fetch(`${relay.adminUrl}/metrics`, { headers: ADMIN_HEADERS })).text();
+  const line = text.split('\n').find((l) => l.startsWith(`pgrelay_pipelined_units_total{node="${primary}"} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
 }
 
 afterAll(async () => {
@@ -173,6 +180,50 @@ describe('pipelining', () => {
       expect((await queued)[0]).toMatchObject({ slept: '', who: 'b' });
       return wasQueued;
     });
+  });
+
+  it('never lets a cancel of one client reach another: 300 cancels of a unit just finishing with others queued behind it, no other client sees 57014; pgrelay_pipelined_units_total counts the queued units', async () => {
+    const relay = await relayWith();
+    // postgres.js prepares its statements: after the first run a unit is a Bind of a statement the connection has
+    const own = (): postgres.Sql => {
+      const sql = postgres(relay.url(), { max: 1, onnotice: () => undefined });
+      sqls.push(sql);
+      return sql;
+    };
+    const a = own();
+    const others = [own(), own(), own()];
+    const unitA = (seconds: number) => a`SELECT pg_sleep(${seconds}::float8)::text AS slept, 'a' AS who`.execute();
+    const unitOther = (k: number) => others[k]!`SELECT pg_sleep(${0.0005}::float8)::text AS slept, ${k}::int AS k`.execute();
+    for (let i = 0; i < 3; i++) await Promise.all([unitA(0.001), ...others.map((_, k) => unitOther(k))]);
+    const pipelinedBefore = await pipelinedMetric(relay);
+    const rerunsBefore = ServerPipeline.rerunUnits;
+    let cancelledA = 0;
+    let queuedTries = 0;
+    for (let attempt = 0; attempt < 300; attempt++) {
+      const queuedBefore = ServerPipeline.queuedUnits;
+      // a runs 0 to 3 ms: the cancel, sent once the others are queued, lands before, during or after its end
+      const running = unitA((attempt % 4) / 1000);
+      const ranA = running.then(
+        () => 'done',
+        (error: { code?: string }) => error.code,
+      );
+      const queued = others.map((_, k) => unitOther(k));
+      for (let spin = 0; spin < 200 && ServerPipeline.queuedUnits === queuedBefore; spin++) await new Promise((resolve) => setImmediate(resolve));
+      if (ServerPipeline.queuedUnits > queuedBefore) queuedTries++;
+      running.cancel();
+      const outcome = await ranA;
+      expect(['done', '57014']).toContain(outcome);
+      if (outcome === '57014') cancelledA++;
+      // whatever the cancel hit, the others get their rows: never a 57014 they did not ask for
+      const rows = await Promise.all(queued);
+      rows.forEach((r, k) => expect(r[0]).toMatchObject({ slept: '', k }));
+    }
+    const reruns = ServerPipeline.rerunUnits - rerunsBefore;
+    console.log(`cancel race: ${queuedTries} of 300 tries queued others behind a; a cancelled ${cancelledA} times; ${reruns} units hit instead and run again`);
+    expect(queuedTries).toBeGreaterThan(100);
+    expect(cancelledA).toBeGreaterThan(0);
+    expect((await pipelinedMetric(relay)) - pipelinedBefore).toBeGreaterThanOrEqual(queuedTries);
+    expect(poolTotal(relay)).toBe(1);
   });
 
   it('queues neither a slow shape nor anything behind a slow one', async () => {

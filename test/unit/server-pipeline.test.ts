@@ -33,6 +33,12 @@ class FakeConn {
   appliedState = '';
   handler: ServerDataHandler | undefined;
   destroyed = 0;
+  /** what the pipeline itself wrote (units written again) */
+  readonly written: Buffer[] = [];
+  write(data: Buffer): boolean {
+    this.written.push(Buffer.from(data));
+    return true;
+  }
   readonly socket = {
     paused: false,
     pause() {
@@ -94,10 +100,13 @@ function setup() {
     sessions.push(session);
     return session;
   };
-  /** the session writes one whole unit (its Query or Sync is on the socket) */
-  const write = (session: FakeSession) => {
-    session.member!.pipeline.wrote(session.member!, false);
-    session.member!.pipeline.wrote(session.member!, true);
+  /** the session writes one whole unit (its Query or Sync is on the socket); `bytes`: the unit's messages */
+  const write = (session: FakeSession, bytes: Buffer = query(`SELECT ${sessions.indexOf(session)}`)) => {
+    const pipeline = session.member!.pipeline;
+    pipeline.record(session.member!, bytes.subarray(0, 3));
+    pipeline.wrote(session.member!, false);
+    pipeline.record(session.member!, bytes.subarray(3));
+    pipeline.wrote(session.member!, true);
   };
   return { conn, empties, shape, sessions, join, write, pipeline: () => ServerPipeline.of(conn as unknown as ServerConnection) };
 }
@@ -221,6 +230,161 @@ describe('ServerPipeline', () => {
     expect(behind.member!.pipeline.isRunning(behind.member!)).toBe(true);
   });
 
+  it("writes again, silently, a unit behind a cancelled one that the cancel hit instead (57014 with nothing but heads before it), however the answers are cut", () => {
+    for (const step of [1, 3, 1000]) {
+      const { conn, join, write, sessions } = setup();
+      const a = join();
+      write(a);
+      const b = join();
+      const bUnit = query('SELECT b');
+      write(b, bUnit);
+      const c = join();
+      write(c);
+      expect(a.member!.pipeline.cancelling(a.member!)).toBe(true);
+      const rerunsBefore = ServerPipeline.rerunUnits;
+      // a finished before the signal landed; the cancel hit b; c ran
+      feed(conn, Buffer.concat([answer('a'), cancelled('b'), answer('c')]), step);
+      expect(a.bytes).toEqual(answer('a'));
+      expect(b.received).toEqual([]);
+      expect(c.bytes).toEqual(answer('c'));
+      expect(conn.written).toEqual([bUnit]);
+      expect(ServerPipeline.rerunUnits - rerunsBefore).toBe(1);
+      // b's unit ran again at the end of the line: b gets that answer only
+      feed(conn, answer('b'), step);
+      expect(b.bytes).toEqual(answer('b'));
+      expect(sessions.every((s) => s.lostCount === 0)).toBe(true);
+      expect(conn.destroyed).toBe(0);
+    }
+  });
+
+  it('writes again an extended run hit by a cancel meant for the unit ahead, unless its named Parse completed or it binds an unnamed statement parsed before it', () => {
+    const run = (statement: string, parse: boolean) =>
+      Buffer.concat([parse ? frame('P', `${statement}\0SELECT 1\0\0\0`) : Buffer.alloc(0), frame('B', `p\0${statement}\0\0\0\0\0\0\0`), frame('E', 'p\0\0\0\0\0'), frame('S')]);
+    const cases = [
+      { unit: run('', true), parsed: true, rerun: true },
+      { unit: run('s1', true), parsed: true, rerun: false },
+      { unit: run('s1', true), parsed: false, rerun: true },
+      { unit: run('s1', false), parsed: false, rerun: true },
+      { unit: run('', false), parsed: false, rerun: false },
+    ];
+    for (const { unit, parsed, rerun } of cases) {
+      const { conn, join, write } = setup();
+      const a = join();
+      write(a);
+      const b = join();
+      write(b, unit);
+      a.member!.pipeline.cancelling(a.member!);
+      const bAnswer = Buffer.concat([parsed ? frame('1') : Buffer.alloc(0), error('57014'), ready('I')]);
+      feed(conn, Buffer.concat([answer('a'), bAnswer]), 1000);
+      expect(conn.written).toEqual(rerun ? [unit] : []);
+      expect(b.bytes).toEqual(rerun ? Buffer.alloc(0) : bAnswer);
+    }
+  });
+
+  it('hands a 57014 on as it is when the client asked for the cancel itself, when rows came before it, or when no cancel was sent', () => {
+    // b's own client asked (while queued: not sent, yet the cancel that hits it is one it wanted)
+    {
+      const { conn, join, write } = setup();
+      const a = join();
+      write(a);
+      const b = join();
+      write(b);
+      expect(b.member!.pipeline.cancelling(b.member!)).toBe(false);
+      a.member!.pipeline.cancelling(a.member!);
+      feed(conn, Buffer.concat([answer('a'), cancelled('b')]), 2);
+      expect(b.bytes).toEqual(cancelled('b'));
+      expect(conn.written).toEqual([]);
+    }
+    // a row reached b's client before the cancel: it cannot run again unseen
+    {
+      const { conn, join, write } = setup();
+      const a = join();
+      write(a);
+      const b = join();
+      write(b);
+      a.member!.pipeline.cancelling(a.member!);
+      const partial = Buffer.concat([frame('T', 'head of b\0'), row('b'), error('57014'), ready('I')]);
+      feed(conn, Buffer.concat([answer('a'), partial]), 2);
+      expect(b.bytes).toEqual(partial);
+      expect(conn.written).toEqual([]);
+    }
+    // no cancel was sent on this connection (a statement_timeout, say): nothing is held or rerun
+    {
+      const { conn, join, write } = setup();
+      const a = join();
+      write(a);
+      const b = join();
+      write(b);
+      feed(conn, Buffer.concat([answer('a'), cancelled('b')]), 1);
+      expect(b.bytes).toEqual(cancelled('b'));
+      expect(conn.written).toEqual([]);
+    }
+  });
+
+  it('holds nothing any more once the connection had nothing queued with the cancel taken, and holds what is written while it is on its way', () => {
+    const { conn, join, write } = setup(); // leaveAfterAnswer: a leaves, the pipeline stays with b
+    const b = join(false);
+    const a = join();
+    write(a);
+    a.member!.pipeline.cancelling(a.member!);
+    conn.cancelsPending = true;
+    feed(conn, answer('a'), 1000);
+    // still on its way: b's unit, written now on an empty line, may still be hit
+    write(b);
+    feed(conn, cancelled('b'), 1000);
+    expect(conn.written.length).toBe(1);
+    expect(b.received).toEqual([]);
+    // a's one cancel is accounted for, yet one is still on its way (sent earlier, say): the unit written again is held too
+    feed(conn, cancelled('b'), 1000);
+    expect(conn.written.length).toBe(2);
+    expect(b.received).toEqual([]);
+    conn.cancelsPending = false;
+    feed(conn, answer('b'), 1000);
+    expect(b.bytes).toEqual(answer('b'));
+
+    // taken, and nothing was queued when a's answer came: a later 57014 is not a's (a statement_timeout, say)
+    const later = setup();
+    const y = later.join(false);
+    const x = later.join();
+    later.write(x);
+    x.member!.pipeline.cancelling(x.member!);
+    feed(later.conn, answer('x'), 1000);
+    later.write(y);
+    feed(later.conn, cancelled('y'), 1000);
+    expect(later.conn.written).toEqual([]);
+    expect(y.bytes).toEqual(cancelled('y'));
+  });
+
+  it('writes a unit hit by cancels meant for others again at most a few times, and not behind a unit half written', () => {
+    const { conn, join, write } = setup();
+    const a = join();
+    write(a);
+    const b = join();
+    write(b);
+    // five cancels of a, each landing on b's unit (as if a's client kept cancelling; they are still on their way)
+    for (let i = 0; i < 5; i++) a.member!.pipeline.cancelling(a.member!);
+    conn.cancelsPending = true;
+    feed(conn, answer('a'), 7);
+    for (let i = 0; i < 3; i++) feed(conn, cancelled('b'), 7);
+    expect(conn.written.length).toBe(3);
+    expect(b.received).toEqual([]);
+    feed(conn, cancelled('b'), 7);
+    expect(conn.written.length).toBe(3);
+    expect(b.bytes).toEqual(cancelled('b'));
+
+    const second = setup();
+    const x = second.join();
+    second.write(x);
+    const y = second.join();
+    second.write(y);
+    const z = second.join();
+    x.member!.pipeline.cancelling(x.member!);
+    z.member!.pipeline.wrote(z.member!, false); // z is in the middle of writing a unit
+    feed(second.conn, Buffer.concat([answer('x'), cancelled('y')]), 1000);
+    expect(second.conn.written).toEqual([]);
+    expect(y.bytes).toEqual(cancelled('y'));
+  });
+
   it('pauses the connection for a client far behind, and only until it caught up', () => {
     const { conn, join, write, shape, pipeline } = setup();
     const a = join();
@@ -307,6 +471,24 @@ describe('which units may share a connection', () => {
     expect(isExtendedRunBuffered(run[0]!, Buffer.concat([...run.slice(1, 4), frame('E', '\0\0\0\0\0'), frame('S')]))).toBe(false);
   });
 });
+
+function query(sql: string): Buffer {
+  return frame('Q', `${sql}\0`);
+}
+
+/** An ErrorResponse with SQLSTATE `code`. */
+function error(code: string, message = 'canceling statement due to user request'): Buffer {
+  return frame('E', `SERROR\0C${code}\0M${message}\0\0`);
+}
+
+/** A unit hit by a cancel: its head, the 57014, ReadyForQuery. */
+function cancelled(text: string): Buffer {
+  return Buffer.concat([frame('T', `head of ${text}\0`), error('57014'), ready('I')]);
+}
+
+function feed(conn: FakeConn, stream: Buffer, step: number): void {
+  for (const chunk of splitEvery(stream, step)) conn.handler!.onServerData(conn as unknown as ServerConnection, chunk);
+}
 
 function splitEvery(data: Buffer, step: number): Buffer[] {
   const parts: Buffer[] = [];
