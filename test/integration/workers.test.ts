@@ -46,6 +46,15 @@ beforeAll(async () => {
   relay = await startPgrelayProcess(cluster, overrides);
   cleanups.push(() => relay.stop());
   cleanups.push(() => endAll(clients));
+  // the tests measure the steady state: every replica judged fresh by the leader's lag rounds (every
+  // 5 s here; under a loaded machine the first round may not have judged them yet)
+  await vi.waitFor(
+    async () => {
+      const status = (await (await fetch(`${adminUrl}/status`)).json()) as { nodes: { name: string; fresh: boolean }[] };
+      for (const node of replicas) expect(status.nodes.find((n) => n.name === node.name)?.fresh, node.name).toBe(true);
+    },
+    { timeout: 30_000, interval: 100 },
+  );
 }, 120_000);
 
 const clients: pg.Client[] = [];
@@ -71,6 +80,8 @@ async function connectFour(): Promise<(pg.Client & { lost: Error[] })[]> {
 
 /** Clients of earlier tests are gone on pgrelay's side too. */
 async function settled(): Promise<void> {
+  // a test that failed half-way left its clients open: they are not the next test's
+  await endAll(clients.splice(0));
   await vi.waitFor(async () => expect(valueOf(await scrape(adminUrl), 'pgrelay_client_connections')).toBe(0), { timeout: 10_000, interval: 50 });
 }
 
