@@ -1,9 +1,8 @@
-import postgres from 'postgres';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { STEADY, startProtocolRelay } from '../support/protocol-client.js';
 import { startRelay, type Relay } from '../support/relay.js';
 import { sharedCluster } from '../support/shared-cluster.js';
-import { usePgClients } from '../support/pg-clients.js';
+import { usePgClients, usePostgresJs } from '../support/pg-clients.js';
 
 // A custom parameter (SET myapp.x, set_config('app.tenant', …, true)) leaves a placeholder on the
 // server backend that RESET ALL / DISCARD ALL do not remove: the next client of that pooled
@@ -16,7 +15,7 @@ const shared = sharedCluster();
 const replicaPorts = shared.nodes.filter((n) => n.role !== 'primary').map((n) => n.port);
 const relays: Relay[] = [];
 const connect = usePgClients();
-const sqls: postgres.Sql[] = [];
+const pgjs = usePostgresJs();
 
 async function relayWith(size: number): Promise<Relay> {
   const relay = await startProtocolRelay(shared, { pool: { size, checkout_timeout_ms: 30_000 } });
@@ -24,14 +23,7 @@ async function relayWith(size: number): Promise<Relay> {
   return relay;
 }
 
-function pgjs(relay: Relay): postgres.Sql {
-  const sql = postgres(relay.url(), { max: 1, onnotice: () => undefined });
-  sqls.push(sql);
-  return sql;
-}
-
 afterAll(async () => {
-  await Promise.all(sqls.map((s) => s.end({ timeout: 1 }).catch(() => undefined)));
   await Promise.all(relays.map((r) => r.stop()));
 });
 

@@ -1,9 +1,8 @@
-import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startProtocolRelay } from '../support/protocol-client.js';
 import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
-import { usePgClients } from '../support/pg-clients.js';
+import { usePgClients, usePostgresJs } from '../support/pg-clients.js';
 
 // currval()/lastval() answer what nextval() last returned in the server backend. Under
 // transaction pooling a client's autocommit nextval (explicit, or a column default) runs on a
@@ -14,18 +13,12 @@ const shared = sharedCluster();
 const primary = shared.nodes.find((n) => n.role === 'primary')!.name;
 const relays: Relay[] = [];
 const connect = usePgClients();
-const sqls: postgres.Sql[] = [];
+const pgjs = usePostgresJs();
 
 async function relayWith(size: number): Promise<Relay> {
   const relay = await startProtocolRelay(shared, { pool: { size, checkout_timeout_ms: 30_000 } });
   relays.push(relay);
   return relay;
-}
-
-function pgjs(relay: Relay): postgres.Sql {
-  const sql = postgres(relay.url(), { max: 1, onnotice: () => undefined });
-  sqls.push(sql);
-  return sql;
 }
 
 const value = (rows: { v: unknown }[]) => Number(rows[0]!.v);
@@ -43,7 +36,6 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all(sqls.map((s) => s.end({ timeout: 1 }).catch(() => undefined)));
   await Promise.all(relays.map((r) => r.stop()));
   await queryNode(shared, primary, 'DROP TABLE IF EXISTS seq_items, seq_pairs; DROP SEQUENCE IF EXISTS seq_a, seq_pair');
 });

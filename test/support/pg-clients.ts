@@ -7,6 +7,7 @@
  *   const client = await connect(relay);
  */
 import pg from 'pg';
+import postgres from 'postgres';
 import { afterAll } from 'vitest';
 
 export function usePgClients(): (relay: { url(): string }) => Promise<pg.Client> {
@@ -20,5 +21,24 @@ export function usePgClients(): (relay: { url(): string }) => Promise<pg.Client>
     client.on('error', () => undefined);
     await client.connect();
     return client;
+  };
+}
+
+/**
+ * postgres.js clients (one connection each, notices ignored) through a relay for one test file,
+ * ended after its tests, like usePgClients.
+ *
+ *   const pgjs = usePostgresJs();
+ *   const sql = pgjs(relay);
+ */
+export function usePostgresJs(): (relay: { url(): string }) => postgres.Sql {
+  const sqls: postgres.Sql[] = [];
+  afterAll(async () => {
+    await Promise.all(sqls.map((s) => s.end({ timeout: 1 }).catch(() => undefined)));
+  });
+  return (relay) => {
+    const sql = postgres(relay.url(), { max: 1, onnotice: () => undefined });
+    sqls.push(sql);
+    return sql;
   };
 }
