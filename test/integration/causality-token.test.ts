@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'v
 import { formatLsn, parseLsn } from '../../src/cluster/lsn.js';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { setApplyDelay } from '../support/apply-delay.js';
 
 // The causality token (issue #17): `SHOW pgrelay.last_write_lsn` answered by pgrelay, and reads
 // that carry `/* pgrelay:after_lsn=X/Y */`. A cluster of our own whose two async replicas apply
@@ -23,12 +24,7 @@ beforeAll(async () => {
   await cluster.query('primary', 'CREATE TABLE tok (id bigint PRIMARY KEY, v text)');
   for (const name of ['replica1', 'replica2']) {
     await cluster.waitForReplay(name);
-    await cluster.query(name, `ALTER SYSTEM SET recovery_min_apply_delay = '${APPLY_DELAY}'`, [], { superuser: true, database: 'postgres' });
-    await cluster.query(name, 'SELECT pg_reload_conf()', [], { superuser: true, database: 'postgres' });
-  }
-  for (const name of ['replica1', 'replica2']) {
-    const [row] = await cluster.query<{ delay: string }>(name, "SELECT current_setting('recovery_min_apply_delay') AS delay");
-    expect(row!.delay).toBe(APPLY_DELAY);
+    await setApplyDelay(cluster, name, APPLY_DELAY);
   }
 }, 120_000);
 

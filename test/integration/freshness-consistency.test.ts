@@ -2,6 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { setApplyDelay } from '../support/apply-delay.js';
 
 // Consistency modes against a cluster of our own whose two async replicas replay with an
 // artificial delay (recovery_min_apply_delay): a read sent to a replica right after a write
@@ -20,12 +21,7 @@ beforeAll(async () => {
   await cluster.query('primary', 'CREATE TABLE rw (id bigint PRIMARY KEY, client int NOT NULL)');
   for (const name of ['replica1', 'replica2']) {
     await cluster.waitForReplay(name);
-    await cluster.query(name, `ALTER SYSTEM SET recovery_min_apply_delay = '${APPLY_DELAY}'`, [], { superuser: true, database: 'postgres' });
-    await cluster.query(name, 'SELECT pg_reload_conf()', [], { superuser: true, database: 'postgres' });
-  }
-  for (const name of ['replica1', 'replica2']) {
-    const [row] = await cluster.query<{ delay: string }>(name, "SELECT current_setting('recovery_min_apply_delay') AS delay");
-    expect(row!.delay).toBe(APPLY_DELAY);
+    await setApplyDelay(cluster, name, APPLY_DELAY);
   }
 });
 

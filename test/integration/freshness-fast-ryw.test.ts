@@ -3,6 +3,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { setApplyDelay } from '../support/apply-delay.js';
 
 // Fast read-your-writes (routing.fence_wait_ms) against a cluster of our own: replica1's replay
 // is paused (it never has a client's new row), replica2 replays normally. A client writes a row
@@ -153,12 +154,8 @@ describe('fast read-your-writes (routing.fence_wait_ms)', () => {
   it('a read whose fence no replica reaches waits fence_wait_ms, then runs on the primary', async () => {
     // replica2 applies commits 2 s late but stays within the lag limit (fresh): it is a candidate
     // the sampler asks, yet it never reaches the fence within the wait
-    await cluster.query('replica2', "ALTER SYSTEM SET recovery_min_apply_delay = '2s'", [], { superuser: true, database: 'postgres' });
-    await cluster.query('replica2', 'SELECT pg_reload_conf()', [], { superuser: true, database: 'postgres' });
-    onTestFinished(async () => {
-      await cluster.query('replica2', 'ALTER SYSTEM RESET recovery_min_apply_delay', [], { superuser: true, database: 'postgres' });
-      await cluster.query('replica2', 'SELECT pg_reload_conf()', [], { superuser: true, database: 'postgres' });
-    });
+    await setApplyDelay(cluster, 'replica2', '2s');
+    onTestFinished(() => setApplyDelay(cluster, 'replica2', undefined));
     const relay = await startRelay(cluster, { routing: { consistency: 'session', fence_wait_ms: FENCE_WAIT_MS, max_lag_ms: 60_000 } });
     onTestFinished(() => relay.stop());
     await vi.waitFor(() => expect(relay.app.topology.node('replica2')!.fresh).toBe(true), { timeout: 10_000, interval: 50 });

@@ -4,6 +4,7 @@ import { stringify } from 'yaml';
 import { parseConfig } from '../../src/config/load.js';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { relayDocument, startRelay, type Relay } from '../support/relay.js';
+import { setApplyDelay } from '../support/apply-delay.js';
 
 // Lag-aware balancing against a cluster of our own (primary + two async replicas, no standby):
 // these tests pause replay, so they cannot use the shared cluster. Where a read ran is read on
@@ -160,8 +161,8 @@ describe('a replica that falls behind (recovery_min_apply_delay)', () => {
     // primary wrote the next one (rows carry their clock_timestamp())
     const observer = await client(cluster.url('replica1'));
     const primary = await client(cluster.url('primary'));
-    await setApplyDelay('replica1', '3s');
-    onTestFinished(() => setApplyDelay('replica1', '0'));
+    await setApplyDelay(cluster, 'replica1', '3s');
+    onTestFinished(() => setApplyDelay(cluster, 'replica1', '0'));
 
     const reader = await client(relay.url());
     const reads: { sentAt: number; port: number }[] = [];
@@ -202,7 +203,7 @@ describe('a replica that falls behind (recovery_min_apply_delay)', () => {
     expect(relay.app.topology.node('replica1')!.lagSeconds).toBeGreaterThan(1);
     relay.app.reload(relay.config);
 
-    await setApplyDelay('replica1', '0');
+    await setApplyDelay(cluster, 'replica1', '0');
     await vi.waitFor(async () => expect(await portOf(reader)).toBe(ports.replica1), WAIT);
     await writer.stop();
   });
@@ -222,11 +223,6 @@ function watchFreshness(relay: Relay, name: string): { excludedAt?: number; incl
   relay.app.topology.on('change', onChange);
   onTestFinished(() => void relay.app.topology.off('change', onChange));
   return seen;
-}
-
-async function setApplyDelay(name: string, delay: string): Promise<void> {
-  await cluster.query(name, `ALTER SYSTEM SET recovery_min_apply_delay = '${delay}'`, [], { superuser: true, database: 'postgres' });
-  await cluster.query(name, 'SELECT pg_reload_conf()', [], { superuser: true, database: 'postgres' });
 }
 
 describe('every replica past max_lag', () => {

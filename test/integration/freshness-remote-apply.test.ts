@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'v
 import { LocalCluster } from '../../src/local/cluster.js';
 import { startPgrelayProcess } from '../support/pgrelay-process.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { setApplyDelay } from '../support/apply-delay.js';
 
 // The remote_apply shortcut (issue #17): the primary runs with synchronous_commit = remote_apply,
 // so every commit it acknowledges has been applied on the synchronous standby; the two async
@@ -20,10 +21,7 @@ beforeAll(async () => {
   cluster = await LocalCluster.create({ replicas: 2, standby: true, settings: { synchronous_commit: 'remote_apply' } });
   await cluster.query('primary', 'CREATE TABLE ra (id bigint PRIMARY KEY, v text)');
   for (const name of ['standby1', 'replica1', 'replica2']) await cluster.waitForReplay(name);
-  for (const name of ['replica1', 'replica2']) {
-    await cluster.query(name, `ALTER SYSTEM SET recovery_min_apply_delay = '${APPLY_DELAY}'`, [], { superuser: true, database: 'postgres' });
-    await cluster.query(name, 'SELECT pg_reload_conf()', [], { superuser: true, database: 'postgres' });
-  }
+  for (const name of ['replica1', 'replica2']) await setApplyDelay(cluster, name, APPLY_DELAY);
   const [row] = await cluster.query<{ level: string }>('primary', "SELECT current_setting('synchronous_commit') AS level");
   expect(row!.level).toBe('remote_apply');
   await cluster.query('primary', 'CREATE ROLE plain_monitor LOGIN PASSWORD $$plain$$', [], { superuser: true, database: 'postgres' });
