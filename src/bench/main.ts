@@ -2,7 +2,7 @@
  * `npm run bench` — pgrelay beside a direct connection, PgBouncer and Pgpool-II (issue 8).
  *
  *   npm run bench -- [--rounds 3] [--duration 10] [--latency-duration 5] [--scale 10]
- *                    [--clients 16] [--threads 2] [--tpcb-clients 8] [--pool-size 8] [--pipeline-depth N]
+ *                    [--clients 16] [--threads 2] [--tpcb-clients 8] [--pool-size 8] [--pipeline-depth N] [--pipeline-after N]
  *                    [--idle-clients 2000] [--workloads select-simple,select-extended,…]
  *                    [--profile] [--no-peers] [--no-install] [--out bench-results]
  *
@@ -41,6 +41,8 @@ interface Options {
   poolSize: number;
   /** pool.pipeline_depth of the pgrelays (undefined: the default) */
   pipelineDepth?: number;
+  /** pool.pipeline_after of the pgrelays (undefined: the default) */
+  pipelineAfter?: number;
   idleClients: number;
   workloads: WorkloadId[];
   /** the web-application workload (issue 17), with and without an apply delay on the async replicas */
@@ -57,7 +59,7 @@ const ALL_WORKLOADS: WorkloadId[] = ['select-simple', 'select-extended', 'select
 const WEBAPP = 'webapp';
 
 const USAGE = `usage: npm run bench -- [--rounds N] [--duration S] [--latency-duration S] [--scale N] [--clients N]
-       [--threads N] [--tpcb-clients N] [--pool-size N] [--pipeline-depth N] [--idle-clients N] [--workloads a,b,…]
+       [--threads N] [--tpcb-clients N] [--pool-size N] [--pipeline-depth N] [--pipeline-after N] [--idle-clients N] [--workloads a,b,…]
        [--webapp-delay-ms N] [--profile] [--no-peers] [--no-install] [--out DIR]
 workloads: ${[...ALL_WORKLOADS, WEBAPP].join(', ')}`;
 
@@ -90,6 +92,7 @@ function parseOptions(argv: string[]): Options {
     'tpcb-clients': 'tpcbClients',
     'pool-size': 'poolSize',
     'pipeline-depth': 'pipelineDepth',
+    'pipeline-after': 'pipelineAfter',
     'idle-clients': 'idleClients',
     'webapp-delay-ms': 'webappDelayMs',
   };
@@ -101,7 +104,7 @@ function parseOptions(argv: string[]): Options {
     if (flag in ints) {
       const raw = value();
       const n = Number(raw);
-      const min = flag === 'idle-clients' || flag === 'pipeline-depth' ? 0 : 1;
+      const min = flag === 'idle-clients' || flag === 'pipeline-depth' || flag === 'pipeline-after' ? 0 : 1;
       if (!Number.isInteger(n) || n < min) throw new UsageError(`--${flag} expects a whole number ≥ ${min}, got "${raw}"`);
       (options as unknown as Record<string, number>)[ints[flag]!] = n;
     } else if (flag === 'workloads') {
@@ -187,9 +190,9 @@ async function main(argv: string[]): Promise<number> {
     for (const node of nodes) await cluster.waitForReplay(node.name, 120_000);
 
     say('pgrelay (primary only) and pgrelay (read scaling) in child processes');
-    const relayPrimary = await startRelayProcess({ name: 'pgrelay-primary', dir: workDir, nodes: [primary], user: cluster.user, password: cluster.password, poolSize: options.poolSize, pipelineDepth: options.pipelineDepth });
+    const relayPrimary = await startRelayProcess({ name: 'pgrelay-primary', dir: workDir, nodes: [primary], user: cluster.user, password: cluster.password, poolSize: options.poolSize, pipelineDepth: options.pipelineDepth, pipelineAfter: options.pipelineAfter });
     services.push(relayPrimary.service);
-    const relayRead = await startRelayProcess({ name: 'pgrelay-read', dir: workDir, nodes, user: cluster.user, password: cluster.password, poolSize: options.poolSize, pipelineDepth: options.pipelineDepth });
+    const relayRead = await startRelayProcess({ name: 'pgrelay-read', dir: workDir, nodes, user: cluster.user, password: cluster.password, poolSize: options.poolSize, pipelineDepth: options.pipelineDepth, pipelineAfter: options.pipelineAfter });
     services.push(relayRead.service);
 
     const targets: Target[] = [
@@ -341,7 +344,7 @@ async function main(argv: string[]): Promise<number> {
         const profileDir = path.join(workDir, `profile-${mode}`);
         fs.mkdirSync(profileDir);
         const window: { fromUs?: number; toUs?: number; transactions?: number; tps?: number } = {};
-        const relay = await startRelayProcess({ name: `pgrelay-profile-${mode}`, dir: workDir, nodes: [primary], user: cluster.user, password: cluster.password, poolSize: options.poolSize, pipelineDepth: options.pipelineDepth, cpuProfileDir: profileDir });
+        const relay = await startRelayProcess({ name: `pgrelay-profile-${mode}`, dir: workDir, nodes: [primary], user: cluster.user, password: cluster.password, poolSize: options.poolSize, pipelineDepth: options.pipelineDepth, pipelineAfter: options.pipelineAfter, cpuProfileDir: profileDir });
         services.push(relay.service);
         try {
           await pgbench(endpoint(relay.port), { clients: options.clients, threads: options.threads, durationS: 2, mode, selectOnly: true, logDir });
@@ -379,7 +382,7 @@ async function main(argv: string[]): Promise<number> {
     'pgrelay (primary only) fronts the primary alone, like the direct connection and PgBouncer: the fair row for the select-only ratios. ' +
       'pgrelay (read scaling) fronts every node and sends the reads to the standby and replicas, like Pgpool-II (primary at weight 0): the row compared with Pgpool-II. ' +
       'On one 2-core machine every node shares the same CPUs, so read scaling adds no capacity here; it shows the cost of routing.',
-    `Pool size ${options.poolSize} server connections per node for pgrelay and PgBouncer; Pgpool-II has one connection per child per node.${options.pipelineDepth === undefined ? '' : ` pgrelay pool.pipeline_depth ${options.pipelineDepth}.`}`,
+    `Pool size ${options.poolSize} server connections per node for pgrelay and PgBouncer; Pgpool-II has one connection per child per node.${options.pipelineDepth === undefined ? '' : ` pgrelay pool.pipeline_depth ${options.pipelineDepth}.`}${options.pipelineAfter === undefined ? '' : ` pgrelay pool.pipeline_after ${options.pipelineAfter}.`}`,
   );
   const text = markdown(report, options.workloads);
   fs.mkdirSync(options.out, { recursive: true });

@@ -26,6 +26,8 @@ export interface RelayProcessOptions {
   workers?: number;
   /** pool.pipeline_depth (undefined: the default) */
   pipelineDepth?: number;
+  /** pool.pipeline_after (undefined: the default) */
+  pipelineAfter?: number;
   /** write a V8 CPU profile into this directory when the process exits */
   cpuProfileDir?: string;
 }
@@ -44,7 +46,7 @@ export async function startRelayProcess(options: RelayProcessOptions): Promise<R
     admin: { host: '127.0.0.1', port: 0 },
     nodes: options.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
     users: [{ name: options.user, password: options.password }],
-    pool: { mode: 'transaction', size: options.poolSize, checkout_timeout_ms: 30_000, ...(options.pipelineDepth === undefined ? {} : { pipeline_depth: options.pipelineDepth }) },
+    pool: { mode: 'transaction', size: options.poolSize, checkout_timeout_ms: 30_000, ...(options.pipelineDepth === undefined ? {} : { pipeline_depth: options.pipelineDepth }), ...(options.pipelineAfter === undefined ? {} : { pipeline_after: options.pipelineAfter }) },
     // a benchmark must not fail over in the middle of a run on a busy machine
     failover: { mode: 'off' },
     log: { level: 'warn', format: 'json' },

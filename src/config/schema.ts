@@ -96,6 +96,7 @@ export const configSpec: Spec<Config> = obj<Config>(
         max_prepared_statements: withDefault(int({ min: 0 }), defaults.pool.max_prepared_statements),
         max_statement_registry_bytes: withDefault(size({ min: 1024 * 1024 }), defaults.pool.max_statement_registry_bytes),
         pipeline_depth: withDefault(int({ min: 0, max: 64 }), defaults.pool.pipeline_depth),
+        pipeline_after: withDefault(int({ min: 0 }), defaults.pool.pipeline_after),
       }),
       () => ({ ...defaults.pool }),
     ),

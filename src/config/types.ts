@@ -89,6 +89,12 @@ export interface Config {
      * (src/pool/server-pipeline.ts); 0 or 1 = no pipelining
      */
     pipeline_depth: number;
+    /**
+     * with pipelining on: how many connections of a pool run units on their own before a
+     * self-contained unit queues behind another client's running one (where one has room) instead
+     * of taking another connection; 0 = only when every connection of the pool is busy
+     */
+    pipeline_after: number;
   };
   client: {
     max_connections: number;
@@ -174,7 +180,7 @@ export const defaults = {
   listen: { host: '127.0.0.1', port: 6432 },
   admin: { host: '127.0.0.1', port: 9930, read_access: 'open', allowed_hosts: [] },
   auth: { method: 'scram-sha-256' },
-  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000, max_per_node: 0, max_prepared_statements: 200, max_statement_registry_bytes: 64 * 1024 * 1024, pipeline_depth: 1 },
+  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000, max_per_node: 0, max_prepared_statements: 200, max_statement_registry_bytes: 64 * 1024 * 1024, pipeline_depth: 1, pipeline_after: 0 },
   client: { max_connections: 10_000, startup_timeout_ms: 10_000, max_message_bytes: 256 * 1024 * 1024 },
   routing: {
     consistency: 'session',

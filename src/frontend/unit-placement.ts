@@ -311,11 +311,13 @@ export class UnitPlacement {
     } catch (error) {
       return host.failUnit(error);
     }
-    // every connection busy: a self-contained unit may queue behind others' on one (pool.pipeline_depth);
-    // one that takes the pool's last connection opens it to such units
-    const pipelined = pipelineShape(services.config().pool, host, classification);
-    if (pipelined !== undefined && pool.exhausted) {
-      const shared = sharedConnection(pool, pipelined, services.config().pool.pipeline_depth, host.state.sql());
+    // enough connections busy (pool.pipeline_after; 0: all of them): a self-contained unit may queue
+    // behind others' on one (pool.pipeline_depth); one that takes a connection opens it to such units
+    // when sharing is on from the first connection (pipeline_after > 0) or it took the pool's last one
+    const poolConfig = services.config().pool;
+    const pipelined = pipelineShape(poolConfig, host, classification);
+    if (pipelined !== undefined && pool.sharesAfter(poolConfig.pipeline_after)) {
+      const shared = sharedConnection(pool, pipelined, poolConfig.pipeline_depth, host.state.sql());
       if (shared !== undefined) {
         this.attach(shared, node, pool, target, classification, undefined, pipelined);
         return then();
@@ -370,7 +372,7 @@ export class UnitPlacement {
             if (!failure) pool.release(conn);
             return;
           }
-          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, text, then, pipelined !== undefined && pool.exhausted ? pipelined : undefined));
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, text, then, pipelined !== undefined && (poolConfig.pipeline_after > 0 || pool.exhausted) ? pipelined : undefined));
           if (failure.cause !== undefined && !this.placedAgain) {
             // the connection was lost, and nothing of the unit was sent: it is placed again, once
             this.placedAgain = true;
@@ -381,7 +383,7 @@ export class UnitPlacement {
         });
         return;
       }
-      this.attach(conn, node, pool, target, classification, text, pipelined !== undefined && pool.exhausted ? pipelined : undefined);
+      this.attach(conn, node, pool, target, classification, text, pipelined !== undefined && (poolConfig.pipeline_after > 0 || pool.exhausted) ? pipelined : undefined);
       if (sync) then();
       else host.resumeWith(then);
     };

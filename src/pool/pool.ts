@@ -131,6 +131,14 @@ export class Pool implements ServerDataHandler, BudgetedPool {
     return this.idle.length === 0 && this.total >= this.options.size;
   }
 
+  /**
+   * Whether a self-contained unit should look for a connection to share (pool.pipeline_after):
+   * once `after` connections are lent, or (0) once every connection is lent.
+   */
+  sharesAfter(after: number): boolean {
+    return after > 0 ? this.active.size >= after : this.exhausted;
+  }
+
   /** The connections lent now. */
   lent(): Iterable<ServerConnection> {
     return this.active;
