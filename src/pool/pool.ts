@@ -133,10 +133,10 @@ export class Pool implements ServerDataHandler, BudgetedPool {
 
   /**
    * Whether a self-contained unit should look for a connection to share (pool.pipeline_after):
-   * once `after` connections are lent, or (0) once every connection is lent.
+   * once every connection is lent, or once `after` (> 0) of them are.
    */
   sharesAfter(after: number): boolean {
-    return after > 0 ? this.active.size >= after : this.exhausted;
+    return this.exhausted || (after > 0 && this.active.size >= after);
   }
 
   /** The connections lent now. */
