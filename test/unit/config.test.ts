@@ -770,6 +770,16 @@ describe('parseConfig: values', () => {
     expect(config.routing.optimistic_max_bytes).toBe(64 * 1024);
   });
 
+  it('reads pool.pipeline_depth and pool.pipeline_after', () => {
+    const defaults = parseConfig(minimalNodes, { env: {} });
+    expect([defaults.pool.pipeline_depth, defaults.pool.pipeline_after]).toEqual([1, 0]);
+    const config = parseConfig(`${minimalNodes}pool:\n  pipeline_depth: 8\n  pipeline_after: 2\n`, { env: {} });
+    expect([config.pool.pipeline_depth, config.pool.pipeline_after]).toEqual([8, 2]);
+    const error = failure(`${minimalNodes}pool:\n  pipeline_after: -1\n`);
+    expect(error.errors).toEqual([expect.objectContaining({ path: 'pool.pipeline_after', line: 9 })]);
+    expect(error.message).toContain('pool.pipeline_after at line 9');
+  });
+
   it('allows port 0 for listen and admin', () => {
     const config = parseConfig(`${minimalNodes}listen: {port: 0}\nadmin: {port: 0}\n`, { env: {} });
     expect([config.listen.port, config.admin.port]).toEqual([0, 0]);
