@@ -1,5 +1,5 @@
 /**
- * `npm run bench` — pgrelay beside a direct connection, PgBouncer and Pgpool-II (issue 8).
+ * `npm run bench` — pgrelay beside a direct connection, PgBouncer and Pgpool-II (issues 8 and 19).
  *
  *   npm run bench -- [--rounds 3] [--duration 10] [--latency-duration 5] [--scale 10]
  *                    [--clients 16] [--threads 2] [--tpcb-clients 8] [--pool-size 8] [--pipeline-depth N] [--pipeline-after N]
@@ -7,7 +7,8 @@
  *                    [--profile] [--no-peers] [--no-install] [--out bench-results]
  *
  * Starts a local cluster (primary, synchronous standby, two async replicas), fills it with
- * `pgbench -i`, starts pgrelay twice in child processes (primary only, and read scaling over every
+ * `pgbench -i`, starts pgrelay three times in child processes (primary only with the given pool
+ * settings; primary only with reads sharing busy connections, PIPELINED; read scaling over every
  * node), PgBouncer (transaction pooling, primary) and Pgpool-II (streaming replication, load
  * balancing, primary weight 0), then runs pgbench against each target round by round. Writes
  * bench-results/latest.{md,json} and a dated copy, and prints the markdown.
@@ -27,7 +28,7 @@ import { loadAverage, machineCpu, rssBytes, treeCpuSplit } from './proc.js';
 import { newestProfile, summariseProfile } from './profile.js';
 import { startRelayProcess, type RelayNode, type RelayProcess } from './relay-process.js';
 import { RunResources } from './run-resources.js';
-import { checkTargets, markdown, summarise, TARGET_LABELS, WORKLOAD_LABELS, type BenchReport, type RunRecord, type TargetId, type WorkloadId } from './report.js';
+import { checkTargets, markdown, PIPELINED, summarise, TARGET_LABELS, WORKLOAD_LABELS, type BenchReport, type RunRecord, type TargetId, type WorkloadId } from './report.js';
 import { prepareWebapp, runWebapp, setApplyDelay, type WebappMode, type WebappNode } from './webapp.js';
 
 interface Options {
@@ -189,15 +190,18 @@ async function main(argv: string[]): Promise<number> {
     await initialise(endpoint(primary.port), options.scale);
     for (const node of nodes) await cluster.waitForReplay(node.name, 120_000);
 
-    say('pgrelay (primary only) and pgrelay (read scaling) in child processes');
+    say('pgrelay (primary only), pgrelay (primary only, pipelined) and pgrelay (read scaling) in child processes');
     const relayPrimary = await startRelayProcess({ name: 'pgrelay-primary', dir: workDir, nodes: [primary], user: cluster.user, password: cluster.password, poolSize: options.poolSize, pipelineDepth: options.pipelineDepth, pipelineAfter: options.pipelineAfter });
     services.push(relayPrimary.service);
+    const relayPipelined = await startRelayProcess({ name: 'pgrelay-pipelined', dir: workDir, nodes: [primary], user: cluster.user, password: cluster.password, poolSize: options.poolSize, pipelineDepth: PIPELINED.depth, pipelineAfter: PIPELINED.after });
+    services.push(relayPipelined.service);
     const relayRead = await startRelayProcess({ name: 'pgrelay-read', dir: workDir, nodes, user: cluster.user, password: cluster.password, poolSize: options.poolSize, pipelineDepth: options.pipelineDepth, pipelineAfter: options.pipelineAfter });
     services.push(relayRead.service);
 
     const targets: Target[] = [
       { id: 'direct', endpoint: endpoint(primary.port) },
       relayTarget('pgrelay-primary', relayPrimary, endpoint),
+      relayTarget('pgrelay-pipelined', relayPipelined, endpoint),
       relayTarget('pgrelay-read', relayRead, endpoint),
     ];
     const setup = (port: number): PeerSetup => ({ dir: workDir, runAs, user: cluster!.user, password: cluster!.password, database: cluster!.database, port });
@@ -230,9 +234,9 @@ async function main(argv: string[]): Promise<number> {
     }
 
     const targetsFor: Record<WorkloadId, TargetId[]> = {
-      'select-simple': ['direct', 'pgrelay-primary', 'pgrelay-read', 'pgbouncer', 'pgpool'],
-      'select-extended': ['direct', 'pgrelay-primary', 'pgrelay-read', 'pgbouncer', 'pgpool'],
-      'select-prepared': ['direct', 'pgrelay-primary', 'pgrelay-read', 'pgbouncer', 'pgpool'],
+      'select-simple': ['direct', 'pgrelay-primary', 'pgrelay-pipelined', 'pgrelay-read', 'pgbouncer', 'pgpool'],
+      'select-extended': ['direct', 'pgrelay-primary', 'pgrelay-pipelined', 'pgrelay-read', 'pgbouncer', 'pgpool'],
+      'select-prepared': ['direct', 'pgrelay-primary', 'pgrelay-pipelined', 'pgrelay-read', 'pgbouncer', 'pgpool'],
       // every statement of a TPC-B transaction goes to the primary: one pgrelay, as deployed (read scaling)
       tpcb: ['direct', 'pgrelay-read', 'pgbouncer', 'pgpool'],
       'latency-1-client': ['direct', 'pgrelay-primary', 'pgbouncer', 'pgpool'],

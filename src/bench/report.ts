@@ -9,11 +9,15 @@ import type { ProfileSummary } from './profile.js';
 import { median, minMax } from './stats.js';
 import { webappMarkdown, type WebappRun } from './webapp.js';
 
-export type TargetId = 'direct' | 'pgrelay-primary' | 'pgrelay-read' | 'pgbouncer' | 'pgpool';
+export type TargetId = 'direct' | 'pgrelay-primary' | 'pgrelay-pipelined' | 'pgrelay-read' | 'pgbouncer' | 'pgpool';
+
+/** The pgrelay (pipelined) target's settings: reads share busy connections (see README, Pipelining). */
+export const PIPELINED = { depth: 8, after: 2 } as const;
 
 export const TARGET_LABELS: Record<TargetId, string> = {
   direct: 'direct (primary)',
   'pgrelay-primary': 'pgrelay (primary only)',
+  'pgrelay-pipelined': `pgrelay (primary only, pipelined: pipeline_depth ${PIPELINED.depth}, pipeline_after ${PIPELINED.after})`,
   'pgrelay-read': 'pgrelay (read scaling)',
   pgbouncer: 'PgBouncer (transaction)',
   pgpool: 'Pgpool-II (load balancing)',
@@ -193,12 +197,49 @@ export function checkTargets(summary: SummaryRow[], runs: RunRecord[], idle: Ben
     measured: prepared?.ratioToDirect !== undefined ? fmt(prepared.ratioToDirect, 2) : 'n/a',
     met: prepared?.ratioToDirect !== undefined ? prepared.ratioToDirect >= 0.75 : undefined,
   });
+  checks.push(...issue19Checks(summary, runs));
   const perClient = idle && 'perClientBytes' in idle ? idle.perClientBytes : undefined;
   checks.push({
     target: 'RSS per idle client (pgrelay)',
     wanted: '≤ 50 KB',
     measured: perClient !== undefined ? `${fmt(perClient / 1024, 1)} KB` : 'n/a',
     met: perClient !== undefined ? perClient <= 50 * 1024 : undefined,
+  });
+  return checks;
+}
+
+/** Issue 19's targets: against PgBouncer with pool size 8 for both, 16 clients. */
+function issue19Checks(summary: SummaryRow[], runs: RunRecord[]): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  const ratioCheck = (target: string, wanted: number, value: number | undefined, unit = ''): TargetCheck => ({
+    target,
+    wanted: `≥ ${fmt(wanted, 2)}${unit}`,
+    measured: value !== undefined ? `${fmt(value, 2)}${unit}` : 'n/a',
+    met: value !== undefined ? value >= wanted : undefined,
+  });
+  const sameRound = (workload: WorkloadId, target: TargetId, base: TargetId): number | undefined => {
+    const ratios = sameRoundRatio(runs, workload, target, base);
+    return ratios.length > 0 ? median(ratios) : undefined;
+  };
+  for (const target of ['pgrelay-primary', 'pgrelay-pipelined'] as const) {
+    for (const workload of ['select-simple', 'select-extended'] as const) {
+      checks.push(ratioCheck(`issue 19: ${WORKLOAD_LABELS[workload]}: ${TARGET_LABELS[target]} TPS / PgBouncer's (same round)`, 1, sameRound(workload, target, 'pgbouncer'), '×'));
+    }
+    checks.push(ratioCheck(`issue 19: ${WORKLOAD_LABELS['select-prepared']}: ${TARGET_LABELS[target]} of direct`, 0.75, row(summary, 'select-prepared', target)?.ratioToDirect));
+  }
+  const tpcb = row(summary, 'tpcb', 'pgrelay-read');
+  const tpcbBouncer = row(summary, 'tpcb', 'pgbouncer');
+  checks.push(ratioCheck(`issue 19: ${WORKLOAD_LABELS.tpcb}: pgrelay TPS / PgBouncer's (same round)`, 1, tpcb !== undefined && tpcbBouncer !== undefined ? sameRound('tpcb', 'pgrelay-read', 'pgbouncer') : undefined, '×'));
+  for (const workload of ['select-simple', 'select-extended', 'select-prepared'] as const) {
+    checks.push(ratioCheck(`issue 19: ${WORKLOAD_LABELS[workload]}: pgrelay (read scaling) TPS / pgrelay (primary only)'s (same round)`, 1, sameRound(workload, 'pgrelay-read', 'pgrelay-primary'), '×'));
+  }
+  const latency = row(summary, 'latency-1-client', 'pgrelay-primary')?.addedLatencyUs;
+  const latencyBouncer = row(summary, 'latency-1-client', 'pgbouncer')?.addedLatencyUs;
+  checks.push({
+    target: 'issue 19: added latency, 1 client, -M simple: pgrelay ≤ PgBouncer',
+    wanted: latencyBouncer !== undefined ? `≤ +${fmt(latencyBouncer)} µs` : '≤ PgBouncer (not measured)',
+    measured: latency !== undefined ? `+${fmt(latency)} µs` : 'n/a',
+    met: latency !== undefined && latencyBouncer !== undefined ? latency <= latencyBouncer : undefined,
   });
   return checks;
 }
@@ -273,7 +314,7 @@ export function markdown(report: BenchReport, workloads: readonly WorkloadId[]):
     out.push('');
   }
   if (report.webapp && report.webapp.length > 0) out.push(...webappMarkdown(report.webapp, TARGET_LABELS));
-  out.push('## Targets (issue 8)');
+  out.push('## Targets (issues 8 and 19)');
   out.push('');
   out.push('| target | wanted | measured | met |');
   out.push('|---|---|---|---|');

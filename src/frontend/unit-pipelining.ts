@@ -37,6 +37,16 @@ export function pipelineShape(pool: Config['pool'], facts: PipeliningFacts, clas
 }
 
 /**
+ * How many of a pool's connections must be busy before a unit of `shape` looks for one to share
+ * (0: every one of them). pool.pipeline_after applies to reads only: a write queued behind another
+ * client's unit on a connection that then breaks cannot be run again (it may have run), so a write
+ * shares a connection only where it would otherwise wait for one.
+ */
+export function pipelineAfter(pool: Config['pool'], shape: Classification): number {
+  return shape.route === 'primary' ? 0 : pool.pipeline_after;
+}
+
+/**
  * Whether the extended run that starts with the message `first` (code byte to end) is all here, up
  * to its Sync in `rest`, and runs exactly the statement it was placed by: it starts with a Parse
  * or a Bind; it holds at most one Parse, one Bind and one Execute besides Describe and Flush

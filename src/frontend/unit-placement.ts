@@ -25,7 +25,7 @@ import { lookAhead, type UnitAhead } from './unit-lookahead.js';
 import { findExtendedBegin } from './extended-begin.js';
 import { DISCARD_SEQUENCES, SequenceAffinity } from './sequence-affinity.js';
 import { unitText } from './placeholder-guard.js';
-import { pipelineShape, sharedConnection } from './unit-pipelining.js';
+import { pipelineAfter, pipelineShape, sharedConnection } from './unit-pipelining.js';
 
 /** An extended unit's later messages are looked at up to this many buffered bytes (beyond: the primary). */
 const LOOKAHEAD_BYTES = 256 * 1024;
@@ -311,12 +311,13 @@ export class UnitPlacement {
     } catch (error) {
       return host.failUnit(error);
     }
-    // enough connections busy (pool.pipeline_after; 0: all of them): a self-contained unit may queue
-    // behind others' on one (pool.pipeline_depth); one that takes a connection opens it to such units
-    // when sharing is on from the first connection (pipeline_after > 0) or it took the pool's last one
+    // enough connections busy (pool.pipeline_after for reads; else all of them): a self-contained unit
+    // may queue behind others' on one (pool.pipeline_depth); one that takes a connection opens it to
+    // such units when reads share early (pipeline_after > 0) or it took the pool's last connection
     const poolConfig = services.config().pool;
     const pipelined = pipelineShape(poolConfig, host, classification);
-    if (pipelined !== undefined && pool.sharesAfter(poolConfig.pipeline_after)) {
+    const after = pipelined === undefined ? 0 : pipelineAfter(poolConfig, pipelined);
+    if (pipelined !== undefined && pool.sharesAfter(after)) {
       const shared = sharedConnection(pool, pipelined, poolConfig.pipeline_depth, host.state.sql());
       if (shared !== undefined) {
         this.attach(shared, node, pool, target, classification, undefined, pipelined);
@@ -372,7 +373,7 @@ export class UnitPlacement {
             if (!failure) pool.release(conn);
             return;
           }
-          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, text, then, pipelined !== undefined && (poolConfig.pipeline_after > 0 || pool.exhausted) ? pipelined : undefined));
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, text, then, pipelined !== undefined && (after > 0 || pool.exhausted) ? pipelined : undefined));
           if (failure.cause !== undefined && !this.placedAgain) {
             // the connection was lost, and nothing of the unit was sent: it is placed again, once
             this.placedAgain = true;
@@ -383,7 +384,7 @@ export class UnitPlacement {
         });
         return;
       }
-      this.attach(conn, node, pool, target, classification, text, pipelined !== undefined && (poolConfig.pipeline_after > 0 || pool.exhausted) ? pipelined : undefined);
+      this.attach(conn, node, pool, target, classification, text, pipelined !== undefined && (after > 0 || pool.exhausted) ? pipelined : undefined);
       if (sync) then();
       else host.resumeWith(then);
     };

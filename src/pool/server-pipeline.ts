@@ -65,7 +65,8 @@ interface Entry {
  *   the transaction and what ran in it back) and every session handles it as a lost connection
  *   (reads run again elsewhere, the others get an error);
  * - a session that goes away with units still queued leaves them to be read and dropped, as long
- *   as they were self-contained (else the connection goes);
+ *   as they were self-contained and other clients' units are queued with them (else the
+ *   connection goes);
  * - a client that reads slowly gets copies (never views of the read buffer) up to a bound, past
  *   which the connection is paused for it.
  * The connection goes back to its pool (or is discarded) once the last session let go and every
@@ -273,7 +274,10 @@ export class ServerPipeline implements ServerDataHandler {
     if (this.finished) return;
     if (!this.conn.closed) {
       const unknown = member.unterminated || (member.owed > 0 && this.entries.some((entry) => entry.member === member && entry.shape === undefined));
-      if (unknown || (!reusable && member.owed === 0 && this.conn.txStatus !== TxStatus.Idle)) {
+      // answers still owed and nobody else's unit on the connection: it goes, as a connection lent
+      // to one client would (a long result is not read to its end for no one)
+      const alone = member.owed > 0 && this.entries.every((entry) => entry.member === member);
+      if (unknown || alone || (!reusable && member.owed === 0 && this.conn.txStatus !== TxStatus.Idle)) {
         this.closed = true;
         this.discardAtEnd = true;
         this.conn.destroy(); // the others learn it as a lost connection (onServerClose)

@@ -47,6 +47,35 @@ describe('bench report', () => {
     expect(checks.find((c) => c.target.includes('prepared') && c.target.includes('0.75'))).toMatchObject({ met: undefined, measured: 'n/a' });
   });
 
+  it("judges issue 19's targets within each round: pgrelay against PgBouncer, read scaling against primary only, added latency", () => {
+    const runs = [
+      run(1, 'direct', 10_000),
+      run(1, 'pgrelay-primary', 6_000),
+      run(1, 'pgrelay-pipelined', 7_500),
+      run(1, 'pgrelay-read', 5_000),
+      run(1, 'pgbouncer', 7_000),
+      run(2, 'direct', 5_000),
+      run(2, 'pgrelay-primary', 3_000),
+      run(2, 'pgrelay-pipelined', 3_400),
+      run(2, 'pgrelay-read', 3_300),
+      run(2, 'pgbouncer', 3_500),
+      { ...run(1, 'direct', 8_000), workload: 'latency-1-client', latencyMedianUs: 100 },
+      { ...run(1, 'pgrelay-primary', 5_000), workload: 'latency-1-client', latencyMedianUs: 140 },
+      { ...run(1, 'pgbouncer', 7_000), workload: 'latency-1-client', latencyMedianUs: 110 },
+    ] as RunRecord[];
+    const all = { 'select-simple': ['direct', 'pgrelay-primary', 'pgrelay-pipelined', 'pgrelay-read', 'pgbouncer'], 'latency-1-client': ['direct', 'pgrelay-primary', 'pgbouncer'] } as Record<WorkloadId, TargetId[]>;
+    const rows = summarise(runs, ['select-simple', 'latency-1-client'], all);
+    const checks = checkTargets(rows, runs, undefined);
+    const find = (...words: string[]) => checks.find((c) => c.target.startsWith('issue 19') && words.every((w) => c.target.includes(w)))!;
+    // pipelined: 7500/7000 = 1.07 and 3400/3500 = 0.97 → median 1.02; primary only: 0.86, 0.86
+    expect(find('-M simple', 'pipelined', 'PgBouncer')).toMatchObject({ measured: '1.02×', met: true });
+    expect(find('-M simple', '(primary only) TPS', 'PgBouncer')).toMatchObject({ measured: '0.86×', met: false });
+    // read scaling against primary only: 5000/6000 = 0.83 and 3300/3000 = 1.10 → 0.97
+    expect(find('-M simple', 'read scaling')).toMatchObject({ measured: '0.97×', met: false });
+    expect(find('added latency')).toMatchObject({ wanted: '≤ +10 µs', measured: '+40 µs', met: false });
+    expect(find('TPC-B')).toMatchObject({ met: undefined, measured: 'n/a' });
+  });
+
   it('percentile is nearest-rank, median averages the middle pair', () => {
     const sorted = Float64Array.from({ length: 100 }, (_, i) => i + 1);
     expect(percentile(sorted, 50)).toBe(50);

@@ -169,6 +169,17 @@ describe('ServerPipeline', () => {
     expect(empties).toEqual([true]);
   });
 
+  it('destroys the connection when a session goes away owing answers and no other client has a unit on it (a long result is not read for no one)', () => {
+    const { conn, join, write, empties } = setup();
+    const gone = join();
+    write(gone);
+    const idle = join(); // another session joined, but wrote nothing
+    gone.member!.pipeline.leave(gone.member!, false);
+    expect(conn.destroyed).toBe(1);
+    expect(idle.lostCount).toBe(1);
+    expect(empties).toEqual([false]);
+  });
+
   it('destroys the connection when a session goes away in the middle of writing a unit', () => {
     const { conn, join, write } = setup();
     const running = join();
