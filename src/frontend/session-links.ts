@@ -91,7 +91,7 @@ export class RepliesLink implements RepliesHost {
 
 /** The session as UnitPlacement sees it. */
 export class PlacementLink implements PlacementHost {
-  // own properties, not methods: UnitPlacement hands these on to its optimistic transaction by spreading its host
+  // own properties, not methods: UnitPlacement hands these on to its optimistic transaction taken off its host (unbound)
   readonly park = (why: WaitReason, resume: Step | undefined): void => this.session.park(why, true, resume);
   readonly resumeWith = (next: Step): void => this.session.resumeWith(next);
   readonly failUnit = (error: unknown): void => this.session.failUnit(error);

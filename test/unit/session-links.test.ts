@@ -79,14 +79,17 @@ describe('session links', () => {
     ]);
   });
 
-  it('a placement link spread into a new object keeps the steps an optimistic transaction needs (UnitPlacement spreads its host)', () => {
+  it('the steps an optimistic transaction needs work taken off a placement link, or spread from it (UnitPlacement hands them on)', () => {
     const { session, calls } = fakeSession();
-    const spread = { ...new PlacementLink(session) };
+    const link = new PlacementLink(session);
+    const { park, resumeWith, failUnit } = link;
+    const spread = { ...link };
     const error = new Error('no');
-    spread.park('primary', undefined);
-    spread.resumeWith(() => {});
+    park('primary', undefined);
+    resumeWith(() => {});
     spread.failUnit(error);
     expect(spread.isClosed()).toBe(false);
+    expect(failUnit).toBe(spread.failUnit);
     expect(calls.map((c) => c[0])).toEqual(['park', 'resumeWith', 'failUnit']);
     expect(calls[2]).toEqual(['failUnit', error]);
   });
