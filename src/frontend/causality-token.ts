@@ -70,10 +70,10 @@ export interface CausalityHost {
  * synchronous_commit other than a session-level SET (which the session state tracks).
  */
 export class CausalityToken {
-  /** the client's statement names ('' = unnamed) that hold the SHOW */
-  private readonly localStatements = new Set<string>();
+  /** the client's statement names ('' = unnamed) that hold the SHOW (made on first use, as most clients never prepare it) */
+  private localStatements: Set<string> | undefined;
   /** portals bound from them, with the result format the client asked for */
-  private readonly localPortals = new Map<string, number>();
+  private localPortals: Map<string, number> | undefined;
 
   constructor(private readonly host: CausalityHost) {}
 
@@ -84,7 +84,7 @@ export class CausalityToken {
   intercept(code: number, b: Buffer, start: number, end: number): boolean | Buffer {
     if (code === FrontendCode.Query) return this.onQuery(b, start, end);
     if (code === FrontendCode.Parse) return this.onParse(b, start, end);
-    if (this.localStatements.size === 0 && this.localPortals.size === 0) return false;
+    if (!this.localStatements?.size && !this.localPortals?.size) return false;
     switch (code) {
       case FrontendCode.Bind:
         return this.onBind(b, start, end);
@@ -92,7 +92,7 @@ export class CausalityToken {
       case FrontendCode.Close:
         return this.onDescribeOrClose(code, b, start, end);
       case FrontendCode.Execute: {
-        const format = this.localPortals.get(readCString(b, start, end)[0]);
+        const format = this.localPortals?.get(readCString(b, start, end)[0]);
         if (format === undefined) return false;
         this.withPosition((lsn) => this.answer([dataRow(lsn), commandComplete('SHOW')], false));
         return true;
@@ -103,7 +103,7 @@ export class CausalityToken {
   }
 
   private onQuery(b: Buffer, start: number, end: number): boolean | Buffer {
-    const forgets = this.localStatements.size > 0;
+    const forgets = (this.localStatements?.size ?? 0) > 0;
     if (!forgets && !mentions(b, start, end - 1)) return false;
     const text = b.toString('utf8', start, end - 1);
     if (forgets && FORGETS.test(text) && this.forgets(text)) return true;
@@ -117,7 +117,7 @@ export class CausalityToken {
 
   private onParse(b: Buffer, start: number, end: number): boolean | Buffer {
     const [name, textStart] = readCString(b, start, end);
-    if (this.localStatements.size > 0) this.localStatements.delete(name);
+    this.localStatements?.delete(name);
     const textEnd = b.indexOf(0, textStart);
     if (textEnd < 0 || textEnd >= end) throw new RangeError('unterminated string in message');
     if (!mentions(b, textStart, textEnd)) return false;
@@ -128,7 +128,7 @@ export class CausalityToken {
     if (!this.isShow(text)) return false;
     // the name now means this statement (pgrelay replaces a name the client uses, as for any Parse)
     if (name !== '') this.host.statements.delete(name);
-    this.localStatements.add(name);
+    (this.localStatements ??= new Set()).add(name);
     this.answer([message(BackendCode.ParseComplete)], false);
     return true;
   }
@@ -136,8 +136,8 @@ export class CausalityToken {
   private onBind(b: Buffer, start: number, end: number): boolean {
     const [portal, statementStart] = readCString(b, start, end);
     const [statement, at] = readCString(b, statementStart, end);
-    this.localPortals.delete(portal);
-    if (!this.localStatements.has(statement)) return false;
+    this.localPortals?.delete(portal);
+    if (this.localStatements?.has(statement) !== true) return false;
     // parameter formats and values (none are expected), then the result formats asked for
     let i = at;
     const formats = b.readInt16BE(i);
@@ -149,7 +149,7 @@ export class CausalityToken {
       i += 4 + Math.max(0, length);
     }
     const resultFormats = b.readInt16BE(i);
-    this.localPortals.set(portal, resultFormats > 0 ? b.readInt16BE(i + 2) : 0);
+    (this.localPortals ??= new Map()).set(portal, resultFormats > 0 ? b.readInt16BE(i + 2) : 0);
     if (values !== 0) {
       this.host.failUnit(new ProxyError(SqlState.protocolViolation, `bind message supplies ${values} parameters, but prepared statement "${statement}" requires 0`));
       return true;
@@ -162,17 +162,17 @@ export class CausalityToken {
     const kind = b[start];
     const name = readCString(b, start + 1, end)[0];
     if (kind === 0x53 /* S */) {
-      if (!this.localStatements.has(name)) return false;
+      if (this.localStatements?.has(name) !== true) return false;
       if (code === FrontendCode.Close) {
         this.localStatements.delete(name);
         this.answer([message(BackendCode.CloseComplete)], false);
       } else this.answer([message(BackendCode.ParameterDescription, (w) => w.int16(0)), rowDescription(0)], false);
       return true;
     }
-    const format = this.localPortals.get(name);
+    const format = this.localPortals?.get(name);
     if (format === undefined) return false;
     if (code === FrontendCode.Close) {
-      this.localPortals.delete(name);
+      this.localPortals?.delete(name);
       this.answer([message(BackendCode.CloseComplete)], false);
     } else this.answer([rowDescription(format)], false);
     return true;
@@ -185,10 +185,10 @@ export class CausalityToken {
   private forgets(text: string): boolean {
     const classification = this.host.services.classifier.classify(text);
     for (const effect of classification.effects) {
-      if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.localStatements.clear();
+      if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.localStatements?.clear();
     }
     const effect = classification.effects[0];
-    if (classification.statements !== 1 || effect?.type !== 'deallocate' || effect.name === null || !this.localStatements.delete(effect.name)) return false;
+    if (classification.statements !== 1 || effect?.type !== 'deallocate' || effect.name === null || this.localStatements?.delete(effect.name) !== true) return false;
     this.answer([commandComplete('DEALLOCATE')], true);
     return true;
   }

@@ -37,7 +37,8 @@ const CLOSE_UNNAMED_STATEMENT = message(FrontendCode.Close, (w) => w.int8(0x53).
  * a message naming a statement can run there; writes nothing itself.
  */
 export class ClientStatements {
-  private readonly named = new Map<string, ServerStatement>();
+  /** made on first use (most clients name no statement) */
+  private named: Map<string, ServerStatement> | undefined;
   private unnamedParse: Buffer | undefined;
   /** the classification of the unnamed statement's text */
   unnamedPayload: StatementPayload | undefined;
@@ -46,31 +47,31 @@ export class ClientStatements {
   portalPayload: StatementPayload | undefined;
 
   get(name: string): ServerStatement | undefined {
-    return this.named.get(name);
+    return this.named?.get(name);
   }
 
   /** The Parse body of statement `name` ('' = the unnamed one) from its text on (text, parameter types), if known. */
   parseBody(name: string): Buffer | undefined {
-    const parse = name === '' ? this.unnamedParse : this.named.get(name)?.parse;
+    const parse = name === '' ? this.unnamedParse : this.named?.get(name)?.parse;
     if (parse === undefined) return undefined;
     return parse.subarray(parse.indexOf(0, 5) + 1);
   }
 
   has(name: string): boolean {
-    return this.named.has(name);
+    return this.named?.has(name) === true;
   }
 
   set(name: string, statement: ServerStatement): void {
-    this.named.set(name, statement);
+    (this.named ??= new Map()).set(name, statement);
   }
 
   delete(name: string): void {
-    this.named.delete(name);
+    this.named?.delete(name);
   }
 
   /** DISCARD ALL / DEALLOCATE ALL. */
   clear(): void {
-    this.named.clear();
+    this.named?.clear();
   }
 
   /** A Parse of the unnamed statement goes to `holder`: from now on it holds this client's. */
@@ -138,8 +139,8 @@ export class ClientStatements {
    * Parse of that name still to be answered (pipelined after a Sync) maps it again.
    */
   parseFailed(name: string, statement: ServerStatement, mappedAgainLater: boolean): void {
-    if (this.named.get(name) !== statement || mappedAgainLater) return;
-    this.named.delete(name);
+    if (this.named?.get(name) !== statement || mappedAgainLater) return;
+    this.named?.delete(name);
   }
 
   /**
@@ -153,7 +154,7 @@ export class ClientStatements {
     const effect = classification.effects[0]!;
     if (effect.type !== 'deallocate') return undefined;
     if (effect.name === null) return pinned ? undefined : { name: null, statement: undefined };
-    const statement = this.named.get(effect.name);
+    const statement = this.named?.get(effect.name);
     return statement && { name: effect.name, statement };
   }
 
@@ -164,7 +165,7 @@ export class ClientStatements {
    */
   refusedDeallocate(classification: Classification, alone: boolean): DeallocateRefusal | undefined {
     if (classification.effects.length === 0) return undefined;
-    return refusedDeallocate(classification, { isOwn: (name) => this.named.has(name), serverPrefix: SERVER_STATEMENT_PREFIX, alone });
+    return refusedDeallocate(classification, { isOwn: (name) => this.named?.has(name) === true, serverPrefix: SERVER_STATEMENT_PREFIX, alone });
   }
 }
 

@@ -50,7 +50,8 @@ export interface OptimisticHost {
  * ends it; nothing of it was committed anywhere).
  */
 export class OptimisticTransaction {
-  private readonly log: OptimisticLog;
+  /** made by the first optimistic transaction (most clients never run one) */
+  private kept: OptimisticLog | undefined;
   /** the replica connection the optimistic transaction runs on */
   private conn: ServerConnection | undefined;
   /** its BEGIN (the client's message), sent again on the primary */
@@ -65,8 +66,10 @@ export class OptimisticTransaction {
   constructor(
     private readonly services: SessionServices,
     private readonly host: OptimisticHost,
-  ) {
-    this.log = new OptimisticLog(host.statements);
+  ) {}
+
+  private get log(): OptimisticLog {
+    return (this.kept ??= new OptimisticLog(this.host.statements));
   }
 
   /** routing.transactions is `optimistic` */

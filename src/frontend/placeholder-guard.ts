@@ -105,8 +105,8 @@ export function unitText(reader: FrameReader, statementText: (name: string) => s
  * read inside functions and policies.
  */
 export class PlaceholderGuard {
-  /** dotted names this client has defined, on whatever connection */
-  private readonly defined = new Set<string>();
+  /** dotted names this client has defined, on whatever connection (made on first use: most clients define none) */
+  private defined: Set<string> | undefined;
   /**
    * `replayed`: the dotted names of this client's session settings now (startup parameters and
    * SETs), defined on every connection they are replayed on
@@ -115,7 +115,7 @@ export class PlaceholderGuard {
     startupNames: Iterable<string>,
     private readonly replayed: () => readonly string[],
   ) {
-    for (const name of startupNames) if (name.includes('.')) this.defined.add(name.toLowerCase());
+    for (const name of startupNames) if (name.includes('.')) (this.defined ??= new Set()).add(name.toLowerCase());
   }
 
   /** A unit of this client is attached to `conn` (its settings are, or are about to be, replayed there). */
@@ -132,8 +132,9 @@ export class PlaceholderGuard {
     const names = namesIn(text).defines;
     if (names.length === 0) return;
     const there = conn === undefined ? undefined : (conn.placeholders ??= new Set());
+    const defined = (this.defined ??= new Set());
     for (const name of names) {
-      this.defined.add(name);
+      defined.add(name);
       there?.add(name);
     }
   }
@@ -149,7 +150,7 @@ export class PlaceholderGuard {
     if (reads.length === 0) return false;
     const all = reads.includes('*');
     for (const name of there) {
-      if (this.defined.has(name) || own.includes(name)) continue;
+      if (this.defined?.has(name) === true || own.includes(name)) continue;
       if (all || reads.includes(name)) return true;
     }
     return false;
@@ -161,12 +162,13 @@ export class PlaceholderGuard {
    * they count as defined there from now on.
    */
   definitionsFor(conn: PlaceholderServer, classification: Classification | undefined, text: string | undefined): Buffer | undefined {
-    if (this.defined.size === 0 || classification?.namesSettings !== true || text === undefined) return undefined;
+    const defined = this.defined;
+    if (defined === undefined || defined.size === 0 || classification?.namesSettings !== true || text === undefined) return undefined;
     let missing: string[] | undefined;
     const reads = namesIn(text).reads;
-    const names = reads.includes('*') ? this.defined : reads;
+    const names = reads.includes('*') ? defined : reads;
     for (const name of names) {
-      if (!this.defined.has(name) || conn.placeholders?.has(name)) continue;
+      if (!defined.has(name) || conn.placeholders?.has(name)) continue;
       (missing ??= []).push(name);
       (conn.placeholders ??= new Set()).add(name);
     }

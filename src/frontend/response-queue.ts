@@ -24,9 +24,12 @@ export const Expect = {
 export const SWALLOW = 16;
 const KIND_MASK = 15;
 
+/** Entries a queue starts with (a power of two); it doubles when full (an idle client's costs little). */
+const INITIAL_ENTRIES = 8;
+
 export class ResponseQueue<P> {
-  private kinds = new Int32Array(64);
-  private payloads: (P | undefined)[] = new Array(64);
+  private kinds = new Int32Array(INITIAL_ENTRIES);
+  private payloads: (P | undefined)[] = new Array(INITIAL_ENTRIES);
   private head = 0;
   private count = 0;
 

@@ -13,8 +13,8 @@ import type { ServerConnection } from '../pool/server-connection.js';
 export class SessionState {
   /** startup parameters, as SET statements, in the order they came */
   private readonly startup = new Map<string, string>();
-  /** SET statements of the session, by lower-cased parameter name (later ones win) */
-  private readonly sets = new Map<string, string>();
+  /** SET statements of the session, by lower-cased parameter name (later ones win); made by the first SET */
+  private sets: Map<string, string> | undefined;
   private cached: string | undefined = '';
   /** the custom (dotted) parameters `cached` sets */
   private dotted: string[] = [];
@@ -45,11 +45,11 @@ export class SessionState {
       const parts: string[] = [];
       const dotted: string[] = [];
       for (const [name, statement] of this.startup) {
-        if (this.sets.has(name)) continue;
+        if (this.sets?.has(name) === true) continue;
         parts.push(statement);
         if (name.includes('.')) dotted.push(name);
       }
-      for (const [name, statement] of this.sets) {
+      for (const [name, statement] of this.sets ?? []) {
         parts.push(statement);
         if (name.includes('.')) dotted.push(name);
       }
@@ -61,18 +61,19 @@ export class SessionState {
 
   set(name: string, statement: string): void {
     const key = name.toLowerCase();
-    this.sets.delete(key); // re-insert so that order follows the latest SET
+    const sets = (this.sets ??= new Map());
+    sets.delete(key); // re-insert so that order follows the latest SET
     // setting the session authorization also ends a SET ROLE (PostgreSQL: the role is NONE again)
-    if (key === 'session_authorization') this.sets.delete('role');
-    this.sets.set(key, statement.trim().replace(/;\s*$/, ''));
+    if (key === 'session_authorization') sets.delete('role');
+    sets.set(key, statement.trim().replace(/;\s*$/, ''));
     this.cached = undefined;
   }
 
   reset(name: string): void {
     const key = name.toLowerCase();
     // RESET SESSION AUTHORIZATION resets the role too (as SET SESSION AUTHORIZATION does)
-    const changed = key === 'session_authorization' ? this.sets.delete('role') : false;
-    if (this.sets.delete(key) || changed) this.cached = undefined;
+    const changed = key === 'session_authorization' ? this.sets?.delete('role') === true : false;
+    if (this.sets?.delete(key) === true || changed) this.cached = undefined;
   }
 
   /**
@@ -80,10 +81,12 @@ export class SessionState {
    * them GUC_NO_RESET_ALL), or DISCARD ALL (`identity` false: they go too).
    */
   resetAll(identity = false): void {
+    const sets = this.sets;
+    if (sets === undefined) return;
     let changed = false;
-    for (const key of [...this.sets.keys()]) {
+    for (const key of [...sets.keys()]) {
       if (identity && (key === 'role' || key === 'session_authorization')) continue;
-      this.sets.delete(key);
+      sets.delete(key);
       changed = true;
     }
     if (changed) this.cached = undefined;

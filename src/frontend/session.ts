@@ -20,15 +20,12 @@ import { SessionEffects } from './session-effects.js';
 import type { SessionServices } from './session-services.js';
 import { SessionState } from './session-state.js';
 import { StatementMessages } from './statement-messages.js';
+import { CausalityLink, PlacementLink, RepliesLink, StatementLink } from './session-links.js';
 import { FUNCTION_CALL, UnitPlacement } from './unit-placement.js';
-import { holdsMessage, isParked, type Step, type UnitState, type WaitReason, unitIsOpen } from './unit-state.js';
+import { holdsMessage, IDLE, isParked, OPEN, SKIPPING, type Step, type UnitState, type WaitReason, unitIsOpen } from './unit-state.js';
 
 /** Client input beyond this is not read from the socket while the session waits. */
 const MAX_BUFFERED_INPUT = 1 << 20;
-
-const IDLE: UnitState = { phase: 'idle' };
-const OPEN: UnitState = { phase: 'open' };
-const SKIPPING: UnitState = { phase: 'skipping' };
 
 /**
  * One client after authentication: reads its messages, cuts them into units, sends each unit to a
@@ -52,39 +49,40 @@ const SKIPPING: UnitState = { phase: 'skipping' };
 export class ClientSession {
   readonly processId: number;
   readonly secretKey: number;
-  private readonly reader: FrameReader;
-  private readonly state: SessionState;
-  private readonly lease: ServerLease;
-  private readonly scanner = new ServerMessageScanner();
-  private readonly queue = new ResponseQueue<StatementPayload>();
-  private readonly replies: ServerReplies;
-  private readonly placement: UnitPlacement;
-  private readonly named: StatementMessages;
-  private readonly statements = new ClientStatements();
-  private readonly effects: SessionEffects;
+  // members and methods without `private` are for the session's links alone (LinkedSession, session-links.ts)
+  readonly reader: FrameReader;
+  readonly state: SessionState;
+  readonly lease: ServerLease;
+  readonly scanner = new ServerMessageScanner();
+  readonly queue = new ResponseQueue<StatementPayload>();
+  readonly replies: ServerReplies;
+  readonly placement: UnitPlacement;
+  readonly named: StatementMessages;
+  readonly statements = new ClientStatements();
+  readonly effects: SessionEffects;
   /** SHOW pgrelay.last_write_lsn, answered here; after_lsn hints that are no position */
   private readonly causality: CausalityToken;
   /** the reads in flight, to run again when their connection is lost (see ReplayWindow) */
-  private readonly replayWindow = new ReplayWindow();
+  readonly replayWindow = new ReplayWindow();
   /** where the current unit is (see UnitState) */
   private unit: UnitState = IDLE;
   /** the rest of a parked message's handling, due now that its wait is over (run by pump) */
   private resumeStep: Step | undefined;
   /** the client is pinned to its server connection for the rest of its life */
-  private pinned = false;
-  private closed = false;
+  pinned = false;
+  closed = false;
   private pumping = false;
   /** the client's transaction as it sees it */
-  private readonly tx = new ClientTransaction();
+  readonly tx = new ClientTransaction();
   /** the classification of the text classified last (a driver sends the same text again and again) */
-  private readonly recent = new RecentClassification();
+  readonly recent = new RecentClassification();
   /** bytes sent to the client so far */
-  private clientBytes = 0;
+  clientBytes = 0;
   /** the code of the client message being handled */
   private clientCode = 0;
 
   constructor(
-    private readonly services: SessionServices,
+    readonly services: SessionServices,
     readonly socket: net.Socket,
     readonly user: string,
     readonly database: string,
@@ -98,80 +96,10 @@ export class ClientSession {
     this.effects = new SessionEffects(this.state);
     const lease = new ServerLease({ socket, mayReadClient: () => !this.closed && this.unit.phase !== 'parked', drained: () => this.pump() }, services.router);
     this.lease = lease;
-    this.replies = new ServerReplies(
-      {
-        session: this,
-        services,
-        lease,
-        scanner: this.scanner,
-        replayWindow: this.replayWindow,
-        statements: this.statements,
-        effects: this.effects,
-        tx: this.tx,
-        isClosed: () => this.closed,
-        unitOpen: () => this.unitOpen,
-        pin: () => this.pin(),
-        unitBeganAt: () => this.placement.unitBeganAt,
-        attachedForPrimary: () => this.placement.attachTarget === 'primary',
-        sendToClient: (data) => this.sendToClient(data),
-        sendHead: (data) => this.sendHead(data),
-        fatal: (error) => this.fatal(error),
-        unitsEnded: () => this.maybeRelease(),
-        lost: (conn, error) => this.lost(conn, error),
-        clientBytes: () => this.clientBytes,
-        runAgain: (node) => this.replay(node),
-        answerDeallocated: (name, statement) => this.named.answerDeallocated(name, statement),
-      },
-      this.queue,
-    );
-    this.placement = new UnitPlacement(services, {
-      session: this,
-      handler: this.replies,
-      lease,
-      scanner: this.scanner,
-      queue: this.queue,
-      replayWindow: this.replayWindow,
-      state: this.state,
-      tx: this.tx,
-      effects: this.effects,
-      statements: this.statements,
-      reader: this.reader,
-      clientBytes: () => this.clientBytes,
-      openUnit: () => this.move(OPEN),
-      answerOrphaned: (classification) => this.answerOrphaned(classification, false),
-      pinned: () => this.pinned,
-      unitOpen: () => this.unitOpen,
-      isClosed: () => this.closed,
-      park: (why, resume) => this.park(why, true, resume),
-      resumeWith: (next) => this.resumeWith(next),
-      failUnit: (error) => this.failUnit(error),
-      statement: (name) => (name === '' ? this.statements.unnamedPayload : this.statements.get(name)),
-      awaitInput: () => this.reader.waitForMore(),
-    });
-    this.named = new StatementMessages({
-      lease,
-      queue: this.queue,
-      replies: this.replies,
-      statements: this.statements,
-      registry: services.statements,
-      orphaned: () => this.tx.orphaned,
-      unitOpen: () => this.unitOpen,
-      classify: (text) => this.recent.classify(this.services.classifier, text),
-      beginExtendedUnit: (classification, then) => this.placement.beginExtendedUnit(classification, then),
-      beginWithoutServer: (head) => {
-        this.move(OPEN);
-        this.sendHead(head);
-      },
-      txStatus: () => this.tx.status,
-      sendToClient: (data) => this.sendToClient(data),
-      waitForOutcome: () => this.park('drain', false),
-      pinned: () => this.pinned,
-      holdBegin: (classification, text) => this.placement.holdExtendedBegin(classification, text),
-      config: () => this.services.config(),
-    });
-    const { queue, replies, statements } = this;
-    this.causality = new CausalityToken({ session: this, services, lease, queue, replies, statements, txStatus: () => this.tx.status, unitOpen: () => this.unitOpen, openUnit: () => this.move(OPEN),
-      sendToClient: (data) => this.sendToClient(data), park: () => this.park('fence', true), resumeWith: (next) => this.resumeWith(next), failUnit: (error) => this.failUnit(error) });
+    this.replies = new ServerReplies(new RepliesLink(this), this.queue);
+    this.placement = new UnitPlacement(services, new PlacementLink(this));
+    this.named = new StatementMessages(new StatementLink(this));
+    this.causality = new CausalityToken(new CausalityLink(this));
     if (services.config().pool.mode === 'session') this.pinned = true;
   }
 
@@ -188,7 +116,7 @@ export class ClientSession {
   stateSql(): string { return this.state.sql(); }
 
   get isPinned(): boolean { return this.pinned; }
-  private get unitOpen(): boolean { return unitIsOpen(this.unit); }
+  get unitOpen(): boolean { return unitIsOpen(this.unit); }
   /** A unit or a transaction is under way on a server connection (graceful shutdown waits for it). */
   get busy(): boolean {
     const server = this.lease.conn;
@@ -201,7 +129,7 @@ export class ClientSession {
   }
 
   /** The one place the unit's state changes. */
-  private move(next: UnitState): void {
+  move(next: UnitState): void {
     this.unit = next;
   }
 
@@ -209,7 +137,7 @@ export class ClientSession {
    * The unit waits. `holds`: the message being handled is not done with (its rest, `resume`, may
    * be known only when the wait is over); else only what the client sent after it waits.
    */
-  private park(why: WaitReason, holds: boolean, resume: Step | undefined = undefined): void {
+  park(why: WaitReason, holds: boolean, resume: Step | undefined = undefined): void {
     this.move({ phase: 'parked', why, open: this.unitOpen, holds, resume });
   }
 
@@ -343,7 +271,7 @@ export class ClientSession {
   }
 
   /** The parked unit's wait is over: `next` is what runs now (the rest of its message, or its failure). */
-  private resumeWith(next: Step): void {
+  resumeWith(next: Step): void {
     const unit = this.unit;
     if (unit.phase !== 'parked') return;
     this.move({ ...unit, resume: next });
@@ -353,7 +281,7 @@ export class ClientSession {
   // ---------------------------------------------------------------- server → client
 
   /** After a server chunk that ended units: the connection goes back, and a unit waiting for the drain goes on. */
-  private maybeRelease(): void {
+  maybeRelease(): void {
     const server = this.lease.conn;
     const drained = this.unit.phase === 'parked' && this.unit.why === 'drain';
     if (!server || this.pinned || this.unitOpen || this.queue.length > 0 || server.txStatus !== TxStatus.Idle) {
@@ -365,7 +293,7 @@ export class ClientSession {
   }
 
   /** The attached connection closed under the session. */
-  private lost(conn: ServerConnection, error: Error | undefined): void {
+  lost(conn: ServerConnection, error: Error | undefined): void {
     const node = this.lease.node!;
     const midMessage = this.scanner.clientHasPart;
     const hadWork = this.queue.length > 0 || this.unitOpen;
@@ -408,7 +336,7 @@ export class ClientSession {
    * The connection was lost (or a replica refused them) under reads that the client has had no byte
    * of: they run again, once, where the router sends them now. False when they may not.
    */
-  private replay(node: string): boolean {
+  replay(node: string): boolean {
     const bytes = this.replayWindow.take(this.clientBytes, node);
     if (bytes === undefined) return false;
     // a message parked behind the reads (waiting for them to drain) is read again after them
@@ -424,7 +352,7 @@ export class ClientSession {
   }
 
   /** A statement that pins the session completed: it keeps its server connection for good. */
-  private pin(): void {
+  pin(): void {
     if (!this.pinned) this.services.pinned(+1);
     this.pinned = true;
   }
@@ -432,7 +360,7 @@ export class ClientSession {
   // ---------------------------------------------------------------- answers pgrelay makes itself
 
   /** The server connection of the client's transaction was lost: only ROLLBACK (or COMMIT) ends it. */
-  private answerOrphaned(classification: Classification | undefined, simple: boolean): void {
+  answerOrphaned(classification: Classification | undefined, simple: boolean): void {
     const { answers: sent, ended } = this.tx.answerOrphaned(classification, simple);
     for (const data of sent) this.sendToClient(data);
     if (ended) this.effects.dropTransaction();
@@ -440,7 +368,7 @@ export class ClientSession {
   }
 
   /** An error pgrelay raises for the unit that is starting (nothing of it reached a server). */
-  private failUnit(error: unknown): void {
+  failUnit(error: unknown): void {
     const proxyError = answers.toProxyError(error);
     this.services.log.warn({ user: this.user, sqlstate: proxyError.sqlstate, err: proxyError.message }, 'unit failed in pgrelay');
     this.sendToClient(answers.errorAnswer(proxyError, 'ERROR'));
@@ -453,21 +381,21 @@ export class ClientSession {
    * A ParseComplete or CloseComplete pgrelay answers itself: part of the replay window's heads,
    * or skipped when the client already has it from before a replay.
    */
-  private sendHead(data: Buffer): void {
+  sendHead(data: Buffer): void {
     const code = data[0]!;
     if (this.replayWindow.alreadySent(code)) return;
     this.replayWindow.reachedClient(code, data.length);
     this.sendToClient(data);
   }
 
-  private sendToClient(data: Buffer): void {
+  sendToClient(data: Buffer): void {
     if (this.closed) return;
     this.clientBytes += data.length;
     this.services.metrics.addBytesOut(data.length);
     this.lease.toClient(data);
   }
 
-  private fatal(error: unknown): void {
+  fatal(error: unknown): void {
     if (!(error instanceof ProxyError)) this.services.log.error({ err: error instanceof Error ? error.message : String(error), user: this.user }, 'session failed');
     this.sendToClient(answers.errorAnswer(error, 'FATAL'));
     this.close();

@@ -24,6 +24,10 @@ export type UnitState =
    */
   | { readonly phase: 'parked'; readonly why: WaitReason; readonly open: boolean; readonly holds: boolean; readonly resume: Step | undefined };
 
+export const IDLE: UnitState = { phase: 'idle' };
+export const OPEN: UnitState = { phase: 'open' };
+export const SKIPPING: UnitState = { phase: 'skipping' };
+
 /** What a parked unit waits for. */
 export type WaitReason =
   /** a server connection from a pool */

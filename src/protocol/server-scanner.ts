@@ -40,7 +40,8 @@ export class ServerMessageScanner {
   /** the length of the current message, header included */
   private currentLength = 0;
   private currentCode = 0;
-  private readonly header = Buffer.allocUnsafe(5);
+  /** a header split across chunks (made when one first is: a slice of Node's shared pool would keep its 8 KB alive) */
+  private header: Buffer | undefined;
   private headerLength = 0;
   /** a small body being collected across chunks */
   private small: Buffer | undefined;
@@ -97,14 +98,15 @@ export class ServerMessageScanner {
         // a header split across chunks: held back until its type is known
         if (fwdStart < at) sink.out(chunk.subarray(fwdStart, at));
         const take = Math.min(5 - this.headerLength, length - at);
-        chunk.copy(this.header, this.headerLength, at, at + take);
+        const header = (this.header ??= Buffer.alloc(5));
+        chunk.copy(header, this.headerLength, at, at + take);
         this.headerLength += take;
         at += take;
         fwdStart = at;
         if (this.headerLength < 5) break;
         this.headerLength = 0;
-        code = this.header[0]!;
-        declared = this.header.readInt32BE(1);
+        code = header[0]!;
+        declared = header.readInt32BE(1);
         headerInChunk = false;
       } else {
         code = chunk[at]!;
@@ -137,7 +139,7 @@ export class ServerMessageScanner {
       if (drop || small) {
         if (fwdStart < messageStart) sink.out(chunk.subarray(fwdStart, messageStart));
       } else if (!headerInChunk) {
-        sink.out(Buffer.from(this.header));
+        sink.out(Buffer.from(this.header!));
       }
       this.small = small ? Buffer.allocUnsafe(bodyLength) : undefined;
       this.smallLength = 0;

@@ -8,7 +8,7 @@ describe('ResponseQueue', () => {
     const queue = new ResponseQueue<number>();
     let next = 0;
     let expected = 0;
-    // push and shift unevenly so that head moves around the ring while it grows past 64, 128, 256
+    // push and shift unevenly so that head moves around the ring while it grows from its first 8 entries past 1,000
     for (let round = 0; round < 50; round++) {
       for (let i = 0; i < 7 + round; i++) queue.push(Expect.Bind, next++);
       for (let i = 0; i < 5; i++) {
