@@ -101,6 +101,8 @@ const WRITE_SAMPLE_GAP_MS = 5;
  *
  * It is also the WriteLsnSource for read-your-writes: a committed write waits for the next
  * primary sample sent after it; at most one is in flight, and it serves every write before it.
+ * A write registered without asking for one (see Freshness) waits for the next round's sample,
+ * or for the one `hurry` asks for once its client reads.
  */
 export class LagMonitor implements WriteLsnSource {
   private readonly probes = new Map<string, Probe>();
@@ -184,9 +186,14 @@ export class LagMonitor implements WriteLsnSource {
 
   // ------------------------------------------------------------------ read-your-writes
 
-  afterWrite(done: (lsn: bigint) => void): void {
+  afterWrite(done: (lsn: bigint) => void, soon = true): void {
     this.writes.add(done);
-    this.sampleForWrites();
+    if (soon) this.sampleForWrites();
+  }
+
+  /** Writes registered without asking for a sample want their position now (a client reads). */
+  hurry(): void {
+    if (this.writes.pending > 0) this.sampleForWrites();
   }
 
   /**

@@ -101,7 +101,7 @@ export class OptimisticTransaction {
     this.homeless = undefined;
     this.primaryNext = false;
     if (target !== 'replica' || !this.enabled || !isPlainRead(first)) {
-      if (target === 'primary') this.services.metrics.transactions.labels('primary').inc();
+      if (target === 'primary') this.services.metrics.countTransaction('primary');
       return;
     }
     this.conn = conn;
@@ -113,7 +113,7 @@ export class OptimisticTransaction {
   /** The attached connection goes back: a transaction that ended on its replica is counted. */
   released(): void {
     if (!this.onReplica) return;
-    if (this.conn!.txStatus === TxStatus.Idle) this.services.metrics.transactions.labels('replica').inc();
+    if (this.conn!.txStatus === TxStatus.Idle) this.services.metrics.countTransaction('replica');
     this.stop();
   }
 
@@ -232,12 +232,12 @@ export class OptimisticTransaction {
             this.conn = conn;
             this.begin = runs[0];
             host.scanner.digest = this.log.digest;
-          } else this.services.metrics.transactions.labels('moved').inc();
+          } else this.services.metrics.countTransaction('moved');
           return host.resumeWith(then);
         }
         why = `the data it read changed: ${result.error !== undefined ? `running its reads again on the primary failed (${result.error.get('C') ?? 'error'})` : `statement ${at + 1} of it answered differently on the primary`}`;
       }
-      this.services.metrics.transactions.labels('conflict').inc();
+      this.services.metrics.countTransaction('conflict');
       this.primaryNext = true;
       const error = conflictError(why);
       await runInternalQuery(conn, raiseStatement(error));

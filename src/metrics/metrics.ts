@@ -36,7 +36,8 @@ export class Metrics {
     [this.registry],
   );
   readonly primaryReads: Counter<'reason'> = new Counter({ name: 'pgrelay_primary_reads_total', help: 'Reads sent to the primary instead of a replica, by reason (no_replica, lag, consistency).', labelNames: ['reason'], registers: [this.registry], collect: () => this.pendingPrimaryReads.flush(this.primaryReads, 'reason') });
-  readonly transactions = new Counter({ name: 'pgrelay_transactions_total', help: 'Transactions begun with a BEGIN pgrelay held for their first statement, by where they ran: replica (optimistic, ended there), moved (to the primary, their reads verified), conflict (a read answered differently on the primary: 40001), primary (there from the start).', labelNames: ['outcome'], registers: [this.registry] });
+  // counted once per transaction through countTransaction: plain numbers, added when the registry reads them
+  readonly transactions: Counter<'outcome'> = new Counter({ name: 'pgrelay_transactions_total', help: 'Transactions begun with a BEGIN pgrelay held for their first statement, by where they ran: replica (optimistic, ended there), moved (to the primary, their reads verified), conflict (a read answered differently on the primary: 40001), primary (there from the start).', labelNames: ['outcome'], registers: [this.registry], collect: () => this.pendingTransactions.flush(this.transactions, 'outcome') });
   readonly fenceWaits = new Counter({ name: 'pgrelay_fence_waits_total', help: 'Reads that waited (routing.fence_wait_ms) for a replica past their client\'s last write, by how the wait ended: replica (one is past it) or primary (the wait ran out).', labelNames: ['outcome'], registers: [this.registry] });
 
   // ---------------------------------------------------------------- nodes, lag, failover
@@ -77,6 +78,7 @@ export class Metrics {
   private readonly pendingUnitReasons = new PendingCounts();
   private readonly pendingPoolWaits = new PendingCounts();
   private readonly pendingPrimaryReads = new PendingCounts();
+  private readonly pendingTransactions = new PendingCounts();
   private pendingBytesIn = 0;
   private pendingBytesOut = 0;
 
@@ -102,6 +104,11 @@ export class Metrics {
   /** Counts a read sent to the primary instead of a replica, by reason. */
   countPrimaryRead(reason: string): void {
     this.pendingPrimaryReads.add(reason);
+  }
+
+  /** Counts a transaction of a held BEGIN by where it ran (pgrelay_transactions_total's outcome). */
+  countTransaction(outcome: 'replica' | 'moved' | 'conflict' | 'primary'): void {
+    this.pendingTransactions.add(outcome);
   }
 
   /** Counts a unit that had to wait for a free server connection of a node. */

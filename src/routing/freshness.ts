@@ -7,8 +7,14 @@ import type { ReadConstraints } from './router.js';
  * primary's position taken after the moment of the call, shared by every write waiting for one.
  */
 export interface WriteLsnSource {
-  /** A write has just committed; `done` gets a primary WAL position taken after this call. */
-  afterWrite(done: (lsn: bigint) => void): void;
+  /**
+   * A write has just committed; `done` gets a primary WAL position taken after this call. `soon`
+   * false: no sample is asked for on its behalf (the next one taken anyway serves it, or one asked
+   * for by `hurry`); a source without `hurry` asks at once whatever `soon` says.
+   */
+  afterWrite(done: (lsn: bigint) => void, soon?: boolean): void;
+  /** Writes registered with `soon` false want their position now: a sample is asked for. */
+  hurry?(): void;
 }
 
 /** What one client (or, under `global`, everyone) must see: its writes' positions. */
@@ -20,6 +26,8 @@ class WriteFence {
   /** writes committed whose position is not known yet */
   private written = 0;
   private known = 0;
+  /** the position of the writes pending was asked for (see Freshness.wroteOnPrimary) */
+  hurried = true;
 
   get pending(): boolean {
     return this.known < this.written;
@@ -28,6 +36,7 @@ class WriteFence {
   /** Registers a committed write; returns a callback for its WAL position. */
   wrote(): (lsn: bigint) => void {
     const token = ++this.written;
+    this.hurried = false;
     return (lsn) => {
       if (token > this.known) this.known = token;
       if (this.minLsn === undefined || lsn > this.minLsn) this.minLsn = lsn;
@@ -59,7 +68,11 @@ const NO_SHORTCUT: AppliedWrites = { appliedOn: () => undefined, stillApplies: (
  *   reads go to the primary until the WAL position covering that write is known (a sample taken
  *   by the lag monitor after the commit, one in flight at a time, shared by all waiting writes:
  *   no round trip is added to the client's answer); afterwards only to replicas that have
- *   replayed that position, else to the primary.
+ *   replayed that position, else to the primary. The sample is asked for when the client next
+ *   reads (or asks for its causality token), not at the commit: a client that only writes (a
+ *   TPC-B-like transaction, whose reads are in it) costs no query on the primary per commit; its
+ *   writes are covered by the lag monitor's regular samples meanwhile. A sample taken later is
+ *   still at or past the commit's position, so the fence is as safe.
  * - `global`: the same with one fence shared by every client of this pgrelay, so any read sees
  *   every write this pgrelay has acknowledged to anyone.
  * In every mode a read's own causality token (`after_lsn` hint) must be replayed where it runs.
@@ -105,7 +118,7 @@ export class Freshness {
           this.sessions.set(session, fence);
         }
         fence.appliedOn = this.applied.appliedOn(session);
-        this.source.afterWrite(fence.wrote());
+        this.source.afterWrite(fence.wrote(), false);
         return;
       }
       case 'global':
@@ -125,6 +138,7 @@ export class Freshness {
   lastWritePosition(session: object, done: (lsn: bigint) => void): void {
     const fence = this.mode === 'session' ? this.sessions.get(session) : undefined;
     if (fence && !fence.pending) return done(fence.minLsn ?? 0n);
+    // a sample asked for now serves the fence's pending writes too
     if (fence || this.wrote.has(session)) return this.source.afterWrite(done);
     done(0n);
   }
@@ -140,6 +154,11 @@ export class Freshness {
       case 'session': {
         const fence = this.sessions.get(session);
         if (!fence) return own;
+        if (!fence.hurried && fence.pending) {
+          // the client reads: its writes' position is asked for now (see the class)
+          fence.hurried = true;
+          this.source.hurry?.();
+        }
         const appliedOn = fence.appliedOn !== undefined && this.applied.stillApplies(fence.appliedOn) ? fence.appliedOn : undefined;
         return fence.constraints(maxLagMs, afterLsn, appliedOn);
       }

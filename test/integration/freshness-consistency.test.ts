@@ -88,6 +88,31 @@ describe('read-your-writes under replica lag', () => {
     expect(consistency!.value).toBeGreaterThanOrEqual(tally.onPrimary);
   }, 120_000);
 
+  it('session: a client that only writes asks for no WAL position per commit; its next read still sees its writes', async () => {
+    // rounds of the lag monitor (each samples the primary) once a second only
+    const relay = await relayWith({ consistency: 'session', lag_interval_ms: 1000 });
+    const c = await client(relay.url());
+    const samplesBefore = relay.app.lagMonitor.primarySamples;
+    const started = performance.now();
+    const WRITES = 200;
+    let last = 0;
+    for (let i = 0; i < WRITES; i++) {
+      last = nextId++;
+      // TPC-B-like: its reads (none here) would be inside the transaction, on the primary
+      await c.query('BEGIN');
+      await c.query('INSERT INTO rw (id, client) VALUES ($1, 2)', [last]);
+      await c.query('COMMIT');
+    }
+    const ms = performance.now() - started;
+    const samples = relay.app.lagMonitor.primarySamples - samplesBefore;
+    console.log(`[freshness] session, write-only: ${WRITES} transactions in ${Math.round(ms)} ms, ${samples} primary WAL position samples`);
+    // only the monitor's own rounds sampled the primary (before: one sample per commit, at most one per 5 ms)
+    expect(samples).toBeLessThanOrEqual(Math.ceil(ms / 1000) + 2);
+    // the read asks for the position now; the replicas, 200 ms behind, cannot have the last row yet
+    const row = (await c.query<{ n: number; port: number }>(READ, [last])).rows[0]!;
+    expect(row.n).toBe(1);
+  });
+
   it('eventual: the same loop misses its own rows (so the test above can fail)', async () => {
     const relay = await relayWith({ consistency: 'eventual' });
     const tally = await readYourWrites(relay, 2_000);

@@ -64,4 +64,17 @@ describe('per-unit counters (counted in plain numbers, handed to prom-client whe
     expect(values.find((v) => v.labels.reason === 'no_replica')?.value).toBe(1);
     expect(sample(await metrics.registry.metrics(), 'pgrelay_primary_reads_total{reason="lag"}')).toBe(2);
   });
+
+  it('transactions of a held BEGIN by outcome, through get() and a scrape, each counted once', async () => {
+    const metrics = new Metrics({ processMetrics: false });
+    for (let i = 0; i < 3; i++) metrics.countTransaction('primary');
+    metrics.countTransaction('moved');
+    const values = (await metrics.transactions.get()).values;
+    expect(values.find((v) => v.labels.outcome === 'primary')?.value).toBe(3);
+    expect(values.find((v) => v.labels.outcome === 'moved')?.value).toBe(1);
+    metrics.countTransaction('conflict');
+    const text = await metrics.registry.metrics();
+    expect(sample(text, 'pgrelay_transactions_total{outcome="primary"}')).toBe(3);
+    expect(sample(text, 'pgrelay_transactions_total{outcome="conflict"}')).toBe(1);
+  });
 });

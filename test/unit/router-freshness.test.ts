@@ -70,6 +70,43 @@ describe('Freshness (consistency modes)', () => {
     expect(f.readConstraints(b, undefined)).toMatchObject({ minLsn: 900n, pendingWrite: false });
   });
 
+  it("session: a commit asks for no sample (the writes wait for the next one taken); the client's next read asks, once", () => {
+    const asked: boolean[] = [];
+    let hurried = 0;
+    const waiting: ((lsn: bigint) => void)[] = [];
+    const source: WriteLsnSource = {
+      afterWrite: (done, soon) => {
+        asked.push(soon ?? true);
+        waiting.push(done);
+      },
+      hurry: () => hurried++,
+    };
+    const f = new Freshness(source, 'session');
+    const a = {};
+    f.wroteOnPrimary(a);
+    f.wroteOnPrimary(a);
+    // registered (a sample taken from now on covers them), but no sample asked for: a writer that does not read costs none
+    expect(asked).toEqual([false, false]);
+    expect(hurried).toBe(0);
+    expect(f.readConstraints(a, undefined)).toMatchObject({ pendingWrite: true });
+    expect(hurried).toBe(1);
+    // reads waiting for the same writes do not ask again
+    f.readConstraints(a, undefined);
+    expect(hurried).toBe(1);
+    for (const done of waiting.splice(0)) done(700n);
+    expect(f.readConstraints(a, undefined)).toMatchObject({ minLsn: 700n, pendingWrite: false });
+    // nothing pending: a read asks for nothing
+    expect(hurried).toBe(1);
+    // a later write: the next read asks again
+    f.wroteOnPrimary(a);
+    f.readConstraints(a, undefined);
+    expect(hurried).toBe(2);
+    // under global, a commit asks at once (every client's reads wait for it)
+    const g = new Freshness(source, 'global');
+    g.wroteOnPrimary(a);
+    expect(asked.at(-1)).toBe(true);
+  });
+
   it('switching modes on reload', () => {
     const source = new Source();
     const f = new Freshness(source, 'global');
