@@ -253,6 +253,7 @@ export class ServerLease {
   }
 
   private writeServerNow(conn: ServerConnection, data: Buffer): void {
+    if (this.member !== undefined && this.member.pipeline.gather(data)) return;
     if (!conn.write(data) && this.serverFull === undefined && conn === this.conn) {
       // the server does not keep up (a big COPY FROM STDIN): stop reading the client until it does
       this.serverFull = conn.socket;

@@ -180,6 +180,30 @@ describe('ServerPipeline', () => {
     expect(empties).toEqual([false]);
   });
 
+  it('gathers the bytes written while the server is busy and writes them at the end of the turn in one write, in order; not while nothing runs, not past the bound', async () => {
+    const { conn, join, write } = setup();
+    const pipeline = () => ServerPipeline.of(conn as unknown as ServerConnection)!;
+    const a = join();
+    expect(pipeline().gather(query('SELECT a'))).toBe(false); // nothing runs: written at once by the caller
+    write(a);
+    const b = join();
+    const c = join();
+    expect(pipeline().gather(query('SELECT b'))).toBe(true);
+    write(b);
+    expect(pipeline().gather(query('SELECT c'))).toBe(true);
+    write(c);
+    expect(conn.written).toEqual([]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(conn.written).toEqual([Buffer.concat([query('SELECT b'), query('SELECT c')])]);
+    // past the bound: what was kept goes first, then the caller writes the big one itself
+    expect(pipeline().gather(query('SELECT d'))).toBe(true);
+    expect(pipeline().gather(Buffer.alloc(20_000))).toBe(false);
+    expect(conn.written[1]).toEqual(query('SELECT d'));
+    // answered in the order written
+    conn.handler!.onServerData(conn as unknown as ServerConnection, Buffer.concat([answer('a'), answer('b'), answer('c')]));
+    expect([a.bytes, b.bytes, c.bytes]).toEqual([answer('a'), answer('b'), answer('c')]);
+  });
+
   it('destroys the connection when a session goes away in the middle of writing a unit', () => {
     const { conn, join, write } = setup();
     const running = join();
