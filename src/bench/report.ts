@@ -12,7 +12,7 @@ import { webappMarkdown, type WebappRun } from './webapp.js';
 export type TargetId = 'direct' | 'pgrelay-primary' | 'pgrelay-pipelined' | 'pgrelay-read' | 'pgbouncer' | 'pgpool';
 
 /** The pgrelay (pipelined) target's settings: reads share busy connections (see README, Pipelining). */
-export const PIPELINED = { depth: 8, after: 2 } as const;
+export const PIPELINED = { depth: 8, after: 1 } as const;
 
 export const TARGET_LABELS: Record<TargetId, string> = {
   direct: 'direct (primary)',
