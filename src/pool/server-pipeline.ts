@@ -10,10 +10,10 @@ export const PIPELINE_MAX_LATENCY_MS = 5;
  * Units a pipelined connection takes while units that cannot share it wait for the pool: past
  * this many it takes no more, empties, and goes back to the pool (so they are not starved).
  */
+const UNITS_BEFORE_WAITERS = 32;
 
 /** Bytes kept at most for one gathered write to a busy connection (see ServerPipeline.gather). */
 const GATHER_MAX_BYTES = 16 * 1024;
-const UNITS_BEFORE_WAITERS = 32;
 
 /** Weight of a new sample in a shape's latency average. */
 const LATENCY_WEIGHT = 0.3;
@@ -147,22 +147,23 @@ export class ServerPipeline implements ServerDataHandler {
 
   /**
    * Bytes of a unit for the server: while it is busy with units already written, they are kept
-   * until this turn of the event loop ends and then written together with those of the other
-   * clients written meanwhile, in one system call (the server would not start on them sooner).
-   * False: not kept (nothing running, or too big): the caller writes them now.
+   * (a copy: `data` may be a view of the client's read buffer) until this turn of the event loop
+   * ends and then written together with those of the other clients written meanwhile, in one
+   * system call (the server would not start on them sooner). False: not kept (nothing running,
+   * or too big): the caller writes them now.
    */
   gather(data: Buffer): boolean {
     const gathered = this.gathered;
     if (gathered === undefined) {
       if (this.entries.length === 0 || data.length > GATHER_MAX_BYTES) return false;
-      this.gathered = [data];
+      this.gathered = [Buffer.from(data)];
       this.gatheredBytes = data.length;
       setImmediate(this.flushGathered);
       return true;
     }
     if (this.gatheredBytes + data.length > GATHER_MAX_BYTES) this.flushGathered();
     else {
-      gathered.push(data);
+      gathered.push(Buffer.from(data));
       this.gatheredBytes += data.length;
       return true;
     }
