@@ -47,6 +47,15 @@ export function pipelineAfter(pool: Config['pool'], shape: Classification): numb
 }
 
 /**
+ * The shape a unit that has just taken a connection of `pool` runs with, so that other clients'
+ * units may queue behind it (see ServerLease.attach), or undefined: reads sharing early
+ * (`after` > 0), or a unit that took the pool's last connection.
+ */
+export function opensToOthers(shape: Classification | undefined, after: number, pool: Pool): Classification | undefined {
+  return shape !== undefined && (after > 0 || pool.exhausted) ? shape : undefined;
+}
+
+/**
  * Whether the extended run that starts with the message `first` (code byte to end) is all here, up
  * to its Sync in `rest`, and runs exactly the statement it was placed by: it starts with a Parse
  * or a Bind; it holds at most one Parse, one Bind and one Execute besides Describe and Flush

@@ -25,7 +25,7 @@ import { lookAhead, type UnitAhead } from './unit-lookahead.js';
 import { findExtendedBegin } from './extended-begin.js';
 import { DISCARD_SEQUENCES, SequenceAffinity } from './sequence-affinity.js';
 import { unitText } from './placeholder-guard.js';
-import { pipelineAfter, pipelineShape, sharedConnection } from './unit-pipelining.js';
+import { opensToOthers, pipelineAfter, pipelineShape, sharedConnection } from './unit-pipelining.js';
 
 /** An extended unit's later messages are looked at up to this many buffered bytes (beyond: the primary). */
 const LOOKAHEAD_BYTES = 256 * 1024;
@@ -373,7 +373,7 @@ export class UnitPlacement {
             if (!failure) pool.release(conn);
             return;
           }
-          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, text, then, pipelined !== undefined && (after > 0 || pool.exhausted) ? pipelined : undefined));
+          if (failure === undefined) return host.resumeWith(() => this.attachAndRun(conn, node, pool, target, classification, text, then, opensToOthers(pipelined, after, pool)));
           if (failure.cause !== undefined && !this.placedAgain) {
             // the connection was lost, and nothing of the unit was sent: it is placed again, once
             this.placedAgain = true;
@@ -384,7 +384,7 @@ export class UnitPlacement {
         });
         return;
       }
-      this.attach(conn, node, pool, target, classification, text, pipelined !== undefined && (after > 0 || pool.exhausted) ? pipelined : undefined);
+      this.attach(conn, node, pool, target, classification, text, opensToOthers(pipelined, after, pool));
       if (sync) then();
       else host.resumeWith(then);
     };
