@@ -3,24 +3,14 @@ import { Classifier } from '../../src/classify/classifier.js';
 import { maskLiterals } from '../../src/classify/lexer.js';
 import { sessionLevel } from '../../src/cluster/remote-apply.js';
 import { Topology } from '../../src/cluster/topology.js';
-import { Freshness, type AppliedWrites, type WriteLsnSource } from '../../src/routing/freshness.js';
+import { Freshness, type AppliedWrites } from '../../src/routing/freshness.js';
+import { Source } from '../support/write-lsn-source.js';
 import { LagPolicy } from '../../src/routing/lag-policy.js';
 import { Router } from '../../src/routing/router.js';
 
 // The causality token's hint (after_lsn), its place in read constraints and routing, and the
 // remote_apply shortcut's rules, on plain values.
 
-class Source implements WriteLsnSource {
-  waiting: ((lsn: bigint) => void)[] = [];
-  afterWrite(done: (lsn: bigint) => void): void {
-    this.waiting.push(done);
-  }
-  sample(lsn: bigint): void {
-    const waiting = this.waiting;
-    this.waiting = [];
-    for (const done of waiting) done(lsn);
-  }
-}
 
 describe('after_lsn hint', () => {
   let classifier: Classifier;

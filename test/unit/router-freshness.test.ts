@@ -1,19 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Classification } from '../../src/classify/classifier.js';
 import { Freshness, type WriteLsnSource } from '../../src/routing/freshness.js';
+import { Source } from '../support/write-lsn-source.js';
 
-/** Collects write callbacks; `sample(lsn)` answers every write registered so far, as the lag monitor does. */
-class Source implements WriteLsnSource {
-  waiting: ((lsn: bigint) => void)[] = [];
-  afterWrite(done: (lsn: bigint) => void): void {
-    this.waiting.push(done);
-  }
-  sample(lsn: bigint): void {
-    const waiting = this.waiting;
-    this.waiting = [];
-    for (const done of waiting) done(lsn);
-  }
-}
 
 const hinted = (maxLagMs: number) => ({ maxLagMs }) as unknown as Classification;
 
