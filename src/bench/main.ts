@@ -17,6 +17,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { benchClassify } from '../classify/bench.js';
 import { LocalCluster } from '../local/cluster.js';
 import { findFreePort } from '../local/free-port.js';
@@ -28,6 +29,7 @@ import { loadAverage, machineCpu, rssBytes, treeCpuSplit } from './proc.js';
 import { newestProfile, summariseProfile } from './profile.js';
 import { startRelayProcess, type RelayNode, type RelayProcess } from './relay-process.js';
 import { RunResources } from './run-resources.js';
+import { Service } from './service.js';
 import { checkTargets, markdown, PIPELINED, summarise, TARGET_LABELS, WORKLOAD_LABELS, type BenchReport, type RunRecord, type TargetId, type WorkloadId } from './report.js';
 import { prepareWebapp, runWebapp, setApplyDelay, type WebappMode, type WebappNode } from './webapp.js';
 
@@ -204,6 +206,11 @@ async function main(argv: string[]): Promise<number> {
       relayTarget('pgrelay-pipelined', relayPipelined, endpoint),
       relayTarget('pgrelay-read', relayRead, endpoint),
     ];
+    // the runtime's floor: a Node.js process that copies bytes, one server connection per client
+    const byteCopy = Service.start('byte-copy', process.execPath, [BYTE_COPY, '--target', `${primary.host}:${primary.port}`], { logFile: path.join(workDir, 'byte-copy.out'), stopSignal: 'SIGTERM' });
+    services.push(byteCopy);
+    const byteCopyPort = Number(/:(\d+)$/.exec(await byteCopy.waitForLine(/^byte-copy ready /, 30_000))?.[1]);
+    targets.push({ id: 'byte-copy', endpoint: endpoint(byteCopyPort), cpuRoot: () => byteCopy.rootPid });
     const setup = (port: number): PeerSetup => ({ dir: workDir, runAs, user: cluster!.user, password: cluster!.password, database: cluster!.database, port });
     let bouncerPrepared = false;
     if (peers.pgbouncer) {
@@ -234,12 +241,12 @@ async function main(argv: string[]): Promise<number> {
     }
 
     const targetsFor: Record<WorkloadId, TargetId[]> = {
-      'select-simple': ['direct', 'pgrelay-primary', 'pgrelay-pipelined', 'pgrelay-read', 'pgbouncer', 'pgpool'],
-      'select-extended': ['direct', 'pgrelay-primary', 'pgrelay-pipelined', 'pgrelay-read', 'pgbouncer', 'pgpool'],
-      'select-prepared': ['direct', 'pgrelay-primary', 'pgrelay-pipelined', 'pgrelay-read', 'pgbouncer', 'pgpool'],
+      'select-simple': ['direct', 'pgrelay-primary', 'pgrelay-pipelined', 'pgrelay-read', 'pgbouncer', 'pgpool', 'byte-copy'],
+      'select-extended': ['direct', 'pgrelay-primary', 'pgrelay-pipelined', 'pgrelay-read', 'pgbouncer', 'pgpool', 'byte-copy'],
+      'select-prepared': ['direct', 'pgrelay-primary', 'pgrelay-pipelined', 'pgrelay-read', 'pgbouncer', 'pgpool', 'byte-copy'],
       // every statement of a TPC-B transaction goes to the primary: one pgrelay, as deployed (read scaling)
-      tpcb: ['direct', 'pgrelay-read', 'pgbouncer', 'pgpool'],
-      'latency-1-client': ['direct', 'pgrelay-primary', 'pgbouncer', 'pgpool'],
+      tpcb: ['direct', 'pgrelay-read', 'pgbouncer', 'pgpool', 'byte-copy'],
+      'latency-1-client': ['direct', 'pgrelay-primary', 'pgbouncer', 'pgpool', 'byte-copy'],
     };
     const logDir = path.join(workDir, 'pgbench-log');
     const runOne = async (round: number, workload: WorkloadId, targetId: TargetId, durationS: number): Promise<RunRecord> => {
@@ -399,6 +406,8 @@ async function main(argv: string[]): Promise<number> {
   say(`written ${path.join(options.out, 'latest.md')} and latest.json (${report.durationS} s)`);
   return 0;
 }
+
+const BYTE_COPY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'byte-copy.js');
 
 function relayTarget(id: TargetId, relay: RelayProcess, endpoint: (port: number) => Endpoint): Target {
   return { id, endpoint: endpoint(relay.port), cpuRoot: () => relay.service.rootPid, rssPid: () => relay.service.pid };

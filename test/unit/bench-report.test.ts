@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { summariseProfile } from '../../src/bench/profile.js';
-import { checkTargets, summarise, type RunRecord, type TargetId, type WorkloadId } from '../../src/bench/report.js';
+import { checkTargets, floorLines, summarise, type RunRecord, type TargetId, type WorkloadId } from '../../src/bench/report.js';
 import { median, percentile } from '../../src/bench/stats.js';
 
 const run = (round: number, target: TargetId, tps: number, extra: Partial<RunRecord> = {}): RunRecord => ({
@@ -74,6 +74,23 @@ describe('bench report', () => {
     expect(find('-M simple', 'read scaling')).toMatchObject({ measured: '0.97×', met: false });
     expect(find('added latency')).toMatchObject({ wanted: '≤ +10 µs', measured: '+40 µs', met: false });
     expect(find('TPC-B')).toMatchObject({ met: undefined, measured: 'n/a' });
+  });
+
+  it("sets pgrelay's CPU per transaction against the byte copy's (the runtime's floor) and the byte copy's TPS against PgBouncer's", () => {
+    const runs = [
+      run(1, 'direct', 10_000),
+      run(1, 'pgrelay-primary', 6_000, { proxyCpuS: 2.4, proxyUserS: 1.2, proxySystemS: 1.2 }), // 40 µs per transaction
+      run(1, 'pgbouncer', 8_000, { proxyCpuS: 1.2, proxyUserS: 0.2, proxySystemS: 1 }), // 15 µs
+      run(1, 'byte-copy', 7_600, { proxyCpuS: 1.52, proxyUserS: 0.61, proxySystemS: 0.91 }), // 20 µs
+    ];
+    const rows = summarise(runs, ['select-simple'], { 'select-simple': ['direct', 'pgrelay-primary', 'pgbouncer', 'byte-copy'] } as Record<WorkloadId, TargetId[]>);
+    const [line] = floorLines(rows);
+    expect(line).toContain('byte copy 0.76 of direct, 0.95× PgBouncer, CPU 20.0 µs (user 8.0) per transaction');
+    expect(line).toContain('pgrelay (primary only) 0.60 of direct, 0.75× PgBouncer, CPU 40.0 µs (user 20.0)');
+    expect(line).toContain('PgBouncer 0.80 of direct, 1.00× PgBouncer, CPU 15.0 µs (user 2.5)');
+    expect(line).toContain('pgrelay above the floor: **20.0 µs** per transaction');
+    // without a byte copy run there is nothing to say
+    expect(floorLines(summarise(runs.slice(0, 3), ['select-simple'], targets))).toEqual([]);
   });
 
   it('percentile is nearest-rank, median averages the middle pair', () => {
