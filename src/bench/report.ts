@@ -277,7 +277,7 @@ export function floorLines(summary: SummaryRow[]): string[] {
     const speed = (r: SummaryRow | undefined): string =>
       workload === 'latency-1-client'
         ? r?.addedLatencyUs !== undefined ? `+${fmt(r.addedLatencyUs)} µs` : 'n/a'
-        : `${fmt(r?.ratioToDirect, 2)} of direct, ${r?.target === 'pgbouncer' ? '1.00' : fmt(r?.ratioToPgbouncer, 2)}× PgBouncer`;
+        : `${fmt(r?.ratioToDirect, 2)} of direct${r?.target === 'pgbouncer' ? '' : r?.ratioToPgbouncer === undefined ? '' : `, ${fmt(r.ratioToPgbouncer, 2)}× PgBouncer`}`;
     lines.push(
       `- ${WORKLOAD_LABELS[workload]}: byte copy ${speed(floor)}, CPU ${cpu(floor)} per transaction; ` +
         `${TARGET_LABELS[target]} ${speed(relay)}, CPU ${cpu(relay)}; PgBouncer ${bouncer?.tpsMedian === undefined ? 'n/a' : `${speed(bouncer)}, CPU ${cpu(bouncer)}`}. ` +
