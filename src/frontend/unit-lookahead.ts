@@ -30,14 +30,21 @@ export interface AheadHost {
  * waits for answers before sending more: what it sends after is not seen here), a Query or a
  * Terminate.
  */
-export function lookAhead(current: Buffer, rest: Buffer, host: AheadHost): UnitAhead {
-  /** statements parsed in the unit, by name (a Bind of the unnamed statement the unit parses is that one) */
-  const parsed = new Map<string, Classification>();
+export function lookAhead(current: Buffer, rest: Buffer, host: AheadHost, known?: Classification): UnitAhead {
+  const parsed: Parsed = { byName: undefined, known };
   const first = scan(current, host, parsed);
+  parsed.known = undefined;
   return first === 'write' ? 'write' : scan(rest, host, parsed);
 }
 
-function scan(bytes: Buffer, host: AheadHost, parsed: Map<string, Classification>): UnitAhead {
+interface Parsed {
+  /** statements parsed in the unit, by name (a Bind of the unnamed statement the unit parses is that one); made at its first Parse */
+  byName: Map<string, Classification> | undefined;
+  /** the classification of `current` when it is a Parse, known to the caller (its text is not decoded and classified again) */
+  known: Classification | undefined;
+}
+
+function scan(bytes: Buffer, host: AheadHost, parsed: Parsed): UnitAhead {
   let at = 0;
   while (at + 5 <= bytes.length) {
     const code = bytes[at]!;
@@ -56,16 +63,15 @@ function scan(bytes: Buffer, host: AheadHost, parsed: Map<string, Classification
       }
       case FrontendCode.Parse: {
         const [name, textStart] = readCString(bytes, start, end);
-        const [text] = readCString(bytes, textStart, end);
-        const classification = host.classify(text);
+        const classification = parsed.known ?? host.classify(readCString(bytes, textStart, end)[0]);
         if (!host.runOnly && host.wantsPrimary(classification)) return 'write';
-        parsed.set(name, classification);
+        (parsed.byName ??= new Map()).set(name, classification);
         break;
       }
       case FrontendCode.Bind: {
         const [, statementStart] = readCString(bytes, start, end);
         const [name] = readCString(bytes, statementStart, end);
-        const classification = parsed.get(name) ?? host.statement(name);
+        const classification = parsed.byName?.get(name) ?? host.statement(name);
         if (host.wantsPrimary(classification)) return 'write';
         break;
       }

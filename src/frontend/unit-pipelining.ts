@@ -33,7 +33,7 @@ export function pipelineShape(pool: Config['pool'], facts: PipeliningFacts, clas
   if (tx.status !== TxStatus.Idle || tx.beginDeferred || tx.orphaned || facts.pinned()) return undefined;
   const reader = facts.reader;
   if (reader.code === FrontendCode.Query) return classification;
-  return isExtendedRunBuffered(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread()) ? classification : undefined;
+  return runBuffered(reader.buffer, reader.frameStart, reader.end, reader.unread()) ? classification : undefined;
 }
 
 /**
@@ -63,32 +63,61 @@ export function opensToOthers(shape: Classification | undefined, after: number, 
  * a Parse binds that statement.
  */
 export function isExtendedRunBuffered(first: Buffer, rest: Buffer): boolean {
-  const code = first[0];
+  return runBuffered(first, 0, first.length, rest);
+}
+
+/**
+ * isExtendedRunBuffered with the first message at `b[start, end)`: names are compared as bytes,
+ * nothing is copied or decoded (every extended unit asks, twice when it may share a connection).
+ */
+function runBuffered(b: Buffer, start: number, end: number, rest: Buffer): boolean {
+  const code = b[start];
   if (code !== FrontendCode.Parse && code !== FrontendCode.Bind) return false;
-  const run = { parsed: undefined as string | undefined, binds: 0, executes: 0 };
-  if (!takeRunMessage(first, 0, run)) return false;
+  const run = RUN;
+  run.parsedIn = undefined;
+  run.binds = 0;
+  run.executes = 0;
+  if (!takeRunMessage(b, start, end, run)) return false;
   let at = 0;
   while (rest.length - at >= 5) {
     if (rest[at] === FrontendCode.Sync) return true;
-    const end = at + 1 + rest.readInt32BE(at + 1);
-    if (end > rest.length || !takeRunMessage(rest.subarray(at, end), 0, run)) return false;
-    at = end;
+    const next = at + 1 + rest.readInt32BE(at + 1);
+    if (next > rest.length || next < at + 5 || !takeRunMessage(rest, at, next, run)) return false;
+    at = next;
   }
   return false;
 }
 
-/** One message of a run that may share a connection (see isExtendedRunBuffered); false: it may not. */
-function takeRunMessage(frame: Buffer, at: number, run: { parsed: string | undefined; binds: number; executes: number }): boolean {
-  switch (frame[at]) {
-    case FrontendCode.Parse:
-      if (run.parsed !== undefined || run.binds > 0) return false;
-      run.parsed = cstring(frame, at + 5);
-      return run.parsed !== undefined;
+/** What a run holds so far: the Parse's statement name (bytes of `parsedIn`), the Binds and Executes seen. */
+interface RunSoFar {
+  parsedIn: Buffer | undefined;
+  parsedStart: number;
+  parsedEnd: number;
+  binds: number;
+  executes: number;
+}
+
+/** One for every call: runBuffered runs to its end synchronously. */
+const RUN: RunSoFar = { parsedIn: undefined, parsedStart: 0, parsedEnd: 0, binds: 0, executes: 0 };
+
+/** One message `b[at, end)` of a run that may share a connection (see isExtendedRunBuffered); false: it may not. */
+function takeRunMessage(b: Buffer, at: number, end: number, run: RunSoFar): boolean {
+  switch (b[at]) {
+    case FrontendCode.Parse: {
+      if (run.parsedIn !== undefined || run.binds > 0) return false;
+      const nameEnd = nulAt(b, at + 5, end);
+      if (nameEnd < 0) return false;
+      run.parsedIn = b;
+      run.parsedStart = at + 5;
+      run.parsedEnd = nameEnd;
+      return true;
+    }
     case FrontendCode.Bind: {
       if (run.binds++ > 0) return false;
-      if (run.parsed === undefined) return true;
-      const portal = cstring(frame, at + 5);
-      return portal !== undefined && cstring(frame, at + 5 + Buffer.byteLength(portal) + 1) === run.parsed;
+      if (run.parsedIn === undefined) return true;
+      const portalEnd = nulAt(b, at + 5, end);
+      const statementEnd = portalEnd < 0 ? -1 : nulAt(b, portalEnd + 1, end);
+      return statementEnd >= 0 && b.compare(run.parsedIn, run.parsedStart, run.parsedEnd, portalEnd + 1, statementEnd) === 0;
     }
     case FrontendCode.Execute:
       return run.executes++ === 0;
@@ -100,10 +129,10 @@ function takeRunMessage(frame: Buffer, at: number, run: { parsed: string | undef
   }
 }
 
-/** The NUL-terminated string at `at`, undefined when it has no terminator. */
-function cstring(b: Buffer, at: number): string | undefined {
-  const end = b.indexOf(0, at);
-  return end < 0 ? undefined : b.toString('utf8', at, end);
+/** Where the NUL that ends the string at `at` is, before `end`; -1 when there is none. */
+function nulAt(b: Buffer, at: number, end: number): number {
+  const nul = b.indexOf(0, at);
+  return nul >= 0 && nul < end ? nul : -1;
 }
 
 /**

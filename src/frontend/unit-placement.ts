@@ -21,7 +21,7 @@ import { applyState, type SessionState } from './session-state.js';
 import type { ReplayWindow } from './replay-window.js';
 import type { SessionServices } from './session-services.js';
 import type { Step, WaitReason } from './unit-state.js';
-import { lookAhead, type UnitAhead } from './unit-lookahead.js';
+import { lookAhead, type AheadHost, type UnitAhead } from './unit-lookahead.js';
 import { findExtendedBegin } from './extended-begin.js';
 import { DISCARD_SEQUENCES, SequenceAffinity } from './sequence-affinity.js';
 import { unitText } from './placeholder-guard.js';
@@ -95,6 +95,9 @@ export class UnitPlacement {
   attachTarget: Target | 'any' = 'any';
   /** when the unit now running began (pgrelay_query_duration_seconds) */
   unitBeganAt = 0;
+  /** the look-ahead's questions to this session (see aheadOfUnit), made on first use */
+  private ahead: AheadHost | undefined;
+  private aheadRunOnly: AheadHost | undefined;
   /** sequence state (currval/lastval) stays the client's own */
   private readonly sequences = new SequenceAffinity();
   /** a transaction of a held BEGIN that runs on a replica while it only reads */
@@ -183,19 +186,19 @@ export class UnitPlacement {
     if (this.host.tx.orphaned) return this.host.answerOrphaned(classification);
     if (this.host.unitOpen() && this.host.lease.conn) {
       // a unit of an optimistic transaction that parsed on its replica (Parse, Describe, Flush) and now runs what may not run there moves
-      return this.optimistic.onReplica && this.aheadOfUnit(true) === 'write' ? this.ensureServer('primary', undefined, then) : then();
+      return this.optimistic.onReplica && this.aheadOfUnit(true, classification) === 'write' ? this.ensureServer('primary', undefined, then) : then();
     }
     let target = this.targetOf(classification);
     let decidedBy = classification;
     if (this.optimistic.onReplica) {
       // an optimistic transaction's unit stays on its replica, or moves, as a whole, by the statements it runs
-      const ahead = this.aheadOfUnit(true);
+      const ahead = this.aheadOfUnit(true, classification);
       if (ahead === 'incomplete') return this.host.awaitInput();
       target = ahead === 'write' ? 'primary' : 'replica';
       decidedBy = undefined;
     } else if (target !== 'primary' && (this.unitMayMove() || this.host.tx.beginDeferred)) {
       // a unit that starts with a read and writes later runs on the primary as a whole
-      const ahead = this.aheadOfUnit();
+      const ahead = this.aheadOfUnit(false, classification);
       if (ahead === 'incomplete') return this.host.awaitInput();
       if (ahead === 'write') target = 'primary';
     }
@@ -213,16 +216,22 @@ export class UnitPlacement {
   }
 
   /** Whether the extended unit's later messages (those already received) write (see lookAhead). */
-  private aheadOfUnit(runOnly = false): UnitAhead {
+  private aheadOfUnit(runOnly: boolean, current: Classification | undefined): UnitAhead {
     const reader = this.host.reader;
     if (reader.pending > LOOKAHEAD_BYTES) return 'write';
-    return lookAhead(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), {
+    const host = runOnly ? (this.aheadRunOnly ??= this.aheadHost(true)) : (this.ahead ??= this.aheadHost(false));
+    return lookAhead(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), host, current);
+  }
+
+  /** What lookAhead asks this session (made once: every extended unit outside a transaction looks ahead). */
+  private aheadHost(runOnly: boolean): AheadHost {
+    return {
       classify: (text) => this.services.classifier.classify(text),
       statement: (name) => this.host.statement(name)?.classification,
       // in an optimistic transaction, a statement that may not run on its replica moves the whole unit
       wantsPrimary: (classification) => (runOnly ? !staysOnReplica(classification) : this.targetOf(classification) === 'primary'),
       runOnly,
-    });
+    };
   }
 
   private unitBegins(route: string, counted: Classification | undefined, replayed: Classification | undefined): void {
