@@ -50,6 +50,19 @@ describe('lookAhead', () => {
     expect(lookAhead(Buffer.alloc(0), Buffer.alloc(0), host())).toBe('incomplete');
   });
 
+  it("takes the current Parse's classification from the caller when given (its text is not classified again), and only for the current message", () => {
+    const texts: string[] = [];
+    const counting: AheadHost = { ...host(), classify: (text) => (texts.push(text), classifier.classify(text)) };
+    const current = serialize.parse({ text: 'SELECT 1' });
+    // the caller's classification decides: a write it says is one, whatever the text
+    expect(lookAhead(current, unit(...read, serialize.sync()), counting, classifier.classify('INSERT INTO t VALUES (1)'))).toBe('write');
+    expect(lookAhead(current, unit(...read, serialize.sync()), counting, classifier.classify('SELECT 1'))).toBe('reads');
+    expect(texts).toEqual([]);
+    // a later Parse in the unit is classified from its own text
+    expect(lookAhead(current, unit(...read, serialize.parse({ text: 'INSERT INTO t VALUES (2)' }), ...read, serialize.sync()), counting, classifier.classify('SELECT 1'))).toBe('write');
+    expect(texts).toEqual(['INSERT INTO t VALUES (2)']);
+  });
+
   it('sends a FunctionCall or anything unexpected to the primary', () => {
     expect(lookAhead(Buffer.alloc(0), unit(...read, Buffer.from([0x46, 0, 0, 0, 4])), host())).toBe('write');
   });
