@@ -64,68 +64,58 @@ export interface LinkedSession {
  * functions per part cost every session, idle or not, some 50 closures (about 3 KB).
  */
 
-/** The session as ServerReplies sees it. */
-export class RepliesLink implements RepliesHost {
+/** The session's parts, as every link hands them on (each host interface takes the ones it names). */
+abstract class PartsLink {
   constructor(readonly session: LinkedSession) {}
   get services(): SessionServices { return this.session.services; }
   get lease(): ServerLease { return this.session.lease; }
   get scanner(): ServerMessageScanner { return this.session.scanner; }
+  get queue(): ResponseQueue<StatementPayload> { return this.session.queue; }
+  get replies(): ServerReplies { return this.session.replies; }
   get replayWindow(): ReplayWindow { return this.session.replayWindow; }
   get statements(): ClientStatements { return this.session.statements; }
   get effects(): SessionEffects { return this.session.effects; }
   get tx(): ClientTransaction { return this.session.tx; }
-  isClosed(): boolean { return this.session.closed; }
   unitOpen(): boolean { return this.session.unitOpen; }
+  clientBytes(): number { return this.session.clientBytes; }
+  sendToClient(data: Buffer): void { this.session.sendToClient(data); }
+}
+
+/** The session as ServerReplies sees it. */
+export class RepliesLink extends PartsLink implements RepliesHost {
+  isClosed(): boolean { return this.session.closed; }
   pin(): void { this.session.pin(); }
   unitBeganAt(): number { return this.session.placement.unitBeganAt; }
   attachedForPrimary(): boolean { return this.session.placement.attachTarget === 'primary'; }
-  sendToClient(data: Buffer): void { this.session.sendToClient(data); }
   sendHead(data: Buffer): void { this.session.sendHead(data); }
   fatal(error: unknown): void { this.session.fatal(error); }
   unitsEnded(): void { this.session.maybeRelease(); }
   lost(conn: ServerConnection, error: Error | undefined): void { this.session.lost(conn, error); }
-  clientBytes(): number { return this.session.clientBytes; }
   runAgain(node: string): boolean { return this.session.replay(node); }
   answerDeallocated(name: string | null, statement: ServerStatement | undefined): void { this.session.named.answerDeallocated(name, statement); }
 }
 
 /** The session as UnitPlacement sees it. */
-export class PlacementLink implements PlacementHost {
+export class PlacementLink extends PartsLink implements PlacementHost {
   // own properties, not methods: UnitPlacement hands these on to its optimistic transaction taken off its host (unbound)
   readonly park = (why: WaitReason, resume: Step | undefined): void => this.session.park(why, true, resume);
   readonly resumeWith = (next: Step): void => this.session.resumeWith(next);
   readonly failUnit = (error: unknown): void => this.session.failUnit(error);
   readonly isClosed = (): boolean => this.session.closed;
-  constructor(readonly session: LinkedSession) {}
   get handler(): ServerReplies { return this.session.replies; }
-  get lease(): ServerLease { return this.session.lease; }
-  get scanner(): ServerMessageScanner { return this.session.scanner; }
-  get queue(): ResponseQueue<StatementPayload> { return this.session.queue; }
-  get replayWindow(): ReplayWindow { return this.session.replayWindow; }
   get state(): SessionState { return this.session.state; }
-  get tx(): ClientTransaction { return this.session.tx; }
-  get effects(): SessionEffects { return this.session.effects; }
-  get statements(): ClientStatements { return this.session.statements; }
   get reader(): FrameReader { return this.session.reader; }
-  clientBytes(): number { return this.session.clientBytes; }
   openUnit(): void { this.session.move(OPEN); }
   answerOrphaned(classification: Classification | undefined): void { this.session.answerOrphaned(classification, false); }
   pinned(): boolean { return this.session.pinned; }
-  unitOpen(): boolean { return this.session.unitOpen; }
   statement(name: string): StatementPayload | undefined { return name === '' ? this.session.statements.unnamedPayload : this.session.statements.get(name); }
   awaitInput(): void { this.session.reader.waitForMore(); }
 }
 
 /** The session as StatementMessages sees it. */
-export class StatementLink implements StatementHost {
-  constructor(private readonly session: LinkedSession) {}
-  get lease(): ServerLease { return this.session.lease; }
-  get queue(): ResponseQueue<StatementPayload> { return this.session.queue; }
-  get replies(): ServerReplies { return this.session.replies; }
-  get statements(): ClientStatements { return this.session.statements; }
+export class StatementLink extends PartsLink implements StatementHost {
   get registry(): StatementRegistry { return this.session.services.statements; }
   orphaned(): boolean { return this.session.tx.orphaned; }
-  unitOpen(): boolean { return this.session.unitOpen; }
   classify(text: string): Classification { return this.session.recent.classify(this.session.services.classifier, text); }
   beginExtendedUnit(classification: Classification | undefined, then: Step): void { this.session.placement.beginExtendedUnit(classification, then); }
   beginWithoutServer(head: Buffer): void {
@@ -133,7 +123,6 @@ export class StatementLink implements StatementHost {
     this.session.sendHead(head);
   }
   txStatus(): number { return this.session.tx.status; }
-  sendToClient(data: Buffer): void { this.session.sendToClient(data); }
   waitForOutcome(): void { this.session.park('drain', false); }
   pinned(): boolean { return this.session.pinned; }
   holdBegin(classification: Classification, text: string): ReturnType<StatementHost['holdBegin']> { return this.session.placement.holdExtendedBegin(classification, text); }
@@ -141,17 +130,9 @@ export class StatementLink implements StatementHost {
 }
 
 /** The session as CausalityToken sees it. */
-export class CausalityLink implements CausalityHost {
-  constructor(readonly session: LinkedSession) {}
-  get services(): SessionServices { return this.session.services; }
-  get lease(): ServerLease { return this.session.lease; }
-  get queue(): ResponseQueue<StatementPayload> { return this.session.queue; }
-  get replies(): ServerReplies { return this.session.replies; }
-  get statements(): ClientStatements { return this.session.statements; }
+export class CausalityLink extends PartsLink implements CausalityHost {
   txStatus(): number { return this.session.tx.status; }
-  unitOpen(): boolean { return this.session.unitOpen; }
   openUnit(): void { this.session.move(OPEN); }
-  sendToClient(data: Buffer): void { this.session.sendToClient(data); }
   park(): void { this.session.park('fence', true); }
   resumeWith(next: Step): void { this.session.resumeWith(next); }
   failUnit(error: unknown): void { this.session.failUnit(error); }
