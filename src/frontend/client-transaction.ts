@@ -9,6 +9,14 @@ import { idleTransactionLost, type LostOutcome, transactionAborted } from './ses
 // the answers to a held BEGIN, built once
 const BEGIN_COMPLETE = commandComplete('BEGIN');
 const START_COMPLETE = commandComplete('START TRANSACTION');
+const SAVEPOINT_COMPLETE = commandComplete('SAVEPOINT');
+
+/**
+ * `SAVEPOINT name`, nothing else (no comment): a name PostgreSQL keeps as it is (at most 63 bytes,
+ * so no NOTICE of a truncated identifier is lost), plain or quoted.
+ */
+const PLAIN_SAVEPOINT = /^\s*savepoint\s+([A-Za-z_][A-Za-z0-9_$]*|"(?:[^"\0]|"")+")\s*;?\s*$/i;
+const MAX_IDENTIFIER_BYTES = 63;
 
 /** What decides whether a BEGIN can be answered here (see deferredBeginTag). */
 export interface DeferFacts {
@@ -36,6 +44,8 @@ export class ClientTransaction {
   private before: number = TxStatus.Idle;
   /** a plain BEGIN the client was told succeeded, to be sent with the transaction's first statement */
   private deferred: Buffer | undefined;
+  /** SAVEPOINTs the client sent after that BEGIN, held with it ('; SAVEPOINT a; SAVEPOINT b') */
+  private savepoints = '';
   /** the server connection of the open transaction was lost: the client must roll back */
   orphaned = false;
   /** why an idle transaction's connection was lost, told with the client's next statement */
@@ -69,6 +79,31 @@ export class ClientTransaction {
     return [tag === 'BEGIN' ? BEGIN_COMPLETE : START_COMPLETE, readyForQuery(TxStatus.InTransaction)];
   }
 
+  /**
+   * A plain `SAVEPOINT name` right after a held BEGIN (pgjdbc with `autosave`, nested transaction
+   * blocks of Django, SQLAlchemy or Rails) is held with it: it cannot fail in the transaction the
+   * BEGIN opens, so the client is told it succeeded, and it goes to a server in front of the
+   * transaction's first statement, which still decides where the transaction runs. Returns the
+   * answers of a simple Query, or undefined when it goes to a server now.
+   */
+  holdSavepoint(classification: Classification, text: string): Buffer[] | undefined {
+    if (!this.holdsSavepoint(classification, text)) return undefined;
+    this.addSavepoint(text);
+    return [SAVEPOINT_COMPLETE, readyForQuery(TxStatus.InTransaction)];
+  }
+
+  /** Whether `text` is a SAVEPOINT that is held with the BEGIN that is held (see holdSavepoint). */
+  holdsSavepoint(classification: Classification, text: string): boolean {
+    if (this.deferred === undefined || classification.statements !== 1 || classification.route !== 'any' || classification.pin || classification.effects.length !== 0) return false;
+    const name = PLAIN_SAVEPOINT.exec(text)?.[1];
+    return name !== undefined && Buffer.byteLength(name.startsWith('"') ? name.slice(1, -1).replaceAll('""', '"') : name) <= MAX_IDENTIFIER_BYTES;
+  }
+
+  /** A SAVEPOINT the caller found held (see holdsSavepoint) is added to the held BEGIN. */
+  addSavepoint(text: string): void {
+    this.savepoints += `; ${text.trim().replace(/;$/, '')}`;
+  }
+
   /** The command tag a BEGIN sent through the extended protocol is answered with when it can be held (see holdExtendedBegin), else undefined. */
   extendedBeginTag(classification: Classification, text: string, facts: DeferFacts): string | undefined {
     return deferredBeginTag(classification, text, this.beginFacts(facts));
@@ -92,10 +127,16 @@ export class ClientTransaction {
     this.saw(TxStatus.InTransaction);
   }
 
-  /** The held BEGIN, to send in front of the transaction's first statement (once). */
+  /** The held BEGIN, with the SAVEPOINTs held after it, to send in front of the transaction's first statement (once). */
   takeBegin(): Buffer | undefined {
-    const begin = this.deferred;
+    let begin = this.deferred;
     this.deferred = undefined;
+    if (begin !== undefined && this.savepoints !== '') {
+      // one Query (one ReadyForQuery, swallowed as the BEGIN's is): the BEGIN's text is a plain one, with no comment
+      const text = `${begin.toString('utf8', 5, begin.length - 1).trim().replace(/;$/, '')}${this.savepoints}`;
+      begin = message(FrontendCode.Query, (w) => w.cstring(text));
+    }
+    this.savepoints = '';
     return begin;
   }
 

@@ -19,8 +19,10 @@ export interface ParsedStatements {
  * fed by the session's ServerMessageScanner while the answers were forwarded). Each kept frame
  * run ends in one ReadyForQuery.
  *
- * Not replayable (a move then fails with 40001): an Execute with a row limit (a portal read in
- * parts), an Execute of a portal the log cannot rebuild, a statement that failed.
+ * Not replayable (a move then fails with 40001): a portal read in parts (an Execute that stopped
+ * at its row limit), an Execute of a portal the log cannot rebuild. A statement that failed is kept: run
+ * again, it must fail at the same place (a transaction that went on after a ROLLBACK TO
+ * SAVEPOINT, as pgjdbc's `autosave` does, can move).
  */
 export class OptimisticLog {
   readonly digest = new RowDigest();
@@ -47,7 +49,7 @@ export class OptimisticLog {
 
   /** Why the log cannot be run again (undefined: it can). */
   get unreplayable(): string | undefined {
-    return this.digest.errored ? 'a statement of the transaction failed' : this.broken;
+    return this.digest.suspended ? 'a portal was read in parts (Execute with a row limit)' : this.broken;
   }
 
   /** A client message (code, body [start, end)) that ran on the replica in the transaction. */
@@ -70,10 +72,12 @@ export class OptimisticLog {
         return;
       }
       case FrontendCode.Execute: {
-        const [portal, limitAt] = readCString(b, start, end);
+        const [portal] = readCString(b, start, end);
         const bound = this.portals.get(portal);
+        // a row limit is dropped: a portal that ran to its end under it (a statement with no rows, as
+        // pgjdbc limits its SAVEPOINTs and COMMITs to one) answers the same without one; one that
+        // stopped at it (PortalSuspended, see unreplayable) cannot be run again
         if (bound === undefined) this.broken ??= 'a portal bound outside the transaction was read';
-        else if (b.readInt32BE(limitAt) !== 0) this.broken ??= 'a portal was read in parts (Execute with a row limit)';
         else this.keep(executeRun(bound.parse, bound.bind));
         return;
       }

@@ -8,7 +8,7 @@ import { RowDigest } from '../protocol/row-digest.js';
 export interface ReplayResult {
   /** per statement after the first run (the BEGIN): rows and sums (see RowDigest.results) */
   results: number[];
-  /** the first error a run answered (its fields), if any */
+  /** the error the first run (the BEGIN's) answered (its fields), if any; later statements' errors are in `results` */
   error: Map<string, string> | undefined;
 }
 
@@ -45,7 +45,9 @@ export function replayRuns(conn: ServerConnection, runs: readonly Buffer[], time
               digest.statementEnd();
               break;
             case BackendCode.ErrorResponse:
-              error ??= readErrorFields(b, start, end);
+              // the BEGIN's run failing fails the replay; a later statement's error is one of its results
+              if (ready === 0) error ??= readErrorFields(b, start, end);
+              else digest.statementFailed();
               break;
             case BackendCode.ReadyForQuery:
               conn.txStatus = b[start]!;

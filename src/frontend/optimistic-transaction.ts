@@ -146,10 +146,11 @@ export class OptimisticTransaction {
   /**
    * The replica connection of the optimistic transaction was lost while nothing of the client's
    * was in flight there: instead of failing the transaction, its next unit places it again (see
-   * rehome), unless its log cannot run again. True when it will.
+   * rehome), unless its log cannot run again or the transaction had failed (it ends with the
+   * client's ROLLBACK, as a lost one does). True when it will.
    */
   lostIdle(conn: ServerConnection): boolean {
-    if (conn !== this.conn || this.log.unreplayable !== undefined) return false;
+    if (conn !== this.conn || this.log.unreplayable !== undefined || conn.txStatus !== TxStatus.InTransaction) return false;
     this.homeless = { node: conn.node, runs: [this.begin!, ...this.log.runs], expected: this.log.digest.results.slice() };
     this.conn = undefined;
     this.host.scanner.digest = undefined;
@@ -235,7 +236,9 @@ export class OptimisticTransaction {
           } else this.services.metrics.countTransaction('moved');
           return host.resumeWith(then);
         }
-        why = `the data it read changed: ${result.error !== undefined ? `running its reads again on the primary failed (${result.error.get('C') ?? 'error'})` : `statement ${at + 1} of it answered differently on the primary`}`;
+        if (result.error !== undefined) why = `its BEGIN failed on the primary (${result.error.get('C') ?? 'error'})`;
+        else if (at < 0) why = `its transaction was not open on the primary after its statements ran again`;
+        else why = `the data it read changed: statement ${at + 1} of it answered differently on the primary`;
       }
       this.services.metrics.countTransaction('conflict');
       this.primaryNext = true;

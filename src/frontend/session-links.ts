@@ -126,6 +126,7 @@ export class StatementLink extends PartsLink implements StatementHost {
   waitForOutcome(): void { this.session.park('drain', false); }
   pinned(): boolean { return this.session.pinned; }
   holdBegin(classification: Classification, text: string): ReturnType<StatementHost['holdBegin']> { return this.session.placement.holdExtendedBegin(classification, text); }
+  beginHeld(): boolean { return this.session.tx.beginDeferred; }
   config(): Config { return this.session.services.config(); }
 }
 

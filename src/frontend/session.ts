@@ -243,7 +243,7 @@ export class ClientSession {
     const classification = this.recent.classify(this.services.classifier, text);
     if (this.tx.orphaned) return this.answerOrphaned(classification, true);
     if (this.named.answerDeallocate(classification)) return;
-    const begun = classification.effects[0]?.type === 'begin' ? this.placement.deferBegin(classification, text, b.subarray(start - 5, end)) : undefined;
+    const begun = classification.effects[0]?.type === 'begin' ? this.placement.deferBegin(classification, text, b.subarray(start - 5, end)) : this.tx.beginDeferred ? this.tx.holdSavepoint(classification, text) : undefined;
     if (begun !== undefined) return begun.forEach((data) => this.sendToClient(data));
     const payload: StatementPayload = { classification, text };
     this.placement.beginSimpleUnit(this.placement.targetOf(classification), classification.route, classification, () => {

@@ -35,9 +35,10 @@ export interface StatementHost {
   waitForOutcome(): void;
   /** the client is pinned to its server connection */
   pinned(): boolean;
-  /** a BEGIN sent through the extended protocol, held (see UnitPlacement.holdExtendedBegin) */
+  /** a BEGIN sent through the extended protocol, or a SAVEPOINT behind a held BEGIN, held (see UnitPlacement.holdExtendedBegin) */
   holdBegin(classification: Classification, text: string): { tag: string; parsed: string | undefined } | 'incomplete' | undefined;
-  /** routing.min_synchronous_commit */
+  /** pgrelay holds a BEGIN the client sent (what follows it may be held with it) */
+  beginHeld(): boolean;
   /** the configuration now (the synchronous_commit floor, the cap of statements per server connection) */
   config(): Config;
 }
@@ -77,7 +78,7 @@ export class StatementMessages {
       const parse = parseWithText(name, refusalText(refused));
       return this.onParse(parse, 5, parse.length);
     }
-    if (classification.effects[0]?.type === 'begin' && this.heldBegin(classification, text, { name, frame: Buffer.from(b.subarray(start - 5, end)), textStart: textStart - start + 5 })) return;
+    if ((classification.effects[0]?.type === 'begin' || this.host.beginHeld()) && this.heldBegin(classification, text, { name, frame: Buffer.from(b.subarray(start - 5, end)), textStart: textStart - start + 5 })) return;
     if (name !== '' && !this.host.orphaned()) {
       const statement = this.host.registry.intern(text, b.subarray(textStart, end), classification);
       if (statement.parsed) {
@@ -110,8 +111,9 @@ export class StatementMessages {
 
   /**
    * A BEGIN sent through the extended protocol that pgrelay holds (as a simple-Query one, see
-   * ClientTransaction): its Parse (when `parse`, the whole message), Bind and Execute are answered
-   * here, in order; it goes to a server with the transaction's first statement. True when handled
+   * ClientTransaction), or a SAVEPOINT held with it: its Parse (when `parse`, the whole
+   * message), Bind and Execute are answered here, in order; it goes to a server with the
+   * transaction's first statement. True when handled
    * (or when its messages are not all in yet: handled again then).
    */
   private heldBegin(classification: Classification, text: string, parse: { name: string; frame: Buffer; textStart: number } | undefined): boolean {
@@ -153,7 +155,7 @@ export class StatementMessages {
       });
     }
     const statement = this.host.statements.get(name);
-    if (statement?.classification.effects[0]?.type === 'begin' && this.heldBegin(statement.classification, statement.text, undefined)) return;
+    if (statement !== undefined && (statement.classification.effects[0]?.type === 'begin' || this.host.beginHeld()) && this.heldBegin(statement.classification, statement.text, undefined)) return;
     this.host.beginExtendedUnit(statement?.classification, () => {
       if (!statement) {
         // unknown to pgrelay: let the server report it (26000) and skip to Sync as it does

@@ -132,16 +132,20 @@ export class UnitPlacement {
 
   /**
    * A BEGIN sent through the extended protocol (the Parse or Bind being handled starts it, see
-   * findExtendedBegin) is held as a simple-Query one: its messages are taken (the reader is past
+   * findExtendedBegin) is held as a simple-Query one, and a SAVEPOINT sent so behind a held BEGIN
+   * is held with it (see ClientTransaction.holdSavepoint): its messages are taken (the reader is past
    * its Execute) and the command tag to answer with is returned; 'incomplete': handled again
    * once more client bytes are in; undefined: it goes to a server now.
    */
   holdExtendedBegin(classification: Classification, text: string): { tag: string; parsed: string | undefined } | 'incomplete' | undefined {
     const host = this.host;
     const reader = host.reader;
+    // a SAVEPOINT behind a held BEGIN is held with it (see ClientTransaction.holdSavepoint)
+    const savepoint = classification.effects[0]?.type !== 'begin';
     // the unit may have begun without a server (pgjdbc closes statements it dropped in front of the BEGIN)
     const idle = !host.lease.conn && host.queue.length === 0;
-    const tag = host.tx.extendedBeginTag(classification, text, { idle, pinned: host.pinned(), defaultReadOnly: host.effects.defaultReadOnly, optimistic: this.optimistic.enabled });
+    const held = savepoint && host.tx.holdsSavepoint(classification, text);
+    const tag = savepoint ? (held ? 'SAVEPOINT' : undefined) : host.tx.extendedBeginTag(classification, text, { idle, pinned: host.pinned(), defaultReadOnly: host.effects.defaultReadOnly, optimistic: this.optimistic.enabled });
     if (tag === undefined) return undefined;
     const preparedBegin = (name: string): boolean => host.statement(name)?.text === text;
     const found = findExtendedBegin(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), preparedBegin);
@@ -150,7 +154,8 @@ export class UnitPlacement {
       return found;
     }
     if (found === undefined) return undefined;
-    host.tx.holdExtendedBegin(text);
+    if (savepoint) host.tx.addSavepoint(text);
+    else host.tx.holdExtendedBegin(text);
     for (let i = 1; i < found.messages; i++) reader.next();
     return { tag, parsed: found.parsed };
   }

@@ -1,7 +1,8 @@
 /**
  * What a run of statements answered, reduced to numbers that can be compared with a run of the
  * same statements elsewhere: per completed statement (CommandComplete or EmptyQueryResponse) its
- * row count and two 32-bit sums of one hash per DataRow (or CopyData, of a COPY … TO STDOUT). A sum does not depend on the order of
+ * row count (per failed one, an ErrorResponse, -1 minus the rows it sent first) and two 32-bit
+ * sums of one hash per DataRow (or CopyData, of a COPY … TO STDOUT). A sum does not depend on the order of
  * the rows (a read without ORDER BY may return them in another order on another node); two lanes
  * with different hashes make a chance collision ~2^-64.
  *
@@ -12,8 +13,8 @@
 export class RowDigest {
   /** per statement: rows, lane-1 sum, lane-2 sum (three numbers each) */
   readonly results: number[] = [];
-  /** an ErrorResponse passed: what followed did not run */
-  errored = false;
+  /** a portal was suspended (PortalSuspended: an Execute's row limit was reached): its statement's rows are not all here */
+  suspended = false;
   private h1 = SEED_1;
   private h2 = SEED_2;
   private rows = 0;
@@ -50,9 +51,22 @@ export class RowDigest {
     this.sum2 = 0;
   }
 
+  /**
+   * A statement failed (its ErrorResponse): a result of its own, told from a completed one by its
+   * row count, with the rows it sent before the error. A run that fails at the same statement
+   * elsewhere (the same statement failing on the same data) answers alike; one that does not
+   * fail there, or fails elsewhere, differs.
+   */
+  statementFailed(): void {
+    this.results.push(-1 - this.rows, this.sum1, this.sum2);
+    this.rows = 0;
+    this.sum1 = 0;
+    this.sum2 = 0;
+  }
+
   reset(): void {
     this.results.length = 0;
-    this.errored = false;
+    this.suspended = false;
     this.rows = 0;
     this.sum1 = 0;
     this.sum2 = 0;

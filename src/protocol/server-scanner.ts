@@ -126,7 +126,7 @@ export class ServerMessageScanner {
       if (small && length - at >= bodyLength) {
         // whole here: decide, then either leave it in the forwarded run or cut it out
         const keep = sink.small(code, chunk, at, at + bodyLength, drop);
-        if (keep && code === BackendCode.ErrorResponse && this.digest !== undefined) this.digest.errored = true;
+        if (keep && code === BackendCode.ErrorResponse && this.digest !== undefined) this.digest.statementFailed();
         if (!keep || !headerInChunk) {
           if (fwdStart < messageStart) sink.out(chunk.subarray(fwdStart, messageStart));
           if (keep) sink.out(framed(code, chunk.subarray(at, at + bodyLength), bodyLength));
@@ -164,7 +164,7 @@ export class ServerMessageScanner {
     if (small) {
       this.small = undefined;
       if (sink.small(this.currentCode, small, 0, this.smallLength, this.dropping)) {
-        if (this.currentCode === BackendCode.ErrorResponse && this.digest !== undefined) this.digest.errored = true;
+        if (this.currentCode === BackendCode.ErrorResponse && this.digest !== undefined) this.digest.statementFailed();
         sink.out(framed(this.currentCode, small, this.smallLength));
       }
     }
@@ -179,6 +179,7 @@ export class ServerMessageScanner {
       const code = this.currentCode;
       if (this.digesting) digest.rowEnd();
       else if (code === BackendCode.CommandComplete || code === BackendCode.EmptyQueryResponse) digest.statementEnd();
+      else if (code === BackendCode.PortalSuspended) digest.suspended = true;
       this.digesting = false;
     }
     return sink.end(this.currentCode, this.currentLength, dropped);

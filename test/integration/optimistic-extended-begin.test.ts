@@ -181,6 +181,31 @@ describe('optimistic transactions begun through the extended protocol (pgjdbc â‰
     expect(tags(await run(c, commit(true)))).toEqual(['COMMIT']);
   });
 
+  it('a SAVEPOINT behind the held BEGIN, as a Query in the run (pgjdbc autosave) or Parse/Bind/Execute up to its own Sync (psycopg 3): held with it, the transaction on the replica', async () => {
+    const c = await shop();
+    const metrics = await outcomes();
+    const savepointQuery = rawMessage('Q', cstr('SAVEPOINT PGJDBC_AUTOSAVE'));
+    const first = [...(await run(c, Buffer.concat([parse('', 'BEGIN'), bind(''), execute(0), savepointQuery, ...statement(PORT, []), sync]))), ...(await c.until('Z'))];
+    // the BEGIN's answers, the SAVEPOINT's with its ReadyForQuery, then the statement's
+    expect(types(first)).toEqual(['1', '2', 'C', 'C', 'Z', '1', '2', 'T', 'D', 'C', 'Z']);
+    expect(tags(first)).toEqual(['BEGIN', 'SAVEPOINT', 'SELECT 1']);
+    expect(rows(first)).toEqual([[String(replicaPort)]]);
+    expect(tags(await run(c, Buffer.concat([parse('', 'RELEASE SAVEPOINT PGJDBC_AUTOSAVE'), bind(''), execute(1), sync])))).toEqual(['RELEASE']);
+    expect(tags(await run(c, commit(true)))).toEqual(['COMMIT']);
+
+    const begun = await run(c, Buffer.concat([parse('', 'BEGIN'), bind(''), execute(0), sync]));
+    expect(status(begun)).toBe('T');
+    const savepoint = await run(c, Buffer.concat([parse('', 'SAVEPOINT "_pg3_1"'), bind(''), execute(0), sync]));
+    expect(types(savepoint)).toEqual(['1', '2', 'C', 'Z']);
+    expect(tags(savepoint)).toEqual(['SAVEPOINT']);
+    expect(status(savepoint)).toBe('T');
+    expect(rows(await run(c, Buffer.concat([...statement(PORT, []), sync])))).toEqual([[String(replicaPort)]]);
+    // the savepoint is there
+    expect(tags(await run(c, Buffer.concat([parse('', 'ROLLBACK TO SAVEPOINT "_pg3_1"'), bind(''), execute(0), sync])))).toEqual(['ROLLBACK']);
+    expect(tags(await run(c, commit(false)))).toEqual(['COMMIT']);
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 2 });
+  });
+
   it('read, then write: moves to the primary before the write, the read verified there, commits there', async () => {
     const c = await shop();
     const before = await scans();

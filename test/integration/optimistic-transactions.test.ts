@@ -29,7 +29,9 @@ beforeAll(async () => {
   await cluster.query('primary', 'CREATE TABLE opt_items (id int PRIMARY KEY, v int NOT NULL)');
   await cluster.query('primary', 'INSERT INTO opt_items SELECT g, g * 10 FROM generate_series(1, 20) g');
   await cluster.query('primary', 'CREATE TABLE opt_log (id serial PRIMARY KEY, note text NOT NULL)');
-  await cluster.query('primary', 'GRANT SELECT, INSERT, UPDATE ON opt_items, opt_log TO shop; GRANT USAGE ON SEQUENCE opt_log_id_seq TO shop');
+  await cluster.query('primary', 'CREATE TABLE opt_sp (id int PRIMARY KEY, v int NOT NULL)');
+  await cluster.query('primary', 'INSERT INTO opt_sp SELECT g, g * 10 FROM generate_series(1, 3) g');
+  await cluster.query('primary', 'GRANT SELECT, INSERT, UPDATE ON opt_items, opt_log, opt_sp TO shop; GRANT USAGE ON SEQUENCE opt_log_id_seq TO shop');
   await cluster.waitForReplay('replica1');
   await cluster.waitForReplay('replica2');
   relay = await relayWith({});
@@ -104,6 +106,11 @@ function grew(before: Record<string, number>, after: Record<string, number>): Re
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
   return out;
+}
+
+async function spValue(id: number): Promise<number> {
+  const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM opt_sp WHERE id = $1', [id]);
+  return row!.v;
 }
 
 async function valueOf(id: number): Promise<number> {
@@ -200,6 +207,64 @@ describe('optimistic transactions', () => {
     const notes = await cluster.query<{ note: string }>('primary', "SELECT note FROM opt_log WHERE note IN ('savepoint-kept', 'savepoint-undone', 'after-rollback-to') ORDER BY id");
     expect(notes.map((r) => r.note)).toEqual(['after-rollback-to']);
     expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
+  it('pg: a SAVEPOINT right after BEGIN (pgjdbc autosave, nested transaction blocks) is held with it: the transaction still starts on the replica', async () => {
+    const c = await client();
+    const before = await scans();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    await c.query('SAVEPOINT outer_block');
+    await c.query('SAVEPOINT "Inner Block"');
+    const read = await c.query<{ v: number; port: string }>("SELECT v, current_setting('port') AS port FROM opt_items WHERE id = $1", [7]);
+    expect(read.rows[0]!.v).toBe(70);
+    replicaPort(read.rows[0]!.port);
+    // both savepoints are there, on the replica
+    await c.query('RELEASE SAVEPOINT "Inner Block"');
+    await c.query('ROLLBACK TO SAVEPOINT outer_block');
+    await c.query('COMMIT');
+    await scansGrew(before, { replicas: 1 });
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 1 });
+    // a transaction that writes first: the BEGIN and SAVEPOINT go with the write, to the primary
+    await c.query('BEGIN');
+    await c.query('SAVEPOINT a');
+    await c.query('UPDATE opt_sp SET v = 11 WHERE id = 1');
+    await c.query('ROLLBACK TO SAVEPOINT a');
+    await c.query('UPDATE opt_sp SET v = 12 WHERE id = 1');
+    await c.query('COMMIT');
+    expect(await spValue(1)).toBe(12);
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 1, primary: 1 });
+  });
+
+  it('pg: a statement that failed on the replica, rolled back to a savepoint, fails again on the primary when the transaction moves; the write commits', async () => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    await c.query('SAVEPOINT s');
+    expect((await c.query('SELECT v FROM opt_sp WHERE id = 2')).rows).toEqual([{ v: 20 }]);
+    await expect(c.query('SELECT v / (v - 20) FROM opt_sp WHERE id = 2')).rejects.toMatchObject({ code: '22012' });
+    await c.query('ROLLBACK TO SAVEPOINT s');
+    expect((await c.query('SELECT v FROM opt_sp WHERE id = 2')).rows).toEqual([{ v: 20 }]);
+    await c.query('UPDATE opt_sp SET v = 21 WHERE id = 2');
+    await c.query('COMMIT');
+    expect(await spValue(2)).toBe(21);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
+  it('pg: a statement that failed on the replica and would not fail on the primary (its row changed): 40001 at the write, nothing written', async () => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    // the transaction's one difference on the primary is the failed statement's: it would not fail there
+    expect((await c.query('SELECT v FROM opt_items WHERE id = 7')).rows).toEqual([{ v: 70 }]);
+    await c.query('SAVEPOINT s');
+    await expect(c.query('SELECT v / (v - 30) FROM opt_sp WHERE id = 3')).rejects.toMatchObject({ code: '22012' });
+    await c.query('ROLLBACK TO SAVEPOINT s');
+    await cluster.query('primary', 'UPDATE opt_sp SET v = 35 WHERE id = 3');
+    await expect(c.query('UPDATE opt_sp SET v = 0 WHERE id = 3')).rejects.toMatchObject({ code: '40001' });
+    await c.query('ROLLBACK');
+    expect(await spValue(3)).toBe(35);
+    expect(grew(metrics, await outcomes())).toEqual({ conflict: 1 });
   });
 
   it('pg: a read of the replica itself that answers differently on the primary is a conflict, not a wrong answer', async () => {

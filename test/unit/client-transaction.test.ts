@@ -30,6 +30,40 @@ describe('ClientTransaction', () => {
     expect(tx.takeBegin()).toBeUndefined();
   });
 
+  it('holds a plain SAVEPOINT right after a held BEGIN with it, and sends both in one Query', () => {
+    const tx = new ClientTransaction();
+    const savepoint = cls('any');
+    // no BEGIN held: the SAVEPOINT goes to a server
+    expect(tx.holdSavepoint(savepoint, 'SAVEPOINT a')).toBeUndefined();
+    tx.deferBegin(cls('primary', [{ type: 'begin', readOnly: false }]), 'BEGIN;', Buffer.from('Q\0\0\0\x0bBEGIN;\0', 'latin1'), idle);
+    const sent = tx.holdSavepoint(savepoint, 'SAVEPOINT PGJDBC_AUTOSAVE');
+    expect(sent?.map((m) => String.fromCharCode(m[0]!))).toEqual(['C', 'Z']);
+    expect(sent?.[0]?.toString('latin1', 5, sent[0].length - 1)).toBe('SAVEPOINT');
+    expect(sent?.[1]?.[5]).toBe(TxStatus.InTransaction);
+    expect(tx.holdSavepoint(savepoint, ' savepoint "Nested ""x"""; ')).toBeDefined();
+    expect(tx.beginDeferred).toBe(true);
+    const begin = tx.takeBegin()!;
+    expect(String.fromCharCode(begin[0]!)).toBe('Q');
+    expect(begin.readInt32BE(1)).toBe(begin.length - 1);
+    expect(begin.toString('utf8', 5, begin.length - 1)).toBe('BEGIN; SAVEPOINT PGJDBC_AUTOSAVE; savepoint "Nested ""x"""');
+    // the next transaction's BEGIN goes alone
+    const frame = Buffer.from('Q\0\0\0\x0aBEGIN\0', 'latin1');
+    tx.saw(TxStatus.Idle);
+    tx.deferBegin(cls('primary', [{ type: 'begin', readOnly: false }]), 'BEGIN', frame, idle);
+    expect(tx.takeBegin()?.equals(frame)).toBe(true);
+  });
+
+  it('holds only a plain SAVEPOINT: not RELEASE or ROLLBACK TO, a comment, a second statement, or a name PostgreSQL would truncate', () => {
+    const tx = new ClientTransaction();
+    tx.deferBegin(cls('primary', [{ type: 'begin', readOnly: false }]), 'BEGIN', Buffer.from('Q\0\0\0\x0aBEGIN\0', 'latin1'), idle);
+    for (const text of ['RELEASE SAVEPOINT a', 'ROLLBACK TO SAVEPOINT a', 'SAVEPOINT a -- note', 'SAVEPOINT a; SELECT 1', `SAVEPOINT ${'x'.repeat(64)}`]) {
+      expect(tx.holdSavepoint(cls('any'), text), text).toBeUndefined();
+    }
+    expect(tx.holdSavepoint({ ...cls('any'), statements: 2 }, 'SAVEPOINT a')).toBeUndefined();
+    expect(tx.holdSavepoint(cls('primary'), 'SAVEPOINT a')).toBeUndefined();
+    expect(tx.holdSavepoint(cls('any'), `SAVEPOINT ${'x'.repeat(63)}`)).toBeDefined();
+  });
+
   it('after a lost idle transaction: the next statement fails with the reason, then with 25P02, until ROLLBACK', () => {
     const tx = new ClientTransaction();
     tx.saw(TxStatus.InTransaction);

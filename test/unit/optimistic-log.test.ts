@@ -89,15 +89,43 @@ describe('RowDigest', () => {
     }
   });
 
-  it('does not count what the session swallows, and notes an error', () => {
+  it('does not count what the session swallows; an error is a result of its own, with the rows before it', () => {
     const scanner = new ServerMessageScanner();
     scanner.digest = new RowDigest();
     const swallowed = Buffer.concat([dataRow(['1']), commandComplete('SELECT 1')]);
     scanner.scan(swallowed, new PassSink(BackendCode.DataRow));
     expect(scanner.digest.results).toEqual([0, 0, 0]);
-    expect(scanner.digest.errored).toBe(false);
-    scanner.scan(message(BackendCode.ErrorResponse, (w) => w.int8(0x53).cstring('ERROR').int8(0)), new PassSink());
-    expect(scanner.digest.errored).toBe(true);
+    const error = message(BackendCode.ErrorResponse, (w) => w.int8(0x53).cstring('ERROR').int8(0x43).cstring('22012').int8(0));
+    const stream = Buffer.concat([dataRow(['1']), dataRow(['2']), error]);
+    scanner.scan(stream, new PassSink());
+    const failedAfterTwo = scanner.digest.results.slice(3);
+    expect(failedAfterTwo[0]).toBe(-3);
+    // the same rows then the error elsewhere (split anywhere) answer alike
+    for (let cut = 1; cut < stream.length; cut += 5) {
+      const again = new ServerMessageScanner();
+      again.digest = new RowDigest();
+      again.scan(stream.subarray(0, cut), new PassSink());
+      again.scan(stream.subarray(cut), new PassSink());
+      expect(firstDifference(failedAfterTwo, again.digest.results)).toBe(-1);
+    }
+    // no error there, or an error after another row: different
+    const completed = new ServerMessageScanner();
+    completed.digest = new RowDigest();
+    completed.scan(Buffer.concat([dataRow(['1']), dataRow(['2']), commandComplete('SELECT 2')]), new PassSink());
+    expect(firstDifference(failedAfterTwo, completed.digest.results)).toBe(0);
+    const later = new ServerMessageScanner();
+    later.digest = new RowDigest();
+    later.scan(Buffer.concat([dataRow(['1']), dataRow(['2']), dataRow(['3']), error]), new PassSink());
+    expect(firstDifference(failedAfterTwo, later.digest.results)).toBe(0);
+  });
+
+  it('notes a portal suspended at its row limit', () => {
+    const scanner = new ServerMessageScanner();
+    scanner.digest = new RowDigest();
+    scanner.scan(Buffer.concat([dataRow(['1']), message(BackendCode.PortalSuspended, () => {})]), new PassSink());
+    expect(scanner.digest.suspended).toBe(true);
+    scanner.digest.reset();
+    expect(scanner.digest.suspended).toBe(false);
   });
 });
 
@@ -142,16 +170,25 @@ describe('OptimisticLog', () => {
     expect(log.bytes).toBe(0);
   });
 
-  it('cannot be run again after a portal read in parts, a portal it cannot rebuild, or an error', () => {
+  it('cannot be run again after a portal read in parts or a portal it cannot rebuild; a failed statement is kept', () => {
     const limited = new OptimisticLog(statements);
     record(limited, [parse('', 'SELECT 1'), bind('', '', []), execute('', 10), sync]);
+    // a row limit the portal ran to its end under (pgjdbc runs its SAVEPOINTs and COMMITs with a limit of 1): kept, run without it
+    expect(limited.unreplayable).toBeUndefined();
+    expect(limited.runs).toEqual([Buffer.concat([parse('', 'SELECT 1'), bind('', '', []), execute(''), sync])]);
+    // one it stopped at (PortalSuspended): not
+    limited.digest.suspended = true;
     expect(limited.unreplayable).toMatch(/row limit/);
     const unknown = new OptimisticLog(statements);
     record(unknown, [bind('', 'never_parsed', []), execute(''), sync]);
     expect(unknown.unreplayable).toMatch(/portal/);
+    // a statement that failed, rolled back to a savepoint: kept, to fail again in the same place
     const failed = new OptimisticLog(statements);
-    failed.digest.errored = true;
-    expect(failed.unreplayable).toMatch(/failed/);
+    record(failed, [query('SELECT 1/0'), query('ROLLBACK TO SAVEPOINT a')]);
+    failed.digest.statementFailed();
+    failed.digest.statementEnd();
+    expect(failed.unreplayable).toBeUndefined();
+    expect(failed.runs).toEqual([query('SELECT 1/0'), query('ROLLBACK TO SAVEPOINT a')]);
   });
 });
 
