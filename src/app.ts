@@ -145,7 +145,7 @@ export class App implements AdminApp {
     this.remoteApply = new RemoteApply({ topology: this.topology, log: this.log, config: () => this.config, applicationName: (node) => this.health.applicationName(node) });
     // a worker runs no health checks: its shortcut follows the leader's findings (workers/follower.ts)
     this.health.on('checked', (name: string, result: ProbeResult | undefined) => result && this.remoteApply.primaryChecked(name, result));
-    this.freshness = new Freshness(this.follower?.writes ?? this.lagMonitor, config.routing.consistency, this.remoteApply);
+    this.freshness = new Freshness(this.follower?.writes ?? this.lagMonitor, config.routing.consistency, this.remoteApply, () => this.router.anyReplicaServes());
     this.fences = this.follower?.fences ?? this.lagMonitor.fences;
     this.patroni =
       config.failover.mode === 'patroni'

@@ -91,6 +91,8 @@ export class Freshness {
     private readonly source: WriteLsnSource,
     private mode: Consistency,
     private readonly applied: AppliedWrites = NO_SHORTCUT,
+    /** a replica could serve a read now (none: a read goes to the primary, whose writes' position it needs not) */
+    private readonly replicaServes: () => boolean = () => true,
   ) {}
 
   get consistency(): Consistency {
@@ -154,8 +156,8 @@ export class Freshness {
       case 'session': {
         const fence = this.sessions.get(session);
         if (!fence) return own;
-        if (!fence.hurried && fence.pending) {
-          // the client reads: its writes' position is asked for now (see the class)
+        if (!fence.hurried && fence.pending && this.replicaServes()) {
+          // the client reads and a replica could serve it: its writes' position is asked for now (see the class)
           fence.hurried = true;
           this.source.hurry?.();
         }

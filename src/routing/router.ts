@@ -128,6 +128,12 @@ export class Router {
     if (elapsedMs !== undefined) node.latencyEwmaMs = node.latencyEwmaMs * 0.9 + elapsedMs * 0.1;
   }
 
+  /** Whether any replica is up, replicating and fresh enough to serve a read now (before a client's own constraints). */
+  anyReplicaServes(): boolean {
+    for (const node of this.topology.nodes.values()) if (this.freshEnough(node, undefined)) return true;
+    return false;
+  }
+
   /** Replicas that may serve a read now. */
   readCandidates(constraints?: ReadConstraints): NodeStatus[] {
     const applied = constraints?.fenceAppliedOn;

@@ -96,6 +96,21 @@ describe('Freshness (consistency modes)', () => {
     expect(asked.at(-1)).toBe(true);
   });
 
+  it('session: with no replica to serve a read (primary only, or every replica down or lagging), a read asks for no sample; once one serves, it does', () => {
+    let hurried = 0;
+    const source: WriteLsnSource = { afterWrite: () => undefined, hurry: () => hurried++ };
+    let replicaServes = false;
+    const f = new Freshness(source, 'session', undefined, () => replicaServes);
+    const a = {};
+    f.wroteOnPrimary(a);
+    expect(f.readConstraints(a, undefined)).toMatchObject({ pendingWrite: true });
+    f.readConstraints(a, undefined);
+    expect(hurried).toBe(0);
+    replicaServes = true;
+    f.readConstraints(a, undefined);
+    expect(hurried).toBe(1);
+  });
+
   it('switching modes on reload', () => {
     const source = new Source();
     const f = new Freshness(source, 'global');

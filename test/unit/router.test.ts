@@ -70,8 +70,10 @@ describe('Router: which replicas qualify', () => {
     node(t, 'primary').role = 'replica';
     node(t, 'primary').up = false;
     expect(router(t).readCandidates()).toEqual([]);
+    expect(router(t).anyReplicaServes()).toBe(false);
     node(t, 'r4').fresh = true;
     expect(router(t).readCandidates().map((n) => n.name)).toEqual(['r4']);
+    expect(router(t).anyReplicaServes()).toBe(true);
   });
 
   it('a read run again after a lost connection avoids that replica; with no other one it goes to the primary', () => {
