@@ -4,15 +4,17 @@
  * client served there, and pgrelay remembers which connection has which. A client may remove
  * only what it made:
  * - `DEALLOCATE name` of one of the client's own protocol-level names is answered by pgrelay
- *   (only the client's name goes) when it is a simple Query of its own; in any other form it
- *   reaches the server under the client's name, which the server does not know (26000), or
- *   removes the client's own SQL-level statement;
+ *   (only the client's name goes) when it is a statement of its own, as a simple Query or through
+ *   Parse/Bind/Execute (frontend/extended-deallocate.ts); in a multi-statement text it reaches the
+ *   server under the client's name, which the server does not know (26000), or removes the
+ *   client's own SQL-level statement;
  * - `DEALLOCATE name` of a server-side name the client did not prepare (pgrelay's prefix) is
  *   refused with 26000, as the server would for a statement that does not exist — in every
  *   statement of a multi-statement text and through Parse too;
- * - `DEALLOCATE ALL` as a simple Query of its own is the session's to answer (it forgets the
- *   client's names, as PgBouncer does); in a multi-statement text or through Parse, where pgrelay
- *   could not follow what the server dropped, it is refused with 0A000.
+ * - `DEALLOCATE ALL` as a statement of its own (a simple Query, or through Parse/Bind/Execute
+ *   outside a failed transaction) is the session's to answer (it forgets the client's names, as
+ *   PgBouncer does); in a multi-statement text, where pgrelay could not follow what the server
+ *   dropped, or through Parse on a pinned connection, it is refused with 0A000.
  */
 import type { Classification } from './types.js';
 
@@ -36,7 +38,7 @@ export function refusedDeallocate(c: Classification, ctx: DeallocateContext): De
     if (effect.type !== 'deallocate') continue;
     if (effect.name === null) {
       if (ctx.alone) continue;
-      return { sqlstate: '0A000', message: 'DEALLOCATE ALL is supported by pgrelay only as a simple Query on its own (not in a multi-statement text, not through Parse)' };
+      return { sqlstate: '0A000', message: 'DEALLOCATE ALL is supported by pgrelay only as a statement on its own (not in a multi-statement text, not through Parse on a pinned connection)' };
     }
     if (effect.name.startsWith(ctx.serverPrefix) && !ctx.isOwn(effect.name)) {
       return { sqlstate: '26000', message: `prepared statement "${effect.name}" does not exist` };

@@ -16,7 +16,7 @@ export const Expect = {
   Execute: 7, // CommandComplete, EmptyQueryResponse or PortalSuspended
   SyntheticParseComplete: 8, // pgrelay answers ParseComplete itself
   SyntheticCloseComplete: 9, // pgrelay answers CloseComplete itself
-  SyntheticDeallocate: 10, // pgrelay answers a Query `DEALLOCATE name` itself (payload text: the name)
+  SyntheticDeallocate: 10, // pgrelay answers `DEALLOCATE name` itself (payload text: the name; an answer: sent through the extended protocol)
   SyntheticAnswer: 11, // pgrelay answers a message itself (payload answer: the bytes; see CausalityToken)
 } as const;
 

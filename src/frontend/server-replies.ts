@@ -48,6 +48,8 @@ export interface RepliesHost {
   runAgain(node: string): boolean;
   /** answers `DEALLOCATE name`, now that the work before it is answered */
   answerDeallocated(name: string | null, statement: ServerStatement | undefined): void;
+  /** the same sent through the extended protocol: its CommandComplete only (see ExtendedDeallocate) */
+  forgetDeallocated(name: string | null, statement: ServerStatement | undefined): void;
 }
 
 /**
@@ -315,8 +317,13 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
       else if (kind === Expect.SyntheticCloseComplete) this.host.sendHead(closeComplete);
       else if (kind === Expect.SyntheticDeallocate) {
         const payload = queue.peekPayload()!;
-        this.host.answerDeallocated(payload.statement === undefined ? null : payload.text, payload.statement);
-        this.releaseDue = true; // a unit of its own: the session may go on
+        const name = payload.statement === undefined ? null : payload.text;
+        // through the extended protocol (an answer marks it): the Sync ends the unit
+        if (payload.answer !== undefined) this.host.forgetDeallocated(name, payload.statement);
+        else {
+          this.host.answerDeallocated(name, payload.statement);
+          this.releaseDue = true; // a unit of its own: the session may go on
+        }
       } else if (kind === Expect.SyntheticAnswer) {
         const answer = queue.peekPayload()!.answer!;
         this.host.sendToClient(answer.data);

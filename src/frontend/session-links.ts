@@ -6,6 +6,7 @@ import type { ServerMessageScanner } from '../protocol/server-scanner.js';
 import type { CausalityHost } from './causality-token.js';
 import type { ClientStatements, StatementPayload } from './client-statements.js';
 import type { ClientTransaction } from './client-transaction.js';
+import type { DeallocateHost, DeallocateTarget, ExtendedDeallocate } from './extended-deallocate.js';
 import type { ServerStatement, StatementRegistry } from './prepared-statements.js';
 import type { RecentClassification } from './recent-classification.js';
 import type { ReplayWindow } from './replay-window.js';
@@ -33,6 +34,7 @@ export interface LinkedSession {
   readonly replies: ServerReplies;
   readonly placement: UnitPlacement;
   readonly named: StatementMessages;
+  readonly deallocates: ExtendedDeallocate;
   readonly statements: ClientStatements;
   readonly effects: SessionEffects;
   readonly state: SessionState;
@@ -44,6 +46,7 @@ export interface LinkedSession {
   readonly pinned: boolean;
   readonly clientBytes: number;
   readonly unitOpen: boolean;
+  answeredHere: boolean;
   move(next: UnitState): void;
   park(why: WaitReason, holds: boolean, resume?: Step): void;
   resumeWith(next: Step): void;
@@ -59,7 +62,7 @@ export interface LinkedSession {
 }
 
 /*
- * The hosts the session's parts are built with (RepliesHost, PlacementHost, StatementHost, CausalityHost), as
+ * The hosts the session's parts are built with (RepliesHost, PlacementHost, StatementHost, CausalityHost, DeallocateHost), as
  * one small object each whose methods live on the prototype: an object literal of arrow
  * functions per part cost every session, idle or not, some 50 closures (about 3 KB).
  */
@@ -93,6 +96,7 @@ export class RepliesLink extends PartsLink implements RepliesHost {
   lost(conn: ServerConnection, error: Error | undefined): void { this.session.lost(conn, error); }
   runAgain(node: string): boolean { return this.session.replay(node); }
   answerDeallocated(name: string | null, statement: ServerStatement | undefined): void { this.session.named.answerDeallocated(name, statement); }
+  forgetDeallocated(name: string | null, statement: ServerStatement | undefined): void { this.session.named.forgetDeallocated(name, statement); }
 }
 
 /** The session as UnitPlacement sees it. */
@@ -127,6 +131,11 @@ export class StatementLink extends PartsLink implements StatementHost {
   pinned(): boolean { return this.session.pinned; }
   holdBegin(classification: Classification, text: string): ReturnType<StatementHost['holdBegin']> { return this.session.placement.holdExtendedBegin(classification, text); }
   beginHeld(): boolean { return this.session.tx.beginDeferred; }
+  holdDeallocate(name: string, classification: Classification, hasParameterTypes: boolean): boolean {
+    const held = this.session.deallocates.parsed(name, classification, hasParameterTypes);
+    if (held) this.session.answeredHere = true;
+    return held;
+  }
   config(): Config { return this.session.services.config(); }
 }
 
@@ -137,4 +146,13 @@ export class CausalityLink extends PartsLink implements CausalityHost {
   park(): void { this.session.park('fence', true); }
   resumeWith(next: Step): void { this.session.resumeWith(next); }
   failUnit(error: unknown): void { this.session.failUnit(error); }
+}
+
+/** The session as ExtendedDeallocate sees it. */
+export class DeallocateLink extends PartsLink implements DeallocateHost {
+  txStatus(): number { return this.session.tx.status; }
+  pinned(): boolean { return this.session.pinned; }
+  openUnit(): void { this.session.move(OPEN); }
+  failUnit(error: unknown): void { this.session.failUnit(error); }
+  forget(target: DeallocateTarget): void { this.session.named.forgetDeallocated(target.name, target.statement); }
 }

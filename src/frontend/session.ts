@@ -7,6 +7,7 @@ import { FrameReader } from '../protocol/frame-reader.js';
 import { readyForQuery } from '../protocol/messages.js';
 import { ServerMessageScanner } from '../protocol/server-scanner.js';
 import { CausalityToken } from './causality-token.js';
+import { ExtendedDeallocate } from './extended-deallocate.js';
 import { ClientStatements, isLoneDeallocate, refuseDeallocate, type StatementPayload } from './client-statements.js';
 import { syncCommitFloorFrame } from '../routing/sync-commit-floor.js';
 import { ClientTransaction, lostOutcome } from './client-transaction.js';
@@ -20,7 +21,7 @@ import { SessionEffects } from './session-effects.js';
 import type { SessionServices } from './session-services.js';
 import { SessionState } from './session-state.js';
 import { StatementMessages } from './statement-messages.js';
-import { CausalityLink, PlacementLink, RepliesLink, StatementLink } from './session-links.js';
+import { CausalityLink, DeallocateLink, PlacementLink, RepliesLink, StatementLink } from './session-links.js';
 import { FUNCTION_CALL, UnitPlacement } from './unit-placement.js';
 import { holdsMessage, IDLE, isParked, OPEN, SKIPPING, type Step, type UnitState, type WaitReason, unitIsOpen } from './unit-state.js';
 
@@ -62,6 +63,8 @@ export class ClientSession {
   readonly effects: SessionEffects;
   /** SHOW pgrelay.last_write_lsn, answered here; after_lsn hints that are no position */
   private readonly causality: CausalityToken;
+  /** DEALLOCATE sent through the extended protocol, answered here */
+  readonly deallocates: ExtendedDeallocate;
   /** the reads in flight, to run again when their connection is lost (see ReplayWindow) */
   readonly replayWindow = new ReplayWindow();
   /** where the current unit is (see UnitState) */
@@ -72,6 +75,8 @@ export class ClientSession {
   pinned = false;
   closed = false;
   private pumping = false;
+  /** the message being handled was answered by pgrelay and never reaches a server (nothing to run again) */
+  answeredHere = false;
   /** the client's transaction as it sees it */
   readonly tx = new ClientTransaction();
   /** the classification of the text classified last (a driver sends the same text again and again) */
@@ -100,6 +105,7 @@ export class ClientSession {
     this.placement = new UnitPlacement(services, new PlacementLink(this));
     this.named = new StatementMessages(new StatementLink(this));
     this.causality = new CausalityToken(new CausalityLink(this));
+    this.deallocates = new ExtendedDeallocate(new DeallocateLink(this));
     if (services.config().pool.mode === 'session') this.pinned = true;
   }
 
@@ -169,10 +175,13 @@ export class ClientSession {
         const resume = this.resumeStep;
         this.resumeStep = undefined;
         if (resume !== undefined) resume();
-        else if (this.reader.next()) this.handle(this.reader.code, this.reader.buffer, this.reader.start, this.reader.end);
-        else break;
-        // the message is done with (unless parked with it): it joins the replay window, or an optimistic transaction's log
-        if (holdsMessage(this.unit) || this.reader.held) continue;
+        else if (this.reader.next()) {
+          this.answeredHere = false;
+          this.handle(this.reader.code, this.reader.buffer, this.reader.start, this.reader.end);
+        } else break;
+        // the message is done with (unless parked with it): it joins the replay window, or an
+        // optimistic transaction's log, unless pgrelay answered it itself
+        if (holdsMessage(this.unit) || this.reader.held || this.answeredHere) continue;
         if (this.replayWindow.open) this.replayWindow.add(this.reader);
         if (this.placement.optimistic.onReplica) this.placement.optimistic.record(this.reader);
       }
@@ -199,7 +208,11 @@ export class ClientSession {
       return;
     }
     const local = this.causality.intercept(code, b, start, end);
-    if (local !== false) return local === true ? undefined : this.handle(code, local, 5, local.length);
+    if (local !== false && local !== true) return this.handle(code, local, 5, local.length);
+    if (local || (this.deallocates.active && this.deallocates.intercept(code, b, start, end))) {
+      this.answeredHere = true;
+      return;
+    }
     switch (code) {
       case FrontendCode.Query:
         return this.onQuery(b, start, end);

@@ -1,6 +1,6 @@
 import type { Classification } from '../classify/classifier.js';
 import { FrontendCode, TxStatus } from '../protocol/codes.js';
-import { bindComplete, closeComplete, commandComplete, message, parseComplete, readCString, readyForQuery } from '../protocol/messages.js';
+import { bindComplete, closeComplete, commandComplete, message, noData, parseComplete, readCString, readyForQuery } from '../protocol/messages.js';
 import { IN_FAILED_TRANSACTION } from './session-answers.js';
 import type { Config } from '../config/types.js';
 import { syncCommitFloorFrame } from '../routing/sync-commit-floor.js';
@@ -36,9 +36,11 @@ export interface StatementHost {
   /** the client is pinned to its server connection */
   pinned(): boolean;
   /** a BEGIN sent through the extended protocol, or a SAVEPOINT behind a held BEGIN, held (see UnitPlacement.holdExtendedBegin) */
-  holdBegin(classification: Classification, text: string): { tag: string; parsed: string | undefined } | 'incomplete' | undefined;
+  holdBegin(classification: Classification, text: string): { tag: string; parsed: string | undefined; described: boolean } | 'incomplete' | undefined;
   /** pgrelay holds a BEGIN the client sent (what follows it may be held with it) */
   beginHeld(): boolean;
+  /** a Parse of a DEALLOCATE pgrelay answers itself (see ExtendedDeallocate.parsed): true when held */
+  holdDeallocate(name: string, classification: Classification, hasParameterTypes: boolean): boolean;
   /** the configuration now (the synchronous_commit floor, the cap of statements per server connection) */
   config(): Config;
 }
@@ -72,6 +74,8 @@ export class StatementMessages {
     const belowFloor = syncCommitFloorFrame(text, this.host.config().routing.min_synchronous_commit, { name, types: b.subarray(typesStart, end) });
     if (belowFloor) return this.onParse(belowFloor, 5, belowFloor.length);
     const classification = this.host.classify(text);
+    // DEALLOCATE of the client's own statements, or ALL, is answered here (see ExtendedDeallocate)
+    if (classification.effects[0]?.type === 'deallocate' && this.host.holdDeallocate(name, classification, b.readInt16BE(typesStart) !== 0)) return;
     const refused = this.host.statements.refusedDeallocate(classification, false);
     if (refused !== undefined) {
       // the statement fails at Execute, as the server's own refusal would
@@ -128,6 +132,7 @@ export class StatementMessages {
     }
     this.host.beginWithoutServer(parse !== undefined ? parseComplete : bindComplete);
     if (parse !== undefined) this.host.sendToClient(bindComplete);
+    if (held.described) this.host.sendToClient(noData);
     this.host.sendToClient(commandComplete(held.tag));
     return true;
   }
@@ -254,14 +259,16 @@ export class StatementMessages {
 
   /** `statement` undefined: DEALLOCATE ALL (the client's names are forgotten) */
   answerDeallocated(name: string | null, statement: ServerStatement | undefined): void {
-    if (this.host.txStatus() === TxStatus.Failed) {
-      // as PostgreSQL: nothing runs in a failed transaction, the statement stays
-      this.host.sendToClient(IN_FAILED_TRANSACTION);
-    } else {
-      if (statement === undefined) this.host.statements.clear();
-      else if (name !== null && this.host.statements.get(name) === statement) this.host.statements.delete(name);
-      this.host.sendToClient(commandComplete(statement === undefined ? 'DEALLOCATE ALL' : 'DEALLOCATE'));
-    }
+    // as PostgreSQL: nothing runs in a failed transaction, the statement stays
+    if (this.host.txStatus() === TxStatus.Failed) this.host.sendToClient(IN_FAILED_TRANSACTION);
+    else this.forgetDeallocated(name, statement);
     this.host.sendToClient(readyForQuery(this.host.txStatus()));
+  }
+
+  /** The client's names a DEALLOCATE removes go (the server's statements stay), with its CommandComplete. */
+  forgetDeallocated(name: string | null, statement: ServerStatement | undefined): void {
+    if (statement === undefined) this.host.statements.clear();
+    else if (name !== null && this.host.statements.get(name) === statement) this.host.statements.delete(name);
+    this.host.sendToClient(commandComplete(statement === undefined ? 'DEALLOCATE ALL' : 'DEALLOCATE'));
   }
 }

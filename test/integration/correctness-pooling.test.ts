@@ -130,7 +130,7 @@ describe('DEALLOCATE never removes what another client prepared', () => {
     for (let i = 0; i < 3; i++) expect(await run()).toEqual([{ v: 'from a' }]);
   });
 
-  it('DEALLOCATE ALL forgets only the client’s own statements (alone, in a transaction that rolls back); refused where pgrelay cannot follow it', async () => {
+  it('DEALLOCATE ALL forgets only the client’s own statements (alone, in a transaction that rolls back, through Parse/Bind/Describe/Execute as psycopg 3 sends it); refused in a multi-statement Query', async () => {
     const { relay, run, name } = await setup();
     const b = await connect(relay);
     expect((await b.query({ name: 'b_stmt', text: 'SELECT 2 AS v' })).rows).toEqual([{ v: 2 }]);
@@ -145,7 +145,28 @@ describe('DEALLOCATE never removes what another client prepared', () => {
     await expect(b.query('SELECT 1; DEALLOCATE ALL')).rejects.toMatchObject({ code: '0A000' });
     const viaParse = postgres(relay.url(), { max: 1, onnotice: () => undefined });
     sqls.push(viaParse);
-    await expect(viaParse`DEALLOCATE ALL`).rejects.toMatchObject({ code: '0A000' });
+    await viaParse`DEALLOCATE ALL`;
+    const raw = await RawClient.connect(relay.port, login());
+    try {
+      const mine = serialize.parse({ name: 'mine', text: 'SELECT 3' });
+      const deallocateAll = [serialize.parse({ text: 'DEALLOCATE ALL' }), serialize.bind({}), serialize.describe({ type: 'P', name: '' }), serialize.execute({})];
+      raw.send(Buffer.concat([mine, serialize.sync()]));
+      expect(summary(await raw.until('Z'))).toEqual(['1', 'Z']);
+      // a statement before it in the same run fails (at its Bind: the constant is folded there): the server skips the rest, the name stays
+      raw.send(Buffer.concat([serialize.parse({ text: 'SELECT 1/0' }), serialize.bind({}), serialize.execute({}), ...deallocateAll, serialize.sync()]));
+      expect(summary(await raw.until('Z'))).toEqual(['1', 'E 22012', 'Z']);
+      raw.send(Buffer.concat([serialize.bind({ statement: 'mine' }), serialize.execute({}), serialize.sync()]));
+      expect(summary(await raw.until('Z'))).toEqual(['2', 'D', 'C', 'Z']);
+      // behind a statement answered in the same run, and alone: answered in order, the name goes
+      raw.send(Buffer.concat([serialize.parse({ text: 'SELECT 4' }), serialize.bind({}), serialize.execute({}), ...deallocateAll, serialize.sync()]));
+      expect(summary(await raw.until('Z'))).toEqual(['1', '2', 'D', 'C', '1', '2', 'n', 'C', 'Z']);
+      raw.send(Buffer.concat([serialize.bind({ statement: 'mine' }), serialize.execute({}), serialize.sync()]));
+      expect(summary(await raw.until('Z'))).toEqual(['E 26000', 'Z']);
+      raw.send(Buffer.concat([...deallocateAll, serialize.sync()]));
+      expect(summary(await raw.until('Z'))).toEqual(['1', '2', 'n', 'C', 'Z']);
+    } finally {
+      raw.destroy();
+    }
     for (let i = 0; i < 3; i++) expect(await run()).toEqual([{ v: 'from a' }]);
     const left = (await b.query<{ name: string }>('SELECT name FROM pg_prepared_statements')).rows.map((r) => r.name);
     expect(left).toContain(name);
