@@ -137,7 +137,7 @@ export class UnitPlacement {
    * its Execute) and the command tag to answer with is returned; 'incomplete': handled again
    * once more client bytes are in; undefined: it goes to a server now.
    */
-  holdExtendedBegin(classification: Classification, text: string): { tag: string; parsed: string | undefined } | 'incomplete' | undefined {
+  holdExtendedBegin(classification: Classification, text: string): { tag: string; parsed: string | undefined; described: boolean } | 'incomplete' | undefined {
     const host = this.host;
     const reader = host.reader;
     // a SAVEPOINT behind a held BEGIN is held with it (see ClientTransaction.holdSavepoint)
@@ -157,7 +157,7 @@ export class UnitPlacement {
     if (savepoint) host.tx.addSavepoint(text);
     else host.tx.holdExtendedBegin(text);
     for (let i = 1; i < found.messages; i++) reader.next();
-    return { tag, parsed: found.parsed };
+    return { tag, parsed: found.parsed, described: found.described };
   }
 
   /** Where a statement wants to run, given the session's transaction defaults. */

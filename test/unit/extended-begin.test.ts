@@ -12,13 +12,20 @@ const none = (): boolean => false;
 
 describe('findExtendedBegin', () => {
   it('Parse, Bind, Execute of the same statement and portal: three messages', () => {
-    expect(findExtendedBegin(parse(''), Buffer.concat([bind(''), execute(), serialize.sync()]), none)).toEqual({ messages: 3, parsed: '' });
-    expect(findExtendedBegin(parse('S_2'), Buffer.concat([bind('S_2'), execute('', 1)]), none)).toEqual({ messages: 3, parsed: 'S_2' });
+    expect(findExtendedBegin(parse(''), Buffer.concat([bind(''), execute(), serialize.sync()]), none)).toEqual({ messages: 3, parsed: '', described: false });
+    expect(findExtendedBegin(parse('S_2'), Buffer.concat([bind('S_2'), execute('', 1)]), none)).toEqual({ messages: 3, parsed: 'S_2', described: false });
+  });
+
+  it('a Describe of the portal before the Execute (libpq, psycopg 3): one message more', () => {
+    const describe = serialize.describe({ type: 'P', name: '' });
+    expect(findExtendedBegin(parse(''), Buffer.concat([bind(''), describe, execute(), serialize.sync()]), none)).toEqual({ messages: 4, parsed: '', described: true });
+    expect(findExtendedBegin(bind('S_2'), Buffer.concat([describe, execute()]), (name) => name === 'S_2')).toEqual({ messages: 3, parsed: undefined, described: true });
+    expect(findExtendedBegin(parse(''), Buffer.concat([bind(''), describe]), none)).toBe('incomplete');
   });
 
   it('Bind and Execute of a statement prepared as a BEGIN: two messages', () => {
     const rest = Buffer.concat([execute(), serialize.parse({ name: '', text: 'SELECT 1', types: [] })]);
-    expect(findExtendedBegin(bind('S_2'), rest, (name) => name === 'S_2')).toEqual({ messages: 2, parsed: undefined });
+    expect(findExtendedBegin(bind('S_2'), rest, (name) => name === 'S_2')).toEqual({ messages: 2, parsed: undefined, described: false });
     expect(findExtendedBegin(bind('S_3'), rest, (name) => name === 'S_2')).toBeUndefined();
   });
 
@@ -29,11 +36,13 @@ describe('findExtendedBegin', () => {
   });
 
   it('anything else is not held', () => {
-    // parameter types, parameters, another statement, a Describe or a Flush between, another portal
+    // parameter types, parameters, another statement, a Describe of the statement or of another portal, or a Flush between, another portal
     expect(findExtendedBegin(parse('', [23]), Buffer.concat([bind(''), execute()]), none)).toBeUndefined();
     expect(findExtendedBegin(parse(''), Buffer.concat([bind('', ['1']), execute()]), none)).toBeUndefined();
     expect(findExtendedBegin(parse(''), Buffer.concat([bind('S_1'), execute()]), none)).toBeUndefined();
-    expect(findExtendedBegin(parse(''), Buffer.concat([bind(''), serialize.describe({ type: 'P', name: '' }), execute()]), none)).toBeUndefined();
+    expect(findExtendedBegin(parse(''), Buffer.concat([bind(''), serialize.describe({ type: 'S', name: '' }), execute()]), none)).toBeUndefined();
+    expect(findExtendedBegin(parse(''), Buffer.concat([bind(''), serialize.describe({ type: 'P', name: 'p9' }), execute()]), none)).toBeUndefined();
+    expect(findExtendedBegin(parse(''), Buffer.concat([bind(''), serialize.describe({ type: 'P', name: '' }), serialize.flush(), execute()]), none)).toBeUndefined();
     expect(findExtendedBegin(parse(''), Buffer.concat([serialize.flush(), bind(''), execute()]), none)).toBeUndefined();
     expect(findExtendedBegin(parse(''), Buffer.concat([bind('', [], 'p1'), execute('p2')]), none)).toBeUndefined();
   });
