@@ -1,0 +1,106 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { LocalCluster } from '../../src/local/cluster.js';
+import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
+import { startRelay, type Relay } from '../support/relay.js';
+
+// psycopg 3 and psycopg2 (Debian's python3-psycopg and python3-psycopg2, run by Debian's
+// python3) through pgrelay with their defaults: autocommit off, so every first statement opens a
+// transaction; psycopg 3 sends its BEGIN, SAVEPOINTs and every command of its own as
+// Parse/Bind/Describe/Execute (libpq's PQsendQueryParams), prepares a query from its fifth use,
+// and after a rollback sends DEALLOCATE ALL (and DEALLOCATE name when its statement cache
+// rotates) the same way. The application's work is test/support/psycopg/scenarios.py.
+// Least-privilege roles as an operator sets them up; where reads ran is read on the servers
+// (per-node pg_stat_user_tables scan counters).
+
+const execFileAsync = promisify(execFile);
+const PYTHON = process.env.PGRELAY_TEST_PYTHON ?? '/usr/bin/python3';
+const SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../support/psycopg/scenarios.py');
+const PASSWORD = { shop: 'shop-pw-95', monitor: 'monitor-pw-96', failover: 'failover-pw-97' };
+const WAIT = { timeout: 20_000, interval: 200 };
+let cluster: LocalCluster;
+let relay: Relay;
+
+beforeAll(async () => {
+  cluster = await LocalCluster.create({ replicas: 1, standby: false });
+  for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
+  await cluster.query('primary', 'CREATE TABLE py_items (id int PRIMARY KEY, v int NOT NULL)');
+  await cluster.query('primary', 'INSERT INTO py_items SELECT g, g * 10 FROM generate_series(1, 20) g');
+  await cluster.query('primary', 'GRANT SELECT, UPDATE ON py_items TO shop');
+  await cluster.waitForReplay('replica1');
+  relay = await startRelay(cluster, {
+    users: [{ name: 'shop', password: PASSWORD.shop }],
+    health: { user: 'pgrelay_monitor', password: PASSWORD.monitor },
+    routing: { consistency: 'session', fence_wait_ms: 500, max_lag_ms: 60_000, lag_interval_ms: 100 },
+  });
+  await vi.waitFor(() => expect(relay.app.topology.node('replica1')!.fresh).toBe(true), WAIT);
+}, 120_000);
+
+afterAll(async () => {
+  await relay?.stop();
+  await cluster?.stop();
+});
+
+/** Runs a scenario of scenarios.py through pgrelay as `shop`: what the application saw. */
+async function scenario(driver: 'psycopg' | 'psycopg2', name: string): Promise<{ values: string[]; errors: string[] }> {
+  const { stdout } = await execFileAsync(PYTHON, [SCRIPT, driver, name], {
+    env: { ...process.env, PGRELAY_TEST_DSN: relay.url({ user: 'shop', password: PASSWORD.shop }) },
+    timeout: 60_000,
+  });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as { values: string[]; errors: string[] };
+}
+
+async function replicaScans(): Promise<number> {
+  const [row] = await cluster.query<{ n: string }>('replica1', "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relname = 'py_items'");
+  return Number(row!.n);
+}
+
+async function outcomes(): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const v of (await relay.app.metrics.transactions.get()).values) out[String(v.labels.outcome)] = v.value;
+  return out;
+}
+
+function grew(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
+  return out;
+}
+
+async function valueOf(id: number): Promise<number> {
+  const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM py_items WHERE id = $1', [id]);
+  return row!.v;
+}
+
+describe('psycopg', () => {
+  it('psycopg 3 and psycopg2, defaults: transactions that only read, and nested transaction blocks, run on the replica', async () => {
+    const before = await replicaScans();
+    let metrics = await outcomes();
+    expect(await scenario('psycopg', 'read-transactions')).toEqual({ values: Array.from({ length: 7 }, () => ['10', '20', '30']).flat(), errors: [] });
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 7 });
+    metrics = await outcomes();
+    expect(await scenario('psycopg', 'nested-blocks')).toEqual({ values: ['40', '40', '40'], errors: [] });
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 3 });
+    metrics = await outcomes();
+    expect(await scenario('psycopg2', 'read-transactions')).toEqual({ values: Array.from({ length: 5 }, () => ['10', '20', '30']).flat(), errors: [] });
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 5 });
+    // every read on the replica: nothing else reads the table there (counters read once, as an idle backend flushes them up to 10 s late)
+    await vi.waitFor(async () => expect((await replicaScans()) - before).toBeGreaterThanOrEqual(21 + 3 + 15), WAIT);
+  });
+
+  it('psycopg 3: an inner block that fails rolls back to its savepoint (then DEALLOCATE ALL); the write after it moves the transaction and commits', async () => {
+    const metrics = await outcomes();
+    const before = await valueOf(5);
+    expect(await scenario('psycopg', 'error-then-write')).toEqual({ values: [String(before), '1', String(before + 1)], errors: ['22012'] });
+    expect(await valueOf(5)).toBe(before + 1);
+    // the six reads before it (one transaction: autocommit off) and the read after it on the replica, the block moved
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 2, moved: 1 });
+  });
+
+  it('psycopg 3: DEALLOCATE ALL after a rollback and DEALLOCATE name when the statement cache rotates are answered by pgrelay; the statements still answer', async () => {
+    expect(await scenario('psycopg', 'rollback-and-rotation')).toEqual({ values: ['60', '70', '71', '72', '73'], errors: [] });
+  });
+});
