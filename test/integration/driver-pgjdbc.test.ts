@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 
 // pgjdbc, the PostgreSQL JDBC driver (Debian's libpostgresql-jdbc-java, run by the JDK's `java`),
 // through pgrelay, with the driver's defaults and with the options Java applications turn on:
@@ -74,17 +75,10 @@ async function replicaScansGrew(before: Record<string, number>, n: number): Prom
   await vi.waitFor(async () => expect((await scans()).replica1! - before.replica1!).toBeGreaterThanOrEqual(n), WAIT);
 }
 
-async function outcomes(): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const v of (await relay.app.metrics.transactions.get()).values) out[String(v.labels.outcome)] = v.value;
-  return out;
+function outcomes(): Promise<Record<string, number>> {
+  return transactionOutcomes(relay);
 }
 
-function grew(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
-  return out;
-}
 
 async function valueOf(id: number): Promise<number> {
   const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM jdbc_items WHERE id = $1', [id]);

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 
 // psycopg 3 and psycopg2 (Debian's python3-psycopg and python3-psycopg2, run by Debian's
 // python3) through pgrelay with their defaults: autocommit off, so every first statement opens a
@@ -58,17 +59,10 @@ async function replicaScans(): Promise<number> {
   return Number(row!.n);
 }
 
-async function outcomes(): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const v of (await relay.app.metrics.transactions.get()).values) out[String(v.labels.outcome)] = v.value;
-  return out;
+function outcomes(): Promise<Record<string, number>> {
+  return transactionOutcomes(relay);
 }
 
-function grew(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
-  return out;
-}
 
 async function valueOf(id: number): Promise<number> {
   const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM py_items WHERE id = $1', [id]);

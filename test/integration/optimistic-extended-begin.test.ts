@@ -3,6 +3,7 @@ import { LocalCluster } from '../../src/local/cluster.js';
 import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
 import { type BackendMessage, dataRow, errorFields, RawClient, rawMessage, types } from '../support/protocol-client.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 
 // Optimistic transactions begun with a BEGIN sent through the extended protocol, as pgjdbc up to
 // 42.7.6 sends it with autocommit off (its default extended query mode): Parse/Bind/Execute of
@@ -107,17 +108,10 @@ async function scansGrew(before: Record<string, number>, by: { primary?: number;
   }, WAIT);
 }
 
-async function outcomes(): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const v of (await relay.app.metrics.transactions.get()).values) out[String(v.labels.outcome)] = v.value;
-  return out;
+function outcomes(): Promise<Record<string, number>> {
+  return transactionOutcomes(relay);
 }
 
-function grew(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
-  return out;
-}
 
 async function valueOf(id: number): Promise<number> {
   const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM jx_items WHERE id = $1', [id]);

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'v
 import { LocalCluster } from '../../src/local/cluster.js';
 import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 
 // Optimistic transactions (routing.transactions: optimistic, DESIGN.md) against a cluster of our
 // own (primary, two async replicas), through the least-privilege application role `shop`. A
@@ -91,10 +92,8 @@ function replicaPort(port: string | number): string {
   return name!;
 }
 
-async function outcomes(r: Relay = relay): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const v of (await r.app.metrics.transactions.get()).values) out[String(v.labels.outcome)] = v.value;
-  return out;
+function outcomes(r: Relay = relay): Promise<Record<string, number>> {
+  return transactionOutcomes(r);
 }
 
 /** Server connections pgrelay saw lost so far (all nodes). */
@@ -102,11 +101,6 @@ async function serverErrors(r: Relay = relay): Promise<number> {
   return (await r.app.metrics.serverErrors.get()).values.reduce((n, v) => n + v.value, 0);
 }
 
-function grew(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
-  return out;
-}
 
 async function spValue(id: number): Promise<number> {
   const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM opt_sp WHERE id = $1', [id]);
