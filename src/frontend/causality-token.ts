@@ -1,13 +1,10 @@
-import type { Classification } from '../classify/classifier.js';
 import { maskLiterals } from '../classify/lexer.js';
 import { formatLsn } from '../cluster/lsn.js';
 import { ProxyError, SqlState } from '../errors.js';
 import { BackendCode, FrontendCode, TxStatus } from '../protocol/codes.js';
-import { commandComplete, message, readCString, readyForQuery } from '../protocol/messages.js';
-import type { ClientStatements, StatementPayload } from './client-statements.js';
-import { Expect, type ResponseQueue } from './response-queue.js';
-import type { ServerLease } from './server-lease.js';
-import type { ServerReplies } from './server-replies.js';
+import { commandComplete, message, parseComplete, readCString } from '../protocol/messages.js';
+import type { ClientStatements } from './client-statements.js';
+import { type LocalAnswerHost, LocalStatements } from './local-statements.js';
 import type { SessionServices } from './session-services.js';
 import { quoteLiteral } from './session-state.js';
 import type { Step } from './unit-state.js';
@@ -23,31 +20,18 @@ const SHOW = /^show\s+((?:"[^"]*"|[a-z_][a-z_0-9$]*)(?:\s*\.\s*(?:"[^"]*"|[a-z_]
 /** one part of a dotted name: quoted (its text) or not */
 const NAME_PART = /"([^"]*)"|([a-z_][a-z_0-9$]*)/gi;
 
-/** what the queue entry of an answer made here carries as its statement */
-const ANSWERED_HERE: Classification = Object.freeze({ route: 'any', pin: false, reason: 'answered by pgrelay', effects: [], statements: 1, userFunctions: [] });
-
 /** type oid of text */
 const TEXT_OID = 25;
 
 /** What the causality token needs from its session. */
-export interface CausalityHost {
+export interface CausalityHost extends LocalAnswerHost {
   /** the session's key for read-your-writes */
   readonly session: object;
   readonly services: SessionServices;
-  readonly lease: ServerLease;
-  readonly queue: ResponseQueue<StatementPayload>;
-  readonly replies: ServerReplies;
   readonly statements: ClientStatements;
-  /** the transaction status the client was told last */
-  txStatus(): number;
-  unitOpen(): boolean;
-  /** an extended unit begins without a server connection */
-  openUnit(): void;
-  sendToClient(data: Buffer): void;
   /** the message being handled waits (its rest runs through resumeWith) */
   park(): void;
   resumeWith(next: Step): void;
-  failUnit(error: unknown): void;
 }
 
 /**
@@ -69,13 +53,10 @@ export interface CausalityHost {
  * It also tells the remote_apply shortcut (cluster/remote-apply.ts) about texts that may change
  * synchronous_commit other than a session-level SET (which the session state tracks).
  */
-export class CausalityToken {
-  /** the client's statement names ('' = unnamed) that hold the SHOW (made on first use, as most clients never prepare it) */
-  private localStatements: Set<string> | undefined;
-  /** portals bound from them, with the result format the client asked for */
-  private localPortals: Map<string, number> | undefined;
-
-  constructor(private readonly host: CausalityHost) {}
+export class CausalityToken extends LocalStatements<true> {
+  constructor(protected override readonly host: CausalityHost) {
+    super(host, LAST_WRITE_LSN);
+  }
 
   /**
    * A client message before the session handles it: true when answered here, a message to handle
@@ -84,26 +65,23 @@ export class CausalityToken {
   intercept(code: number, b: Buffer, start: number, end: number): boolean | Buffer {
     if (code === FrontendCode.Query) return this.onQuery(b, start, end);
     if (code === FrontendCode.Parse) return this.onParse(b, start, end);
-    if (!this.localStatements?.size && !this.localPortals?.size) return false;
-    switch (code) {
-      case FrontendCode.Bind:
-        return this.onBind(b, start, end);
-      case FrontendCode.Describe:
-      case FrontendCode.Close:
-        return this.onDescribeOrClose(code, b, start, end);
-      case FrontendCode.Execute: {
-        const format = this.localPortals?.get(readCString(b, start, end)[0]);
-        if (format === undefined) return false;
-        this.withPosition((lsn) => this.answer([dataRow(lsn), commandComplete('SHOW')], false));
-        return true;
-      }
-      default:
-        return false;
-    }
+    return this.active && this.answerHeld(code, b, start, end);
+  }
+
+  protected describeStatement(): Buffer {
+    return Buffer.concat([message(BackendCode.ParameterDescription, (w) => w.int16(0)), rowDescription(0)]);
+  }
+
+  protected describePortal(_held: true, format: number): Buffer {
+    return rowDescription(format);
+  }
+
+  protected execute(): void {
+    this.withPosition((lsn) => this.answer([dataRow(lsn), commandComplete('SHOW')], false));
   }
 
   private onQuery(b: Buffer, start: number, end: number): boolean | Buffer {
-    const forgets = (this.localStatements?.size ?? 0) > 0;
+    const forgets = (this.statements?.size ?? 0) > 0;
     if (!forgets && !mentions(b, start, end - 1)) return false;
     const text = b.toString('utf8', start, end - 1);
     if (forgets && FORGETS.test(text) && this.forgets(text)) return true;
@@ -117,7 +95,7 @@ export class CausalityToken {
 
   private onParse(b: Buffer, start: number, end: number): boolean | Buffer {
     const [name, textStart] = readCString(b, start, end);
-    this.localStatements?.delete(name);
+    this.statements?.delete(name);
     const textEnd = b.indexOf(0, textStart);
     if (textEnd < 0 || textEnd >= end) throw new RangeError('unterminated string in message');
     if (!mentions(b, textStart, textEnd)) return false;
@@ -128,53 +106,8 @@ export class CausalityToken {
     if (!this.isShow(text)) return false;
     // the name now means this statement (pgrelay replaces a name the client uses, as for any Parse)
     if (name !== '') this.host.statements.delete(name);
-    (this.localStatements ??= new Set()).add(name);
-    this.answer([message(BackendCode.ParseComplete)], false);
-    return true;
-  }
-
-  private onBind(b: Buffer, start: number, end: number): boolean {
-    const [portal, statementStart] = readCString(b, start, end);
-    const [statement, at] = readCString(b, statementStart, end);
-    this.localPortals?.delete(portal);
-    if (this.localStatements?.has(statement) !== true) return false;
-    // parameter formats and values (none are expected), then the result formats asked for
-    let i = at;
-    const formats = b.readInt16BE(i);
-    i += 2 + 2 * formats;
-    const values = b.readInt16BE(i);
-    i += 2;
-    for (let k = 0; k < values; k++) {
-      const length = b.readInt32BE(i);
-      i += 4 + Math.max(0, length);
-    }
-    const resultFormats = b.readInt16BE(i);
-    (this.localPortals ??= new Map()).set(portal, resultFormats > 0 ? b.readInt16BE(i + 2) : 0);
-    if (values !== 0) {
-      this.host.failUnit(new ProxyError(SqlState.protocolViolation, `bind message supplies ${values} parameters, but prepared statement "${statement}" requires 0`));
-      return true;
-    }
-    this.answer([message(BackendCode.BindComplete)], false);
-    return true;
-  }
-
-  private onDescribeOrClose(code: number, b: Buffer, start: number, end: number): boolean {
-    const kind = b[start];
-    const name = readCString(b, start + 1, end)[0];
-    if (kind === 0x53 /* S */) {
-      if (this.localStatements?.has(name) !== true) return false;
-      if (code === FrontendCode.Close) {
-        this.localStatements.delete(name);
-        this.answer([message(BackendCode.CloseComplete)], false);
-      } else this.answer([message(BackendCode.ParameterDescription, (w) => w.int16(0)), rowDescription(0)], false);
-      return true;
-    }
-    const format = this.localPortals?.get(name);
-    if (format === undefined) return false;
-    if (code === FrontendCode.Close) {
-      this.localPortals?.delete(name);
-      this.answer([message(BackendCode.CloseComplete)], false);
-    } else this.answer([rowDescription(format)], false);
+    this.hold(name, true);
+    this.answer([parseComplete], false);
     return true;
   }
 
@@ -185,10 +118,10 @@ export class CausalityToken {
   private forgets(text: string): boolean {
     const classification = this.host.services.classifier.classify(text);
     for (const effect of classification.effects) {
-      if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.localStatements?.clear();
+      if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.statements?.clear();
     }
     const effect = classification.effects[0];
-    if (classification.statements !== 1 || effect?.type !== 'deallocate' || effect.name === null || this.localStatements?.delete(effect.name) !== true) return false;
+    if (classification.statements !== 1 || effect?.type !== 'deallocate' || effect.name === null || this.statements?.delete(effect.name) !== true) return false;
     this.answer([commandComplete('DEALLOCATE')], true);
     return true;
   }
@@ -242,16 +175,6 @@ export class CausalityToken {
     }, Math.max(config.health.timeout_ms, Math.min(config.failover.wait_ms, 30_000)));
     timer.unref();
     host.park();
-  }
-
-  /** Answers pgrelay makes, in order with what the server still owes; `ready`: a simple Query's end. */
-  private answer(parts: Buffer[], ready: boolean): void {
-    const host = this.host;
-    const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    if (host.lease.conn && host.queue.length > 0) return host.replies.pushSynthetic(Expect.SyntheticAnswer, { classification: ANSWERED_HERE, text: LAST_WRITE_LSN, answer: { data, ready } });
-    if (!ready && !host.unitOpen()) host.openUnit();
-    host.sendToClient(data);
-    if (ready) host.sendToClient(readyForQuery(host.txStatus()));
   }
 }
 
