@@ -94,14 +94,18 @@ export class OptimisticTransaction {
 
   /**
    * A held BEGIN went to `conn` in front of the transaction's first statement (`first`), which
-   * wanted `target`: an optimistic transaction starts when that is a plain read on a replica.
+   * wanted `target`: an optimistic transaction starts when that is a plain read on a replica. A
+   * read that wanted one but went to the primary (no replica qualified: none configured, down,
+   * lagging, or behind the client's writes) starts a transaction there like any other: there is
+   * nowhere to move it, and running its reads again there could only fail it with 40001.
    */
   begun(conn: ServerConnection, begin: Buffer, target: Target | 'any', first: Classification | undefined): void {
     this.stop();
     this.homeless = undefined;
     this.primaryNext = false;
-    if (target !== 'replica' || !this.enabled || !isPlainRead(first)) {
-      if (target === 'primary') this.services.metrics.countTransaction('primary');
+    const onPrimary = conn.node === this.services.topology.primaryName;
+    if (target !== 'replica' || onPrimary || !this.enabled || !isPlainRead(first)) {
+      if (target === 'primary' || onPrimary) this.services.metrics.countTransaction('primary');
       return;
     }
     this.conn = conn;

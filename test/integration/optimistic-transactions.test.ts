@@ -261,6 +261,23 @@ describe('optimistic transactions', () => {
     expect(grew(metrics, await outcomes())).toEqual({ conflict: 1 });
   });
 
+  it('pg: with no replica to read from (pgrelay in front of the primary alone), a transaction that reads, then writes runs on the primary from its start: nothing moves, and a row changed meanwhile is no conflict', async () => {
+    const primaryOnly = { nodes: cluster.nodes.filter((n) => n.name === 'primary'), user: cluster.user, password: cluster.password, database: cluster.database };
+    const r = await startRelay(primaryOnly, { users: [{ name: 'shop', password: PASSWORD.shop }], health: { user: 'pgrelay_monitor', password: PASSWORD.monitor } });
+    onTestFinished(() => r.stop());
+    const c = await client(r);
+    const metrics = await outcomes(r);
+    const before = await spValue(1);
+    await c.query('BEGIN');
+    expect((await c.query('SELECT v FROM opt_sp WHERE id = 1')).rows).toEqual([{ v: before }]);
+    // another client changes the row read: under READ COMMITTED the transaction goes on, as on a direct connection
+    await cluster.query('primary', 'UPDATE opt_sp SET v = v + 100 WHERE id = 1');
+    await c.query('INSERT INTO opt_log (note) VALUES ($1)', ['primary-only']);
+    await c.query('COMMIT');
+    expect(await cluster.query('primary', "SELECT 1 FROM opt_log WHERE note = 'primary-only'")).toHaveLength(1);
+    expect(grew(metrics, await outcomes(r))).toEqual({ primary: 1 });
+  });
+
   it('pg: a read of the replica itself that answers differently on the primary is a conflict, not a wrong answer', async () => {
     const c = await client();
     await c.query('BEGIN');
