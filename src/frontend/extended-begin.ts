@@ -22,10 +22,9 @@ export interface ExtendedBegin {
  * Execute of that portal — or, for a statement prepared before (`preparedBegin`: its name is a
  * BEGIN), Bind and Execute only; a Describe of the portal may come before the Execute (libpq's
  * PQsendQueryParams sends one: psycopg 3 sends its BEGIN and every command of its own so). This
- * is how pgjdbc up to 42.7.6 opens a transaction with
- * autocommit off (its default extended query mode: in front of the transaction's first statement,
- * in the same run up to its Sync, with a named statement once it was used
- * `prepareThreshold` times). 'incomplete': the messages are not all in yet; undefined: anything
+ * is how pgjdbc up to 42.7.6 opens a transaction with autocommit off (its default extended query
+ * mode: in front of the transaction's first statement, in the same run up to its Sync, with a
+ * named statement once it was used `prepareThreshold` times). 'incomplete': the messages are not all in yet; undefined: anything
  * else (a Describe of something else, parameters, …): the BEGIN goes to a server.
  */
 export function findExtendedBegin(current: Buffer, rest: Buffer, preparedBegin: (name: string) => boolean): ExtendedBegin | 'incomplete' | undefined {

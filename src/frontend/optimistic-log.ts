@@ -20,9 +20,9 @@ export interface ParsedStatements {
  * run ends in one ReadyForQuery.
  *
  * Not replayable (a move then fails with 40001): a portal read in parts (an Execute that stopped
- * at its row limit), an Execute of a portal the log cannot rebuild. A statement that failed is kept: run
- * again, it must fail at the same place (a transaction that went on after a ROLLBACK TO
- * SAVEPOINT, as pgjdbc's `autosave` does, can move).
+ * at its row limit), an Execute of a portal the log cannot rebuild. A statement that failed is
+ * kept: run again, it must fail at the same place (so a transaction that went on after a
+ * ROLLBACK TO SAVEPOINT, as pgjdbc's `autosave` does, can move).
  */
 export class OptimisticLog {
   readonly digest = new RowDigest();

@@ -116,9 +116,9 @@ export class StatementMessages {
   /**
    * A BEGIN sent through the extended protocol that pgrelay holds (as a simple-Query one, see
    * ClientTransaction), or a SAVEPOINT held with it: its Parse (when `parse`, the whole
-   * message), Bind and Execute are answered here, in order; it goes to a server with the
-   * transaction's first statement. True when handled
-   * (or when its messages are not all in yet: handled again then).
+   * message), Bind, Describe of the portal (when sent) and Execute are answered here, in order; it
+   * goes to a server with the transaction's first statement. True when handled (or when its
+   * messages are not all in yet: handled again then).
    */
   private heldBegin(classification: Classification, text: string, parse: { name: string; frame: Buffer; textStart: number } | undefined): boolean {
     const held = this.host.holdBegin(classification, text);

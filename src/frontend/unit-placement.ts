@@ -133,8 +133,8 @@ export class UnitPlacement {
   /**
    * A BEGIN sent through the extended protocol (the Parse or Bind being handled starts it, see
    * findExtendedBegin) is held as a simple-Query one, and a SAVEPOINT sent so behind a held BEGIN
-   * is held with it (see ClientTransaction.holdSavepoint): its messages are taken (the reader is past
-   * its Execute) and the command tag to answer with is returned; 'incomplete': handled again
+   * is held with it (see ClientTransaction.holdSavepoint): its messages are taken (the reader is
+   * past its Execute) and the command tag to answer with is returned; 'incomplete': handled again
    * once more client bytes are in; undefined: it goes to a server now.
    */
   holdExtendedBegin(classification: Classification, text: string): { tag: string; parsed: string | undefined; described: boolean } | 'incomplete' | undefined {
@@ -144,8 +144,7 @@ export class UnitPlacement {
     const savepoint = classification.effects[0]?.type !== 'begin';
     // the unit may have begun without a server (pgjdbc closes statements it dropped in front of the BEGIN)
     const idle = !host.lease.conn && host.queue.length === 0;
-    const held = savepoint && host.tx.holdsSavepoint(classification, text);
-    const tag = savepoint ? (held ? 'SAVEPOINT' : undefined) : host.tx.extendedBeginTag(classification, text, { idle, pinned: host.pinned(), defaultReadOnly: host.effects.defaultReadOnly, optimistic: this.optimistic.enabled });
+    const tag = savepoint ? (host.tx.holdsSavepoint(classification, text) ? 'SAVEPOINT' : undefined) : host.tx.extendedBeginTag(classification, text, { idle, pinned: host.pinned(), defaultReadOnly: host.effects.defaultReadOnly, optimistic: this.optimistic.enabled });
     if (tag === undefined) return undefined;
     const preparedBegin = (name: string): boolean => host.statement(name)?.text === text;
     const found = findExtendedBegin(reader.buffer.subarray(reader.frameStart, reader.end), reader.unread(), preparedBegin);
