@@ -13,8 +13,8 @@
  *   statement of a multi-statement text and through Parse too;
  * - `DEALLOCATE ALL` as a statement of its own (a simple Query, or through Parse/Bind/Execute
  *   outside a failed transaction) is the session's to answer (it forgets the client's names, as
- *   PgBouncer does); in a multi-statement text, where pgrelay could not follow what the server
- *   dropped, or through Parse on a pinned connection, it is refused with 0A000.
+ *   PgBouncer does), or a pinned client's to run on its own connection; in a multi-statement text,
+ *   where pgrelay could not follow what the server dropped, it is refused with 0A000.
  */
 import type { Classification } from './types.js';
 
@@ -38,7 +38,7 @@ export function refusedDeallocate(c: Classification, ctx: DeallocateContext): De
     if (effect.type !== 'deallocate') continue;
     if (effect.name === null) {
       if (ctx.alone) continue;
-      return { sqlstate: '0A000', message: 'DEALLOCATE ALL is supported by pgrelay only as a statement on its own (not in a multi-statement text, not through Parse on a pinned connection)' };
+      return { sqlstate: '0A000', message: 'DEALLOCATE ALL is supported by pgrelay only as a statement on its own (not in a multi-statement text)' };
     }
     if (effect.name.startsWith(ctx.serverPrefix) && !ctx.isOwn(effect.name)) {
       return { sqlstate: '26000', message: `prepared statement "${effect.name}" does not exist` };

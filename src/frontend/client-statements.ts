@@ -189,3 +189,13 @@ export function parseWithText(name: string, text: string): Buffer {
 }
 
 export { isLoneDeallocate };
+
+/**
+ * DISCARD ALL or DEALLOCATE ALL that reaches the server (a pinned client's, or a DISCARD): it drops
+ * the connection's prepared statements, pgrelay's among them, at once (a rollback does not bring
+ * them back); what the client sent after it waits for its outcome, so that pgrelay prepares them
+ * again where they are gone.
+ */
+export function forgetsStatements(classification: Classification): boolean {
+  return classification.effects.some((effect) => effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null));
+}

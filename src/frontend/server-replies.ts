@@ -3,7 +3,7 @@ import { ProxyError, SqlState } from '../errors.js';
 import { BackendCode, TxStatus } from '../protocol/codes.js';
 import { closeComplete, parseComplete, readCString, readErrorFields, readyForQuery } from '../protocol/messages.js';
 import type { ServerMessageScanner, ServerMessageSink } from '../protocol/server-scanner.js';
-import type { ClientStatements, StatementPayload } from './client-statements.js';
+import { type ClientStatements, forgetsStatements, type StatementPayload } from './client-statements.js';
 import type { ClientTransaction } from './client-transaction.js';
 import type { ServerStatement } from './prepared-statements.js';
 import type { ReplayWindow } from './replay-window.js';
@@ -283,6 +283,11 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
     if (c.pin) this.host.pin();
     this.host.effects.collect(c.effects, payload.text);
     this.host.effects.placeholders.ran(this.host.lease.conn, c, payload.text);
+    if (c.effects.length > 0 && forgetsStatements(c)) {
+      // the server's statements are gone now, not at the unit's end: what was parked behind it prepares them again
+      this.host.statements.clear();
+      this.host.lease.conn?.prepared.clear();
+    }
   }
 
   /** A unit's ReadyForQuery arrived: its session effects apply; the connection may go back. */

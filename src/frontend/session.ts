@@ -8,7 +8,7 @@ import { readyForQuery } from '../protocol/messages.js';
 import { ServerMessageScanner } from '../protocol/server-scanner.js';
 import { CausalityToken } from './causality-token.js';
 import { ExtendedDeallocate } from './extended-deallocate.js';
-import { ClientStatements, isLoneDeallocate, refuseDeallocate, type StatementPayload } from './client-statements.js';
+import { ClientStatements, forgetsStatements, isLoneDeallocate, refuseDeallocate, type StatementPayload } from './client-statements.js';
 import { syncCommitFloorFrame } from '../routing/sync-commit-floor.js';
 import { ClientTransaction, lostOutcome } from './client-transaction.js';
 import { RecentClassification } from './recent-classification.js';
@@ -77,6 +77,8 @@ export class ClientSession {
   private pumping = false;
   /** the message being handled was answered by pgrelay and never reaches a server (nothing to run again) */
   answeredHere = false;
+  /** the unit under way runs DISCARD ALL or DEALLOCATE ALL on the server (its Sync waits for the outcome) */
+  private forgetting = false;
   /** the client's transaction as it sees it */
   readonly tx = new ClientTransaction();
   /** the classification of the text classified last (a driver sends the same text again and again) */
@@ -225,8 +227,10 @@ export class ClientSession {
         return this.named.onDescribeOrClose(code, b, start, end);
       case FrontendCode.Execute:
         return this.placement.beginExtendedUnit(undefined, () => {
+          const payload = this.statements.portalPayload;
           this.lease.forward(b, start, end);
-          this.queue.push(Expect.Execute, this.statements.portalPayload);
+          this.queue.push(Expect.Execute, payload);
+          if (payload !== undefined && forgetsStatements(payload.classification)) this.forgetting = true;
         });
       case FrontendCode.Sync:
         return this.onSync(b, start, end);
@@ -266,11 +270,13 @@ export class ClientSession {
       else this.lease.inject(refusal);
       this.queue.push(Expect.Query, payload);
       // statements that forget prepared statements: what follows waits for their outcome
-      for (const effect of classification.effects) if (effect.type === 'discard_all' || (effect.type === 'deallocate' && effect.name === null)) this.park('drain', false);
+      if (forgetsStatements(classification)) this.park('drain', false);
     });
   }
 
   private onSync(b: Buffer, start: number, end: number): void {
+    const forgetting = this.forgetting;
+    this.forgetting = false;
     if (!this.lease.conn) {
       // nothing of this unit needed a server (e.g. only a Close of a statement), or its
       // transaction's connection was lost
@@ -281,6 +287,8 @@ export class ClientSession {
     this.lease.forward(b, start, end);
     this.queue.push(Expect.Sync);
     this.move(IDLE);
+    // the unit ran DISCARD ALL or DEALLOCATE ALL on the server: what follows waits for its outcome
+    if (forgetting) this.park('drain', false);
   }
 
   /** The parked unit's wait is over: `next` is what runs now (the rest of its message, or its failure). */
@@ -439,3 +447,4 @@ export class ClientSession {
     this.services.sessionClosed(this);
   }
 }
+

@@ -76,7 +76,8 @@ export class StatementMessages {
     const classification = this.host.classify(text);
     // DEALLOCATE of the client's own statements, or ALL, is answered here (see ExtendedDeallocate)
     if (classification.effects[0]?.type === 'deallocate' && this.host.holdDeallocate(name, classification, b.readInt16BE(typesStart) !== 0)) return;
-    const refused = this.host.statements.refusedDeallocate(classification, false);
+    // a Parse holds one statement: DEALLOCATE ALL is alone in it (a pinned client's reaches its own connection)
+    const refused = this.host.statements.refusedDeallocate(classification, this.host.pinned());
     if (refused !== undefined) {
       // the statement fails at Execute, as the server's own refusal would
       const parse = parseWithText(name, refusalText(refused));

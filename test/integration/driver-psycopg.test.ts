@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
 import { startRelay, type Relay } from '../support/relay.js';
@@ -45,10 +45,10 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-/** Runs a scenario of scenarios.py through pgrelay as `shop`: what the application saw. */
-async function scenario(driver: 'psycopg' | 'psycopg2', name: string): Promise<{ values: string[]; errors: string[] }> {
+/** Runs a scenario of scenarios.py through pgrelay (`through`, else the test's) as `shop`: what the application saw. */
+async function scenario(driver: 'psycopg' | 'psycopg2', name: string, through: Relay = relay): Promise<{ values: string[]; errors: string[] }> {
   const { stdout } = await execFileAsync(PYTHON, [SCRIPT, driver, name], {
-    env: { ...process.env, PGRELAY_TEST_DSN: relay.url({ user: 'shop', password: PASSWORD.shop }) },
+    env: { ...process.env, PGRELAY_TEST_DSN: through.url({ user: 'shop', password: PASSWORD.shop }) },
     timeout: 60_000,
   });
   return JSON.parse(stdout.trim().split('\n').pop()!) as { values: string[]; errors: string[] };
@@ -96,5 +96,13 @@ describe('psycopg', () => {
 
   it('psycopg 3: DEALLOCATE ALL after a rollback and DEALLOCATE name when the statement cache rotates are answered by pgrelay; the statements still answer', async () => {
     expect(await scenario('psycopg', 'rollback-and-rotation')).toEqual({ values: ['60', '70', '71', '72', '73'], errors: [] });
+  });
+
+  it('psycopg 3 with session pooling (each client keeps its server connection): DEALLOCATE ALL runs there, pgrelay prepares its statements again', async () => {
+    const session = await startRelay(cluster, { users: [{ name: 'shop', password: PASSWORD.shop }], health: { user: 'pgrelay_monitor', password: PASSWORD.monitor }, pool: { mode: 'session' } });
+    onTestFinished(() => session.stop());
+    expect(await scenario('psycopg', 'rollback-and-rotation', session)).toEqual({ values: ['60', '70', '71', '72', '73'], errors: [] });
+    const before = await valueOf(5);
+    expect(await scenario('psycopg', 'error-then-write', session)).toEqual({ values: [String(before), '1', String(before + 1)], errors: ['22012'] });
   });
 });

@@ -316,8 +316,8 @@ describe('DEALLOCATE refusals', () => {
     ['SELECT 1; DEALLOCATE pgrelay_1', false, '26000'],
     ['DEALLOCATE PREPARE "pgrelay_1"; SELECT 1', false, '26000'],
     ['SELECT 1; DEALLOCATE ALL', false, '0A000'],
-    ['DEALLOCATE ALL', false, '0A000'], // through Parse
-    ['DEALLOCATE ALL', true, undefined], // answered by the session
+    ['DEALLOCATE ALL', false, '0A000'], // not alone: what the caller says of a text it cannot follow
+    ['DEALLOCATE ALL', true, undefined], // answered by the session, or a pinned client's on its own connection
     ['DEALLOCATE pgrelay_own', false, undefined],
     ['SELECT 1; DEALLOCATE mine', false, undefined],
     ['SELECT 1; DEALLOCATE other', false, undefined],
