@@ -5,9 +5,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { LocalCluster } from '../../src/local/cluster.js';
-import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import type { LocalCluster } from '../../src/local/cluster.js';
+import type { Relay } from '../support/relay.js';
+import { type ShopReplica, startShopReplica } from '../support/shop-replica.js';
 import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 
 // pgjdbc, the PostgreSQL JDBC driver (Debian's libpostgresql-jdbc-java, run by the JDK's `java`),
@@ -23,6 +23,7 @@ const JAR = process.env.PGJDBC_JAR ?? '/usr/share/java/postgresql.jar';
 const SOURCE = path.join(path.dirname(fileURLToPath(import.meta.url)), '../support/pgjdbc/PgjdbcScenarios.java');
 const PASSWORD = { shop: 'shop-pw-91', monitor: 'monitor-pw-92', failover: 'failover-pw-93' };
 const WAIT = { timeout: 20_000, interval: 200 };
+let shop: ShopReplica;
 let cluster: LocalCluster;
 let relay: Relay;
 let classes: string;
@@ -30,18 +31,8 @@ let classes: string;
 beforeAll(async () => {
   classes = mkdtempSync(path.join(tmpdir(), 'pgrelay-pgjdbc-'));
   const compiled = execFileAsync('javac', ['-cp', JAR, '-d', classes, SOURCE]);
-  cluster = await LocalCluster.create({ replicas: 1, standby: false });
-  for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
-  await cluster.query('primary', 'CREATE TABLE jdbc_items (id int PRIMARY KEY, v int NOT NULL)');
-  await cluster.query('primary', 'INSERT INTO jdbc_items SELECT g, g * 10 FROM generate_series(1, 20) g');
-  await cluster.query('primary', 'GRANT SELECT, UPDATE ON jdbc_items TO shop');
-  await cluster.waitForReplay('replica1');
-  relay = await startRelay(cluster, {
-    users: [{ name: 'shop', password: PASSWORD.shop }],
-    health: { user: 'pgrelay_monitor', password: PASSWORD.monitor },
-    routing: { consistency: 'session', fence_wait_ms: 500, max_lag_ms: 60_000, lag_interval_ms: 100 },
-  });
-  await vi.waitFor(() => expect(relay.app.topology.node('replica1')!.fresh).toBe(true), WAIT);
+  shop = await startShopReplica('jdbc_items', PASSWORD);
+  ({ cluster, relay } = shop);
   await compiled;
 }, 120_000);
 
@@ -61,18 +52,10 @@ async function scenario(name: string, options = ''): Promise<{ values: string[];
   return JSON.parse(stdout.trim().split('\n').pop()!) as { values: string[]; errors: string[] };
 }
 
-async function scans(): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const name of ['primary', 'replica1']) {
-    const [row] = await cluster.query<{ n: string }>(name, "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relname = 'jdbc_items'");
-    out[name] = Number(row!.n);
-  }
-  return out;
-}
 
 /** Waits until the replica's scan counter grew by at least `n` (the server's own counters). */
 async function replicaScansGrew(before: Record<string, number>, n: number): Promise<void> {
-  await vi.waitFor(async () => expect((await scans()).replica1! - before.replica1!).toBeGreaterThanOrEqual(n), WAIT);
+  await vi.waitFor(async () => expect((await shop.scans()).replica1! - before.replica1!).toBeGreaterThanOrEqual(n), WAIT);
 }
 
 function outcomes(): Promise<Record<string, number>> {
@@ -80,15 +63,11 @@ function outcomes(): Promise<Record<string, number>> {
 }
 
 
-async function valueOf(id: number): Promise<number> {
-  const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM jdbc_items WHERE id = $1', [id]);
-  return row!.v;
-}
 
 describe('pgjdbc', () => {
   it('with the driver defaults, autosave, simple query mode and server-side statements from the first use: transactions that only read run on the replica', async () => {
     const variants = ['', '?autosave=always', '?autosave=conservative', '?preferQueryMode=simple', '?prepareThreshold=1'];
-    const before = await scans();
+    const before = await shop.scans();
     for (const options of variants) {
       const metrics = await outcomes();
       const seen = await scenario('read-transactions', options);
@@ -102,16 +81,16 @@ describe('pgjdbc', () => {
 
   it('autosave=always: a statement that fails, then a write: the transaction moves to the primary and commits', async () => {
     const metrics = await outcomes();
-    const before = await valueOf(4);
+    const before = await shop.valueOf(4);
     expect(await scenario('error-then-write', '?autosave=always')).toEqual({ values: ['40', '40', '1'], errors: ['22012'] });
-    expect(await valueOf(4)).toBe(before + 1);
+    expect(await shop.valueOf(4)).toBe(before + 1);
     expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
   });
 
   it('the driver defaults: a statement that fails fails the transaction, as on a direct connection (nothing written)', async () => {
-    const before = await valueOf(4);
+    const before = await shop.valueOf(4);
     expect(await scenario('error-then-write')).toEqual({ values: [String(before)], errors: ['22012', '25P02'] });
-    expect(await valueOf(4)).toBe(before);
+    expect(await shop.valueOf(4)).toBe(before);
   });
 
   it.each([
@@ -119,9 +98,9 @@ describe('pgjdbc', () => {
     ['autosave=always', '?autosave=always'],
   ])('%s: a transaction that writes first runs on the primary', async (_name, options) => {
     const metrics = await outcomes();
-    const before = await valueOf(5);
+    const before = await shop.valueOf(5);
     expect(await scenario('write-first', options)).toEqual({ values: ['1', String(before + 1)], errors: [] });
-    expect(await valueOf(5)).toBe(before + 1);
+    expect(await shop.valueOf(5)).toBe(before + 1);
     expect(grew(metrics, await outcomes())).toEqual({ primary: 1 });
   });
 });

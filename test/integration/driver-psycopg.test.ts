@@ -3,9 +3,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
-import { LocalCluster } from '../../src/local/cluster.js';
-import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
+import type { LocalCluster } from '../../src/local/cluster.js';
 import { startRelay, type Relay } from '../support/relay.js';
+import { type ShopReplica, startShopReplica } from '../support/shop-replica.js';
 import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 
 // psycopg 3 and psycopg2 (Debian's python3-psycopg and python3-psycopg2, run by Debian's
@@ -22,22 +22,13 @@ const PYTHON = process.env.PGRELAY_TEST_PYTHON ?? '/usr/bin/python3';
 const SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../support/psycopg/scenarios.py');
 const PASSWORD = { shop: 'shop-pw-95', monitor: 'monitor-pw-96', failover: 'failover-pw-97' };
 const WAIT = { timeout: 20_000, interval: 200 };
+let shop: ShopReplica;
 let cluster: LocalCluster;
 let relay: Relay;
 
 beforeAll(async () => {
-  cluster = await LocalCluster.create({ replicas: 1, standby: false });
-  for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
-  await cluster.query('primary', 'CREATE TABLE py_items (id int PRIMARY KEY, v int NOT NULL)');
-  await cluster.query('primary', 'INSERT INTO py_items SELECT g, g * 10 FROM generate_series(1, 20) g');
-  await cluster.query('primary', 'GRANT SELECT, UPDATE ON py_items TO shop');
-  await cluster.waitForReplay('replica1');
-  relay = await startRelay(cluster, {
-    users: [{ name: 'shop', password: PASSWORD.shop }],
-    health: { user: 'pgrelay_monitor', password: PASSWORD.monitor },
-    routing: { consistency: 'session', fence_wait_ms: 500, max_lag_ms: 60_000, lag_interval_ms: 100 },
-  });
-  await vi.waitFor(() => expect(relay.app.topology.node('replica1')!.fresh).toBe(true), WAIT);
+  shop = await startShopReplica('py_items', PASSWORD);
+  ({ cluster, relay } = shop);
 }, 120_000);
 
 afterAll(async () => {
@@ -55,8 +46,7 @@ async function scenario(driver: 'psycopg' | 'psycopg2', name: string, through: R
 }
 
 async function replicaScans(): Promise<number> {
-  const [row] = await cluster.query<{ n: string }>('replica1', "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relname = 'py_items'");
-  return Number(row!.n);
+  return (await shop.scans()).replica1!;
 }
 
 function outcomes(): Promise<Record<string, number>> {
@@ -64,10 +54,6 @@ function outcomes(): Promise<Record<string, number>> {
 }
 
 
-async function valueOf(id: number): Promise<number> {
-  const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM py_items WHERE id = $1', [id]);
-  return row!.v;
-}
 
 describe('psycopg', () => {
   it('psycopg 3 and psycopg2, defaults: transactions that only read, and nested transaction blocks, run on the replica', async () => {
@@ -87,9 +73,9 @@ describe('psycopg', () => {
 
   it('psycopg 3: an inner block that fails rolls back to its savepoint (then DEALLOCATE ALL); the write after it moves the transaction and commits', async () => {
     const metrics = await outcomes();
-    const before = await valueOf(5);
+    const before = await shop.valueOf(5);
     expect(await scenario('psycopg', 'error-then-write')).toEqual({ values: [String(before), '1', String(before + 1)], errors: ['22012'] });
-    expect(await valueOf(5)).toBe(before + 1);
+    expect(await shop.valueOf(5)).toBe(before + 1);
     // the six reads before it (one transaction: autocommit off) and the read after it on the replica, the block moved
     expect(grew(metrics, await outcomes())).toEqual({ replica: 2, moved: 1 });
   });
@@ -102,7 +88,7 @@ describe('psycopg', () => {
     const session = await startRelay(cluster, { users: [{ name: 'shop', password: PASSWORD.shop }], health: { user: 'pgrelay_monitor', password: PASSWORD.monitor }, pool: { mode: 'session' } });
     onTestFinished(() => session.stop());
     expect(await scenario('psycopg', 'rollback-and-rotation', session)).toEqual({ values: ['60', '70', '71', '72', '73'], errors: [] });
-    const before = await valueOf(5);
+    const before = await shop.valueOf(5);
     expect(await scenario('psycopg', 'error-then-write', session)).toEqual({ values: [String(before), '1', String(before + 1)], errors: ['22012'] });
   });
 });

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
-import { LocalCluster } from '../../src/local/cluster.js';
-import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
+import type { LocalCluster } from '../../src/local/cluster.js';
 import { type BackendMessage, dataRow, errorFields, RawClient, rawMessage, types } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import type { Relay } from '../support/relay.js';
+import { type ShopReplica, startShopReplica } from '../support/shop-replica.js';
 import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 
 // Optimistic transactions begun with a BEGIN sent through the extended protocol, as pgjdbc up to
@@ -18,26 +18,17 @@ import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 
 const PASSWORD = { shop: 'shop-pw-81', monitor: 'monitor-pw-82', failover: 'failover-pw-83' };
 const WAIT = { timeout: 20_000, interval: 100 };
+let fixture: ShopReplica;
 let cluster: LocalCluster;
 let relay: Relay;
 let primaryPort = 0;
 let replicaPort = 0;
 
 beforeAll(async () => {
-  cluster = await LocalCluster.create({ replicas: 1, standby: false });
+  fixture = await startShopReplica('jx_items', PASSWORD);
+  ({ cluster, relay } = fixture);
   primaryPort = cluster.node('primary').port;
   replicaPort = cluster.node('replica1').port;
-  for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
-  await cluster.query('primary', 'CREATE TABLE jx_items (id int PRIMARY KEY, v int NOT NULL)');
-  await cluster.query('primary', 'INSERT INTO jx_items SELECT g, g * 10 FROM generate_series(1, 20) g');
-  await cluster.query('primary', 'GRANT SELECT, UPDATE ON jx_items TO shop');
-  await cluster.waitForReplay('replica1');
-  relay = await startRelay(cluster, {
-    users: [{ name: 'shop', password: PASSWORD.shop }],
-    health: { user: 'pgrelay_monitor', password: PASSWORD.monitor },
-    routing: { consistency: 'session', fence_wait_ms: 500, max_lag_ms: 60_000, lag_interval_ms: 100 },
-  });
-  await vi.waitFor(() => expect(relay.app.topology.node('replica1')!.fresh).toBe(true), WAIT);
 }, 120_000);
 
 afterAll(async () => {
@@ -92,13 +83,8 @@ const tags = (messages: BackendMessage[]): string[] => messages.filter((m) => m.
 const status = (messages: BackendMessage[]): string => String.fromCharCode(messages.at(-1)!.body[0]!);
 const rows = (messages: BackendMessage[]): (string | null)[][] => messages.filter((m) => m.type === 'D').map((m) => dataRow(m.body));
 
-async function scans(): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const name of ['primary', 'replica1']) {
-    const [row] = await cluster.query<{ n: string }>(name, "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relname = 'jx_items'");
-    out[name] = Number(row!.n);
-  }
-  return out;
+function scans(): Promise<Record<string, number>> {
+  return fixture.scans();
 }
 
 async function scansGrew(before: Record<string, number>, by: { primary?: number; replica1?: number }): Promise<void> {
@@ -113,9 +99,8 @@ function outcomes(): Promise<Record<string, number>> {
 }
 
 
-async function valueOf(id: number): Promise<number> {
-  const [row] = await cluster.query<{ v: number }>('primary', 'SELECT v FROM jx_items WHERE id = $1', [id]);
-  return row!.v;
+function valueOf(id: number): Promise<number> {
+  return fixture.valueOf(id);
 }
 
 const PORT = "SELECT current_setting('port')";
