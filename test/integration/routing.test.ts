@@ -57,6 +57,9 @@ beforeAll(async () => {
     );
   }
   relay = await startRelay(cluster, { routing: { consistency: 'eventual' } });
+  // reads go to a replica once pgrelay has seen it replaying (its first lag sample): not before the cases start
+  const readers = cluster.nodes.filter((n) => n.role !== 'primary').map((n) => n.name);
+  await vi.waitFor(() => expect(readers.filter((name) => relay.app.topology.node(name)?.fresh !== true)).toEqual([]), { timeout: 30_000, interval: 50 });
 });
 
 afterAll(async () => {
