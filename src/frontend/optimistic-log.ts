@@ -2,6 +2,14 @@ import { FrontendCode } from '../protocol/codes.js';
 import { readCString } from '../protocol/messages.js';
 import { RowDigest } from '../protocol/row-digest.js';
 
+/** A portal bound during the transaction (see OptimisticLog.portals). */
+interface BoundPortal {
+  parse: Buffer;
+  bind: Buffer;
+  /** an Execute of it is kept (its later Executes read the rest of the same result) */
+  run: boolean;
+}
+
 /** Sync, built once: each extended read of the log runs in its own Sync-terminated run. */
 const SYNC = Buffer.from([FrontendCode.Sync, 0, 0, 0, 4]);
 
@@ -19,10 +27,15 @@ export interface ParsedStatements {
  * fed by the session's ServerMessageScanner while the answers were forwarded). Each kept frame
  * run ends in one ReadyForQuery.
  *
- * Not replayable (a move then fails with 40001): a portal read in parts (an Execute that stopped
- * at its row limit), an Execute of a portal the log cannot rebuild. A statement that failed is
- * kept: run again, it must fail at the same place (so a transaction that went on after a
- * ROLLBACK TO SAVEPOINT, as pgjdbc's `autosave` does, can move).
+ * A portal read in parts (Executes with a row limit, as pgjdbc reads a result with a fetch size
+ * and cursors do) is kept once, read whole: its parts must come one after the other, with no
+ * other statement between them (so its rows are answered together, one result), and be read to
+ * its end by the time the transaction moves. A statement that failed is kept: run again, it
+ * must fail at the same place (so a transaction that went on after a ROLLBACK TO SAVEPOINT, as
+ * pgjdbc's `autosave` does, can move).
+ *
+ * Not replayable (a move then fails with 40001): a portal read in parts and not to its end, or
+ * with another statement between its parts; an Execute of a portal the log cannot rebuild.
  */
 export class OptimisticLog {
   readonly digest = new RowDigest();
@@ -33,8 +46,10 @@ export class OptimisticLog {
   private broken: string | undefined;
   /** statements parsed during the transaction, by client name: their Parse body from the text on */
   private readonly parsed = new Map<string, Buffer>();
-  /** portals bound during the transaction: the Parse body of their statement and the Bind's body after the statement name */
-  private readonly portals = new Map<string, { parse: Buffer; bind: Buffer }>();
+  /** portals bound during the transaction: the Parse body of their statement, the Bind's body after the statement name, whether it was run */
+  private readonly portals = new Map<string, BoundPortal>();
+  /** the portal the last statement run was read from (undefined: a simple Query) */
+  private lastRead: BoundPortal | undefined;
 
   constructor(private readonly statements: ParsedStatements) {}
 
@@ -45,17 +60,19 @@ export class OptimisticLog {
     this.broken = undefined;
     this.parsed.clear();
     this.portals.clear();
+    this.lastRead = undefined;
   }
 
   /** Why the log cannot be run again (undefined: it can). */
   get unreplayable(): string | undefined {
-    return this.digest.suspended ? 'a portal was read in parts (Execute with a row limit)' : this.broken;
+    return this.digest.suspended ? 'a portal was read in parts and not to its end (Execute with a row limit)' : this.broken;
   }
 
   /** A client message (code, body [start, end)) that ran on the replica in the transaction. */
   record(code: number, b: Buffer, start: number, end: number): void {
     switch (code) {
       case FrontendCode.Query:
+        this.lastRead = undefined;
         this.keep(Buffer.from(b.subarray(start - 5, end)));
         return;
       case FrontendCode.Parse: {
@@ -68,17 +85,19 @@ export class OptimisticLog {
         const [name, afterName] = readCString(b, statementStart, end);
         const parse = this.parsed.get(name) ?? this.statements.parseBody(name);
         if (parse === undefined) this.portals.delete(portal);
-        else this.portals.set(portal, { parse, bind: Buffer.from(b.subarray(afterName, end)) });
+        else this.portals.set(portal, { parse, bind: Buffer.from(b.subarray(afterName, end)), run: false });
         return;
       }
       case FrontendCode.Execute: {
         const [portal] = readCString(b, start, end);
         const bound = this.portals.get(portal);
-        // a row limit is dropped: a portal that ran to its end under it (a statement with no rows, as
-        // pgjdbc limits its SAVEPOINTs and COMMITs to one) answers the same without one; one that
-        // stopped at it (PortalSuspended, see unreplayable) cannot be run again
+        // a row limit is dropped: the portal is run again whole, once (see the class)
         if (bound === undefined) this.broken ??= 'a portal bound outside the transaction was read';
-        else this.keep(executeRun(bound.parse, bound.bind));
+        else if (!bound.run) {
+          bound.run = true;
+          this.keep(executeRun(bound.parse, bound.bind));
+        } else if (this.lastRead !== bound) this.broken ??= 'a portal was read in parts with other statements between its parts';
+        this.lastRead = bound;
         return;
       }
       case FrontendCode.Close:

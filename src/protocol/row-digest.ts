@@ -13,7 +13,7 @@
 export class RowDigest {
   /** per statement: rows, lane-1 sum, lane-2 sum (three numbers each) */
   readonly results: number[] = [];
-  /** a portal was suspended (PortalSuspended: an Execute's row limit was reached): its statement's rows are not all here */
+  /** a portal is suspended (PortalSuspended: an Execute's row limit was reached, and no statement ended since): its rows are not all here */
   suspended = false;
   private h1 = SEED_1;
   private h2 = SEED_2;
@@ -45,6 +45,7 @@ export class RowDigest {
 
   /** A statement completed (its CommandComplete or EmptyQueryResponse). */
   statementEnd(): void {
+    this.suspended = false;
     this.results.push(this.rows, this.sum1, this.sum2);
     this.rows = 0;
     this.sum1 = 0;
@@ -58,6 +59,7 @@ export class RowDigest {
    * fail there, or fails elsewhere, differs.
    */
   statementFailed(): void {
+    this.suspended = false;
     this.results.push(-1 - this.rows, this.sum1, this.sum2);
     this.rows = 0;
     this.sum1 = 0;

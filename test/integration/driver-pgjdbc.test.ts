@@ -87,6 +87,15 @@ describe('pgjdbc', () => {
     expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
   });
 
+  it('the driver defaults: a result read with a fetch size (a portal in parts), then a write: the transaction moves, its read verified whole, and commits', async () => {
+    const metrics = await outcomes();
+    const before = await shop.valueOf(6);
+    const [{ sum }] = await cluster.query<{ sum: string }>('primary', 'SELECT sum(v) AS sum FROM jdbc_items');
+    expect(await scenario('fetch-then-write')).toEqual({ values: [`20 rows, sum ${sum}`, '1'], errors: [] });
+    expect(await shop.valueOf(6)).toBe(before + 1);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
   it('the driver defaults: a statement that fails fails the transaction, as on a direct connection (nothing written)', async () => {
     const before = await shop.valueOf(4);
     expect(await scenario('error-then-write')).toEqual({ values: [String(before)], errors: ['22012', '25P02'] });

@@ -377,6 +377,36 @@ describe('optimistic transactions', () => {
     expect(await valueOf(17)).toBe(170);
   });
 
+  it('postgres.js: a result read through a cursor (a portal in parts), then a write: moved and committed; a row of it changed meanwhile: 40001', async () => {
+    const sql = postgres(shopUrl(relay), { max: 1, onnotice: () => undefined });
+    onTestFinished(() => sql.end({ timeout: 1 }));
+    await cluster.query('primary', 'CREATE TABLE IF NOT EXISTS opt_cursor (id int PRIMARY KEY, v int NOT NULL)');
+    await cluster.query('primary', 'INSERT INTO opt_cursor SELECT g, g FROM generate_series(1, 12) g ON CONFLICT DO NOTHING');
+    await cluster.query('primary', 'GRANT SELECT, UPDATE ON opt_cursor TO shop');
+    await cluster.waitForReplay('replica1');
+    await cluster.waitForReplay('replica2');
+    const metrics = await outcomes();
+    const read = await sql.begin(async (tx) => {
+      let seen = 0;
+      await tx<{ v: number }[]>`SELECT v FROM opt_cursor ORDER BY id`.cursor(5, (rows) => {
+        seen += rows.length;
+      });
+      await tx`UPDATE opt_cursor SET v = v + 100 WHERE id = 1`;
+      return seen;
+    });
+    expect(read).toBe(12);
+    expect((await cluster.query<{ v: number }>('primary', 'SELECT v FROM opt_cursor WHERE id = 1'))[0]!.v).toBe(101);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+    // another client changes a row the cursor read, before the write: the move finds it
+    const conflict = sql.begin(async (tx) => {
+      await tx<{ v: number }[]>`SELECT v FROM opt_cursor ORDER BY id`.cursor(5, () => undefined);
+      await cluster.query('primary', 'UPDATE opt_cursor SET v = v + 1 WHERE id = 12');
+      await tx`UPDATE opt_cursor SET v = 0 WHERE id = 2`;
+    });
+    await expect(conflict).rejects.toMatchObject({ code: '40001' });
+    expect((await cluster.query<{ v: number }>('primary', 'SELECT v FROM opt_cursor WHERE id = 2'))[0]!.v).toBe(2);
+  });
+
   it('psql: a script that reads, sets a savepoint and writes commits once, on the primary', async () => {
     const metrics = await outcomes();
     const script = [

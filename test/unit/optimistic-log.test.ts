@@ -170,13 +170,37 @@ describe('OptimisticLog', () => {
     expect(log.bytes).toBe(0);
   });
 
+  it('keeps a portal read in parts once, read whole; not when another statement comes between its parts', () => {
+    const log = new OptimisticLog(statements);
+    // pgjdbc with a fetch size: a named portal, an Execute of 5 rows at a time, each up to its Sync
+    record(log, [parse('S_1', 'SELECT v FROM t', []), bind('C_1', 'S_1', []), execute('C_1', 5), sync, execute('C_1', 5), sync, execute('C_1', 5), sync]);
+    expect(log.unreplayable).toBeUndefined();
+    expect(log.runs).toEqual([Buffer.concat([parse('', 'SELECT v FROM t', []), bind('', '', []), execute(''), sync])]);
+    // the rows of its parts are one result; a part still suspended is not read to its end
+    log.digest.suspended = true;
+    expect(log.unreplayable).toMatch(/not to its end/);
+    log.digest.statementEnd();
+    expect(log.unreplayable).toBeUndefined();
+    const between = new OptimisticLog(statements);
+    record(between, [parse('S_1', 'SELECT v FROM t', []), bind('C_1', 'S_1', []), execute('C_1', 5), sync, query('SELECT 1'), execute('C_1', 5), sync]);
+    expect(between.unreplayable).toMatch(/between its parts/);
+    const interleaved = new OptimisticLog(statements);
+    record(interleaved, [parse('S_1', 'SELECT v FROM t', []), bind('A', 'S_1', []), bind('B', 'S_1', []), execute('A', 5), execute('B', 5), execute('A', 5), sync]);
+    expect(interleaved.unreplayable).toMatch(/between its parts/);
+    // a portal bound again is a new one: its Execute is kept
+    const rebound = new OptimisticLog(statements);
+    record(rebound, [parse('', 'SELECT 1', []), bind('', '', []), execute(''), sync, bind('', '', []), execute(''), sync]);
+    expect(rebound.unreplayable).toBeUndefined();
+    expect(rebound.runs).toHaveLength(2);
+  });
+
   it('cannot be run again after a portal read in parts or a portal it cannot rebuild; a failed statement is kept', () => {
     const limited = new OptimisticLog(statements);
     record(limited, [parse('', 'SELECT 1'), bind('', '', []), execute('', 10), sync]);
     // a row limit the portal ran to its end under (pgjdbc runs its SAVEPOINTs and COMMITs with a limit of 1): kept, run without it
     expect(limited.unreplayable).toBeUndefined();
     expect(limited.runs).toEqual([Buffer.concat([parse('', 'SELECT 1'), bind('', '', []), execute(''), sync])]);
-    // one it stopped at (PortalSuspended): not
+    // one it stopped at (PortalSuspended), and not read further: not
     limited.digest.suspended = true;
     expect(limited.unreplayable).toMatch(/row limit/);
     const unknown = new OptimisticLog(statements);

@@ -63,6 +63,25 @@ public class PgjdbcScenarios {
           }
           break;
         }
+        case "fetch-then-write": {
+          // a result read with a fetch size (a portal read five rows at a time), then a write
+          c.setAutoCommit(false);
+          try (Statement s = c.createStatement()) {
+            s.setFetchSize(5);
+            long sum = 0;
+            int rows = 0;
+            try (ResultSet r = s.executeQuery("SELECT v FROM jdbc_items ORDER BY id")) {
+              while (r.next()) {
+                sum += r.getInt(1);
+                rows++;
+              }
+            }
+            values.add(rows + " rows, sum " + sum);
+            values.add(Integer.toString(s.executeUpdate("UPDATE jdbc_items SET v = v + 1 WHERE id = 6")));
+          }
+          c.commit();
+          break;
+        }
         case "write-first": {
           c.setAutoCommit(false);
           try (PreparedStatement ps = c.prepareStatement("UPDATE jdbc_items SET v = v + 1 WHERE id = ?")) {
