@@ -16,8 +16,8 @@ export interface DeallocateTarget {
 export interface DeallocateHost extends LocalAnswerHost {
   readonly statements: ClientStatements;
   pinned(): boolean;
-  /** the client's names go, with the DEALLOCATE's CommandComplete (see StatementMessages.forgetDeallocated) */
-  forget(target: DeallocateTarget): void;
+  /** the client's names go, with the DEALLOCATE's CommandComplete (StatementMessages.forgetDeallocated, as ServerReplies calls it) */
+  forgetDeallocated(name: string | null, statement: ServerStatement | undefined): void;
 }
 
 const NO_PARAMETERS_NO_DATA = Buffer.concat([message(BackendCode.ParameterDescription, (w) => w.int16(0)), noData]);
@@ -33,7 +33,8 @@ const NO_PARAMETERS_NO_DATA = Buffer.concat([message(BackendCode.ParameterDescri
  * (ParseComplete, BindComplete, NoData, CommandComplete), in order with what the server still
  * owes. The names go when the Execute is answered (not at all when an error before it in the
  * same run makes the server skip it). In a failed transaction the statement goes the server's
- * way as before (pgrelay refuses it there, after the server's 25P02).
+ * way as before (pgrelay refuses it there, after the server's 25P02); a pinned client's
+ * DEALLOCATE ALL runs on its own connection (see forgetsStatements).
  */
 export class ExtendedDeallocate extends LocalStatements<DeallocateTarget> {
   constructor(protected override readonly host: DeallocateHost) {
@@ -82,6 +83,6 @@ export class ExtendedDeallocate extends LocalStatements<DeallocateTarget> {
       return;
     }
     if (!host.unitOpen()) host.openUnit();
-    host.forget(target);
+    host.forgetDeallocated(target.name, target.statement);
   }
 }

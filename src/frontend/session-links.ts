@@ -6,7 +6,7 @@ import type { ServerMessageScanner } from '../protocol/server-scanner.js';
 import type { CausalityHost } from './causality-token.js';
 import type { ClientStatements, StatementPayload } from './client-statements.js';
 import type { ClientTransaction } from './client-transaction.js';
-import type { DeallocateHost, DeallocateTarget, ExtendedDeallocate } from './extended-deallocate.js';
+import type { DeallocateHost, ExtendedDeallocate } from './extended-deallocate.js';
 import type { ServerStatement, StatementRegistry } from './prepared-statements.js';
 import type { RecentClassification } from './recent-classification.js';
 import type { ReplayWindow } from './replay-window.js';
@@ -154,5 +154,5 @@ export class DeallocateLink extends PartsLink implements DeallocateHost {
   pinned(): boolean { return this.session.pinned; }
   openUnit(): void { this.session.move(OPEN); }
   failUnit(error: unknown): void { this.session.failUnit(error); }
-  forget(target: DeallocateTarget): void { this.session.named.forgetDeallocated(target.name, target.statement); }
+  forgetDeallocated(name: string | null, statement: ServerStatement | undefined): void { this.session.named.forgetDeallocated(name, statement); }
 }
