@@ -1,6 +1,7 @@
 import { countPipelinedUnit } from '../metrics/metrics.js';
 import { BackendCode, TxStatus } from '../protocol/codes.js';
-import { isHeadCode, MAX_RERUNS, mayRunAgain } from './pipeline-rerun.js';
+import { parseComplete } from '../protocol/messages.js';
+import { isHoldable, MAX_HELD_BYTES, MAX_RERUNS, rerunOf } from './pipeline-rerun.js';
 import type { ServerConnection, ServerDataHandler } from './server-connection.js';
 
 /** A shape whose recent units took longer than this on a server is not pipelined (ms). */
@@ -49,8 +50,9 @@ interface Entry {
   bytes: Buffer | undefined;
   /** times it was written again after a cancel meant for another unit */
   reruns: number;
-  /** a cancel sent for a unit ahead may hit it: its answer is held while it has only heads (see pipeline-rerun.ts) */
+  /** a cancel sent for a unit ahead may hit it: its answer is held while it has no outcome (see pipeline-rerun.ts) */
   held: Buffer[] | undefined;
+  heldBytes: number;
 }
 
 /**
@@ -239,7 +241,7 @@ export class ServerPipeline implements ServerDataHandler {
     const written = member.written;
     const bytes = shape === undefined || written.length === 0 ? undefined : written.length === 1 ? written[0] : Buffer.concat(written);
     member.written = [];
-    const entry: Entry = { member, shape, startedAt: performance.now(), bytes, reruns: 0, held: undefined };
+    const entry: Entry = { member, shape, startedAt: performance.now(), bytes, reruns: 0, held: undefined, heldBytes: 0 };
     entries.push(entry);
     if (this.cancelShadow > 0 || this.conn.cancelsPending) this.holdAnswer(entry);
   }
@@ -249,15 +251,16 @@ export class ServerPipeline implements ServerDataHandler {
     member.written.push(Buffer.from(data));
   }
 
-  /** The answer of a unit behind a cancel is held while it has only heads (it may be written again). */
+  /** The answer of a unit behind a cancel is held while it has no outcome (it may be written again). */
   private holdAnswer(entry: Entry): void {
     if (entry.bytes !== undefined && entry.reruns < MAX_RERUNS && !entry.member.cancelAsked) entry.held ??= [];
   }
 
-  /** A held answer is handed on (it has more than heads, or it is final). */
+  /** A held answer is handed on (a statement completed, it grew past the bound, or it is final). */
   private release(conn: ServerConnection, entry: Entry, last?: Buffer): void {
     const held = entry.held!;
     entry.held = undefined;
+    entry.heldBytes = 0;
     if (last !== undefined) held.push(last);
     if (held.length > 0) this.deliver(conn, entry.member, held.length === 1 ? held[0]! : Buffer.concat(held));
   }
@@ -273,16 +276,20 @@ export class ServerPipeline implements ServerDataHandler {
     for (const other of this.members) if (other.unterminated) return false;
     for (const later of this.entries) if (later.shape === undefined) return false;
     const answer = entry.held!.length === 0 ? last : Buffer.concat([...entry.held!, last]);
-    if (!mayRunAgain(entry.bytes!, answer)) return false;
+    const rerun = rerunOf(entry.bytes!, answer);
+    if (rerun === undefined) return false;
     if (this.cancelShadow > 0) this.cancelShadow--;
     entry.held = undefined;
+    entry.heldBytes = 0;
+    // the named statements it parsed exist now: the session learns so before the new answer
+    for (let i = 0; i < rerun.parsed; i++) this.deliver(conn, member, Buffer.from(parseComplete));
     member.owed++;
     ServerPipeline.rerunUnits++;
-    const again: Entry = { member, shape: entry.shape, startedAt: performance.now(), bytes: entry.bytes, reruns: entry.reruns + 1, held: undefined };
+    const again: Entry = { member, shape: entry.shape, startedAt: performance.now(), bytes: rerun.unit, reruns: entry.reruns + 1, held: undefined, heldBytes: 0 };
     this.entries.push(again);
     if (this.cancelShadow > 0 || conn.cancelsPending) this.holdAnswer(again);
     this.flushGathered(); // bytes kept for units written before it go first
-    conn.write(entry.bytes!);
+    conn.write(rerun.unit);
     return true;
   }
 
@@ -369,8 +376,8 @@ export class ServerPipeline implements ServerDataHandler {
         if (length < 4) return this.badData(conn);
         this.rest = length - 4;
         const head = this.entries[0];
-        // a held answer that goes past its heads is handed on: it cannot be written again
-        if (head?.held !== undefined && !isHeadCode(this.code)) this.release(conn, head);
+        // a held answer with a statement's outcome is handed on: it cannot be written again
+        if (head?.held !== undefined && !isHoldable(this.code)) this.release(conn, head);
         if (this.rest > 0) continue;
       } else {
         if (this.code === BackendCode.ReadyForQuery && this.rest === 1) this.status = chunk[i]!;
@@ -386,8 +393,11 @@ export class ServerPipeline implements ServerDataHandler {
     }
     if (from >= n) return;
     const head = this.entries[0];
-    if (head?.held !== undefined) head.held.push(Buffer.from(chunk.subarray(from, n)));
-    else this.deliver(conn, head !== undefined ? head.member : this.members[this.members.length - 1], chunk.subarray(from, n));
+    if (head?.held !== undefined) {
+      head.held.push(Buffer.from(chunk.subarray(from, n)));
+      head.heldBytes += n - from;
+      if (head.heldBytes > MAX_HELD_BYTES) this.release(conn, head);
+    } else this.deliver(conn, head !== undefined ? head.member : this.members[this.members.length - 1], chunk.subarray(from, n));
   }
 
   /** A ReadyForQuery ended at `end`: true when nothing more of this chunk is read here. */

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isExtendedRunBuffered, pipelineShape, type PipeliningFacts } from '../../src/frontend/unit-pipelining.js';
 import type { ServerConnection, ServerDataHandler } from '../../src/pool/server-connection.js';
+import { MAX_HELD_BYTES } from '../../src/pool/pipeline-rerun.js';
 import { PIPELINE_MAX_LATENCY_MS, type PipelineMember, ServerPipeline } from '../../src/pool/server-pipeline.js';
 import { FrameReader } from '../../src/protocol/frame-reader.js';
 import type { Classification } from '../../src/classify/classifier.js';
@@ -295,31 +296,61 @@ describe('ServerPipeline', () => {
     }
   });
 
-  it('writes again an extended run hit by a cancel meant for the unit ahead, unless its named Parse completed or it binds an unnamed statement parsed before it', () => {
-    const run = (statement: string, parse: boolean) =>
-      Buffer.concat([parse ? frame('P', `${statement}\0SELECT 1\0\0\0`) : Buffer.alloc(0), frame('B', `p\0${statement}\0\0\0\0\0\0\0`), frame('E', 'p\0\0\0\0\0'), frame('S')]);
+  it('writes again an extended run hit by a cancel meant for the unit ahead, without a named Parse that completed (its ParseComplete goes to the session first), unless it binds an unnamed statement parsed before it', () => {
+    const parse = (statement: string) => frame('P', `${statement}\0SELECT 1\0\0\0`);
+    const bind = (statement: string) => frame('B', `p\0${statement}\0\0\0\0\0\0\0`);
+    const tail = Buffer.concat([frame('E', 'p\0\0\0\0\0'), frame('S')]);
+    const run = (statement: string, withParse: boolean) => Buffer.concat([withParse ? parse(statement) : Buffer.alloc(0), bind(statement), tail]);
+    const parseCompletes = (n: number) => Buffer.concat(Array.from({ length: n }, () => frame('1')));
     const cases = [
-      { unit: run('', true), parsed: true, rerun: true },
-      { unit: run('s1', true), parsed: true, rerun: false },
-      { unit: run('s1', true), parsed: false, rerun: true },
-      { unit: run('s1', false), parsed: false, rerun: true },
-      { unit: run('', false), parsed: false, rerun: false },
+      { unit: run('', true), parsed: 1, again: run('', true), owed: 0 },
+      { unit: run('s1', true), parsed: 1, again: run('s1', false), owed: 1 },
+      { unit: run('s1', true), parsed: 0, again: run('s1', true), owed: 0 },
+      { unit: run('s1', false), parsed: 0, again: run('s1', false), owed: 0 },
+      { unit: run('', false), parsed: 0, again: undefined, owed: 0 },
+      // two Parses, the first one completed: only it is left out
+      { unit: Buffer.concat([parse('s1'), parse('s2'), bind('s2'), tail]), parsed: 1, again: Buffer.concat([parse('s2'), bind('s2'), tail]), owed: 1 },
+      // an unnamed Parse is written again even when it completed (another unit may have replaced it since)
+      { unit: Buffer.concat([parse(''), parse('s2'), bind(''), tail]), parsed: 2, again: Buffer.concat([parse(''), bind(''), tail]), owed: 1 },
     ];
-    for (const { unit, parsed, rerun } of cases) {
+    for (const { unit, parsed, again, owed } of cases) {
       const { conn, join, write } = setup();
       const a = join();
       write(a);
       const b = join();
       write(b, unit);
       a.member!.pipeline.cancelling(a.member!);
-      const bAnswer = Buffer.concat([parsed ? frame('1') : Buffer.alloc(0), error('57014'), ready('I')]);
+      const bAnswer = Buffer.concat([parseCompletes(parsed), error('57014'), ready('I')]);
       feed(conn, Buffer.concat([answer('a'), bAnswer]), 1000);
-      expect(conn.written).toEqual(rerun ? [unit] : []);
-      expect(b.bytes).toEqual(rerun ? Buffer.alloc(0) : bAnswer);
+      expect(conn.written).toEqual(again === undefined ? [] : [again]);
+      expect(b.bytes).toEqual(again === undefined ? bAnswer : parseCompletes(owed));
+      if (again === undefined) continue;
+      // the answer of what was written again completes what the session is owed
+      const rest = Buffer.concat([parseCompletes(parsed - owed), frame('2'), row('1'), frame('C', 'SELECT 1\0'), ready('I')]);
+      feed(conn, rest, 3);
+      expect(b.bytes).toEqual(Buffer.concat([parseCompletes(owed), rest]));
     }
   });
 
-  it('hands a 57014 on as it is when the client asked for the cancel itself, when rows came before it, or when no cancel was sent', () => {
+  it('writes again a unit the cancel hit between two of its rows (the rows are held: its client sees them once)', () => {
+    for (const step of [1, 4, 1000]) {
+      const { conn, join, write } = setup();
+      const a = join();
+      write(a);
+      const b = join();
+      const bUnit = query('SELECT b');
+      write(b, bUnit);
+      a.member!.pipeline.cancelling(a.member!);
+      feed(conn, Buffer.concat([answer('a'), frame('T', 'head of b\0'), row('b1'), row('b2'), error('57014'), ready('I')]), step);
+      expect(b.received).toEqual([]);
+      expect(conn.written).toEqual([bUnit]);
+      const whole = Buffer.concat([frame('T', 'head of b\0'), row('b1'), row('b2'), row('b3'), frame('C', 'SELECT 3\0'), ready('I')]);
+      feed(conn, whole, step);
+      expect(b.bytes).toEqual(whole);
+    }
+  });
+
+  it('hands a 57014 on as it is when the client asked for the cancel itself, after a statement completed, past the bound of a held answer, or when no cancel was sent', () => {
     // b's own client asked (while queued: not sent, yet the cancel that hits it is one it wanted)
     {
       const { conn, join, write } = setup();
@@ -333,7 +364,7 @@ describe('ServerPipeline', () => {
       expect(b.bytes).toEqual(cancelled('b'));
       expect(conn.written).toEqual([]);
     }
-    // a row reached b's client before the cancel: it cannot run again unseen
+    // a statement completed before the cancel (its outcome reached b's client): it cannot run again unseen
     {
       const { conn, join, write } = setup();
       const a = join();
@@ -341,8 +372,22 @@ describe('ServerPipeline', () => {
       const b = join();
       write(b);
       a.member!.pipeline.cancelling(a.member!);
-      const partial = Buffer.concat([frame('T', 'head of b\0'), row('b'), error('57014'), ready('I')]);
+      const partial = Buffer.concat([frame('T', 'head of b\0'), row('b'), frame('C', 'SELECT 1\0'), error('57014'), ready('I')]);
       feed(conn, Buffer.concat([answer('a'), partial]), 2);
+      expect(b.bytes).toEqual(partial);
+      expect(conn.written).toEqual([]);
+    }
+    // rows past the bound of a held answer went on to b's client: the same
+    {
+      const { conn, join, write } = setup();
+      const a = join();
+      write(a);
+      const b = join();
+      write(b);
+      a.member!.pipeline.cancelling(a.member!);
+      const rows = Buffer.concat(Array.from({ length: Math.ceil((2 * MAX_HELD_BYTES) / 100) }, () => row('x'.repeat(90))));
+      const partial = Buffer.concat([frame('T', 'head of b\0'), rows, error('57014'), ready('I')]);
+      feed(conn, Buffer.concat([answer('a'), partial]), 4096);
       expect(b.bytes).toEqual(partial);
       expect(conn.written).toEqual([]);
     }
