@@ -309,6 +309,16 @@ export class UnitPlacement {
       });
       return;
     }
+    if (avoid !== undefined && route.node.name === avoid) {
+      // run again on the node whose connection was just lost (nothing else may serve them): once its
+      // health check has decided, so that they go neither to pooled connections that died with the
+      // lost one (their close not seen yet) nor to a node on its way down
+      host.park('node', undefined);
+      services.whenNodeDecided(avoid, () => {
+        if (!host.isClosed()) host.resumeWith(() => this.place(target, classification, then, fenceWaited));
+      });
+      return;
+    }
     if (route.fallback === 'consistency' && !fenceWaited && avoid === undefined) {
       // read-your-writes: no replica is known past the client's last write yet; wait briefly for one
       const waiting = services.waitForFence(host.session, classification, () => {
