@@ -75,7 +75,7 @@ export class ClientSession {
   pinned = false;
   closed = false;
   private pumping = false;
-  /** the message being handled was answered by pgrelay and never reaches a server (nothing to run again) */
+  /** the message being handled was answered by pgrelay and never reaches a server (a move of an optimistic transaction does not send it) */
   answeredHere = false;
   /** the unit under way runs DISCARD ALL or DEALLOCATE ALL on the server (its Sync waits for the outcome) */
   private forgetting = false;
@@ -181,11 +181,13 @@ export class ClientSession {
           this.answeredHere = false;
           this.handle(this.reader.code, this.reader.buffer, this.reader.start, this.reader.end);
         } else break;
-        // the message is done with (unless parked with it): it joins the replay window, or an
-        // optimistic transaction's log, unless pgrelay answered it itself
-        if (holdsMessage(this.unit) || this.reader.held || this.answeredHere) continue;
+        // the message is done with (unless parked with it): it joins the replay window (one pgrelay
+        // answers itself too: its answer, queued behind the units in flight, is lost with them and
+        // made again when they run again), and an optimistic transaction's log unless pgrelay
+        // answered it itself (a move must not send it to the primary)
+        if (holdsMessage(this.unit) || this.reader.held) continue;
         if (this.replayWindow.open) this.replayWindow.add(this.reader);
-        if (this.placement.optimistic.onReplica) this.placement.optimistic.record(this.reader);
+        if (this.placement.optimistic.onReplica && !this.answeredHere) this.placement.optimistic.record(this.reader);
       }
     } catch (error) {
       // a client message whose fields run past its end (or miss a terminator)
@@ -259,7 +261,11 @@ export class ClientSession {
     if (belowFloor) return this.onQuery(belowFloor, 5, belowFloor.length); // refused: raises on the server, in order
     const classification = this.recent.classify(this.services.classifier, text);
     if (this.tx.orphaned) return this.answerOrphaned(classification, true);
-    if (this.named.answerDeallocate(classification)) return;
+    if (this.named.answerDeallocate(classification)) {
+      // never sent to a server: it joins neither the replay window nor an optimistic transaction's log
+      this.answeredHere = true;
+      return;
+    }
     const begun = classification.effects[0]?.type === 'begin' ? this.placement.deferBegin(classification, text, b.subarray(start - 5, end)) : this.tx.beginDeferred ? this.tx.holdSavepoint(classification, text) : undefined;
     if (begun !== undefined) return begun.forEach((data) => this.sendToClient(data));
     const payload: StatementPayload = { classification, text };

@@ -1,6 +1,8 @@
 import pg from 'pg';
 import postgres from 'postgres';
+import { serialize } from 'pg-protocol';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { RawClient } from '../support/protocol-client.js';
 import { startRelay, type Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
@@ -87,6 +89,34 @@ describe('a read whose server connection is lost before it answered', () => {
       expect((await rows)[0]!.answer).toBe(9);
     } finally {
       await sql.end({ timeout: 5 });
+    }
+  });
+
+  it('runs again with a DEALLOCATE the client sent behind it (pgrelay answers that one itself), as a Query or through Parse/Bind/Execute: the client gets both answers, in order', async () => {
+    const raw = await RawClient.connect(relay.port, { user: cluster.user, password: cluster.password, database: cluster.database });
+    const types = (messages: { type: string }[]) => messages.map((m) => m.type);
+    try {
+      for (const form of ['simple', 'extended'] as const) {
+        raw.send(Buffer.concat([serialize.parse({ name: 's1', text: 'SELECT 1' }), serialize.sync()]));
+        expect(types(await raw.until('Z'))).toEqual(['1', 'Z']);
+        const t = tag(`deallocate_${form}`);
+        const read = `SELECT pg_sleep(1) AS slept, 42 AS answer /* ${t} */`;
+        const extended = (text: string) => [serialize.parse({ text }), serialize.bind({}), serialize.execute({}), serialize.sync()];
+        // both in one write: the DEALLOCATE waits behind the read, whose connection is then lost
+        raw.send(Buffer.concat(form === 'simple' ? [serialize.query(read), serialize.query('DEALLOCATE s1')] : [...extended(read), ...extended('DEALLOCATE s1')]));
+        await terminateWhenRunning(t);
+        const answer = await raw.until('Z');
+        expect(types(answer)).toEqual(form === 'simple' ? ['T', 'D', 'C', 'Z'] : ['1', '2', 'D', 'C', 'Z']);
+        expect(answer.find((m) => m.type === 'D')!.body.toString('latin1')).toContain('42');
+        const deallocate = await raw.until('Z');
+        expect(types(deallocate)).toEqual(form === 'simple' ? ['C', 'Z'] : ['1', '2', 'C', 'Z']);
+        expect(deallocate.find((m) => m.type === 'C')!.body.toString('latin1')).toContain('DEALLOCATE');
+        // the name is gone, as on a direct connection
+        raw.send(Buffer.concat([serialize.bind({ statement: 's1' }), serialize.execute({}), serialize.sync()]));
+        expect(types(await raw.until('Z'))).toEqual(['E', 'Z']);
+      }
+    } finally {
+      raw.destroy();
     }
   });
 
