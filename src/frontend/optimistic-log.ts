@@ -6,7 +6,7 @@ import { RowDigest } from '../protocol/row-digest.js';
 interface BoundPortal {
   parse: Buffer;
   bind: Buffer;
-  /** an Execute of it is kept (its later Executes read the rest of the same result) */
+  /** an Execute of it is kept: its Bind is on the primary too, later Executes are kept alone */
   run: boolean;
 }
 
@@ -21,21 +21,23 @@ export interface ParsedStatements {
 
 /**
  * What an optimistic transaction did on its replica, kept to run again on the primary: the
- * client messages that ran there (simple Queries as sent; each Execute as a self-contained
- * Parse/Bind/Execute of the unnamed statement and portal with the client's text, parameter
- * types, parameter values and result formats, then a Sync), and what they answered (a RowDigest,
- * fed by the session's ServerMessageScanner while the answers were forwarded). Each kept frame
- * run ends in one ReadyForQuery.
+ * client messages that ran there (simple Queries as sent; the first Execute of a portal as a
+ * self-contained Parse of the unnamed statement with the client's text and parameter types, a
+ * Bind of the client's portal with its parameter values and result formats, and the Execute with
+ * its row limit; a later Execute of the same portal, and a Close of it, alone; each with a Sync),
+ * and what they answered (a RowDigest, fed by the session's ServerMessageScanner while the
+ * answers were forwarded). Each kept frame run ends in one ReadyForQuery.
  *
- * A portal read in parts (Executes with a row limit, as pgjdbc reads a result with a fetch size
- * and cursors do) is kept once, read whole: its parts must come one after the other, with no
- * other statement between them (so its rows are answered together, one result), and be read to
- * its end by the time the transaction moves. A statement that failed is kept: run again, it
- * must fail at the same place (so a transaction that went on after a ROLLBACK TO SAVEPOINT, as
- * pgjdbc's `autosave` does, can move).
+ * Inside the transaction block a Sync closes no portal: a portal read in parts (Executes with a
+ * row limit, as pgjdbc reads a result with a fetch size and cursors do) is read again in the same
+ * parts, each compared as an answer of its own, whether it was read to its end, left before it,
+ * or read between other statements; and it is there on the primary, at the same row, for the
+ * client to read on after the move. A statement that failed is kept: run again, it must fail at
+ * the same place (so a transaction that went on after a ROLLBACK TO SAVEPOINT, as pgjdbc's
+ * `autosave` does, can move).
  *
- * Not replayable (a move then fails with 40001): a portal read in parts and not to its end, or
- * with another statement between its parts; an Execute of a portal the log cannot rebuild.
+ * Not replayable (a move then fails with 40001): an Execute of a portal bound before the
+ * transaction, or of a statement the log cannot rebuild.
  */
 export class OptimisticLog {
   readonly digest = new RowDigest();
@@ -48,8 +50,6 @@ export class OptimisticLog {
   private readonly parsed = new Map<string, Buffer>();
   /** portals bound during the transaction: the Parse body of their statement, the Bind's body after the statement name, whether it was run */
   private readonly portals = new Map<string, BoundPortal>();
-  /** the portal the last statement run was read from (undefined: a simple Query) */
-  private lastRead: BoundPortal | undefined;
 
   constructor(private readonly statements: ParsedStatements) {}
 
@@ -60,19 +60,17 @@ export class OptimisticLog {
     this.broken = undefined;
     this.parsed.clear();
     this.portals.clear();
-    this.lastRead = undefined;
   }
 
   /** Why the log cannot be run again (undefined: it can). */
   get unreplayable(): string | undefined {
-    return this.digest.suspended ? 'a portal was read in parts and not to its end (Execute with a row limit)' : this.broken;
+    return this.broken;
   }
 
   /** A client message (code, body [start, end)) that ran on the replica in the transaction. */
   record(code: number, b: Buffer, start: number, end: number): void {
     switch (code) {
       case FrontendCode.Query:
-        this.lastRead = undefined;
         this.keep(Buffer.from(b.subarray(start - 5, end)));
         return;
       case FrontendCode.Parse: {
@@ -89,19 +87,24 @@ export class OptimisticLog {
         return;
       }
       case FrontendCode.Execute: {
-        const [portal] = readCString(b, start, end);
+        const [portal, limitAt] = readCString(b, start, end);
         const bound = this.portals.get(portal);
-        // a row limit is dropped: the portal is run again whole, once (see the class)
+        const limit = b.readInt32BE(limitAt);
         if (bound === undefined) this.broken ??= 'a portal bound outside the transaction was read';
-        else if (!bound.run) {
+        else if (bound.run) this.keep(portalRun(FrontendCode.Execute, portal, limit));
+        else {
           bound.run = true;
-          this.keep(executeRun(bound.parse, bound.bind));
-        } else if (this.lastRead !== bound) this.broken ??= 'a portal was read in parts with other statements between its parts';
-        this.lastRead = bound;
+          this.keep(executeRun(bound.parse, portal, bound.bind, limit));
+        }
         return;
       }
       case FrontendCode.Close:
-        if (b[start] === 0x50) this.portals.delete(readCString(b, start + 1, end)[0]);
+        if (b[start] === 0x50) {
+          const portal = readCString(b, start + 1, end)[0];
+          // a portal bound again later must not be there any more
+          if (this.portals.get(portal)?.run) this.keep(portalRun(FrontendCode.Close, portal, 0));
+          this.portals.delete(portal);
+        }
         return;
       default:
         return;
@@ -114,9 +117,13 @@ export class OptimisticLog {
   }
 }
 
-/** Parse, Bind and Execute of the unnamed statement and portal, then Sync. */
-export function executeRun(parse: Buffer, bind: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(6 + parse.length + 7 + bind.length + 10 + SYNC.length);
+/**
+ * Parse of the unnamed statement (`parse`: its body from the text on), Bind of `portal` to it
+ * (`bind`: the Bind's body after the statement name), Execute with `limit`, then Sync.
+ */
+export function executeRun(parse: Buffer, portal: string, bind: Buffer, limit: number): Buffer {
+  const name = Buffer.byteLength(portal);
+  const out = Buffer.allocUnsafe(6 + parse.length + 7 + name + bind.length + 10 + name + SYNC.length);
   let at = 0;
   out[at] = FrontendCode.Parse;
   out.writeInt32BE(4 + 1 + parse.length, at + 1);
@@ -124,16 +131,38 @@ export function executeRun(parse: Buffer, bind: Buffer): Buffer {
   parse.copy(out, at + 6);
   at += 6 + parse.length;
   out[at] = FrontendCode.Bind;
-  out.writeInt32BE(4 + 2 + bind.length, at + 1);
-  out[at + 5] = 0; // the unnamed portal
-  out[at + 6] = 0; // of the unnamed statement
-  bind.copy(out, at + 7);
-  at += 7 + bind.length;
-  out[at] = FrontendCode.Execute;
-  out.writeInt32BE(9, at + 1);
-  out[at + 5] = 0;
-  out.writeInt32BE(0, at + 6);
-  at += 10;
+  out.writeInt32BE(4 + name + 2 + bind.length, at + 1);
+  out.write(portal, at + 5);
+  out[at + 5 + name] = 0;
+  out[at + 6 + name] = 0; // of the unnamed statement
+  bind.copy(out, at + 7 + name);
+  at += 7 + name + bind.length;
+  at = writePortalMessage(out, at, FrontendCode.Execute, portal, name, limit);
   SYNC.copy(out, at);
   return out;
+}
+
+/** An Execute of `portal` with `limit`, or a Close of it (`code`), then Sync. */
+function portalRun(code: number, portal: string, limit: number): Buffer {
+  const name = Buffer.byteLength(portal);
+  const out = Buffer.allocUnsafe((code === FrontendCode.Execute ? 10 : 7) + name + SYNC.length);
+  SYNC.copy(out, writePortalMessage(out, 0, code, portal, name, limit));
+  return out;
+}
+
+/** Writes an Execute (name, limit) or a Close of a portal ('P', name) at `at`; returns where it ends. */
+function writePortalMessage(out: Buffer, at: number, code: number, portal: string, name: number, limit: number): number {
+  out[at] = code;
+  if (code === FrontendCode.Execute) {
+    out.writeInt32BE(4 + name + 1 + 4, at + 1);
+    out.write(portal, at + 5);
+    out[at + 5 + name] = 0;
+    out.writeInt32BE(limit, at + 6 + name);
+    return at + 10 + name;
+  }
+  out.writeInt32BE(4 + 1 + name + 1, at + 1);
+  out[at + 5] = 0x50; // 'P': a portal
+  out.write(portal, at + 6);
+  out[at + 6 + name] = 0;
+  return at + 7 + name;
 }

@@ -44,6 +44,9 @@ export function replayRuns(conn: ServerConnection, runs: readonly Buffer[], time
             case BackendCode.EmptyQueryResponse:
               digest.statementEnd();
               break;
+            case BackendCode.PortalSuspended:
+              digest.portalSuspended();
+              break;
             case BackendCode.ErrorResponse:
               // the BEGIN's run failing fails the replay; a later statement's error is one of its results
               if (ready === 0) error ??= readErrorFields(b, start, end);

@@ -1,7 +1,8 @@
 /**
  * What a run of statements answered, reduced to numbers that can be compared with a run of the
  * same statements elsewhere: per completed statement (CommandComplete or EmptyQueryResponse) its
- * row count (per failed one, an ErrorResponse, -1 minus the rows it sent first) and two 32-bit
+ * row count (per failed one, an ErrorResponse, -1 minus the rows it sent first; per Execute that
+ * stopped at its row limit, PortalSuspended, SUSPENDED_ROWS plus its rows) and two 32-bit
  * sums of one hash per DataRow (or CopyData, of a COPY … TO STDOUT). A sum does not depend on the order of
  * the rows (a read without ORDER BY may return them in another order on another node); two lanes
  * with different hashes make a chance collision ~2^-64.
@@ -13,8 +14,6 @@
 export class RowDigest {
   /** per statement: rows, lane-1 sum, lane-2 sum (three numbers each) */
   readonly results: number[] = [];
-  /** a portal is suspended (PortalSuspended: an Execute's row limit was reached, and no statement ended since): its rows are not all here */
-  suspended = false;
   private h1 = SEED_1;
   private h2 = SEED_2;
   private rows = 0;
@@ -45,7 +44,6 @@ export class RowDigest {
 
   /** A statement completed (its CommandComplete or EmptyQueryResponse). */
   statementEnd(): void {
-    this.suspended = false;
     this.results.push(this.rows, this.sum1, this.sum2);
     this.rows = 0;
     this.sum1 = 0;
@@ -59,8 +57,19 @@ export class RowDigest {
    * fail there, or fails elsewhere, differs.
    */
   statementFailed(): void {
-    this.suspended = false;
     this.results.push(-1 - this.rows, this.sum1, this.sum2);
+    this.rows = 0;
+    this.sum1 = 0;
+    this.sum2 = 0;
+  }
+
+  /**
+   * An Execute stopped at its row limit (PortalSuspended): a result of its own, told from a
+   * completed statement by its row count (SUSPENDED_ROWS more). Run again with the same limit
+   * elsewhere, the same portal stops after the same rows, or ends sooner and differs.
+   */
+  portalSuspended(): void {
+    this.results.push(SUSPENDED_ROWS + this.rows, this.sum1, this.sum2);
     this.rows = 0;
     this.sum1 = 0;
     this.sum2 = 0;
@@ -68,7 +77,6 @@ export class RowDigest {
 
   reset(): void {
     this.results.length = 0;
-    this.suspended = false;
     this.rows = 0;
     this.sum1 = 0;
     this.sum2 = 0;
@@ -76,6 +84,9 @@ export class RowDigest {
     this.h2 = SEED_2;
   }
 }
+
+/** Added to the row count of a part of a portal that stopped at its row limit (see portalSuspended). */
+export const SUSPENDED_ROWS = 2 ** 40;
 
 const SEED_1 = 0x811c9dc5 | 0;
 const SEED_2 = 0x2545f491;

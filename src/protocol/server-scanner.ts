@@ -179,7 +179,7 @@ export class ServerMessageScanner {
       const code = this.currentCode;
       if (this.digesting) digest.rowEnd();
       else if (code === BackendCode.CommandComplete || code === BackendCode.EmptyQueryResponse) digest.statementEnd();
-      else if (code === BackendCode.PortalSuspended) digest.suspended = true;
+      else if (code === BackendCode.PortalSuspended) digest.portalSuspended();
       this.digesting = false;
     }
     return sink.end(this.currentCode, this.currentLength, dropped);

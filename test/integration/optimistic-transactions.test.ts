@@ -4,6 +4,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
+import { errorFields, RawClient, serialize } from '../support/protocol-client.js';
 import { startRelay, type Relay } from '../support/relay.js';
 import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 
@@ -405,6 +406,80 @@ describe('optimistic transactions', () => {
     });
     await expect(conflict).rejects.toMatchObject({ code: '40001' });
     expect((await cluster.query<{ v: number }>('primary', 'SELECT v FROM opt_cursor WHERE id = 2'))[0]!.v).toBe(2);
+  });
+
+  it('a portal left before its end, read between other statements, or read on after the move: moved and committed, the portal there on the primary at the same row; a row of it changed meanwhile: 40001', async () => {
+    await cluster.query('primary', 'CREATE TABLE IF NOT EXISTS opt_cursor (id int PRIMARY KEY, v int NOT NULL)');
+    await cluster.query('primary', 'INSERT INTO opt_cursor SELECT g, g FROM generate_series(1, 12) g ON CONFLICT DO NOTHING');
+    await cluster.query('primary', 'GRANT SELECT, UPDATE ON opt_cursor TO shop');
+    await cluster.waitForReplay('replica1');
+    await cluster.waitForReplay('replica2');
+    // postgres.js: a cursor closed after its first 5 rows (sql.CLOSE), then a write
+    const sql = postgres(shopUrl(relay), { max: 1, onnotice: () => undefined });
+    onTestFinished(() => sql.end({ timeout: 1 }));
+    let metrics = await outcomes();
+    const firstPage = await sql.begin(async (tx) => {
+      let seen = 0;
+      await tx<{ v: number }[]>`SELECT v FROM opt_cursor ORDER BY id`.cursor(5, (rows) => {
+        seen += rows.length;
+        return sql.CLOSE;
+      });
+      await tx`UPDATE opt_cursor SET v = v + 100 WHERE id = 3`;
+      return seen;
+    });
+    expect(firstPage).toBe(5);
+    expect((await cluster.query<{ v: number }>('primary', 'SELECT v FROM opt_cursor WHERE id = 3'))[0]!.v).toBe(103);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+
+    // pgjdbc's fetch size, as bytes: two named portals read 4 rows at a time, in turns, with a
+    // simple Query between; then a write moves the transaction; then both are read on to their end
+    const raw = await RawClient.connect(relay.port, { user: 'shop', password: PASSWORD.shop, database: cluster.database });
+    onTestFinished(() => raw.destroy());
+    const rowsOf = (messages: { type: string; body: Buffer }[]) => messages.filter((m) => m.type === 'D').map((m) => Number(m.body.toString('utf8', 6)));
+    const part = async (portal: string) => {
+      raw.send(Buffer.concat([serialize.execute({ portal, rows: 4 }), serialize.sync()]));
+      return raw.until('Z');
+    };
+    const run = async (meanwhile: string | undefined) => {
+      raw.send(serialize.query('BEGIN'));
+      await raw.until('Z');
+      raw.send(Buffer.concat([serialize.parse({ name: 'S_1', text: 'SELECT id FROM opt_cursor ORDER BY id' }), serialize.bind({ portal: 'C_1', statement: 'S_1' }), serialize.bind({ portal: 'C_2', statement: 'S_1' }), serialize.sync()]));
+      await raw.until('Z');
+      const seen: Record<string, number[]> = { C_1: [], C_2: [] };
+      const first = await part('C_1');
+      expect(first.map((m) => m.type)).toEqual(['D', 'D', 'D', 'D', 's', 'Z']);
+      seen.C_1!.push(...rowsOf(first));
+      seen.C_2!.push(...rowsOf(await part('C_2')));
+      raw.send(serialize.query('SELECT 1'));
+      await raw.until('Z');
+      seen.C_1!.push(...rowsOf(await part('C_1')));
+      if (meanwhile !== undefined) await cluster.query('primary', meanwhile);
+      raw.send(serialize.query('UPDATE opt_cursor SET v = v + 1000 WHERE id = 12'));
+      const write = await raw.until('Z');
+      if (write.some((m) => m.type === 'E')) {
+        raw.send(serialize.query('ROLLBACK'));
+        await raw.until('Z');
+        const fields = errorFields(write.find((m) => m.type === 'E')!.body);
+        return { error: `${fields.get('C')} ${fields.get('M')}`, seen };
+      }
+      // read on, on the primary: each portal from where it was left
+      for (const portal of ['C_1', 'C_2', 'C_1', 'C_2', 'C_1'] as const) seen[portal]!.push(...rowsOf(await part(portal)));
+      raw.send(serialize.query('COMMIT'));
+      await raw.until('Z');
+      return { error: undefined, seen };
+    };
+    const twelve = async () => (await cluster.query<{ v: number }>('primary', 'SELECT v FROM opt_cursor WHERE id = 12'))[0]!.v;
+    const before = await twelve();
+    metrics = await outcomes();
+    const all = Array.from({ length: 12 }, (_, i) => i + 1);
+    expect(await run(undefined)).toEqual({ error: undefined, seen: { C_1: all, C_2: all } });
+    expect(await twelve()).toBe(before + 1000);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+    // another client adds a row the parts read would have begun with, before the write: the move finds it
+    const conflict = await run('INSERT INTO opt_cursor VALUES (0, 0)');
+    expect(conflict.error).toMatch(/^40001 .*answered differently/);
+    expect(await twelve()).toBe(before + 1000);
+    await cluster.query('primary', 'DELETE FROM opt_cursor WHERE id = 0');
   });
 
   it('psql: a script that reads, sets a savepoint and writes commits once, on the primary', async () => {

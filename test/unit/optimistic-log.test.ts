@@ -4,15 +4,15 @@ import { OptimisticLog } from '../../src/frontend/optimistic-log.js';
 import { BackendCode, FrontendCode, TxStatus } from '../../src/protocol/codes.js';
 import { FrameReader } from '../../src/protocol/frame-reader.js';
 import { message } from '../../src/protocol/messages.js';
-import { firstDifference, RowDigest } from '../../src/protocol/row-digest.js';
+import { firstDifference, RowDigest, SUSPENDED_ROWS } from '../../src/protocol/row-digest.js';
 import { ServerMessageScanner, type ServerMessageSink } from '../../src/protocol/server-scanner.js';
 import { deferredBeginTag, isPlainRead, staysOnReplica, targetOf } from '../../src/routing/unit-route.js';
 
 // The parts of optimistic transactions that need no server: the row digest (order-insensitive,
 // sensitive to any byte, a row count and statement boundaries), the scanner feeding it while it
 // forwards (whatever the chunk boundaries, swallowed rows not counted), the replay log (what it
-// keeps to run again: simple Queries as sent, each Execute as a self-contained unnamed
-// Parse/Bind/Execute/Sync), and the routing rules (what is a plain read, what stays, which BEGINs
+// keeps to run again: simple Queries as sent, a portal's first Execute as a self-contained
+// Parse/Bind/Execute/Sync, its later parts alone), and the routing rules (what is a plain read, what stays, which BEGINs
 // are held).
 
 function dataRow(values: (string | null)[]): Buffer {
@@ -119,13 +119,22 @@ describe('RowDigest', () => {
     expect(firstDifference(failedAfterTwo, later.digest.results)).toBe(0);
   });
 
-  it('notes a portal suspended at its row limit', () => {
-    const scanner = new ServerMessageScanner();
-    scanner.digest = new RowDigest();
-    scanner.scan(Buffer.concat([dataRow(['1']), message(BackendCode.PortalSuspended, () => {})]), new PassSink());
-    expect(scanner.digest.suspended).toBe(true);
-    scanner.digest.reset();
-    expect(scanner.digest.suspended).toBe(false);
+  it('counts a part of a portal that stopped at its row limit as a result of its own, told from a completed statement', () => {
+    const suspended = message(BackendCode.PortalSuspended, () => {});
+    const scan = (parts: Buffer[]) => {
+      const scanner = new ServerMessageScanner();
+      scanner.digest = new RowDigest();
+      scanner.scan(Buffer.concat(parts), new PassSink());
+      return scanner.digest.results.slice();
+    };
+    const parts = scan([dataRow(['1']), dataRow(['2']), suspended, dataRow(['3']), commandComplete('SELECT 1')]);
+    expect(parts).toHaveLength(6);
+    expect(parts[0]).toBe(SUSPENDED_ROWS + 2);
+    expect(parts[3]).toBe(1);
+    // the same rows, in one part, or the first part ending the portal instead of stopping: another answer
+    expect(firstDifference(parts, scan([dataRow(['1']), dataRow(['2']), dataRow(['3']), commandComplete('SELECT 3')]))).toBe(0);
+    expect(firstDifference(parts, scan([dataRow(['1']), dataRow(['2']), commandComplete('SELECT 2'), commandComplete('SELECT 0')]))).toBe(0);
+    expect(firstDifference(parts, scan([dataRow(['1']), dataRow(['2']), suspended, dataRow(['3']), commandComplete('SELECT 1')]))).toBe(-1);
   });
 });
 
@@ -150,12 +159,13 @@ const bind = (portal: string, statement: string, params: string[], resultFormat 
   });
 const execute = (portal: string, limit = 0): Buffer => message(FrontendCode.Execute, (w) => w.cstring(portal).int32(limit));
 const sync = message(FrontendCode.Sync);
+const close = (portal: string): Buffer => message(FrontendCode.Close, (w) => w.int8(0x50).cstring(portal));
 
 describe('OptimisticLog', () => {
   const known = new Map([['s_before', Buffer.concat([Buffer.from('SELECT v FROM t WHERE id = $1\0'), Buffer.from([0, 1, 0, 0, 0, 23])])]]);
   const statements = { parseBody: (name: string) => known.get(name) };
 
-  it('keeps a simple Query as sent, and each Execute as a self-contained unnamed Parse/Bind/Execute/Sync', () => {
+  it('keeps a simple Query as sent, and the first Execute of a portal as a self-contained Parse of the unnamed statement, Bind of the portal, Execute, Sync', () => {
     const log = new OptimisticLog(statements);
     record(log, [query('SAVEPOINT a'), parse('', 'SELECT $1::int', [23]), bind('', '', ['5'], 1), execute(''), sync, bind('p1', 's_before', ['7']), execute('p1'), sync]);
     expect(log.unreplayable).toBeUndefined();
@@ -163,46 +173,47 @@ describe('OptimisticLog', () => {
     expect(log.runs[0]).toEqual(query('SAVEPOINT a'));
     expect(log.runs[1]).toEqual(Buffer.concat([parse('', 'SELECT $1::int', [23]), bind('', '', ['5'], 1), execute(''), sync]));
     // a statement parsed before the transaction, bound to a named portal: its text and types from the client's statements
-    expect(log.runs[2]).toEqual(Buffer.concat([parse('', 'SELECT v FROM t WHERE id = $1', [23]), bind('', '', ['7']), execute(''), sync]));
+    expect(log.runs[2]).toEqual(Buffer.concat([parse('', 'SELECT v FROM t WHERE id = $1', [23]), bind('p1', '', ['7']), execute('p1'), sync]));
     expect(log.bytes).toBe(log.runs.reduce((n, r) => n + r.length, 0));
     log.reset();
     expect(log.runs).toHaveLength(0);
     expect(log.bytes).toBe(0);
   });
 
-  it('keeps a portal read in parts once, read whole; not when another statement comes between its parts', () => {
+  it('keeps a portal read in parts in the same parts, to its end or not, between other statements or not; a Close of it; a portal bound again is a new one', () => {
     const log = new OptimisticLog(statements);
     // pgjdbc with a fetch size: a named portal, an Execute of 5 rows at a time, each up to its Sync
-    record(log, [parse('S_1', 'SELECT v FROM t', []), bind('C_1', 'S_1', []), execute('C_1', 5), sync, execute('C_1', 5), sync, execute('C_1', 5), sync]);
+    record(log, [parse('S_1', 'SELECT v FROM t', []), bind('C_1', 'S_1', []), execute('C_1', 5), sync, execute('C_1', 5), sync, query('SELECT 1'), execute('C_1', 5), sync]);
     expect(log.unreplayable).toBeUndefined();
-    expect(log.runs).toEqual([Buffer.concat([parse('', 'SELECT v FROM t', []), bind('', '', []), execute(''), sync])]);
-    // the rows of its parts are one result; a part still suspended is not read to its end
-    log.digest.suspended = true;
-    expect(log.unreplayable).toMatch(/not to its end/);
-    log.digest.statementEnd();
-    expect(log.unreplayable).toBeUndefined();
-    const between = new OptimisticLog(statements);
-    record(between, [parse('S_1', 'SELECT v FROM t', []), bind('C_1', 'S_1', []), execute('C_1', 5), sync, query('SELECT 1'), execute('C_1', 5), sync]);
-    expect(between.unreplayable).toMatch(/between its parts/);
+    expect(log.runs).toEqual([
+      Buffer.concat([parse('', 'SELECT v FROM t', []), bind('C_1', '', []), execute('C_1', 5), sync]),
+      Buffer.concat([execute('C_1', 5), sync]),
+      query('SELECT 1'),
+      Buffer.concat([execute('C_1', 5), sync]),
+    ]);
+    // two portals read in turns, then one closed
     const interleaved = new OptimisticLog(statements);
-    record(interleaved, [parse('S_1', 'SELECT v FROM t', []), bind('A', 'S_1', []), bind('B', 'S_1', []), execute('A', 5), execute('B', 5), execute('A', 5), sync]);
-    expect(interleaved.unreplayable).toMatch(/between its parts/);
-    // a portal bound again is a new one: its Execute is kept
+    record(interleaved, [parse('S_1', 'SELECT v FROM t', []), bind('A', 'S_1', []), bind('B', 'S_1', []), execute('A', 5), execute('B', 5), execute('A', 5), close('A'), sync]);
+    expect(interleaved.unreplayable).toBeUndefined();
+    expect(interleaved.runs).toEqual([
+      Buffer.concat([parse('', 'SELECT v FROM t', []), bind('A', '', []), execute('A', 5), sync]),
+      Buffer.concat([parse('', 'SELECT v FROM t', []), bind('B', '', []), execute('B', 5), sync]),
+      Buffer.concat([execute('A', 5), sync]),
+      Buffer.concat([close('A'), sync]),
+    ]);
+    // the unnamed portal bound again: its Execute is kept whole again
     const rebound = new OptimisticLog(statements);
     record(rebound, [parse('', 'SELECT 1', []), bind('', '', []), execute(''), sync, bind('', '', []), execute(''), sync]);
     expect(rebound.unreplayable).toBeUndefined();
-    expect(rebound.runs).toHaveLength(2);
+    expect(rebound.runs).toEqual([Buffer.concat([parse('', 'SELECT 1', []), bind('', '', []), execute(''), sync]), Buffer.concat([parse('', 'SELECT 1', []), bind('', '', []), execute(''), sync])]);
   });
 
-  it('cannot be run again after a portal read in parts or a portal it cannot rebuild; a failed statement is kept', () => {
+  it('cannot be run again after a portal it cannot rebuild; a row limit is kept; a failed statement is kept', () => {
     const limited = new OptimisticLog(statements);
     record(limited, [parse('', 'SELECT 1'), bind('', '', []), execute('', 10), sync]);
-    // a row limit the portal ran to its end under (pgjdbc runs its SAVEPOINTs and COMMITs with a limit of 1): kept, run without it
+    // pgjdbc runs its SAVEPOINTs and COMMITs with a limit of 1: kept as it is
     expect(limited.unreplayable).toBeUndefined();
-    expect(limited.runs).toEqual([Buffer.concat([parse('', 'SELECT 1'), bind('', '', []), execute(''), sync])]);
-    // one it stopped at (PortalSuspended), and not read further: not
-    limited.digest.suspended = true;
-    expect(limited.unreplayable).toMatch(/row limit/);
+    expect(limited.runs).toEqual([Buffer.concat([parse('', 'SELECT 1'), bind('', '', []), execute('', 10), sync])]);
     const unknown = new OptimisticLog(statements);
     record(unknown, [bind('', 'never_parsed', []), execute(''), sync]);
     expect(unknown.unreplayable).toMatch(/portal/);
