@@ -41,8 +41,10 @@ export interface ParsedStatements {
  */
 export class OptimisticLog {
   readonly digest = new RowDigest();
-  /** the frame runs to send again, in order */
-  readonly runs: Buffer[] = [];
+  /** the frame runs to send again, in order, each `times` times over (see runs) */
+  private readonly kept: Buffer[] = [];
+  private readonly times: number[] = [];
+  /** bytes kept (a part of a portal repeating the one before it adds none) */
   bytes = 0;
   /** why the log cannot be run again, if it cannot */
   private broken: string | undefined;
@@ -55,7 +57,8 @@ export class OptimisticLog {
 
   reset(): void {
     this.digest.reset();
-    this.runs.length = 0;
+    this.kept.length = 0;
+    this.times.length = 0;
     this.bytes = 0;
     this.broken = undefined;
     this.parsed.clear();
@@ -91,7 +94,7 @@ export class OptimisticLog {
         const bound = this.portals.get(portal);
         const limit = b.readInt32BE(limitAt);
         if (bound === undefined) this.broken ??= 'a portal bound outside the transaction was read';
-        else if (bound.run) this.keep(portalRun(FrontendCode.Execute, portal, limit));
+        else if (bound.run) this.keepPart(portalRun(FrontendCode.Execute, portal, limit));
         else {
           bound.run = true;
           this.keep(executeRun(bound.parse, portal, bound.bind, limit));
@@ -111,9 +114,27 @@ export class OptimisticLog {
     }
   }
 
+  /** The frame runs to send again, in order (each ends in one ReadyForQuery). */
+  runs(): Buffer[] {
+    const out: Buffer[] = [];
+    for (let i = 0; i < this.kept.length; i++) for (let k = 0; k < this.times[i]!; k++) out.push(this.kept[i]!);
+    return out;
+  }
+
   private keep(run: Buffer): void {
-    this.runs.push(run);
+    this.kept.push(run);
+    this.times.push(1);
     this.bytes += run.length;
+  }
+
+  /**
+   * A later part of a portal: the same as the run before it (a cursor read on, as a fetch size
+   * does) is counted there, not kept again, so that a long read in parts stays small.
+   */
+  private keepPart(run: Buffer): void {
+    const last = this.kept.length - 1;
+    if (last >= 0 && this.kept[last]!.equals(run)) this.times[last]!++;
+    else this.keep(run);
   }
 }
 

@@ -137,7 +137,7 @@ export class OptimisticTransaction {
   /** Moves the transaction to the primary (see the class); `then` runs the unit there once its reads are verified. */
   move(then: Step): void {
     const host = this.host;
-    const runs = [this.begin!, ...this.log.runs];
+    const runs = [this.begin!, ...this.log.runs()];
     const expected = this.log.digest.results.slice();
     const unreplayable = this.log.unreplayable;
     this.stop();
@@ -155,7 +155,7 @@ export class OptimisticTransaction {
    */
   lostIdle(conn: ServerConnection): boolean {
     if (conn !== this.conn || this.log.unreplayable !== undefined || conn.txStatus !== TxStatus.InTransaction) return false;
-    this.homeless = { node: conn.node, runs: [this.begin!, ...this.log.runs], expected: this.log.digest.results.slice() };
+    this.homeless = { node: conn.node, runs: [this.begin!, ...this.log.runs()], expected: this.log.digest.results.slice() };
     this.conn = undefined;
     this.host.scanner.digest = undefined;
     return true;

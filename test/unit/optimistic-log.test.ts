@@ -169,14 +169,14 @@ describe('OptimisticLog', () => {
     const log = new OptimisticLog(statements);
     record(log, [query('SAVEPOINT a'), parse('', 'SELECT $1::int', [23]), bind('', '', ['5'], 1), execute(''), sync, bind('p1', 's_before', ['7']), execute('p1'), sync]);
     expect(log.unreplayable).toBeUndefined();
-    expect(log.runs).toHaveLength(3);
-    expect(log.runs[0]).toEqual(query('SAVEPOINT a'));
-    expect(log.runs[1]).toEqual(Buffer.concat([parse('', 'SELECT $1::int', [23]), bind('', '', ['5'], 1), execute(''), sync]));
+    expect(log.runs()).toHaveLength(3);
+    expect(log.runs()[0]).toEqual(query('SAVEPOINT a'));
+    expect(log.runs()[1]).toEqual(Buffer.concat([parse('', 'SELECT $1::int', [23]), bind('', '', ['5'], 1), execute(''), sync]));
     // a statement parsed before the transaction, bound to a named portal: its text and types from the client's statements
-    expect(log.runs[2]).toEqual(Buffer.concat([parse('', 'SELECT v FROM t WHERE id = $1', [23]), bind('p1', '', ['7']), execute('p1'), sync]));
-    expect(log.bytes).toBe(log.runs.reduce((n, r) => n + r.length, 0));
+    expect(log.runs()[2]).toEqual(Buffer.concat([parse('', 'SELECT v FROM t WHERE id = $1', [23]), bind('p1', '', ['7']), execute('p1'), sync]));
+    expect(log.bytes).toBe(log.runs().reduce((n, r) => n + r.length, 0));
     log.reset();
-    expect(log.runs).toHaveLength(0);
+    expect(log.runs()).toHaveLength(0);
     expect(log.bytes).toBe(0);
   });
 
@@ -185,17 +185,24 @@ describe('OptimisticLog', () => {
     // pgjdbc with a fetch size: a named portal, an Execute of 5 rows at a time, each up to its Sync
     record(log, [parse('S_1', 'SELECT v FROM t', []), bind('C_1', 'S_1', []), execute('C_1', 5), sync, execute('C_1', 5), sync, query('SELECT 1'), execute('C_1', 5), sync]);
     expect(log.unreplayable).toBeUndefined();
-    expect(log.runs).toEqual([
+    expect(log.runs()).toEqual([
       Buffer.concat([parse('', 'SELECT v FROM t', []), bind('C_1', '', []), execute('C_1', 5), sync]),
       Buffer.concat([execute('C_1', 5), sync]),
       query('SELECT 1'),
       Buffer.concat([execute('C_1', 5), sync]),
     ]);
+    // a long read in parts (a fetch size over a big result) stays small: each part like the one before it adds no bytes
+    const long = new OptimisticLog(statements);
+    const parts = Array.from({ length: 10_000 }, () => [execute('C_1', 100), sync]).flat();
+    record(long, [parse('S_1', 'SELECT v FROM t', []), bind('C_1', 'S_1', []), execute('C_1', 100), sync, ...parts]);
+    expect(long.bytes).toBe(Buffer.concat([parse('', 'SELECT v FROM t', []), bind('C_1', '', []), execute('C_1', 100), sync, execute('C_1', 100), sync]).length);
+    expect(long.runs()).toHaveLength(10_001);
+    expect(long.runs()[10_000]).toEqual(Buffer.concat([execute('C_1', 100), sync]));
     // two portals read in turns, then one closed
     const interleaved = new OptimisticLog(statements);
     record(interleaved, [parse('S_1', 'SELECT v FROM t', []), bind('A', 'S_1', []), bind('B', 'S_1', []), execute('A', 5), execute('B', 5), execute('A', 5), close('A'), sync]);
     expect(interleaved.unreplayable).toBeUndefined();
-    expect(interleaved.runs).toEqual([
+    expect(interleaved.runs()).toEqual([
       Buffer.concat([parse('', 'SELECT v FROM t', []), bind('A', '', []), execute('A', 5), sync]),
       Buffer.concat([parse('', 'SELECT v FROM t', []), bind('B', '', []), execute('B', 5), sync]),
       Buffer.concat([execute('A', 5), sync]),
@@ -205,7 +212,7 @@ describe('OptimisticLog', () => {
     const rebound = new OptimisticLog(statements);
     record(rebound, [parse('', 'SELECT 1', []), bind('', '', []), execute(''), sync, bind('', '', []), execute(''), sync]);
     expect(rebound.unreplayable).toBeUndefined();
-    expect(rebound.runs).toEqual([Buffer.concat([parse('', 'SELECT 1', []), bind('', '', []), execute(''), sync]), Buffer.concat([parse('', 'SELECT 1', []), bind('', '', []), execute(''), sync])]);
+    expect(rebound.runs()).toEqual([Buffer.concat([parse('', 'SELECT 1', []), bind('', '', []), execute(''), sync]), Buffer.concat([parse('', 'SELECT 1', []), bind('', '', []), execute(''), sync])]);
   });
 
   it('cannot be run again after a portal it cannot rebuild; a row limit is kept; a failed statement is kept', () => {
@@ -213,7 +220,7 @@ describe('OptimisticLog', () => {
     record(limited, [parse('', 'SELECT 1'), bind('', '', []), execute('', 10), sync]);
     // pgjdbc runs its SAVEPOINTs and COMMITs with a limit of 1: kept as it is
     expect(limited.unreplayable).toBeUndefined();
-    expect(limited.runs).toEqual([Buffer.concat([parse('', 'SELECT 1'), bind('', '', []), execute('', 10), sync])]);
+    expect(limited.runs()).toEqual([Buffer.concat([parse('', 'SELECT 1'), bind('', '', []), execute('', 10), sync])]);
     const unknown = new OptimisticLog(statements);
     record(unknown, [bind('', 'never_parsed', []), execute(''), sync]);
     expect(unknown.unreplayable).toMatch(/portal/);
@@ -223,7 +230,7 @@ describe('OptimisticLog', () => {
     failed.digest.statementFailed();
     failed.digest.statementEnd();
     expect(failed.unreplayable).toBeUndefined();
-    expect(failed.runs).toEqual([query('SELECT 1/0'), query('ROLLBACK TO SAVEPOINT a')]);
+    expect(failed.runs()).toEqual([query('SELECT 1/0'), query('ROLLBACK TO SAVEPOINT a')]);
   });
 });
 
