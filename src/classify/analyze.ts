@@ -46,6 +46,7 @@ export interface ShapeDecision {
   /** names settings: SET, RESET, SHOW, set_config(), current_setting(), pg_settings */
   namesSettings?: boolean;
   unverifiable?: string;
+  opensOnReplica?: boolean;
 }
 
 // DeclareCursorStmt.options bit for WITH HOLD (CURSOR_OPT_HOLD in parsenodes.h)
@@ -106,7 +107,7 @@ function analyzeStatement(node: Node | undefined, index: number, options: Analyz
     case 'ClosePortalStmt':
       return decision('any', `${tag === 'FetchStmt' ? 'FETCH/MOVE' : 'CLOSE'} runs where its cursor is`);
     case 'ConstraintsSetStmt':
-      return decision('any', 'SET CONSTRAINTS is transaction state');
+      return decision('any', 'SET CONSTRAINTS is transaction state', { opensOnReplica: true });
     case 'ListenStmt':
       return decision('primary', 'LISTEN pins the session', { pin: true });
     case 'UnlistenStmt':
@@ -236,5 +237,6 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
     route = 'any';
     reason = n === 1 ? decisions[0]!.reason : `${n} session statements`;
   }
-  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable, ...(readsSequences ? { readsSequences } : {}), ...(namesSettings ? { namesSettings } : {}), ...(unverifiable === undefined ? {} : { unverifiable }) };
+  const opensOnReplica = n === 1 && decisions[0]!.opensOnReplica === true;
+  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable, ...(readsSequences ? { readsSequences } : {}), ...(namesSettings ? { namesSettings } : {}), ...(unverifiable === undefined ? {} : { unverifiable }), ...(opensOnReplica ? { opensOnReplica } : {}) };
 }

@@ -172,6 +172,7 @@ export class Classifier {
       ...(d.readsSequences === true ? { readsSequences: true as const } : {}),
       ...(d.namesSettings === true ? { namesSettings: true as const } : {}),
       ...(d.unverifiable === undefined ? {} : { unverifiable: d.unverifiable }),
+      ...(d.opensOnReplica === true ? { opensOnReplica: true as const } : {}),
     });
   }
 

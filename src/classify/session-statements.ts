@@ -50,12 +50,17 @@ export function setDecision(s: VariableSetStmt, index: number): StatementDecisio
   if (kind === 'VAR_SET_MULTI') {
     let readOnly: boolean | undefined;
     let serializable = false;
+    let other = false;
     for (const d of defElems(s.args)) {
       if (d.defname === 'transaction_read_only') readOnly = constantBool(d.arg);
       else if (d.defname === 'transaction_isolation') serializable = constantString(d.arg) === 'serializable';
+      else if (d.defname !== 'transaction_deferrable') other = true;
     }
+    // SET TRANSACTION SNAPSHOT 'id': where the transaction is, as the rest of SET TRANSACTION
+    if (name === 'transaction snapshot') return decision('any', 'SET TRANSACTION SNAPSHOT is transaction state');
     if (name === 'transaction') {
-      if (readOnly !== true) return decision('any', 'SET TRANSACTION is transaction state');
+      // READ COMMITTED, REPEATABLE READ (a hot standby runs them); not READ WRITE, not SERIALIZABLE
+      if (readOnly !== true) return decision('any', 'SET TRANSACTION is transaction state', readOnly === undefined && !serializable && !other ? { opensOnReplica: true } : {});
       // a serializable transaction cannot run on a hot standby: no replica for it
       if (serializable) return decision('any', 'SET TRANSACTION SERIALIZABLE, READ ONLY is transaction state');
       return decision('any', 'SET TRANSACTION READ ONLY', { effects: [{ type: 'set_transaction_read_only' }], setsReadOnly: true });
@@ -78,9 +83,12 @@ export function setDecision(s: VariableSetStmt, index: number): StatementDecisio
     if (name === 'transaction_read_only' && value === true) {
       return decision('any', `SET ${name} is transaction state`, { effects: [{ type: 'set_transaction_read_only' }], setsReadOnly: true, cacheable });
     }
-    return decision('any', `SET ${name} is transaction state`, { cacheable });
+    // the isolation level as a value: a literal, so decided per text
+    const level = kind === 'VAR_SET_VALUE' ? constantString(s.args?.[0])?.toLowerCase() : undefined;
+    const opensOnReplica = name === 'transaction_isolation' ? level !== undefined && level !== 'serializable' : name === 'transaction_deferrable';
+    return decision('any', `SET ${name} is transaction state`, { cacheable: cacheable && name !== 'transaction_isolation', ...(opensOnReplica ? { opensOnReplica } : {}) });
   }
-  if (s.is_local) return decision('any', 'SET LOCAL lasts until the end of the transaction');
+  if (s.is_local) return decision('any', 'SET LOCAL lasts until the end of the transaction', { opensOnReplica: true });
   const effects: SessionEffect[] = [{ type: 'set', name, statement: index }];
   if (name === 'default_transaction_read_only') {
     if (value !== undefined) effects.push({ type: 'default_read_only', value });

@@ -25,6 +25,8 @@ export interface StatementDecision {
   beginsReadWrite?: boolean;
   /** SET TRANSACTION … READ ONLY, and not SERIALIZABLE */
   setsReadOnly?: boolean;
+  /** a transaction setting a hot standby runs as the primary does (see Classification.opensOnReplica) */
+  opensOnReplica?: boolean;
 }
 
 export function decision(route: Route, reason: string, extra: Partial<StatementDecision> = {}): StatementDecision {

@@ -94,6 +94,13 @@ export interface Classification {
    * primary before such a statement.
    */
   readonly unverifiable?: string;
+  /**
+   * A transaction setting a hot standby runs as the primary does (`SET LOCAL`, `SET TRANSACTION
+   * ISOLATION LEVEL READ COMMITTED | REPEATABLE READ`, `SET CONSTRAINTS`; not READ WRITE, not
+   * SERIALIZABLE): as the first statement of a transaction whose BEGIN pgrelay holds, it may start
+   * an optimistic transaction on a replica (ORMs send it right after BEGIN).
+   */
+  readonly opensOnReplica?: true;
 }
 
 export interface ClassifierOptions {

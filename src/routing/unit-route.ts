@@ -25,8 +25,11 @@ export function targetOf(classification: Classification | undefined, facts: Sess
   if (facts.beginDeferred) {
     // the first statement of a transaction whose BEGIN pgrelay holds
     const readOnly = classification !== undefined && classification.route !== 'primary' && classification.effects[0]?.type === 'set_transaction_read_only';
-    // optimistic: a transaction that starts with a plain read starts on a replica
-    return readOnly || (facts.optimistic && isPlainRead(classification)) ? 'replica' : 'primary';
+    // optimistic: a transaction that starts with a plain read starts on a replica, as does one
+    // that starts with a transaction setting a replica runs alike (SET LOCAL, SET TRANSACTION
+    // ISOLATION LEVEL …): an ORM's BEGIN; SET …; SELECT … (a write after it moves it, at the cost
+    // of running the setting again)
+    return readOnly || (facts.optimistic && (isPlainRead(classification) || classification?.opensOnReplica === true)) ? 'replica' : 'primary';
   }
   if (!classification) return 'any';
   // a pin is a primary connection: a pin on a replica would fail every later write of the client

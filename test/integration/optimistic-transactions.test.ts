@@ -147,6 +147,46 @@ describe('optimistic transactions', () => {
     expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
   });
 
+  it('pg: a transaction setting right after BEGIN (SET TRANSACTION ISOLATION LEVEL, SET LOCAL, as ORMs send it) starts on the replica too; a write after it moves it with the setting; SERIALIZABLE starts on the primary', async () => {
+    const c = await client();
+    const port = async () => Number((await c.query<{ port: string }>("SELECT current_setting('port') AS port")).rows[0]!.port);
+    // read-only: on the replica, the isolation level as asked
+    let metrics = await outcomes();
+    for (const setting of ['SET TRANSACTION ISOLATION LEVEL READ COMMITTED', 'SET TRANSACTION ISOLATION LEVEL REPEATABLE READ', "SET LOCAL statement_timeout = '5s'"]) {
+      await c.query('START TRANSACTION');
+      await c.query(setting);
+      expect((await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [8])).rows).toEqual([{ v: 80 }]);
+      replicaPort(await port());
+      if (setting.includes('REPEATABLE')) expect((await c.query('SHOW transaction_isolation')).rows[0].transaction_isolation).toBe('repeatable read');
+      await c.query('COMMIT');
+    }
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 3 });
+    // then a write: moved, the setting with it (it is run again on the primary), committed
+    metrics = await outcomes();
+    await c.query('BEGIN');
+    await c.query("SET LOCAL statement_timeout = '4321ms'");
+    expect((await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [8])).rows).toEqual([{ v: 80 }]);
+    await c.query('INSERT INTO opt_log (note) VALUES ($1)', ['moved-with-set-local']);
+    expect(await port()).toBe(ports.primary);
+    expect((await c.query('SHOW statement_timeout')).rows[0].statement_timeout).toBe('4321ms');
+    await c.query('COMMIT');
+    expect(await cluster.query('primary', 'SELECT note FROM opt_log WHERE note = $1', ['moved-with-set-local'])).toHaveLength(1);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+    // a setting the replica would run otherwise than the primary: on the primary from the start
+    metrics = await outcomes();
+    for (const setting of ['SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', 'SET TRANSACTION READ WRITE']) {
+      await c.query('BEGIN');
+      await c.query(setting);
+      expect(await port()).toBe(ports.primary);
+      await c.query('COMMIT');
+    }
+    expect(grew(metrics, await outcomes())).toEqual({ primary: 2 });
+    // the setting fails as on the primary: the server answers it, not pgrelay
+    await c.query('BEGIN');
+    await expect(c.query("SET LOCAL statement_timeout = 'soon'")).rejects.toMatchObject({ code: '22023' });
+    await c.query('ROLLBACK');
+  });
+
   it('pg: another client changes a row the transaction read: 40001 at the write, nothing of it is written', async () => {
     const c = await client();
     const metrics = await outcomes();

@@ -108,6 +108,8 @@ describe('effects', () => {
     ['SET TRANSACTION READ WRITE', []],
     // a hot standby cannot run a serializable transaction: not a read-only transaction for routing
     ['SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY', []],
+    // transaction state, not the session's (pg_dump's workers send it inside their transaction)
+    ["SET TRANSACTION SNAPSHOT '00000003-0000001B-1'", []],
     ['SET transaction_read_only = on', [{ type: 'set_transaction_read_only' }]],
     ['SET default_transaction_read_only = on', [{ type: 'set', name: 'default_transaction_read_only', statement: 0 }, { type: 'default_read_only', value: true }]],
     ["SET default_transaction_read_only = 'off'", [{ type: 'set', name: 'default_transaction_read_only', statement: 0 }, { type: 'default_read_only', value: false }]],
@@ -119,6 +121,34 @@ describe('effects', () => {
   ])('%s', (sql, effects) => {
     const c = classifier.classify(sql);
     expect(c.effects).toEqual(effects);
+  });
+
+  it('marks the transaction settings a hot standby runs as the primary does: they may open an optimistic transaction on a replica', () => {
+    const opens = (sql: string) => classifier.classify(sql).opensOnReplica === true;
+    for (const sql of [
+      "SET LOCAL statement_timeout = '5s'",
+      'SET LOCAL search_path TO app',
+      'SET TRANSACTION ISOLATION LEVEL READ COMMITTED',
+      'SET TRANSACTION ISOLATION LEVEL REPEATABLE READ',
+      'SET CONSTRAINTS ALL DEFERRED',
+      "SET LOCAL transaction_isolation = 'repeatable read'",
+    ])
+      expect(opens(sql), sql).toBe(true);
+    for (const sql of [
+      'SET TRANSACTION ISOLATION LEVEL SERIALIZABLE',
+      'SET TRANSACTION READ WRITE',
+      'SET TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE',
+      "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'",
+      "SET LOCAL transaction_isolation = 'serializable'",
+      "SET LOCAL transaction_read_only = 'off'",
+      'SET statement_timeout = 5',
+      "SET LOCAL statement_timeout = '5s'; SELECT 1",
+      'SELECT 1',
+    ])
+      expect(opens(sql), sql).toBe(false);
+    // the level is a literal here: the cache does not carry one text's answer to another
+    expect(opens("SET LOCAL transaction_isolation = 'read committed'")).toBe(true);
+    expect(opens("SET LOCAL transaction_isolation = 'serializable'")).toBe(false);
   });
 
   it('literal values that change an effect are not taken from the cache', () => {

@@ -254,7 +254,7 @@ describe('optimistic routing rules', () => {
     expect(staysOnReplica(undefined)).toBe(true);
   });
 
-  it('holds BEGIN with READ COMMITTED or REPEATABLE READ when optimistic; SERIALIZABLE never; the first plain read picks a replica', () => {
+  it('holds BEGIN with READ COMMITTED or REPEATABLE READ when optimistic; SERIALIZABLE never; the first plain read, or a transaction setting a replica runs alike, picks a replica', () => {
     const facts = { idle: true, pinned: false, beginDeferred: false, defaultReadOnly: false, clientTxStatus: TxStatus.Idle };
     for (const sql of ['BEGIN ISOLATION LEVEL REPEATABLE READ', 'START TRANSACTION ISOLATION LEVEL READ COMMITTED']) {
       expect(deferredBeginTag(c(sql), sql, { ...facts, optimistic: true })).toBeDefined();
@@ -268,5 +268,11 @@ describe('optimistic routing rules', () => {
     expect(targetOf(c('SELECT 1'), { ...held, optimistic: false })).toBe('primary');
     expect(targetOf(c('SELECT now()'), { ...held, optimistic: true })).toBe('primary');
     expect(targetOf(c('SAVEPOINT a'), { ...held, optimistic: true })).toBe('primary');
+    // an ORM's setting right after BEGIN (TypeORM, Sequelize, Rails' isolation, SET LOCAL timeouts): a replica runs it alike
+    expect(targetOf(c('SET TRANSACTION ISOLATION LEVEL READ COMMITTED'), { ...held, optimistic: true })).toBe('replica');
+    expect(targetOf(c("SET LOCAL statement_timeout = '5s'"), { ...held, optimistic: true })).toBe('replica');
+    expect(targetOf(c("SET LOCAL statement_timeout = '5s'"), { ...held, optimistic: false })).toBe('primary');
+    expect(targetOf(c('SET TRANSACTION ISOLATION LEVEL SERIALIZABLE'), { ...held, optimistic: true })).toBe('primary');
+    expect(targetOf(c('SET TRANSACTION READ WRITE'), { ...held, optimistic: true })).toBe('primary');
   });
 });
