@@ -11,7 +11,8 @@
  *   - `SET [SESSION|LOCAL] synchronous_commit = v` (and `TO v`), v below the floor;
  *   - `set_config('synchronous_commit', v, …)` with v below the floor or not a constant (a bind
  *     parameter, an expression: it cannot be checked), and `set_config` with a setting name that
- *     is not a constant;
+ *     is not a constant unless its value is a constant that could not lower synchronous_commit
+ *     (pg_dump's `set_config(name, 'view, foreign-table', false) FROM pg_settings WHERE …`);
  *   - the startup parameter `synchronous_commit` and `-c synchronous_commit=v` in `options`
  *     (PGOPTIONS).
  * Not seen: a `SET` inside a function body or a DO block. PostgreSQL lets every role change the
@@ -122,9 +123,14 @@ function checkSetConfig(call: Json, floor: SyncCommitLevel): ProxyError | undefi
   if (last?.toLowerCase() !== 'set_config' || schema?.toLowerCase() !== 'pg_catalog') return undefined;
   const args = (call['args'] as unknown[] | undefined) ?? [];
   const name = constantText(args[0]);
-  if (name === undefined) return refusal('set_config() with a setting name that is not a constant cannot be checked', floor);
-  if (name.trim().toLowerCase() !== 'synchronous_commit') return undefined;
   const value = constantText(args[1]);
+  if (name === undefined) {
+    // whatever setting it names, a constant value that is no level below the floor cannot lower this one
+    const level = value === undefined ? 'off' : syncCommitLevel(value);
+    if (level === undefined || !below(level, floor)) return undefined;
+    return refusal('set_config() with a setting name that is not a constant cannot be checked', floor);
+  }
+  if (name.trim().toLowerCase() !== 'synchronous_commit') return undefined;
   if (value === undefined) return refusal('set_config(\'synchronous_commit\', …) with a value that is not a constant cannot be checked', floor);
   const level = syncCommitLevel(value);
   if (level === undefined || !below(level, floor)) return undefined;

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { startProtocolRelay } from '../support/protocol-client.js';
 import type { Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
@@ -122,5 +122,34 @@ describe('psql through pgrelay', () => {
     expect(result.code).toBe(3);
     expect(result.stdout.split('\n').filter(Boolean)).toEqual(['1']);
     expect(result.stderr).toMatch(/division by zero/);
+  });
+});
+
+describe('pg_dump through pgrelay', () => {
+  function run(command: string, args: string[]): Promise<PsqlResult> {
+    return new Promise((resolve) => {
+      execFile(command, args, { env: { ...process.env, PGCONNECT_TIMEOUT: '10' }, timeout: 60_000, maxBuffer: 1 << 24 }, (error, stdout, stderr) =>
+        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+    });
+  }
+
+  it('dumps a table as text, and as a directory with two jobs (pg_dump sets restrict_nonsystem_relation_kind through set_config over pg_settings)', async () => {
+    await queryNode(cluster, 'primary', "DROP TABLE IF EXISTS proto_dump; CREATE TABLE proto_dump (id int PRIMARY KEY, label text); INSERT INTO proto_dump VALUES (1, 'one'), (2, 'two'), (3, 'three')");
+    const text = await run('pg_dump', ['-t', 'proto_dump', relay.url()]);
+    expect(text.stderr).toBe('');
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/CREATE TABLE public\.proto_dump/);
+    expect(text.stdout).toMatch(/COPY public\.proto_dump \(id, label\) FROM stdin;\n1\tone\n2\ttwo\n3\tthree\n\\\.\n/);
+    // a leader and two workers, each in a transaction of its own for the whole dump: three server connections
+    const wider = await startProtocolRelay(cluster, { pool: { size: 4 } });
+    onTestFinished(() => wider.stop());
+    const target = join(dir, 'dump.dir');
+    const directory = await run('pg_dump', ['-Fd', '-j', '2', '-t', 'proto_dump', '-t', 'proto_psql', '-f', target, wider.url()]);
+    expect(directory.stderr).toBe('');
+    expect(directory.code).toBe(0);
+    const listed = await run('pg_restore', ['-l', target]);
+    expect(listed.stdout).toMatch(/TABLE DATA public proto_dump/);
+    expect(listed.stdout).toMatch(/TABLE DATA public proto_psql/);
   });
 });

@@ -52,12 +52,17 @@ describe('syncCommitRefusal', () => {
     }
   });
 
-  it('refuses set_config below the floor, with a value it cannot check, or with a computed name', () => {
+  it('refuses set_config below the floor, with a value it cannot check, or with a computed name and a value that could lower it (pg_dump\'s computed name with a constant value passes)', () => {
     expect(refused("SELECT set_config('synchronous_commit', 'off', false)")).toMatch(/^set_config\('synchronous_commit', 'off'\) is not allowed/);
     expect(refused("SELECT pg_catalog.set_config('Synchronous_Commit', 'local'::text, true)")).toMatch(/not allowed/);
     expect(refused("SELECT set_config('synchronous_commit', $1, false)")).toMatch(/value that is not a constant cannot be checked/);
     expect(refused("SELECT set_config('synchronous' || '_commit', 'off', false)")).toMatch(/setting name that is not a constant cannot be checked/);
     expect(refused("SELECT set_config('synchronous_commit', 'remote_apply', false)")).toBeUndefined();
+    // a computed name with a value of both unknown: refused; with a constant value that is no level below the floor: allowed
+    expect(refused('SELECT set_config(name, $1, false) FROM pg_settings')).toMatch(/setting name that is not a constant cannot be checked/);
+    expect(refused("SELECT set_config(name, 'No', false) FROM pg_settings")).toMatch(/setting name that is not a constant cannot be checked/);
+    expect(refused("SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'")).toBeUndefined();
+    expect(refused("SELECT set_config(name, 'on', false) FROM pg_settings")).toBeUndefined();
     // someone else's set_config is not PostgreSQL's
     expect(refused("SELECT myschema.set_config('synchronous_commit', 'off', false)")).toBeUndefined();
   });
