@@ -20,6 +20,7 @@ import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 const execFileAsync = promisify(execFile);
 const PYTHON = process.env.PGRELAY_TEST_PYTHON ?? '/usr/bin/python3';
 const SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../support/psycopg/scenarios.py');
+const ASYNCPG_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../support/asyncpg/scenarios.py');
 const PASSWORD = { shop: 'shop-pw-95', monitor: 'monitor-pw-96', failover: 'failover-pw-97' };
 const WAIT = { timeout: 20_000, interval: 200 };
 let shop: ShopReplica;
@@ -36,9 +37,9 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-/** Runs a scenario of scenarios.py through pgrelay (`through`, else the test's) as `shop`: what the application saw. */
-async function scenario(driver: 'psycopg' | 'psycopg2', name: string, through: Relay = relay): Promise<{ values: string[]; errors: string[] }> {
-  const { stdout } = await execFileAsync(PYTHON, [SCRIPT, driver, name], {
+/** Runs a scenario of scenarios.py (asyncpg's: asyncpg/scenarios.py) through pgrelay (`through`, else the test's) as `shop`: what the application saw. */
+async function scenario(driver: 'psycopg' | 'psycopg2' | 'asyncpg', name: string, through: Relay = relay): Promise<{ values: string[]; errors: string[] }> {
+  const { stdout } = await execFileAsync(PYTHON, driver === 'asyncpg' ? [ASYNCPG_SCRIPT, name] : [SCRIPT, driver, name], {
     env: { ...process.env, PGRELAY_TEST_DSN: through.url({ user: 'shop', password: PASSWORD.shop }) },
     timeout: 60_000,
   });
@@ -90,5 +91,30 @@ describe('psycopg', () => {
     expect(await scenario('psycopg', 'rollback-and-rotation', session)).toEqual({ values: ['60', '70', '71', '72', '73'], errors: [] });
     const before = await shop.valueOf(5);
     expect(await scenario('psycopg', 'error-then-write', session)).toEqual({ values: [String(before), '1', String(before + 1)], errors: ['22012'] });
+  });
+});
+
+describe('asyncpg', () => {
+  it('defaults (a named statement per query): read-only transactions, REPEATABLE READ READ ONLY, and a pool run on the replica', async () => {
+    const before = await replicaScans();
+    let metrics = await outcomes();
+    expect(await scenario('asyncpg', 'read-transactions')).toEqual({ values: [...Array.from({ length: 5 }, () => ['10', '20', '30']).flat(), '40'], errors: [] });
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 5 });
+    metrics = await outcomes();
+    expect(await scenario('asyncpg', 'pool-reads')).toEqual({ values: ['10', '20', '30'], errors: [] });
+    await vi.waitFor(async () => expect((await replicaScans()) - before).toBeGreaterThanOrEqual(15 + 1 + 60), WAIT);
+  });
+
+  it('a cursor read in part, then a write: the transaction moves, the cursor reads on from the same row on the primary, the write commits', async () => {
+    const metrics = await outcomes();
+    const nine = await shop.valueOf(9);
+    expect(await scenario('asyncpg', 'cursor-then-write')).toEqual({ values: ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10', String(nine + 1)], errors: [] });
+    expect(await shop.valueOf(9)).toBe(nine + 1);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
+  it('an error in a transaction block rolls it back; the connection serves on', async () => {
+    const seven = String(await shop.valueOf(7));
+    expect(await scenario('asyncpg', 'error-in-transaction')).toEqual({ values: [seven, seven], errors: ['22012'] });
   });
 });
