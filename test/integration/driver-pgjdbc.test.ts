@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import type { Relay } from '../support/relay.js';
 import { type ShopReplica, startShopReplica } from '../support/shop-replica.js';
-import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
+import { runScenario, type Seen } from '../support/driver-scenario.js';
+import { grew } from '../support/transaction-outcomes.js';
 
 // pgjdbc, the PostgreSQL JDBC driver (Debian's libpostgresql-jdbc-java, run by the JDK's `java`),
 // through pgrelay, with the driver's defaults and with the options Java applications turn on:
@@ -43,26 +44,16 @@ afterAll(async () => {
 });
 
 /** Runs a scenario of PgjdbcScenarios.java through pgrelay as `shop`: what the application saw. */
-async function scenario(name: string, options = ''): Promise<{ values: string[]; errors: string[] }> {
-  const port = new URL(relay.url()).port;
-  const { stdout } = await execFileAsync('java', ['-cp', `${JAR}${path.delimiter}${classes}`, 'PgjdbcScenarios', '127.0.0.1', port, cluster.database, 'shop', options, name], {
-    env: { ...process.env, PGRELAY_TEST_PASSWORD: PASSWORD.shop },
-    timeout: 60_000,
-  });
-  return JSON.parse(stdout.trim().split('\n').pop()!) as { values: string[]; errors: string[] };
+function scenario(name: string, options = ''): Promise<Seen> {
+  return runScenario('java', ['-cp', `${JAR}${path.delimiter}${classes}`, 'PgjdbcScenarios', '127.0.0.1', String(relay.port), cluster.database, 'shop', options, name], { PGRELAY_TEST_PASSWORD: PASSWORD.shop });
 }
-
 
 /** Waits until the replica's scan counter grew by at least `n` (the server's own counters). */
 async function replicaScansGrew(before: Record<string, number>, n: number): Promise<void> {
   await vi.waitFor(async () => expect((await shop.scans()).replica1! - before.replica1!).toBeGreaterThanOrEqual(n), WAIT);
 }
 
-function outcomes(): Promise<Record<string, number>> {
-  return transactionOutcomes(relay);
-}
-
-
+const outcomes = () => shop.outcomes();
 
 describe('pgjdbc', () => {
   it('with the driver defaults, autosave, simple query mode and server-side statements from the first use: transactions that only read run on the replica', async () => {

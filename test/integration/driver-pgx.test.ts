@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import type { Relay } from '../support/relay.js';
 import { type ShopReplica, startShopReplica } from '../support/shop-replica.js';
-import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
+import { runScenario, type Seen } from '../support/driver-scenario.js';
+import { grew } from '../support/transaction-outcomes.js';
 
 // pgx (Go; Debian's golang-github-jackc-pgx-v4-dev, built with Debian's golang-go) through pgrelay
 // with its defaults: every query is prepared as a named statement of pgx's statement cache (Parse
@@ -49,21 +50,12 @@ afterAll(async () => {
 });
 
 /** Runs a scenario of scenarios.go through pgrelay as `shop`: what the application saw. */
-async function scenario(name: string, params = ''): Promise<{ values: string[]; errors: string[] }> {
-  const { stdout } = await execFileAsync(binary, [name], {
-    env: { ...process.env, PGRELAY_TEST_DSN: `${relay.url({ user: 'shop', password: PASSWORD.shop })}?sslmode=disable${params}` },
-    timeout: 60_000,
-  });
-  return JSON.parse(stdout.trim().split('\n').pop()!) as { values: string[]; errors: string[] };
+function scenario(name: string, params = ''): Promise<Seen> {
+  return runScenario(binary, [name], { PGRELAY_TEST_DSN: `${relay.url({ user: 'shop', password: PASSWORD.shop })}?sslmode=disable${params}` });
 }
 
-async function replicaScans(): Promise<number> {
-  return (await shop.scans()).replica1!;
-}
-
-function outcomes(): Promise<Record<string, number>> {
-  return transactionOutcomes(relay);
-}
+const replicaScans = () => shop.replicaScans();
+const outcomes = () => shop.outcomes();
 
 describe('pgx', () => {
   it('defaults, statement_cache_mode=describe (unnamed statements) and prefer_simple_protocol: transactions that only read run on the replica', async () => {

@@ -1,12 +1,11 @@
-import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import type { Relay } from '../support/relay.js';
 import { type ShopReplica, startShopReplica } from '../support/shop-replica.js';
-import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
+import { runScenario, type Seen } from '../support/driver-scenario.js';
+import { grew } from '../support/transaction-outcomes.js';
 
 // Two libpq applications through pgrelay with their defaults: PHP's PDO (Debian's php-pgsql;
 // native prepares: each statement object a named server statement, dropped with DEALLOCATE) and
@@ -15,7 +14,6 @@ import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 // test/support/ruby/scenarios.rb. Least-privilege roles as an operator sets them up; where reads
 // ran is read on the servers (per-node pg_stat_user_tables counters).
 
-const execFileAsync = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SCRIPTS = { php: path.join(here, '../support/php/scenarios.php'), ruby: path.join(here, '../support/ruby/scenarios.rb') };
 const PASSWORD = { shop: 'shop-pw-75', monitor: 'monitor-pw-76', failover: 'failover-pw-77' };
@@ -30,7 +28,7 @@ let readsOnReplica = 0;
 beforeAll(async () => {
   shop = await startShopReplica('php_items', PASSWORD);
   ({ cluster, relay } = shop);
-  scansAtStart = (await shop.scans()).replica1!;
+  scansAtStart = await shop.replicaScans();
 }, 120_000);
 
 afterAll(async () => {
@@ -39,25 +37,18 @@ afterAll(async () => {
 });
 
 /** Runs a scenario through pgrelay as `shop`: what the application saw. */
-async function scenario(language: 'php' | 'ruby', name: string): Promise<{ values: string[]; errors: string[] }> {
-  const { stdout } = await execFileAsync(language, [SCRIPTS[language], name], {
-    env: {
-      ...process.env,
-      PGRELAY_TEST_HOST: '127.0.0.1',
-      PGRELAY_TEST_PORT: String(relay.port),
-      PGRELAY_TEST_DATABASE: cluster.database,
-      PGRELAY_TEST_USER: 'shop',
-      PGRELAY_TEST_PASSWORD: PASSWORD.shop,
-      PGRELAY_TEST_URL: `${relay.url({ user: 'shop', password: PASSWORD.shop })}?sslmode=disable`,
-    },
-    timeout: 60_000,
+function scenario(language: 'php' | 'ruby', name: string): Promise<Seen> {
+  return runScenario(language, [SCRIPTS[language], name], {
+    PGRELAY_TEST_HOST: '127.0.0.1',
+    PGRELAY_TEST_PORT: String(relay.port),
+    PGRELAY_TEST_DATABASE: cluster.database,
+    PGRELAY_TEST_USER: 'shop',
+    PGRELAY_TEST_PASSWORD: PASSWORD.shop,
+    PGRELAY_TEST_URL: `${relay.url({ user: 'shop', password: PASSWORD.shop })}?sslmode=disable`,
   });
-  return JSON.parse(stdout.trim().split('\n').pop()!) as { values: string[]; errors: string[] };
 }
 
-function outcomes(): Promise<Record<string, number>> {
-  return transactionOutcomes(relay);
-}
+const outcomes = () => shop.outcomes();
 
 describe('PHP PDO and Ruby pg', () => {
   it('PDO: read-only transactions (a statement each, one statement in three, emulated prepares) run on the replica', async () => {
@@ -91,6 +82,6 @@ describe('PHP PDO and Ruby pg', () => {
 
   it('ran every read-only transaction above on the replica, by its own counters (read once: an idle backend reports them up to 10 s late)', async () => {
     expect(readsOnReplica).toBe(35);
-    await vi.waitFor(async () => expect((await shop.scans()).replica1! - scansAtStart).toBeGreaterThanOrEqual(readsOnReplica), WAIT);
+    await vi.waitFor(async () => expect((await shop.replicaScans()) - scansAtStart).toBeGreaterThanOrEqual(readsOnReplica), WAIT);
   });
 });

@@ -1,12 +1,11 @@
-import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
 import { startRelay, type Relay } from '../support/relay.js';
 import { type ShopReplica, startShopReplica } from '../support/shop-replica.js';
-import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
+import { runScenario, type Seen } from '../support/driver-scenario.js';
+import { grew } from '../support/transaction-outcomes.js';
 
 // psycopg 3 and psycopg2 (Debian's python3-psycopg and python3-psycopg2, run by Debian's
 // python3) through pgrelay with their defaults: autocommit off, so every first statement opens a
@@ -17,7 +16,6 @@ import { grew, transactionOutcomes } from '../support/transaction-outcomes.js';
 // Least-privilege roles as an operator sets them up; where reads ran is read on the servers
 // (per-node pg_stat_user_tables scan counters).
 
-const execFileAsync = promisify(execFile);
 const PYTHON = process.env.PGRELAY_TEST_PYTHON ?? '/usr/bin/python3';
 const SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../support/psycopg/scenarios.py');
 const ASYNCPG_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../support/asyncpg/scenarios.py');
@@ -38,23 +36,12 @@ afterAll(async () => {
 });
 
 /** Runs a scenario of scenarios.py (asyncpg's: asyncpg/scenarios.py) through pgrelay (`through`, else the test's) as `shop`: what the application saw. */
-async function scenario(driver: 'psycopg' | 'psycopg2' | 'asyncpg', name: string, through: Relay = relay): Promise<{ values: string[]; errors: string[] }> {
-  const { stdout } = await execFileAsync(PYTHON, driver === 'asyncpg' ? [ASYNCPG_SCRIPT, name] : [SCRIPT, driver, name], {
-    env: { ...process.env, PGRELAY_TEST_DSN: through.url({ user: 'shop', password: PASSWORD.shop }) },
-    timeout: 60_000,
-  });
-  return JSON.parse(stdout.trim().split('\n').pop()!) as { values: string[]; errors: string[] };
+function scenario(driver: 'psycopg' | 'psycopg2' | 'asyncpg', name: string, through: Relay = relay): Promise<Seen> {
+  return runScenario(PYTHON, driver === 'asyncpg' ? [ASYNCPG_SCRIPT, name] : [SCRIPT, driver, name], { PGRELAY_TEST_DSN: through.url({ user: 'shop', password: PASSWORD.shop }) });
 }
 
-async function replicaScans(): Promise<number> {
-  return (await shop.scans()).replica1!;
-}
-
-function outcomes(): Promise<Record<string, number>> {
-  return transactionOutcomes(relay);
-}
-
-
+const replicaScans = () => shop.replicaScans();
+const outcomes = () => shop.outcomes();
 
 describe('psycopg', () => {
   it('psycopg 3 and psycopg2, defaults: transactions that only read, and nested transaction blocks, run on the replica', async () => {

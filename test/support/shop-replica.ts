@@ -2,6 +2,7 @@ import { expect, vi } from 'vitest';
 import { LocalCluster } from '../../src/local/cluster.js';
 import { leastPrivilegeRoles } from './least-privilege-roles.js';
 import { startRelay, type Relay } from './relay.js';
+import { transactionOutcomes } from './transaction-outcomes.js';
 
 /** Passwords of the least-privilege roles (see leastPrivilegeRoles). */
 export interface RolePasswords {
@@ -16,8 +17,12 @@ export interface ShopReplica {
   relay: Relay;
   /** scans of the table on each node so far (the servers' own pg_stat_user_tables counters) */
   scans(): Promise<Record<string, number>>;
+  /** the replica's scans of the table so far */
+  replicaScans(): Promise<number>;
   /** the value of row `id` on the primary */
   valueOf(id: number): Promise<number>;
+  /** pgrelay_transactions_total by outcome so far (see transactionOutcomes) */
+  outcomes(): Promise<Record<string, number>>;
 }
 
 /**
@@ -48,20 +53,24 @@ export async function startShopReplica(table: string, password: RolePasswords): 
     await cluster.stop();
     throw error;
   }
+  const scans = async () => {
+    const out: Record<string, number> = {};
+    for (const name of ['primary', 'replica1']) {
+      const [row] = await cluster.query<{ n: string }>(name, `SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relname = '${table}'`);
+      out[name] = Number(row!.n);
+    }
+    return out;
+  };
+  const started = relay;
   return {
     cluster,
     relay,
-    scans: async () => {
-      const out: Record<string, number> = {};
-      for (const name of ['primary', 'replica1']) {
-        const [row] = await cluster.query<{ n: string }>(name, `SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relname = '${table}'`);
-        out[name] = Number(row!.n);
-      }
-      return out;
-    },
+    scans,
+    replicaScans: async () => (await scans()).replica1!,
     valueOf: async (id) => {
       const [row] = await cluster.query<{ v: number }>('primary', `SELECT v FROM ${table} WHERE id = $1`, [id]);
       return row!.v;
     },
+    outcomes: () => transactionOutcomes(started),
   };
 }
