@@ -31,7 +31,9 @@ export function transactionDecision(t: TransactionStmt): StatementDecision {
     case 'TRANS_STMT_ROLLBACK':
       return decision('any', 'ROLLBACK ends the transaction where it runs', { effects: [{ type: 'rollback' }] });
     case 'TRANS_STMT_PREPARE':
-      return decision('any', 'PREPARE TRANSACTION ends the transaction where it runs', { effects: [{ type: 'commit' }] });
+      // a prepared transaction lives on the primary (COMMIT/ROLLBACK PREPARED run there); a hot
+      // standby refuses it: an optimistic transaction moves there first
+      return decision('primary', 'PREPARE TRANSACTION ends the transaction on the primary', { effects: [{ type: 'commit' }] });
     case 'TRANS_STMT_SAVEPOINT':
     case 'TRANS_STMT_RELEASE':
     case 'TRANS_STMT_ROLLBACK_TO':

@@ -25,7 +25,7 @@ const ports: Record<string, number> = {};
 let relay: Relay;
 
 beforeAll(async () => {
-  cluster = await LocalCluster.create({ replicas: 2, standby: false });
+  cluster = await LocalCluster.create({ replicas: 2, standby: false, settings: { max_prepared_transactions: 4 } });
   for (const name of NODES) ports[name] = cluster.node(name).port;
   for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
   await cluster.query('primary', 'CREATE TABLE opt_items (id int PRIMARY KEY, v int NOT NULL)');
@@ -185,6 +185,24 @@ describe('optimistic transactions', () => {
     await c.query('BEGIN');
     await expect(c.query("SET LOCAL statement_timeout = 'soon'")).rejects.toMatchObject({ code: '22023' });
     await c.query('ROLLBACK');
+  });
+
+  it('pg: PREPARE TRANSACTION after reads (two-phase commit, as XA transaction managers send it) moves the transaction to the primary first; COMMIT PREPARED commits it there', async () => {
+    const c = await client();
+    const metrics = await outcomes();
+    await c.query('BEGIN');
+    expect((await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [9])).rows).toEqual([{ v: 90 }]);
+    await c.query("INSERT INTO opt_log (note) VALUES ('two-phase')");
+    await c.query("PREPARE TRANSACTION 'opt_2pc'");
+    expect(await cluster.query('primary', "SELECT gid FROM pg_prepared_xacts WHERE gid = 'opt_2pc'")).toHaveLength(1);
+    await c.query("COMMIT PREPARED 'opt_2pc'");
+    expect(await cluster.query('primary', 'SELECT note FROM opt_log WHERE note = $1', ['two-phase'])).toHaveLength(1);
+    // only reads before it: still prepared on the primary (a hot standby refuses it with 25006)
+    await c.query('BEGIN');
+    expect((await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [9])).rows).toEqual([{ v: 90 }]);
+    await c.query("PREPARE TRANSACTION 'opt_2pc_read'");
+    await c.query("ROLLBACK PREPARED 'opt_2pc_read'");
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 2 });
   });
 
   it('pg: another client changes a row the transaction read: 40001 at the write, nothing of it is written', async () => {
