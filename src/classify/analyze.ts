@@ -47,6 +47,7 @@ export interface ShapeDecision {
   namesSettings?: boolean;
   unverifiable?: string;
   opensOnReplica?: boolean;
+  localSettings?: boolean;
 }
 
 // DeclareCursorStmt.options bit for WITH HOLD (CURSOR_OPT_HOLD in parsenodes.h)
@@ -213,7 +214,9 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
   let namesSettings = false;
   let cacheable = true;
   let unverifiable: string | undefined;
+  let localSettings = false;
   for (const d of decisions) {
+    localSettings ||= d.localSettings === true;
     readsSequences ||= d.readsSequences === true;
     namesSettings ||= d.namesSettings === true;
     unverifiable ??= d.unverifiable;
@@ -238,5 +241,5 @@ export function analyze(sql: string, options: AnalyzeOptions): ShapeDecision {
     reason = n === 1 ? decisions[0]!.reason : `${n} session statements`;
   }
   const opensOnReplica = n === 1 && decisions[0]!.opensOnReplica === true;
-  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable, ...(readsSequences ? { readsSequences } : {}), ...(namesSettings ? { namesSettings } : {}), ...(unverifiable === undefined ? {} : { unverifiable }), ...(opensOnReplica ? { opensOnReplica } : {}) };
+  return { route, pin, reason, effects, statements: n, userFunctions: [...userFunctions], cacheable, ...(readsSequences ? { readsSequences } : {}), ...(namesSettings ? { namesSettings } : {}), ...(unverifiable === undefined ? {} : { unverifiable }), ...(opensOnReplica ? { opensOnReplica } : {}), ...(localSettings ? { localSettings } : {}) };
 }

@@ -21,6 +21,7 @@
  */
 import { loadModule } from 'libpg-query';
 import { analyze, type AnalyzeOptions, type ShapeDecision } from './analyze.js';
+import { TRANSACTION_CHARACTERISTICS } from './collector.js';
 import { maskLiterals, type MaskedText } from './lexer.js';
 import { longKey, representative } from './long-key.js';
 import type { Classification, ClassifierOptions, Route, Volatility } from './types.js';
@@ -88,12 +89,12 @@ export class Classifier {
     if (unmasked !== undefined && !sql.includes('\0')) {
       this.stats.hits++;
       this.touch(sql, unmasked);
-      return this.resolved(unmasked);
+      return transactionCharacteristics(this.resolved(unmasked), sql);
     }
     const masked = maskLiterals(sql);
     if (masked.empty) return hasHints(masked) ? withHints(EMPTY, masked) : EMPTY;
     const entry = this.lookup(masked.key.length > MAX_KEY_LENGTH ? longKey(masked.key, MAX_KEY_LENGTH) : masked.key, sql);
-    const resolved = this.resolved(entry);
+    const resolved = transactionCharacteristics(this.resolved(entry), sql);
     if (!hasHints(masked)) return resolved;
     return this.applyHint(entry.decision, resolved, masked);
   }
@@ -173,6 +174,7 @@ export class Classifier {
       ...(d.namesSettings === true ? { namesSettings: true as const } : {}),
       ...(d.unverifiable === undefined ? {} : { unverifiable: d.unverifiable }),
       ...(d.opensOnReplica === true ? { opensOnReplica: true as const } : {}),
+      ...(d.localSettings === true ? { localSettings: true as const } : {}),
     });
   }
 
@@ -215,6 +217,16 @@ export class Classifier {
 
 /** What a text's own comments say (read per text, after the shape's cached decision). */
 type TextHints = Pick<MaskedText, 'hint' | 'maxLagMs' | 'afterLsn' | 'badAfterLsn'>;
+
+/**
+ * A text whose shape sets a transaction-local setting (Classification.localSettings) that names
+ * one of the transaction's own characteristics (read from the text itself: the name is masked in
+ * the shape) goes to the primary.
+ */
+function transactionCharacteristics(c: Classification, sql: string): Classification {
+  if (c.localSettings !== true || c.route === 'primary' || !TRANSACTION_CHARACTERISTICS.test(sql)) return c;
+  return Object.freeze({ ...c, route: 'primary' as const, reason: "set_config() of the transaction's isolation, read-only or deferrable setting: a hot standby refuses it", localSettings: undefined });
+}
 
 function hasHints(h: TextHints): boolean {
   return h.hint !== undefined || h.maxLagMs !== undefined || h.afterLsn !== undefined || h.badAfterLsn !== undefined;

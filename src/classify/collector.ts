@@ -4,7 +4,7 @@
  */
 import type { FuncCall, IntoClause, LockingClause, RangeVar } from 'libpg-query';
 import { kindOfFunction, primaryViewReason } from './functions.js';
-import { constantBool, isMaskedConstant, isTempRelation } from './parse-tree.js';
+import { constantBool, constantString, isMaskedConstant, isTempRelation } from './parse-tree.js';
 import { decision, type AnalyzeOptions, type StatementDecision } from './statement-decision.js';
 
 const LOCK_STRENGTH: Readonly<Record<string, string>> = {
@@ -37,6 +37,9 @@ export const WRITE_VERBS: Readonly<Record<string, string>> = {
 };
 
 /** What a walk over an executed part of a parse tree found. */
+/** Names of the transaction's own characteristics, which a hot standby refuses to change. */
+export const TRANSACTION_CHARACTERISTICS = /transaction_(?:isolation|read_only|deferrable)/i;
+
 export class Collector {
   readonly userFunctions = new Set<string>();
   /** first function that makes the statement a write */
@@ -56,6 +59,8 @@ export class Collector {
   primaryView: string | undefined;
   /** first call whose answer depends on the server or the moment (now(), random(), inet_server_port(), …) */
   unverifiable: string | undefined;
+  /** calls set_config(<a name>, …, true): a transaction-local setting (see Classification.localSettings) */
+  localSettings = false;
 
   constructor(private readonly options: AnalyzeOptions) {}
 
@@ -120,8 +125,8 @@ export class Collector {
         this.writer ??= `${qualified}()`;
         break;
       case 'writer':
-        this.writer ??= `${qualified}()`;
         if (bare === 'set_config') this.setConfig(fc, qualified);
+        else this.writer ??= `${qualified}()`;
         break;
       case 'user':
         this.userFunctions.add(qualified);
@@ -146,7 +151,19 @@ export class Collector {
   private setConfig(fc: FuncCall, qualified: string): void {
     const isLocal = fc.args?.[2];
     if (isMaskedConstant(isLocal)) this.literal = true;
-    if (constantBool(isLocal) !== true) this.pinning ??= qualified;
+    if (constantBool(isLocal) !== true) {
+      this.pinning ??= qualified;
+      this.writer ??= `${qualified}()`;
+      return;
+    }
+    // transaction-local, as SET LOCAL: a replica runs it as the primary does, when its name is
+    // written out and is none of the transaction's own characteristics (a hot standby refuses to
+    // change those). The name is masked in the shape: such a decision is not cached, and the
+    // Classifier tells them from a cached shape's text itself.
+    const name = constantString(fc.args?.[0]);
+    if (name !== undefined && TRANSACTION_CHARACTERISTICS.test(name)) this.literal = true;
+    if (name === undefined || TRANSACTION_CHARACTERISTICS.test(name)) this.writer ??= `${qualified}()`;
+    else this.localSettings = true;
   }
 
   /** pinned by a session-level advisory lock or a temporary table made by SELECT INTO / CTAS */
@@ -157,7 +174,7 @@ export class Collector {
 
 /** A statement whose expressions run: reads unless the walk finds a write. */
 export function queryDecision(c: Collector, what: string): StatementDecision {
-  const extra = { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal, readsSequences: c.readsSequences, namesSettings: c.namesSettings, unverifiable: c.unverifiable };
+  const extra = { pin: c.pins, userFunctions: c.userFunctions, cacheable: !c.literal, readsSequences: c.readsSequences, namesSettings: c.namesSettings, unverifiable: c.unverifiable, localSettings: c.localSettings };
   if (c.nestedWrite) return decision('primary', `data-modifying ${c.nestedWrite} in WITH`, extra);
   if (c.into) return decision('primary', 'SELECT INTO creates a table', extra);
   if (c.locking) return decision('primary', `SELECT … ${c.locking} locks rows`, extra);

@@ -27,6 +27,8 @@ export interface StatementDecision {
   setsReadOnly?: boolean;
   /** a transaction setting a hot standby runs as the primary does (see Classification.opensOnReplica) */
   opensOnReplica?: boolean;
+  /** calls set_config(<a name>, …, true) (see Classification.localSettings) */
+  localSettings?: boolean;
 }
 
 export function decision(route: Route, reason: string, extra: Partial<StatementDecision> = {}): StatementDecision {

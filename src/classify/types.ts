@@ -101,6 +101,13 @@ export interface Classification {
    * an optimistic transaction on a replica (ORMs send it right after BEGIN).
    */
   readonly opensOnReplica?: true;
+  /**
+   * The text calls `set_config(name, value, true)`: a setting for the transaction only, which a
+   * replica runs as the primary does (the row-level-security pattern sets its tenant so in every
+   * transaction). Not when the name is the transaction's own isolation, read-only or deferrable
+   * (a hot standby refuses those): such a text goes to the primary.
+   */
+  readonly localSettings?: true;
 }
 
 export interface ClassifierOptions {

@@ -187,6 +187,29 @@ describe('optimistic transactions', () => {
     await c.query('ROLLBACK');
   });
 
+  it("pg: the row-level-security pattern (set_config('app.tenant', …, true) first in every transaction) starts on the replica; a write moves it, the setting with it", async () => {
+    const c = await client();
+    let metrics = await outcomes();
+    for (let i = 0; i < 3; i++) {
+      await c.query('BEGIN');
+      expect((await c.query("SELECT set_config('app.tenant', $1, true) AS t", [`t${i}`])).rows).toEqual([{ t: `t${i}` }]);
+      const read = await c.query<{ v: number; tenant: string; port: string }>("SELECT v, current_setting('app.tenant') AS tenant, current_setting('port') AS port FROM opt_items WHERE id = $1", [10]);
+      expect(read.rows[0]).toMatchObject({ v: 100, tenant: `t${i}` });
+      replicaPort(read.rows[0]!.port);
+      await c.query('COMMIT');
+    }
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 3 });
+    metrics = await outcomes();
+    await c.query('BEGIN');
+    await c.query("SELECT set_config('app.tenant', 'moving', true)");
+    expect((await c.query<{ v: number }>('SELECT v FROM opt_items WHERE id = $1', [10])).rows).toEqual([{ v: 100 }]);
+    await c.query("INSERT INTO opt_log (note) VALUES (current_setting('app.tenant'))");
+    expect((await c.query("SELECT current_setting('app.tenant') AS tenant, current_setting('port') AS port")).rows[0]).toEqual({ tenant: 'moving', port: String(ports.primary) });
+    await c.query('COMMIT');
+    expect(await cluster.query('primary', 'SELECT note FROM opt_log WHERE note = $1', ['moving'])).toHaveLength(1);
+    expect(grew(metrics, await outcomes())).toEqual({ moved: 1 });
+  });
+
   it('pg: PREPARE TRANSACTION after reads (two-phase commit, as XA transaction managers send it) moves the transaction to the primary first; COMMIT PREPARED commits it there', async () => {
     const c = await client();
     const metrics = await outcomes();

@@ -282,6 +282,25 @@ describe('long texts: the folded short form decides as the whole text does', () 
 });
 
 describe('decisions that read a literal', () => {
+  it("set_config(…, true) runs on a replica unless it names the transaction's own characteristics, whichever text of the shape came first", async () => {
+    for (const order of [
+      ["SELECT set_config('app.tenant', '5', true)", "SELECT set_config('transaction_isolation', 'serializable', true)"],
+      ["SELECT set_config('transaction_read_only', 'off', true)", "SELECT set_config('app.tenant', '5', true)"],
+    ]) {
+      const k = await Classifier.create();
+      for (let round = 0; round < 2; round++) {
+        for (const sql of order) {
+          const c = k.classify(sql);
+          expect(c.route, sql).toBe(sql.includes('transaction_') ? 'primary' : 'replica');
+          expect(c.pin, sql).toBe(false);
+        }
+      }
+    }
+    // a name the text does not write out cannot be checked
+    expect(classifier.classify('SELECT set_config($1, $2, true)').route).toBe('primary');
+  });
+
+
   it("set_config's is_local decides the pin per text, not per shape ('true' and 'false' mask alike)", async () => {
     const k = await Classifier.create();
     expect(k.classify("SELECT set_config('app.tenant', '1', 'true')").pin).toBe(false);
