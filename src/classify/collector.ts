@@ -36,10 +36,10 @@ export const WRITE_VERBS: Readonly<Record<string, string>> = {
   MergeStmt: 'MERGE',
 };
 
-/** What a walk over an executed part of a parse tree found. */
 /** Names of the transaction's own characteristics, which a hot standby refuses to change. */
 export const TRANSACTION_CHARACTERISTICS = /transaction_(?:isolation|read_only|deferrable)/i;
 
+/** What a walk over an executed part of a parse tree found. */
 export class Collector {
   readonly userFunctions = new Set<string>();
   /** first function that makes the statement a write */
@@ -161,8 +161,9 @@ export class Collector {
     // change those). The name is masked in the shape: such a decision is not cached, and the
     // Classifier tells them from a cached shape's text itself.
     const name = constantString(fc.args?.[0]);
-    if (name !== undefined && TRANSACTION_CHARACTERISTICS.test(name)) this.literal = true;
-    if (name === undefined || TRANSACTION_CHARACTERISTICS.test(name)) this.writer ??= `${qualified}()`;
+    const characteristic = name !== undefined && TRANSACTION_CHARACTERISTICS.test(name);
+    if (characteristic) this.literal = true;
+    if (name === undefined || characteristic) this.writer ??= `${qualified}()`;
     else this.localSettings = true;
   }
 
