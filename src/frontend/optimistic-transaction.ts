@@ -9,7 +9,7 @@ import { firstDifference } from '../protocol/row-digest.js';
 import type { ServerMessageScanner } from '../protocol/server-scanner.js';
 import type { Target } from '../routing/router.js';
 import { raiseStatement } from '../routing/sync-commit-floor.js';
-import { endsTransaction, isPlainRead, staysOnReplica } from '../routing/unit-route.js';
+import { endsTransaction, startsOptimistic, staysOnReplica } from '../routing/unit-route.js';
 import type { ClientTransaction } from './client-transaction.js';
 import { OptimisticLog, type ParsedStatements } from './optimistic-log.js';
 import { replayRuns } from './optimistic-replay.js';
@@ -95,7 +95,7 @@ export class OptimisticTransaction {
   /**
    * A held BEGIN went to `conn` in front of the transaction's first statement (`first`), which
    * wanted `target`: an optimistic transaction starts when that is a plain read on a replica (or
-   * a transaction setting a replica runs alike: Classification.opensOnReplica). A
+   * a transaction setting a replica runs alike: startsOptimistic). A
    * read that wanted one but went to the primary (no replica qualified: none configured, down,
    * lagging, or behind the client's writes) starts a transaction there like any other: there is
    * nowhere to move it, and running its reads again there could only fail it with 40001.
@@ -105,7 +105,7 @@ export class OptimisticTransaction {
     this.homeless = undefined;
     this.primaryNext = false;
     const onPrimary = conn.node === this.services.topology.primaryName;
-    if (target !== 'replica' || onPrimary || !this.enabled || !(isPlainRead(first) || first?.opensOnReplica === true)) {
+    if (target !== 'replica' || onPrimary || !this.enabled || !startsOptimistic(first)) {
       if (target === 'primary' || onPrimary) this.services.metrics.countTransaction('primary');
       return;
     }

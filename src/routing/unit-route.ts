@@ -29,7 +29,7 @@ export function targetOf(classification: Classification | undefined, facts: Sess
     // that starts with a transaction setting a replica runs alike (SET LOCAL, SET TRANSACTION
     // ISOLATION LEVEL …): an ORM's BEGIN; SET …; SELECT … (a write after it moves it, at the cost
     // of running the setting again)
-    return readOnly || (facts.optimistic && (isPlainRead(classification) || classification?.opensOnReplica === true)) ? 'replica' : 'primary';
+    return readOnly || (facts.optimistic && startsOptimistic(classification)) ? 'replica' : 'primary';
   }
   if (!classification) return 'any';
   // a pin is a primary connection: a pin on a replica would fail every later write of the client
@@ -60,6 +60,15 @@ const OPTIMISTIC_BEGIN =
  */
 export function isPlainRead(classification: Classification | undefined): boolean {
   return classification !== undefined && classification.route === 'replica' && !classification.pin && classification.effects.length === 0 && classification.unverifiable === undefined;
+}
+
+/**
+ * Whether the first statement of a transaction whose BEGIN pgrelay holds starts it on a replica,
+ * optimistic: a plain read, or a transaction setting a replica runs alike
+ * (Classification.opensOnReplica).
+ */
+export function startsOptimistic(classification: Classification | undefined): boolean {
+  return isPlainRead(classification) || classification?.opensOnReplica === true;
 }
 
 /**

@@ -36,9 +36,7 @@ beforeAll(async () => {
   binary = path.join(buildDir, 'scenarios');
   // GOPATH mode: the Debian packages' sources under /usr/share/gocode, no module download
   const env = { ...process.env, GO111MODULE: 'off', GOPATH: `${buildDir}:/usr/share/gocode`, GOCACHE: path.join(buildDir, 'cache'), GOFLAGS: '' };
-  const [built, started] = await Promise.all([execFileAsync('go', ['build', '-o', binary, SOURCE], { env, timeout: 180_000 }), startShopReplica('pgx_items', PASSWORD)]);
-  void built;
-  shop = started;
+  [, shop] = await Promise.all([execFileAsync('go', ['build', '-o', binary, SOURCE], { env, timeout: 180_000 }), startShopReplica('pgx_items', PASSWORD)]);
   ({ cluster, relay } = shop);
   scansAtStart = await replicaScans();
 }, 240_000);

@@ -112,6 +112,17 @@ function setup() {
   return { conn, empties, shape, sessions, join, write, pipeline: () => ServerPipeline.of(conn as unknown as ServerConnection) };
 }
 
+/** A unit of a (running) with b's `unit` written behind it, and a's client asking for a cancel: the cancel may hit b's unit. */
+function behindCancelled(unit?: Buffer) {
+  const { conn, join, write } = setup();
+  const a = join();
+  write(a);
+  const b = join();
+  write(b, unit);
+  a.member!.pipeline.cancelling(a.member!);
+  return { conn, b };
+}
+
 describe('ServerPipeline', () => {
   it('hands each session exactly its own answers, however the server stream is cut into chunks', () => {
     const answers = [answer('first'), answer('second, longer'), answer('3')];
@@ -314,12 +325,7 @@ describe('ServerPipeline', () => {
       { unit: Buffer.concat([parse(''), parse('s2'), bind(''), tail]), parsed: 2, again: Buffer.concat([parse(''), bind(''), tail]), owed: 1 },
     ];
     for (const { unit, parsed, again, owed } of cases) {
-      const { conn, join, write } = setup();
-      const a = join();
-      write(a);
-      const b = join();
-      write(b, unit);
-      a.member!.pipeline.cancelling(a.member!);
+      const { conn, b } = behindCancelled(unit);
       const bAnswer = Buffer.concat([parseCompletes(parsed), error('57014'), ready('I')]);
       feed(conn, Buffer.concat([answer('a'), bAnswer]), 1000);
       expect(conn.written).toEqual(again === undefined ? [] : [again]);
@@ -334,13 +340,8 @@ describe('ServerPipeline', () => {
 
   it('writes again a unit the cancel hit between two of its rows (the rows are held: its client sees them once)', () => {
     for (const step of [1, 4, 1000]) {
-      const { conn, join, write } = setup();
-      const a = join();
-      write(a);
-      const b = join();
       const bUnit = query('SELECT b');
-      write(b, bUnit);
-      a.member!.pipeline.cancelling(a.member!);
+      const { conn, b } = behindCancelled(bUnit);
       feed(conn, Buffer.concat([answer('a'), frame('T', 'head of b\0'), row('b1'), row('b2'), error('57014'), ready('I')]), step);
       expect(b.received).toEqual([]);
       expect(conn.written).toEqual([bUnit]);
@@ -366,12 +367,7 @@ describe('ServerPipeline', () => {
     }
     // a statement completed before the cancel (its outcome reached b's client): it cannot run again unseen
     {
-      const { conn, join, write } = setup();
-      const a = join();
-      write(a);
-      const b = join();
-      write(b);
-      a.member!.pipeline.cancelling(a.member!);
+      const { conn, b } = behindCancelled();
       const partial = Buffer.concat([frame('T', 'head of b\0'), row('b'), frame('C', 'SELECT 1\0'), error('57014'), ready('I')]);
       feed(conn, Buffer.concat([answer('a'), partial]), 2);
       expect(b.bytes).toEqual(partial);
@@ -379,12 +375,7 @@ describe('ServerPipeline', () => {
     }
     // rows past the bound of a held answer went on to b's client: the same
     {
-      const { conn, join, write } = setup();
-      const a = join();
-      write(a);
-      const b = join();
-      write(b);
-      a.member!.pipeline.cancelling(a.member!);
+      const { conn, b } = behindCancelled();
       const rows = Buffer.concat(Array.from({ length: Math.ceil((2 * MAX_HELD_BYTES) / 100) }, () => row('x'.repeat(90))));
       const partial = Buffer.concat([frame('T', 'head of b\0'), rows, error('57014'), ready('I')]);
       feed(conn, Buffer.concat([answer('a'), partial]), 4096);
