@@ -20,6 +20,7 @@ import type {
   RangeVar,
   TransactionStmt,
   VariableSetStmt,
+  VariableShowStmt,
 } from 'libpg-query';
 import { Collector, WRITE_VERBS, queryDecision, writeDecision } from './collector.js';
 import { splitRanges } from './lexer.js';
@@ -76,8 +77,13 @@ function analyzeStatement(node: Node | undefined, index: number, options: Analyz
       return explainDecision(body as ExplainStmt, index, options);
     case 'CopyStmt':
       return copyDecision(body as CopyStmt, index, options);
-    case 'VariableShowStmt':
+    case 'VariableShowStmt': {
+      // whether the session may write: pgrelay is one logical primary, a replica would deny it
+      // (libpq's and pgx's target_session_attrs=read-write, pgjdbc's targetServerType ask this)
+      const name = (body as VariableShowStmt).name?.toLowerCase();
+      if (name === 'transaction_read_only' || name === 'in_hot_standby') return decision('primary', `SHOW ${name}: pgrelay is one logical primary, which a replica would deny`, { namesSettings: true });
       return decision('replica', 'SHOW reads a setting', { namesSettings: true });
+    }
     case 'TransactionStmt':
       return transactionDecision(body as TransactionStmt);
     case 'VariableSetStmt':

@@ -3,7 +3,7 @@
  * it locks rows, writes in a WITH, creates a table with INTO, or takes a session-level lock.
  */
 import type { FuncCall, IntoClause, LockingClause, RangeVar } from 'libpg-query';
-import { kindOfFunction, primaryViewReason } from './functions.js';
+import { kindOfFunction, primaryAnswerReason, primaryViewReason } from './functions.js';
 import { constantBool, constantString, isMaskedConstant, isTempRelation } from './parse-tree.js';
 import { decision, type AnalyzeOptions, type StatementDecision } from './statement-decision.js';
 
@@ -24,7 +24,7 @@ const MOMENT_VALUES: ReadonlySet<string> = new Set(['CURRENT_DATE', 'CURRENT_TIM
  */
 const SERVER_OR_MOMENT_FUNCTIONS: ReadonlySet<string> = new Set([
   'now', 'clock_timestamp', 'statement_timestamp', 'transaction_timestamp', 'timeofday', 'random', 'random_normal', 'setseed',
-  'gen_random_uuid', 'uuidv4', 'uuidv7', 'inet_server_addr', 'inet_server_port', 'pg_backend_pid', 'pg_is_in_recovery',
+  'gen_random_uuid', 'uuidv4', 'uuidv7', 'inet_server_addr', 'inet_server_port', 'pg_backend_pid',
   'pg_last_wal_receive_lsn', 'pg_last_wal_replay_lsn', 'pg_last_xact_replay_timestamp', 'pg_current_snapshot',
   'txid_current_snapshot', 'pg_postmaster_start_time', 'pg_conf_load_time', 'pg_sleep', 'pg_sleep_for', 'pg_sleep_until',
 ]);
@@ -55,8 +55,8 @@ export class Collector {
   into: IntoClause | undefined;
   /** the decision read a literal's value (it is then not cached by shape) */
   literal = false;
-  /** first read of a view whose answer only the primary knows */
-  primaryView: string | undefined;
+  /** first read of a view, or call of a built-in, whose answer only the primary gives (see primaryViewReason, primaryAnswerReason) */
+  primaryAnswer: string | undefined;
   /** first call whose answer depends on the server or the moment (now(), random(), inet_server_port(), …) */
   unverifiable: string | undefined;
   /** calls set_config(<a name>, …, true): a transaction-local setting (see Classification.localSettings) */
@@ -118,6 +118,7 @@ export class Collector {
       return;
     }
     if (forcedReplica.has(qualified) || forcedReplica.has(bare)) return;
+    this.primaryAnswer ??= primaryAnswerReason(names);
     switch (kindOfFunction(names)) {
       case 'pinning':
         this.pinning ??= qualified;
@@ -138,7 +139,7 @@ export class Collector {
 
   /** a read of a view whose answer only the primary knows (pg_prepared_xacts) */
   private relation(rv: RangeVar): void {
-    this.primaryView ??= primaryViewReason(rv.schemaname, rv.relname ?? '');
+    this.primaryAnswer ??= primaryViewReason(rv.schemaname, rv.relname ?? '');
     if (rv.relname === 'pg_settings') this.namesSettings = true;
   }
 
@@ -180,7 +181,7 @@ export function queryDecision(c: Collector, what: string): StatementDecision {
   if (c.into) return decision('primary', 'SELECT INTO creates a table', extra);
   if (c.locking) return decision('primary', `SELECT … ${c.locking} locks rows`, extra);
   if (c.writer) return decision('primary', `calls ${c.writer}`, extra);
-  if (c.primaryView) return decision('primary', `reads ${c.primaryView}`, extra);
+  if (c.primaryAnswer) return decision('primary', `reads ${c.primaryAnswer}`, extra);
   return decision('replica', `${what} without writes`, extra);
 }
 

@@ -141,3 +141,20 @@ export function primaryViewReason(schema: string | undefined, name: string): str
   const why = PRIMARY_VIEWS.get(name);
   return why === undefined ? undefined : `${name} (${why})`;
 }
+
+/**
+ * Built-ins that only read, but answer for the server that runs them where the client means the
+ * database pgrelay presents: one logical primary, whose writes go through. Drivers ask them to
+ * tell a primary from a standby (libpq's and pgx's `target_session_attrs=primary`, asyncpg's,
+ * Npgsql's), applications to tell whether they may write: a replica would say "in recovery".
+ */
+const PRIMARY_ANSWERS: ReadonlyMap<string, string> = new Map([['pg_is_in_recovery', 'pgrelay is one logical primary: a replica would answer that it is in recovery']]);
+
+/** `name() (why)` when a call (its name as the parser gives it) is such a built-in, else undefined. */
+export function primaryAnswerReason(names: readonly string[]): string | undefined {
+  const name = names[names.length - 1] ?? '';
+  const schema = names.length > 1 ? names[names.length - 2] : undefined;
+  if (schema !== undefined && schema !== 'pg_catalog') return undefined;
+  const why = PRIMARY_ANSWERS.get(name);
+  return why === undefined ? undefined : `${name}() (${why})`;
+}

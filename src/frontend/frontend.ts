@@ -27,8 +27,13 @@ export interface FrontendDeps {
   backendKeys?: { next(taken: (processId: number) => boolean): number; cancelElsewhere(processId: number, secretKey: number): void };
 }
 
-/** Parameters a client must not be told about by a server connection that happens to serve it. */
-const HIDDEN_PARAMETERS = new Set(['in_hot_standby']);
+/**
+ * Parameters told to every client as pgrelay's own, whatever the server: pgrelay is one logical
+ * primary (writes go to the primary whichever server serves a read), which is what libpq's
+ * target_session_attrs=read-write|primary and pgjdbc's targetServerType=primary ask of it.
+ * (A server connection's own ParameterStatus for them is dropped: see ServerReplies.)
+ */
+const LOGICAL_PRIMARY_PARAMETERS: ReadonlyMap<string, string> = new Map([['in_hot_standby', 'off']]);
 
 /**
  * The client-facing side: accepts connections, runs the handshake, starts sessions, and keeps the
@@ -171,7 +176,7 @@ export class Frontend {
         return;
       }
       const out: Buffer[] = [];
-      for (const [name, value] of params) if (!HIDDEN_PARAMETERS.has(name)) out.push(parameterStatus(name, value));
+      for (const [name, value] of params) out.push(parameterStatus(name, LOGICAL_PRIMARY_PARAMETERS.get(name) ?? value));
       out.push(backendKeyData(session.processId, session.secretKey), readyIdle);
       socket.write(Buffer.concat(out));
       if (session.isPinned) this.pinned(+1);

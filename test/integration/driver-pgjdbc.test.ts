@@ -70,6 +70,18 @@ describe('pgjdbc', () => {
     await replicaScansGrew(before, variants.length * 15);
   });
 
+  it('targetServerType=primary (as in a multi-host URL): pgrelay is a primary; transactions that only read still run on the replica, one that writes first on the primary', async () => {
+    const before = await shop.scans();
+    const metrics = await outcomes();
+    const seen = await scenario('read-transactions', '?targetServerType=primary');
+    expect(seen).toEqual({ values: Array.from({ length: 5 }, () => ['10', '20', '30']).flat(), errors: [] });
+    expect(grew(metrics, await outcomes())).toEqual({ replica: 5 });
+    await replicaScansGrew(before, 15);
+    const value = await shop.valueOf(5);
+    expect(await scenario('write-first', '?targetServerType=primary')).toEqual({ values: ['1', String(value + 1)], errors: [] });
+    expect(await shop.valueOf(5)).toBe(value + 1);
+  });
+
   it('autosave=always: a statement that fails, then a write: the transaction moves to the primary and commits', async () => {
     const metrics = await outcomes();
     const before = await shop.valueOf(4);

@@ -82,8 +82,17 @@ describe('pgx', () => {
     readsOnReplica += 6;
   });
 
+  it('target_session_attrs=read-write and =primary (pgx asks "show transaction_read_only", "select pg_is_in_recovery()" when it connects): pgrelay is a primary, and transactions that only read still run on the replica', async () => {
+    for (const params of ['&target_session_attrs=read-write', '&target_session_attrs=primary']) {
+      const metrics = await outcomes();
+      expect(await scenario('read-transactions', params), params).toEqual({ values: Array.from({ length: 5 }, () => ['10', '20', '30']).flat(), errors: [] });
+      expect(grew(metrics, await outcomes()), params).toEqual({ replica: 5 });
+      readsOnReplica += 15;
+    }
+  });
+
   it('ran every read of the tests above on the replica, by its own counters (read once: an idle backend reports them up to 10 s late)', async () => {
-    expect(readsOnReplica).toBe(211);
+    expect(readsOnReplica).toBe(241);
     await vi.waitFor(async () => expect((await replicaScans()) - scansAtStart).toBeGreaterThanOrEqual(readsOnReplica), WAIT);
   });
 
