@@ -133,6 +133,9 @@ export function kindOfFunction(names: readonly string[]): FunctionKind {
 const PRIMARY_VIEWS: ReadonlyMap<string, string> = new Map([
   // PostgreSQL's regression test prepared_xacts: a standby replays PREPARE TRANSACTION but lists none
   ['pg_prepared_xacts', 'a hot standby lists no prepared transaction'],
+  // the standbys and slots of the one logical primary (a replica lists only its own cascade)
+  ['pg_stat_replication', "a replica lists only its own standbys, not the primary's"],
+  ['pg_replication_slots', "a replica lists its own slots, not the primary's"],
 ]);
 
 /** `name (why)` when a relation (unqualified or in pg_catalog) is such a view, else undefined. */
