@@ -9,6 +9,7 @@ import type { ProbeResult } from './health-probe.js';
 import { NodeAdmin, sleep, type NodeAddress } from './node-admin.js';
 import { formatSyncStandbyNames, listsStandby, parseSyncStandbyNames } from './sync-standby-names.js';
 import { runSwitchover, type SwitchoverResult } from './switchover.js';
+import { SyncStandbyKeeper } from './sync-standby-keeper.js';
 import type { NodeStatus, Topology } from './topology.js';
 
 export interface FailoverDeps {
@@ -82,6 +83,8 @@ export class Failover {
   /** no failover target was found: do not look again before this (Date.now()) */
   private retryFailoverAt = 0;
   private settleAttemptAt = 0;
+  /** a synchronous standby that dies is replaced (managed mode) */
+  private readonly syncKeeper: SyncStandbyKeeper;
   /** when each node was last marked down (performance.now()), to time a followed change of primary */
   private readonly downAt = new Map<string, number>();
   private readonly onChecked = (name: string, result: ProbeResult | undefined) => this.checked(name, result);
@@ -90,6 +93,7 @@ export class Failover {
   constructor(private readonly deps: FailoverDeps) {
     this.admin = new NodeAdmin(() => failoverLogin(deps.config()));
     this.syncWanted = deps.config().nodes.some((n) => n.role === 'standby');
+    this.syncKeeper = new SyncStandbyKeeper({ ...deps, admin: this.admin });
   }
 
   get mode(): Config['failover']['mode'] {
@@ -169,7 +173,10 @@ export class Failover {
   }
 
   private observe(name: string, result: ProbeResult): void {
-    this.observations.set(name, { synchronousStandbyNames: result.synchronousStandbyNames, peers: result.peers, at: Date.now() });
+    const observation = { synchronousStandbyNames: result.synchronousStandbyNames, peers: result.peers, at: Date.now() };
+    this.observations.set(name, observation);
+    const node = this.deps.topology.node(name);
+    if (this.mode === 'managed' && !this.busy && node?.up) this.syncKeeper.observe(node, observation);
     if (result.synchronousStandbyNames.trim() !== '') this.syncWanted = true;
     // replicas that stream from the primary need no re-pointing
     for (const peer of result.peers) {

@@ -124,6 +124,26 @@ export class NodeAdmin {
   }
 
   /**
+   * The first of `applicationNames` (in their order) whose walsender streams and has flushed the
+   * primary's WAL up to the moment of the call — every commit acknowledged before it — waiting up
+   * to `timeoutMs`; undefined when none has (or flush_lsn cannot be read: it is null without
+   * pg_read_all_stats).
+   */
+  async caughtUpStandby(primary: NodeAddress, applicationNames: readonly string[], timeoutMs: number): Promise<string | undefined> {
+    return this.withClient(primary, async (client) => {
+      const target = (await client.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')).rows[0]!.lsn;
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const rows = await client.query<{ app: string }>("SELECT application_name AS app FROM pg_stat_replication WHERE state = 'streaming' AND flush_lsn >= $1::pg_lsn", [target]);
+        const caught = new Set(rows.rows.map((r) => r.app.toLowerCase()));
+        const found = applicationNames.find((name) => caught.has(name.toLowerCase()));
+        if (found !== undefined || Date.now() >= deadline) return found;
+        await sleep(50);
+      }
+    });
+  }
+
+  /**
    * Points a replica at a new primary: a physical slot for it on the primary (named as its
    * current primary_slot_name, else after the node), its own primary_conninfo with the host and
    * port replaced, then a reload (PostgreSQL ≥ 13 restarts the WAL receiver on the new conninfo;

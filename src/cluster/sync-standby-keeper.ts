@@ -1,0 +1,117 @@
+import type { Config } from '../config/types.js';
+import type { Logger } from '../util/log.js';
+import type { ReplicationObservation } from './failover-plan.js';
+import type { HealthChecker } from './health-checker.js';
+import type { NodeAdmin, NodeAddress } from './node-admin.js';
+import { formatSyncStandbyNames, listsStandby, parseSyncStandbyNames } from './sync-standby-names.js';
+import type { NodeStatus, Topology } from './topology.js';
+
+/** How long a follower gets to flush the primary's WAL up to now before it is made the synchronous standby. */
+const CATCH_UP_MS = 5_000;
+
+export interface SyncStandbyKeeperDeps {
+  topology: Topology;
+  health: HealthChecker;
+  admin: NodeAdmin;
+  log: Logger;
+  config: () => Config;
+}
+
+/**
+ * Keeps writes going when the synchronous standby dies (`failover.mode: managed`, the RDS way: a
+ * Multi-AZ standby that fails is replaced, it does not stop the primary's writes). PostgreSQL makes
+ * every commit wait for a standby `synchronous_standby_names` lists; with none of them streaming,
+ * every write waits forever. Once the primary's replication view (its health check) has shown no
+ * listed standby streaming for `health.interval_ms + timeout_ms`:
+ * - another follower that streams (a configured standby first, then replicas, in config order)
+ *   becomes the synchronous standby, once it has flushed the primary's WAL up to that moment — every
+ *   commit acknowledged so far — so that a failover may promote it without losing one;
+ * - with no follower streaming, `synchronous_standby_names` is cleared: commits are acknowledged by
+ *   the primary alone, which the log says (a failover then promotes nothing unless
+ *   `failover.allow_data_loss`: no node is known to hold every acknowledged commit), and the first
+ *   follower to stream again becomes the synchronous standby.
+ * The operator's setting stands while a standby it lists streams; one that asks for more than one
+ * synchronous standby (`FIRST 2 (…)`, `ANY 2 (…)`) is left alone (logged).
+ */
+export class SyncStandbyKeeper {
+  /** Date.now() since which no listed standby has streamed (undefined: one does) */
+  private lostSince: number | undefined;
+  private working = false;
+  /** the primary whose synchronous_standby_names the keeper cleared: it gets one again when a follower streams */
+  private cleared: string | undefined;
+  private warnedAt = 0;
+  private failedAt = 0;
+
+  constructor(private readonly deps: SyncStandbyKeeperDeps) {}
+
+  /** The primary's replication view, from a health check (managed mode, no failover or switchover running). */
+  observe(primary: NodeStatus, view: ReplicationObservation): void {
+    if (this.working) return;
+    const names = parseSyncStandbyNames(view.synchronousStandbyNames);
+    if (names.method === 'none') {
+      this.lostSince = undefined;
+      if (this.cleared === primary.name && this.followers(primary, view).length > 0) this.settle(primary, view, undefined);
+      return;
+    }
+    if (this.cleared === primary.name) this.cleared = undefined;
+    // a walsender whose state this role may not read ('') counts as streaming: a dead standby's is gone
+    const streaming = view.peers.filter((p) => (p.state === 'streaming' || p.state === '') && listsStandby(names, p.applicationName)).length;
+    if (streaming >= names.count) {
+      this.lostSince = undefined;
+      return;
+    }
+    const now = Date.now();
+    this.lostSince ??= now;
+    const { interval_ms, timeout_ms } = this.deps.config().health;
+    if (now - this.lostSince < interval_ms + timeout_ms) return;
+    if (names.count > 1) {
+      if (now - this.warnedAt >= 60_000) this.deps.log.error({ primary: primary.name, synchronous_standby_names: view.synchronousStandbyNames }, 'fewer synchronous standbys stream than synchronous_standby_names asks for: commits wait (pgrelay replaces a lost synchronous standby only where one is asked for)');
+      this.warnedAt = now;
+      return;
+    }
+    this.settle(primary, view, names.names);
+  }
+
+  /** Followers of `primary` that stream, as nodes of the topology: configured standbys first, then in config order. */
+  private followers(primary: NodeStatus, view: ReplicationObservation): NodeStatus[] {
+    const streaming = new Set(view.peers.filter((p) => p.state === 'streaming' || p.state === '').map((p) => p.applicationName.toLowerCase()));
+    return [...this.deps.topology.nodes.values()]
+      .filter((n) => n.name !== primary.name && n.up && !n.fenced && n.inRecovery !== false && streaming.has(this.deps.health.applicationName(n.name).toLowerCase()))
+      .sort((a, b) => (a.configuredRole === 'standby' ? 0 : 1) - (b.configuredRole === 'standby' ? 0 : 1));
+  }
+
+  /** Makes a caught-up follower the synchronous standby, or clears the setting when none streams. `lost`: the names listed before. */
+  private settle(primary: NodeStatus, view: ReplicationObservation, lost: string[] | undefined): void {
+    this.working = true;
+    const at: NodeAddress = { name: primary.name, host: primary.host, port: primary.port };
+    const followers = this.followers(primary, view);
+    const log = this.deps.log;
+    void (async () => {
+      if (followers.length === 0) {
+        await this.deps.admin.setSynchronousStandbyNames(at, '');
+        this.cleared = primary.name;
+        log.error({ primary: primary.name, lost }, 'the synchronous standby is lost and no other replica streams: synchronous replication is off, commits are acknowledged by the primary alone (a failover promotes no node until one streams again, unless failover.allow_data_loss)');
+        return;
+      }
+      const byApplication = new Map(followers.map((n) => [this.deps.health.applicationName(n.name), n]));
+      const chosen = await this.deps.admin.caughtUpStandby(at, [...byApplication.keys()], CATCH_UP_MS);
+      if (chosen === undefined) {
+        log.warn({ primary: primary.name, candidates: followers.map((n) => n.name) }, 'no streaming replica has flushed the primary\'s WAL yet (or the failover role cannot see flush_lsn in pg_stat_replication): the synchronous standby is not replaced yet');
+        return;
+      }
+      await this.deps.admin.setSynchronousStandbyNames(at, formatSyncStandbyNames([chosen]));
+      this.cleared = undefined;
+      this.lostSince = undefined;
+      log.warn({ primary: primary.name, lost, standby: byApplication.get(chosen)?.name }, lost ? 'the synchronous standby is lost: another replica is the synchronous standby now' : 'a replica streams again: it is the synchronous standby');
+      void this.deps.health.checkNow(primary.name);
+    })()
+      .catch((error: unknown) => {
+        if (Date.now() - this.failedAt < 10_000) return;
+        this.failedAt = Date.now();
+        log.error({ primary: primary.name, err: error instanceof Error ? error.message : String(error) }, 'could not change synchronous_standby_names; will retry');
+      })
+      .finally(() => {
+        this.working = false;
+      });
+  }
+}

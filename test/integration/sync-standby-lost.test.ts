@@ -1,0 +1,99 @@
+import { Writable } from 'node:stream';
+import pg from 'pg';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { stringify } from 'yaml';
+import { App } from '../../src/app.js';
+import { parseConfig } from '../../src/config/load.js';
+import { LocalCluster } from '../../src/local/cluster.js';
+import { createLogger } from '../../src/util/log.js';
+import { useCleanups } from '../support/cleanups.js';
+import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
+
+// The synchronous standby dies (kill -9), with failover.mode managed and the README's
+// least-privilege roles, against a cluster of its own (primary, synchronous standby, one replica).
+// PostgreSQL makes every commit wait for the standby synchronous_standby_names lists: before,
+// every write through pgrelay then waited for as long as the standby stayed down. Now:
+// 1. the replica, once it has flushed the primary's WAL, becomes the synchronous standby, and the
+//    write that waited commits;
+// 2. with the replica gone too, synchronous replication is cleared (the primary acknowledges
+//    alone, and says so); when the replica streams again, it is the synchronous standby again;
+// 3. the primary dies: the replica is promoted, with every acknowledged write.
+
+const WAIT = { timeout: 60_000, interval: 100 };
+const PASSWORD = { shop: 'shop-pw-94', monitor: 'monitor-pw-95', failover: 'failover-pw-96' };
+const cleanups = useCleanups();
+let cluster: LocalCluster;
+let app: App;
+let client: pg.Client;
+const logs: Record<string, unknown>[] = [];
+
+beforeAll(async () => {
+  cluster = await LocalCluster.create({ replicas: 1, standby: true });
+  cleanups.push(() => cluster.stop());
+  for (const sql of leastPrivilegeRoles(PASSWORD)) await cluster.query('primary', sql, [], { superuser: true, database: 'postgres' });
+  await cluster.query('primary', 'CREATE TABLE ssl_orders (id bigserial PRIMARY KEY, note text)');
+  await cluster.query('primary', 'GRANT SELECT, INSERT ON ssl_orders TO shop; GRANT USAGE ON SEQUENCE ssl_orders_id_seq TO shop');
+  for (const name of ['standby1', 'replica1']) await cluster.waitForReplay(name);
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const doc = {
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
+    nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
+    users: [{ name: 'shop', password: PASSWORD.shop }],
+    health: { interval_ms: 300, timeout_ms: 1000, failures: 3, user: 'pgrelay_monitor', password: PASSWORD.monitor },
+    failover: { mode: 'managed', wait_ms: 20_000, user: 'pgrelay_failover', password: PASSWORD.failover },
+  };
+  app = await App.start(parseConfig(stringify(doc), { source: 'test' }), { log: createLogger({ level: 'info', destination }), processMetrics: false });
+  cleanups.push(() => app.stop());
+  client = new pg.Client({ connectionString: `postgres://shop:${PASSWORD.shop}@127.0.0.1:${app.listenAddress!.port}/app` });
+  client.on('error', () => undefined);
+  cleanups.push(() => client.end().catch(() => undefined));
+  await client.connect();
+}, 120_000);
+
+/** An INSERT through pgrelay; fails the test if it has not committed within 30 s. */
+async function insert(note: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`INSERT '${note}' still waits after 30 s`)), 30_000)));
+  try {
+    await Promise.race([client.query('INSERT INTO ssl_orders (note) VALUES ($1)', [note]), stuck]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const onPrimary = async (sql: string) => (await cluster.query<{ v: string }>('primary', sql, [], { superuser: true, database: 'postgres' }))[0]?.v;
+const syncNames = () => onPrimary("SELECT current_setting('synchronous_standby_names') AS v");
+
+describe('the synchronous standby dies', () => {
+  it('writes go on: the replica becomes the synchronous standby; without it, the primary acknowledges alone until the replica streams again; a failover then promotes it with every acknowledged write', async () => {
+    await insert('both up');
+    expect(await syncNames()).toMatch(/standby1/);
+
+    await cluster.signalNode('standby1', 'SIGKILL');
+    await insert('standby gone');
+    expect(await syncNames()).toBe('"replica1"');
+    expect(await onPrimary("SELECT sync_state AS v FROM pg_stat_replication WHERE application_name = 'replica1'")).toBe('sync');
+    expect(logs.some((l) => l.msg === 'the synchronous standby is lost: another replica is the synchronous standby now' && l.standby === 'replica1')).toBe(true);
+
+    await cluster.signalNode('replica1', 'SIGKILL');
+    await insert('no follower');
+    expect(await syncNames()).toBe('');
+    expect(logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('the synchronous standby is lost and no other replica streams'))).toBe(true);
+
+    await cluster.startNode('replica1');
+    await vi.waitFor(async () => expect(await syncNames()).toBe('"replica1"'), WAIT);
+    await insert('replica back');
+
+    await cluster.signalNode('primary', 'SIGKILL');
+    await vi.waitFor(() => expect(app.topology.primaryName).toBe('replica1'), WAIT);
+    const notes = (await client.query<{ note: string }>('SELECT note FROM ssl_orders ORDER BY id')).rows.map((r) => r.note);
+    expect(notes).toEqual(['both up', 'standby gone', 'no follower', 'replica back']);
+    expect(await cluster.query('replica1', 'SELECT pg_is_in_recovery() AS r')).toEqual([{ r: false }]);
+  });
+});
