@@ -1,7 +1,7 @@
 /**
  * `npm run drill` — managed failover timings (issue 6).
  *
- *   npm run drill -- [--rounds 5] [--stop-rounds 1] [--writers 4] [--readers 2] [--no-switchover] [--out bench-results]
+ *   npm run drill -- [--rounds 5] [--stop-rounds 1] [--writers 4] [--readers 2] [--no-switchover] [--no-standby] [--out bench-results]
  *
  * Each round builds a fresh local cluster (primary, synchronous standby, two async replicas) and
  * starts pgrelay in this process with the default health settings (every 1 s, timeout 1 s,
@@ -14,6 +14,9 @@
  *   refused): detection time against interval × failures + timeout.
  * - a switchover round: POST /admin/switchover under the same load: longest pause of a client,
  *   errors (target: none).
+ * - a standby round: `kill -9` of the synchronous standby (commits wait for it): the longest pause
+ *   of a client until a replica is the synchronous standby, then `kill -9` of the primary: the
+ *   replica is promoted with every acknowledged write.
  * Every round checks that every acknowledged write is on the new primary. Prints a markdown
  * table and writes OUT/failover-drill-latest.{md,json} and a dated copy.
  */
@@ -35,6 +38,7 @@ interface Options {
   writers: number;
   readers: number;
   switchover: boolean;
+  standby: boolean;
   out: string;
 }
 
@@ -77,6 +81,17 @@ interface SwitchoverRound {
   lost: number;
 }
 
+interface StandbyRound {
+  /** the longest time between two acknowledged writes of one client (the standby's loss, then the failover) */
+  standbyPauseMs: number;
+  /** the node made the synchronous standby, and the one promoted after the primary's kill */
+  synchronous: string;
+  promoted: string | undefined;
+  errors: number;
+  acknowledged: number;
+  lost: number;
+}
+
 const TABLE = 'failover_drill';
 const HEALTH = { interval_ms: 1000, timeout_ms: 1000, failures: 3 };
 
@@ -88,6 +103,7 @@ async function main(): Promise<void> {
   const kills: KillRound[] = [];
   const stops: StopRound[] = [];
   let switchover: SwitchoverRound | undefined;
+  let standby: StandbyRound | undefined;
   for (let round = 1; round <= options.rounds; round++) {
     const result = await withSetup(options, log, say, (setup) => killRound(setup, round));
     kills.push(result);
@@ -102,7 +118,11 @@ async function main(): Promise<void> {
     switchover = await withSetup(options, log, say, (setup) => switchoverRound(setup));
     say(`switchover ${switchover.from} → ${switchover.to}: held ${ms(switchover.pausedMs)}, longest client pause ${ms(switchover.longestPauseMs)}, errors ${switchover.errors}, lost ${switchover.lost}`);
   }
-  const report = { date: new Date().toISOString(), options, health: HEALTH, kills, stops, switchover, summary: summarise(kills, stops) };
+  if (options.standby) {
+    standby = await withSetup(options, log, say, (setup) => standbyRound(setup));
+    say(`standby round: longest client pause ${ms(standby.standbyPauseMs)}, ${standby.synchronous} synchronous, ${standby.promoted ?? 'nothing'} promoted after the primary's kill, errors ${standby.errors}, lost ${standby.lost}`);
+  }
+  const report = { date: new Date().toISOString(), options, health: HEALTH, kills, stops, switchover, standby, summary: summarise(kills, stops) };
   const text = markdown(report);
   fs.mkdirSync(options.out, { recursive: true });
   const stamp = report.date.replace(/[:.]/g, '-');
@@ -111,7 +131,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(options.out, `${name}.md`), text);
   }
   process.stdout.write(text);
-  const lost = kills.reduce((n, k) => n + k.lost, 0) + stops.reduce((n, s) => n + s.lost, 0) + (switchover?.lost ?? 0);
+  const lost = kills.reduce((n, k) => n + k.lost, 0) + stops.reduce((n, s) => n + s.lost, 0) + (switchover?.lost ?? 0) + (standby?.lost ?? 0);
   if (lost > 0) {
     console.error(`LOST ${lost} acknowledged writes`);
     process.exitCode = 1;
@@ -242,6 +262,32 @@ async function switchoverRound(setup: Setup): Promise<SwitchoverRound> {
   }
 }
 
+async function standbyRound(setup: Setup): Promise<StandbyRound> {
+  const { cluster, app } = setup;
+  const load = await Load.start(setup.url, setup.options);
+  try {
+    await until(30_000, 'writes and reads to flow', () => load.acks.length > 200 && load.reads > 50);
+    setup.say('standby round: kill -9 of the synchronous standby');
+    const killedAt = performance.now();
+    await cluster.signalNode('standby1', 'SIGKILL');
+    const syncNames = async () => (await cluster.query<{ v: string }>('primary', "SELECT current_setting('synchronous_standby_names') AS v"))[0]!.v;
+    await until(30_000, 'a replica to be the synchronous standby', async () => !/standby1/.test(await syncNames()), 100);
+    const changedAt = performance.now();
+    await until(30_000, 'every client to write again', () => load.firstAckOn(cluster.node('primary').port, changedAt).length === setup.options.writers);
+    const standbyPauseMs = load.longestPause();
+    const synchronous = (await syncNames()).replace(/"/g, '');
+    setup.say(`standby round: ${synchronous} is the synchronous standby; kill -9 of the primary`);
+    await cluster.signalNode('primary', 'SIGKILL');
+    await until(30_000, 'a new primary', () => app.topology.primaryName !== 'primary');
+    await until(30_000, 'writes on the new primary', () => load.firstAckOn(cluster.node(app.topology.primaryName!).port, killedAt).length > 0);
+    await load.stop();
+    const promoted = app.topology.primaryName;
+    return { standbyPauseMs, synchronous, promoted, errors: load.writerErrors + load.readerErrors, acknowledged: load.acks.length, lost: await load.lostOn(cluster, promoted!) };
+  } finally {
+    await load.stop();
+  }
+}
+
 function nextDown(app: App): Promise<NodeDownEvent> {
   return new Promise((resolve) => app.health.once('down', resolve));
 }
@@ -336,7 +382,7 @@ function summarise(kills: KillRound[], stops: StopRound[]) {
   };
 }
 
-function markdown(report: { date: string; options: Options; kills: KillRound[]; stops: StopRound[]; switchover: SwitchoverRound | undefined; summary: ReturnType<typeof summarise> }): string {
+function markdown(report: { date: string; options: Options; kills: KillRound[]; stops: StopRound[]; switchover: SwitchoverRound | undefined; standby: StandbyRound | undefined; summary: ReturnType<typeof summarise> }): string {
   const lines = [
     `## Failover drill (${report.date})`,
     '',
@@ -365,11 +411,20 @@ function markdown(report: { date: string; options: Options; kills: KillRound[]; 
       '',
     );
   }
+  if (report.standby) {
+    const s = report.standby;
+    lines.push(
+      '| kill -9 of the synchronous standby | longest client pause | synchronous standby then | promoted after the primary\'s kill -9 | client errors | acknowledged | lost |',
+      '|---|---|---|---|---|---|---|',
+      `| standby1 | ${ms(s.standbyPauseMs)} | ${s.synchronous} | ${s.promoted ?? 'nothing'} | ${s.errors} | ${s.acknowledged} | ${s.lost} |`,
+      '',
+    );
+  }
   return lines.join('\n');
 }
 
 function parseOptions(argv: string[]): Options {
-  const options: Options = { rounds: 5, stopRounds: 1, writers: 4, readers: 2, switchover: true, out: 'bench-results' };
+  const options: Options = { rounds: 5, stopRounds: 1, writers: 4, readers: 2, switchover: true, standby: true, out: 'bench-results' };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = (): string => {
@@ -382,8 +437,9 @@ function parseOptions(argv: string[]): Options {
     else if (arg === '--writers') options.writers = positive(arg, value());
     else if (arg === '--readers') options.readers = Number(value());
     else if (arg === '--no-switchover') options.switchover = false;
+    else if (arg === '--no-standby') options.standby = false;
     else if (arg === '--out') options.out = value();
-    else throw new Error(`unknown option ${arg}\nusage: npm run drill -- [--rounds 5] [--stop-rounds 1] [--writers 4] [--readers 2] [--no-switchover] [--out bench-results]`);
+    else throw new Error(`unknown option ${arg}\nusage: npm run drill -- [--rounds 5] [--stop-rounds 1] [--writers 4] [--readers 2] [--no-switchover] [--no-standby] [--out bench-results]`);
   }
   return options;
 }
