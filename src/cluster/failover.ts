@@ -93,7 +93,7 @@ export class Failover {
   constructor(private readonly deps: FailoverDeps) {
     this.admin = new NodeAdmin(() => failoverLogin(deps.config()));
     this.syncWanted = deps.config().nodes.some((n) => n.role === 'standby');
-    this.syncKeeper = new SyncStandbyKeeper({ ...deps, admin: this.admin });
+    this.syncKeeper = new SyncStandbyKeeper({ ...deps, admin: this.admin, replicationSet: (primary, view) => this.observations.set(primary, view) });
   }
 
   get mode(): Config['failover']['mode'] {

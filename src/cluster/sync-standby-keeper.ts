@@ -2,7 +2,7 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../util/log.js';
 import type { ReplicationObservation } from './failover-plan.js';
 import type { HealthChecker } from './health-checker.js';
-import type { NodeAdmin, NodeAddress } from './node-admin.js';
+import { sleep, type NodeAdmin, type NodeAddress } from './node-admin.js';
 import { formatSyncStandbyNames, listsStandby, parseSyncStandbyNames } from './sync-standby-names.js';
 import type { NodeStatus, Topology } from './topology.js';
 
@@ -15,6 +15,12 @@ export interface SyncStandbyKeeperDeps {
   admin: NodeAdmin;
   log: Logger;
   config: () => Config;
+  /**
+   * The primary's replication as the keeper left it, told at once (a failover's evidence): a
+   * primary that dies before its next health check is failed over to the new synchronous
+   * standby, and after a clear to none.
+   */
+  replicationSet(primary: string, view: ReplicationObservation): void;
 }
 
 /**
@@ -80,6 +86,17 @@ export class SyncStandbyKeeper {
       .sort((a, b) => (a.configuredRole === 'standby' ? 0 : 1) - (b.configuredRole === 'standby' ? 0 : 1));
   }
 
+  /** The primary's walsenders once `applicationName` is reported synchronous (each look a new session: the reloaded setting). */
+  private async whenSynchronous(at: NodeAddress, applicationName: string): Promise<ReplicationObservation['peers']> {
+    const deadline = Date.now() + CATCH_UP_MS;
+    for (;;) {
+      const peers = await this.deps.admin.streamingPeers(at);
+      if (peers.some((p) => p.syncState === 'sync' && p.applicationName.toLowerCase() === applicationName.toLowerCase())) return peers;
+      if (Date.now() >= deadline) throw new Error(`${applicationName} is not reported synchronous ${CATCH_UP_MS} ms after the reload`);
+      await sleep(50);
+    }
+  }
+
   /** Makes a caught-up follower the synchronous standby, or clears the setting when none streams. `lost`: the names listed before. */
   private settle(primary: NodeStatus, view: ReplicationObservation, lost: string[] | undefined): void {
     this.working = true;
@@ -89,6 +106,7 @@ export class SyncStandbyKeeper {
     void (async () => {
       if (followers.length === 0) {
         await this.deps.admin.setSynchronousStandbyNames(at, '');
+        this.deps.replicationSet(primary.name, { ...view, synchronousStandbyNames: '', at: Date.now() });
         this.cleared = primary.name;
         log.error({ primary: primary.name, lost }, 'the synchronous standby is lost and no other replica streams: synchronous replication is off, commits are acknowledged by the primary alone (a failover promotes no node until one streams again, unless failover.allow_data_loss)');
         return;
@@ -99,11 +117,15 @@ export class SyncStandbyKeeper {
         log.warn({ primary: primary.name, candidates: followers.map((n) => n.name) }, 'no streaming replica has flushed the primary\'s WAL yet (or the failover role cannot see flush_lsn in pg_stat_replication): the synchronous standby is not replaced yet');
         return;
       }
-      await this.deps.admin.setSynchronousStandbyNames(at, formatSyncStandbyNames([chosen]));
+      const value = formatSyncStandbyNames([chosen]);
+      await this.deps.admin.setSynchronousStandbyNames(at, value);
+      // the reload reaches the primary's backends a moment later: once a new session sees the
+      // follower synchronous, commits wait for it, and it holds every one before (caughtUpStandby)
+      const peers = await this.whenSynchronous(at, chosen);
+      this.deps.replicationSet(primary.name, { synchronousStandbyNames: value, peers, at: Date.now() });
       this.cleared = undefined;
       this.lostSince = undefined;
       log.warn({ primary: primary.name, lost, standby: byApplication.get(chosen)?.name }, lost ? 'the synchronous standby is lost: another replica is the synchronous standby now' : 'a replica streams again: it is the synchronous standby');
-      void this.deps.health.checkNow(primary.name);
     })()
       .catch((error: unknown) => {
         if (Date.now() - this.failedAt < 10_000) return;
