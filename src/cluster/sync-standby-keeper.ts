@@ -71,8 +71,9 @@ export class SyncStandbyKeeper {
     const { interval_ms, timeout_ms } = this.deps.config().health;
     if (now - this.lostSince < interval_ms + timeout_ms) return;
     if (names.count > 1) {
-      if (now - this.warnedAt >= 60_000) this.deps.log.error({ primary: primary.name, synchronous_standby_names: view.synchronousStandbyNames }, 'fewer synchronous standbys stream than synchronous_standby_names asks for: commits wait (pgrelay replaces a lost synchronous standby only where one is asked for)');
+      if (now - this.warnedAt < 60_000) return;
       this.warnedAt = now;
+      this.deps.log.error({ primary: primary.name, synchronous_standby_names: view.synchronousStandbyNames }, 'fewer synchronous standbys stream than synchronous_standby_names asks for: commits wait (pgrelay replaces a lost synchronous standby only where one is asked for)');
       return;
     }
     this.settle(primary, view, names.names);
@@ -114,6 +115,8 @@ export class SyncStandbyKeeper {
       const byApplication = new Map(followers.map((n) => [this.deps.health.applicationName(n.name), n]));
       const chosen = await this.deps.admin.caughtUpStandby(at, [...byApplication.keys()], CATCH_UP_MS);
       if (chosen === undefined) {
+        if (Date.now() - this.failedAt < 10_000) return;
+        this.failedAt = Date.now();
         log.warn({ primary: primary.name, candidates: followers.map((n) => n.name) }, 'no streaming replica has flushed the primary\'s WAL yet (or the failover role cannot see flush_lsn in pg_stat_replication): the synchronous standby is not replaced yet');
         return;
       }
