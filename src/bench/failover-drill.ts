@@ -271,7 +271,8 @@ async function standbyRound(setup: Setup): Promise<StandbyRound> {
     const killedAt = performance.now();
     await cluster.signalNode('standby1', 'SIGKILL');
     const syncNames = async () => (await cluster.query<{ v: string }>('primary', "SELECT current_setting('synchronous_standby_names') AS v"))[0]!.v;
-    await until(30_000, 'a replica to be the synchronous standby', async () => !/standby1/.test(await syncNames()), 100);
+    // once pgrelay's failover has the evidence (the replica reported synchronous, caught up)
+    await until(30_000, 'a replica to be the synchronous standby', () => app.failover.syncKeeper.settled?.standby !== undefined, 20);
     const changedAt = performance.now();
     await until(30_000, 'every client to write again', () => load.firstAckOn(cluster.node('primary').port, changedAt).length === setup.options.writers);
     const standbyPauseMs = load.longestPause();

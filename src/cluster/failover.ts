@@ -84,7 +84,7 @@ export class Failover {
   private retryFailoverAt = 0;
   private settleAttemptAt = 0;
   /** a synchronous standby that dies is replaced (managed mode) */
-  private readonly syncKeeper: SyncStandbyKeeper;
+  readonly syncKeeper: SyncStandbyKeeper;
   /** when each node was last marked down (performance.now()), to time a followed change of primary */
   private readonly downAt = new Map<string, number>();
   private readonly onChecked = (name: string, result: ProbeResult | undefined) => this.checked(name, result);

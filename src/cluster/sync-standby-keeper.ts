@@ -46,6 +46,8 @@ export class SyncStandbyKeeper {
   /** the primary whose synchronous_standby_names the keeper cleared: it gets one again when a follower streams */
   private cleared: string | undefined;
   private warnedAt = 0;
+  /** what the keeper did last, once the failover has its evidence: the primary, and the node made its synchronous standby (undefined: cleared) */
+  settled: { primary: string; standby: string | undefined } | undefined;
   private failedAt = 0;
 
   constructor(private readonly deps: SyncStandbyKeeperDeps) {}
@@ -109,6 +111,7 @@ export class SyncStandbyKeeper {
         await this.deps.admin.setSynchronousStandbyNames(at, '');
         this.deps.replicationSet(primary.name, { ...view, synchronousStandbyNames: '', at: Date.now() });
         this.cleared = primary.name;
+        this.settled = { primary: primary.name, standby: undefined };
         log.error({ primary: primary.name, lost }, 'the synchronous standby is lost and no other replica streams: synchronous replication is off, commits are acknowledged by the primary alone (a failover promotes no node until one streams again, unless failover.allow_data_loss)');
         return;
       }
@@ -123,11 +126,15 @@ export class SyncStandbyKeeper {
       const value = formatSyncStandbyNames([chosen]);
       await this.deps.admin.setSynchronousStandbyNames(at, value);
       // the reload reaches the primary's backends a moment later: once a new session sees the
-      // follower synchronous, commits wait for it, and it holds every one before (caughtUpStandby)
+      // follower synchronous, every commit waits for it; once it has flushed what the primary
+      // has now, it holds every commit acknowledged before too (the primary acknowledged alone
+      // while the setting was cleared, and until the reload took)
       const peers = await this.whenSynchronous(at, chosen);
+      if ((await this.deps.admin.caughtUpStandby(at, [chosen], CATCH_UP_MS)) === undefined) throw new Error(`${chosen} has not flushed the primary's WAL ${CATCH_UP_MS} ms after it became synchronous`);
       this.deps.replicationSet(primary.name, { synchronousStandbyNames: value, peers, at: Date.now() });
       this.cleared = undefined;
       this.lostSince = undefined;
+      this.settled = { primary: primary.name, standby: byApplication.get(chosen)?.name };
       log.warn({ primary: primary.name, lost, standby: byApplication.get(chosen)?.name }, lost ? 'the synchronous standby is lost: another replica is the synchronous standby now' : 'a replica streams again: it is the synchronous standby');
     })()
       .catch((error: unknown) => {
