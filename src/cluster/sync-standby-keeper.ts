@@ -6,6 +6,8 @@ import { sleep, type NodeAdmin, type NodeAddress } from './node-admin.js';
 import { formatSyncStandbyNames, listsStandby, parseSyncStandbyNames } from './sync-standby-names.js';
 import type { NodeStatus, Topology } from './topology.js';
 
+/** The shortest time no listed standby streams before the keeper acts (health settings below it are for tests). */
+const MIN_GRACE_MS = 1_000;
 /** How long a follower gets to flush the primary's WAL up to now before it is made the synchronous standby. */
 const CATCH_UP_MS = 5_000;
 
@@ -28,11 +30,12 @@ export interface SyncStandbyKeeperDeps {
  * Multi-AZ standby that fails is replaced, it does not stop the primary's writes). PostgreSQL makes
  * every commit wait for a standby `synchronous_standby_names` lists; with none of them streaming,
  * every write waits forever. Once the primary's replication view (its health check) has shown no
- * listed standby streaming for `health.interval_ms + timeout_ms`:
+ * listed standby streaming for `health.interval_ms + timeout_ms` (at least 1 s):
  * - another follower that streams (a configured standby first, then replicas, in config order)
  *   becomes the synchronous standby, once it has flushed the primary's WAL up to that moment — every
  *   commit acknowledged so far — so that a failover may promote it without losing one;
- * - with no follower streaming, `synchronous_standby_names` is cleared: commits are acknowledged by
+ * - with no follower streaming and no listed standby connected at all (one catching up is waited
+ *   for), `synchronous_standby_names` is cleared: commits are acknowledged by
  *   the primary alone, which the log says (a failover then promotes nothing unless
  *   `failover.allow_data_loss`: no node is known to hold every acknowledged commit), and the first
  *   follower to stream again becomes the synchronous standby.
@@ -63,7 +66,8 @@ export class SyncStandbyKeeper {
     }
     if (this.cleared === primary.name) this.cleared = undefined;
     // a walsender whose state this role may not read ('') counts as streaming: a dead standby's is gone
-    const streaming = view.peers.filter((p) => (p.state === 'streaming' || p.state === '') && listsStandby(names, p.applicationName)).length;
+    const listed = view.peers.filter((p) => listsStandby(names, p.applicationName));
+    const streaming = listed.filter((p) => p.state === 'streaming' || p.state === '').length;
     if (streaming >= names.count) {
       this.lostSince = undefined;
       return;
@@ -71,14 +75,15 @@ export class SyncStandbyKeeper {
     const now = Date.now();
     this.lostSince ??= now;
     const { interval_ms, timeout_ms } = this.deps.config().health;
-    if (now - this.lostSince < interval_ms + timeout_ms) return;
+    if (now - this.lostSince < Math.max(MIN_GRACE_MS, interval_ms + timeout_ms)) return;
     if (names.count > 1) {
       if (now - this.warnedAt < 60_000) return;
       this.warnedAt = now;
       this.deps.log.error({ primary: primary.name, synchronous_standby_names: view.synchronousStandbyNames }, 'fewer synchronous standbys stream than synchronous_standby_names asks for: commits wait (pgrelay replaces a lost synchronous standby only where one is asked for)');
       return;
     }
-    this.settle(primary, view, names.names);
+    // a listed standby still connected (catching up) is waited for unless another follower can take its place
+    this.settle(primary, view, names.names, listed.length === 0);
   }
 
   /** Followers of `primary` that stream, as nodes of the topology: configured standbys first, then in config order. */
@@ -101,13 +106,14 @@ export class SyncStandbyKeeper {
   }
 
   /** Makes a caught-up follower the synchronous standby, or clears the setting when none streams. `lost`: the names listed before. */
-  private settle(primary: NodeStatus, view: ReplicationObservation, lost: string[] | undefined): void {
+  private settle(primary: NodeStatus, view: ReplicationObservation, lost: string[] | undefined, mayClear = true): void {
     this.working = true;
     const at: NodeAddress = { name: primary.name, host: primary.host, port: primary.port };
     const followers = this.followers(primary, view);
     const log = this.deps.log;
     void (async () => {
       if (followers.length === 0) {
+        if (!mayClear) return;
         await this.deps.admin.setSynchronousStandbyNames(at, '');
         this.deps.replicationSet(primary.name, { ...view, synchronousStandbyNames: '', at: Date.now() });
         this.cleared = primary.name;

@@ -10,7 +10,7 @@ import { silentLogger } from '../../src/util/log.js';
 // What the keeper of the synchronous standby decides from the primary's replication view (the
 // integration test sync-standby-lost.test.ts runs it against a real cluster).
 
-const GRACE = 300; // health interval + timeout below
+const GRACE = 1_000; // the keeper's least grace (health interval + timeout below are shorter)
 
 function setup() {
   const topology = new Topology([
@@ -100,6 +100,16 @@ describe('SyncStandbyKeeper', () => {
     observe(view('', ['replica1', 'streaming']));
     await settle();
     expect(set).toEqual(['', '"replica1"']);
+  });
+
+  it('waits for a listed standby that is connected and catching up when no other follower streams: nothing is cleared', async () => {
+    const { admin, view, observe } = setup();
+    const catchingUp = view('standby1', ['standby1', 'catchup']);
+    observe(catchingUp);
+    await new Promise((resolve) => setTimeout(resolve, GRACE + 50));
+    observe(catchingUp);
+    await settle();
+    expect(admin.setSynchronousStandbyNames).not.toHaveBeenCalled();
   });
 
   it('leaves a setting that asks for two synchronous standbys alone, and says so once', async () => {
