@@ -20,7 +20,7 @@ import { Frontend } from './frontend/frontend.js';
 import { StatementRegistry } from './frontend/prepared-statements.js';
 import { PrimaryWaiters } from './frontend/primary-waiters.js';
 import type { AppServices } from './frontend/session-services.js';
-import { REROUTED_READONLY, REROUTED_SERIALIZABLE, unitReason } from './metrics/unit-reason.js';
+import { REROUTED_CONFLICT, REROUTED_READONLY, REROUTED_SERIALIZABLE, unitReason } from './metrics/unit-reason.js';
 import { Metrics } from './metrics/metrics.js';
 import { PoolSet } from './pool/pool-set.js';
 import { Freshness, type WriteLsnSource } from './routing/freshness.js';
@@ -193,7 +193,7 @@ export class App implements AdminApp {
       whenNodeDecided: (node, callback) => (this.follower ?? this.health).whenDecided(node, () => queueMicrotask(callback)),
       countUnit: (node, route, classification) => {
         // a read run again on the primary after a replica refused it asked for a replica
-        metrics.countUnit(node.name, route === REROUTED_READONLY || route === REROUTED_SERIALIZABLE ? 'replica' : route);
+        metrics.countUnit(node.name, route === REROUTED_READONLY || route === REROUTED_SERIALIZABLE || route === REROUTED_CONFLICT ? 'replica' : route);
         metrics.countUnitReason(node.role, unitReason(route, classification));
       },
     };

@@ -9,7 +9,7 @@ import type { ServerStatement } from './prepared-statements.js';
 import type { ReplayWindow } from './replay-window.js';
 import { Expect, kindOf, type ResponseQueue, SWALLOW } from './response-queue.js';
 import type { ServerLease } from './server-lease.js';
-import { REROUTED_READONLY, REROUTED_SERIALIZABLE, type Rerouted } from '../metrics/unit-reason.js';
+import { REROUTED_CONFLICT, REROUTED_READONLY, REROUTED_SERIALIZABLE, type Rerouted } from '../metrics/unit-reason.js';
 import { replicaRefusal } from '../routing/replica-refusals.js';
 import type { SessionEffects } from './session-effects.js';
 import type { SessionServices } from './session-services.js';
@@ -234,7 +234,8 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
    * outside a transaction the client has had nothing but heads of) is not the client's. After a
    * read-only refusal (25006) their statement's shape goes to the primary from now on; after a
    * serializable one (0A000: the default isolation of the client's role or database), every
-   * read of the session, and of later sessions of its user in its database. The rest of this
+   * read of the session, and of later sessions of its user in its database; after a conflict
+   * with recovery (the replica cancelled the read to replay WAL), nothing. The rest of this
    * connection's answers are swallowed, and the units run again on the primary once this chunk
    * is written out.
    */
@@ -245,6 +246,11 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
     const refusal = replicaRefusal(fields);
     if (refusal === undefined || !host.replayWindow.mayRunAgain(host.clientBytes())) return false;
     const refusals = host.services.router.refusedOnReplica;
+    // a conflict with recovery is the moment's, not the statement's: nothing is remembered
+    if (refusal === 'conflict') {
+      this.refused = REROUTED_CONFLICT;
+      return true;
+    }
     if (refusal === 'serializable') {
       host.effects.serverSerializable = true;
       refusals.rememberSerializable(host.session.user, host.session.database);
@@ -268,7 +274,7 @@ export class ServerReplies implements ServerDataHandler, ServerMessageSink {
     this.clear();
     host.scanner.reset();
     if (host.isClosed()) return;
-    const why = refused === REROUTED_SERIALIZABLE ? 'as serializable' : 'as a write';
+    const why = refused === REROUTED_SERIALIZABLE ? 'as serializable' : refused === REROUTED_CONFLICT ? 'for a conflict with recovery' : 'as a write';
     host.services.log.info({ node }, `a replica refused a read ${why}: running it on the primary`);
     host.replayWindow.toPrimary = refused;
     if (host.runAgain(node)) return;

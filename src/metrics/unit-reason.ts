@@ -17,6 +17,7 @@ export type UnitReason =
   | 'function_call'
   | 'rerouted_readonly'
   | 'rerouted_serializable'
+  | 'rerouted_conflict'
   | 'unclassified';
 
 const TRANSACTION_EFFECTS = new Set(['begin', 'commit', 'rollback', 'set_transaction_read_only']);
@@ -28,14 +29,17 @@ const folded = new WeakMap<Classification, UnitReason>();
 export const REROUTED_READONLY = 'rerouted readonly';
 /** The route a read run again on the primary after a replica refused it as serializable (0A000) is counted as. */
 export const REROUTED_SERIALIZABLE = 'rerouted serializable';
+/** The route a read run again on the primary after a replica cancelled it for a conflict with recovery (40001) is counted as. */
+export const REROUTED_CONFLICT = 'rerouted conflict';
 /** Why a unit a replica refused runs again on the primary. */
-export type Rerouted = typeof REROUTED_READONLY | typeof REROUTED_SERIALIZABLE;
+export type Rerouted = typeof REROUTED_READONLY | typeof REROUTED_SERIALIZABLE | typeof REROUTED_CONFLICT;
 
 /** `route` is what the session counted the unit as ('function call' for the FunctionCall message). */
 export function unitReason(route: string, classification: Classification | undefined): UnitReason {
   if (route === 'function call') return 'function_call';
   if (route === REROUTED_READONLY) return 'rerouted_readonly';
   if (route === REROUTED_SERIALIZABLE) return 'rerouted_serializable';
+  if (route === REROUTED_CONFLICT) return 'rerouted_conflict';
   if (!classification) return 'unclassified';
   let reason = folded.get(classification);
   if (reason === undefined) {

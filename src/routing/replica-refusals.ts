@@ -7,12 +7,20 @@ const MAX_SERIALIZABLE_LOGINS = 10_000;
  * Why a replica's ErrorResponse (its fields by code) refused a read that the primary would run:
  * 25006, a write a read-only transaction cannot run; 0A000 for a serializable transaction (a
  * hot standby refuses them: the session's default_transaction_isolation, e.g. set on its role or
- * database). The serializable refusal is told by the function that raised it (the `R` field,
+ * database); 40001 or 40P01 raised where a backend takes interrupts, "canceling statement due to
+ * conflict with recovery": the replica cancelled the read so that it could replay the primary's
+ * WAL (a lock, a vacuumed row version the read's snapshot still needed, past
+ * max_standby_streaming_delay). Each is told by the function that raised it (the `R` field,
  * never translated), else by its English message.
  */
-export function replicaRefusal(fields: ReadonlyMap<string, string>): 'readonly' | 'serializable' | undefined {
+export function replicaRefusal(fields: ReadonlyMap<string, string>): 'readonly' | 'serializable' | 'conflict' | undefined {
   const sqlstate = fields.get('C');
   if (sqlstate === '25006') return 'readonly';
+  if (sqlstate === '40001' || sqlstate === '40P01') {
+    const routine = fields.get('R');
+    // ProcessInterrupts up to PostgreSQL 16, ProcessRecoveryConflictInterrupt from 17 on
+    return routine === 'ProcessInterrupts' || routine === 'ProcessRecoveryConflictInterrupt' || /conflict with recovery/.test(fields.get('M') ?? '') ? 'conflict' : undefined;
+  }
   if (sqlstate !== '0A000') return undefined;
   const routine = fields.get('R');
   if (routine === 'GetSerializableTransactionSnapshot' || routine === 'check_XactIsoLevel') return 'serializable';

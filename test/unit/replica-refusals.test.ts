@@ -18,6 +18,16 @@ describe('replicaRefusal', () => {
     expect(replicaRefusal(fields({ C: '0A000', M: 'cannot use serializable mode in a hot standby' }))).toBe('serializable');
   });
 
+  it('40001 or 40P01 raised where a backend takes interrupts is a conflict with recovery (the replica cancelled the read to replay WAL), in any language', () => {
+    expect(replicaRefusal(fields({ C: '40001', M: 'canceling statement due to conflict with recovery', R: 'ProcessInterrupts' }))).toBe('conflict');
+    expect(replicaRefusal(fields({ C: '40P01', M: 'canceling statement due to conflict with recovery', R: 'ProcessInterrupts' }))).toBe('conflict');
+    expect(replicaRefusal(fields({ C: '40001', M: 'annulation de la requête à cause d’un conflit avec la restauration', R: 'ProcessRecoveryConflictInterrupt' }))).toBe('conflict');
+    expect(replicaRefusal(fields({ C: '40001', M: 'canceling statement due to conflict with recovery' }))).toBe('conflict');
+    // a serialization failure of the client's own, or a deadlock it ran into, stays the client's
+    expect(replicaRefusal(fields({ C: '40001', M: 'could not serialize access due to concurrent update', R: 'ExecUpdate' }))).toBeUndefined();
+    expect(replicaRefusal(fields({ C: '40P01', M: 'deadlock detected', R: 'DeadLockReport' }))).toBeUndefined();
+  });
+
   it('any other error is the client’s (another 0A000 too)', () => {
     expect(replicaRefusal(fields({ C: '0A000', M: 'cannot use serializable mode in a hot standby', R: 'transformSelectStmt' }))).toBeUndefined();
     expect(replicaRefusal(fields({ C: '0A000', M: 'FOR UPDATE is not allowed with UNION' }))).toBeUndefined();
