@@ -39,8 +39,10 @@ export interface SyncStandbyKeeperDeps {
  *   the primary alone, which the log says (a failover then promotes nothing unless
  *   `failover.allow_data_loss`: no node is known to hold every acknowledged commit), and the first
  *   follower to stream again becomes the synchronous standby.
- * The operator's setting stands while a standby it lists streams; one that asks for more than one
- * synchronous standby (`FIRST 2 (…)`, `ANY 2 (…)`) is left alone (logged).
+ * A replica the keeper made synchronous gives the place back to a configured standby that streams
+ * again and has caught up. The operator's setting stands while a standby it lists streams; one
+ * that asks for more than one synchronous standby (`FIRST 2 (…)`, `ANY 2 (…)`) is left alone
+ * (logged).
  */
 export class SyncStandbyKeeper {
   /** Date.now() since which no listed standby has streamed (undefined: one does) */
@@ -52,6 +54,8 @@ export class SyncStandbyKeeper {
   /** what the keeper did last, once the failover has its evidence: the primary, and the node made its synchronous standby (undefined: cleared) */
   settled: { primary: string; standby: string | undefined } | undefined;
   private failedAt = 0;
+  /** Date.now() since which a configured standby streams while a replica the keeper chose is the synchronous one */
+  private backSince: number | undefined;
 
   constructor(private readonly deps: SyncStandbyKeeperDeps) {}
 
@@ -70,6 +74,7 @@ export class SyncStandbyKeeper {
     const streaming = listed.filter((p) => p.state === 'streaming' || p.state === '').length;
     if (streaming >= names.count) {
       this.lostSince = undefined;
+      this.standbyBack(primary, view);
       return;
     }
     const now = Date.now();
@@ -84,6 +89,25 @@ export class SyncStandbyKeeper {
     }
     // a listed standby still connected (catching up) is waited for unless another follower can take its place
     this.settle(primary, view, names.names, listed.length === 0);
+  }
+
+  /**
+   * A replica the keeper made the synchronous standby gives the place back to a configured
+   * standby that streams again (for the grace period), once that one has caught up: the
+   * operator's choice of standby, the RDS picture. A setting the keeper did not make stands.
+   */
+  private standbyBack(primary: NodeStatus, view: ReplicationObservation): void {
+    const mine = this.settled;
+    const replaced = mine !== undefined && mine.primary === primary.name && mine.standby !== undefined && this.deps.topology.node(mine.standby)?.configuredRole !== 'standby';
+    const back = replaced ? this.followers(primary, view).filter((n) => n.configuredRole === 'standby') : [];
+    if (back.length === 0) {
+      this.backSince = undefined;
+      return;
+    }
+    const now = Date.now();
+    this.backSince ??= now;
+    const { interval_ms, timeout_ms } = this.deps.config().health;
+    if (now - this.backSince >= Math.max(MIN_GRACE_MS, interval_ms + timeout_ms)) this.settle(primary, view, undefined, false, back);
   }
 
   /** Followers of `primary` that stream, as nodes of the topology: configured standbys first, then in config order. */
@@ -106,10 +130,10 @@ export class SyncStandbyKeeper {
   }
 
   /** Makes a caught-up follower the synchronous standby, or clears the setting when none streams. `lost`: the names listed before. */
-  private settle(primary: NodeStatus, view: ReplicationObservation, lost: string[] | undefined, mayClear = true): void {
+  private settle(primary: NodeStatus, view: ReplicationObservation, lost: string[] | undefined, mayClear = true, only?: NodeStatus[]): void {
     this.working = true;
     const at: NodeAddress = { name: primary.name, host: primary.host, port: primary.port };
-    const followers = this.followers(primary, view);
+    const followers = only ?? this.followers(primary, view);
     const log = this.deps.log;
     void (async () => {
       if (followers.length === 0) {
@@ -141,7 +165,9 @@ export class SyncStandbyKeeper {
       this.cleared = undefined;
       this.lostSince = undefined;
       this.settled = { primary: primary.name, standby: byApplication.get(chosen)?.name };
-      log.warn({ primary: primary.name, lost, standby: byApplication.get(chosen)?.name }, lost ? 'the synchronous standby is lost: another replica is the synchronous standby now' : 'a replica streams again: it is the synchronous standby');
+      this.backSince = undefined;
+      const why = lost ? 'the synchronous standby is lost: another replica is the synchronous standby now' : only ? 'the configured standby streams again: it is the synchronous standby again' : 'a replica streams again: it is the synchronous standby';
+      log.warn({ primary: primary.name, lost, standby: byApplication.get(chosen)?.name }, why);
     })()
       .catch((error: unknown) => {
         if (Date.now() - this.failedAt < 10_000) return;

@@ -14,7 +14,7 @@ import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
 // PostgreSQL makes every commit wait for the standby synchronous_standby_names lists: before,
 // every write through pgrelay then waited for as long as the standby stayed down. Now:
 // 1. the replica, once it has flushed the primary's WAL, becomes the synchronous standby, and the
-//    write that waited commits;
+//    write that waited commits; the standby, back and caught up, takes its place again;
 // 2. with the replica gone too, synchronous replication is cleared (the primary acknowledges
 //    alone, and says so); when the replica streams again, it is the synchronous standby again;
 // 3. the primary dies: the replica is promoted, with every acknowledged write.
@@ -83,6 +83,14 @@ describe('the synchronous standby dies', () => {
     expect(await onPrimary("SELECT sync_state AS v FROM pg_stat_replication WHERE application_name = 'replica1'")).toBe('sync');
     expect(logs.some((l) => l.msg === 'the synchronous standby is lost: another replica is the synchronous standby now' && l.standby === 'replica1')).toBe(true);
 
+    // the standby back: once it streams and has caught up it is the synchronous standby again
+    await cluster.startNode('standby1');
+    await vi.waitFor(() => expect(app.failover.syncKeeper.settled, 'standby1 the synchronous standby again').toEqual({ primary: 'primary', standby: 'standby1' }), WAIT);
+    expect(await syncNames()).toBe('"standby1"');
+    await insert('standby back');
+    await cluster.signalNode('standby1', 'SIGKILL');
+    await vi.waitFor(() => expect(app.failover.syncKeeper.settled, 'replica1 made the synchronous standby once more').toEqual({ primary: 'primary', standby: 'replica1' }), WAIT);
+
     await cluster.signalNode('replica1', 'SIGKILL');
     await insert('no follower');
     expect(await syncNames()).toBe('');
@@ -97,7 +105,7 @@ describe('the synchronous standby dies', () => {
     await cluster.signalNode('primary', 'SIGKILL');
     await vi.waitFor(() => expect(app.topology.primaryName, 'replica1 promoted').toBe('replica1'), WAIT);
     const notes = (await client.query<{ note: string }>('SELECT note FROM ssl_orders ORDER BY id')).rows.map((r) => r.note);
-    expect(notes).toEqual(['both up', 'standby gone', 'no follower', 'replica back']);
+    expect(notes).toEqual(['both up', 'standby gone', 'standby back', 'no follower', 'replica back']);
     expect(await cluster.query('replica1', 'SELECT pg_is_in_recovery() AS r')).toEqual([{ r: false }]);
   }, 180_000);
 });
