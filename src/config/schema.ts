@@ -91,6 +91,7 @@ export const configSpec: Spec<Config> = obj<Config>(
         size: withDefault(int({ min: 1 }), defaults.pool.size),
         checkout_timeout_ms: withDefault(duration({ positive: true }), defaults.pool.checkout_timeout_ms),
         idle_timeout_ms: withDefault(duration(), defaults.pool.idle_timeout_ms),
+        max_lifetime_ms: withDefault(duration(), defaults.pool.max_lifetime_ms),
         connect_timeout_ms: withDefault(duration({ positive: true }), defaults.pool.connect_timeout_ms),
         max_per_node: withDefault(int({ min: 0 }), defaults.pool.max_per_node),
         max_prepared_statements: withDefault(int({ min: 0 }), defaults.pool.max_prepared_statements),

@@ -69,6 +69,11 @@ export interface Config {
     checkout_timeout_ms: number;
     /** idle server connections are closed after this long; 0 = never */
     idle_timeout_ms: number;
+    /**
+     * a server connection this old is closed when it comes back to its pool (PgBouncer's
+     * server_lifetime), never while a client holds it; 0 = never
+     */
+    max_lifetime_ms: number;
     /** connect + authenticate timeout towards a server */
     connect_timeout_ms: number;
     /**
@@ -180,7 +185,7 @@ export const defaults = {
   listen: { host: '127.0.0.1', port: 6432 },
   admin: { host: '127.0.0.1', port: 9930, read_access: 'open', allowed_hosts: [] },
   auth: { method: 'scram-sha-256' },
-  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, connect_timeout_ms: 5000, max_per_node: 0, max_prepared_statements: 200, max_statement_registry_bytes: 64 * 1024 * 1024, pipeline_depth: 1, pipeline_after: 0 },
+  pool: { mode: 'transaction', size: 20, checkout_timeout_ms: 5000, idle_timeout_ms: 600_000, max_lifetime_ms: 3_600_000, connect_timeout_ms: 5000, max_per_node: 0, max_prepared_statements: 200, max_statement_registry_bytes: 64 * 1024 * 1024, pipeline_depth: 1, pipeline_after: 0 },
   client: { max_connections: 10_000, startup_timeout_ms: 10_000, max_message_bytes: 256 * 1024 * 1024 },
   routing: {
     consistency: 'session',

@@ -59,7 +59,6 @@ export class PoolSet {
     this.nodes = new Map(config.nodes.map((n) => [n.name, n]));
     this.users = new Map(config.users.map((u) => [u.name, u]));
     const next = poolOptions(config);
-    const resized = next.size !== this.options.size;
     this.options = next;
     for (const [key, pool] of this.pools) {
       const node = this.nodes.get(pool.endpoint.node);
@@ -68,7 +67,7 @@ export class PoolSet {
         this.pools.delete(key);
         this.generation++;
         this.retire(key, pool);
-      } else if (resized) pool.resize(next.size);
+      } else pool.reconfigure(next);
     }
   }
 
@@ -228,6 +227,7 @@ function poolOptions(config: Config): PoolOptions {
     size: config.pool.size,
     checkoutTimeoutMs: config.pool.checkout_timeout_ms,
     idleTimeoutMs: config.pool.idle_timeout_ms,
+    maxLifetimeMs: config.pool.max_lifetime_ms,
     connectTimeoutMs: config.pool.connect_timeout_ms,
     tls: loadServerTls(config),
     requireAuth: new Set(config.server_auth.require_auth),

@@ -6,6 +6,8 @@ export interface PoolOptions extends ServerConnectOptions {
   size: number;
   checkoutTimeoutMs: number;
   idleTimeoutMs: number;
+  /** a connection this old is closed when it comes back (0 = never) */
+  maxLifetimeMs?: number;
 }
 
 export type AcquireCallback = (error: Error | undefined, conn: ServerConnection | undefined) => void;
@@ -40,7 +42,7 @@ export class Pool implements ServerDataHandler, BudgetedPool {
   closed = false;
   /** the node's cap on connections across its pools (pool.max_per_node), set by the pool set */
   budget: NodeBudget | undefined;
-  private readonly sweeper: NodeJS.Timeout | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
   /** parameters reported by the first server connection, for the clients' startup */
   serverParams: Map<string, string> | undefined;
   /** connection failures in a row; reset by a successful connect */
@@ -60,15 +62,30 @@ export class Pool implements ServerDataHandler, BudgetedPool {
     readonly login: ServerLogin,
     private options: PoolOptions,
   ) {
-    // idle_timeout_ms 0 = idle connections are kept
-    if (options.idleTimeoutMs > 0) {
-      this.sweeper = setInterval(() => this.closeIdleExpired(), Math.max(10, Math.min(options.idleTimeoutMs / 2, 10_000)));
-      this.sweeper.unref();
-    }
+    this.armSweeper();
+  }
+
+  /** idle_timeout_ms and max_lifetime_ms 0 = idle connections are kept */
+  private armSweeper(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    const sweepMs = Math.min(this.options.idleTimeoutMs || Infinity, this.options.maxLifetimeMs || Infinity);
+    if (sweepMs === Infinity) return;
+    this.sweeper = setInterval(() => this.closeIdleExpired(), Math.max(10, Math.min(sweepMs / 2, 10_000)));
+    this.sweeper.unref();
   }
 
   get size(): number {
     return this.options.size;
+  }
+
+  /** A reload: the new options (timeouts, lifetime, connect settings) apply from now on, the size at once. */
+  reconfigure(options: PoolOptions): void {
+    const timing = options.idleTimeoutMs !== this.options.idleTimeoutMs || options.maxLifetimeMs !== this.options.maxLifetimeMs;
+    const resized = options.size !== this.options.size;
+    this.options = options;
+    if (timing && !this.closed) this.armSweeper();
+    if (resized) this.resize(options.size);
   }
 
   resize(size: number): void {
@@ -238,7 +255,7 @@ export class Pool implements ServerDataHandler, BudgetedPool {
       this.onStray?.(conn, true);
       return;
     }
-    if (conn.closed || this.closed || this.drained || this.total >= this.options.size) {
+    if (conn.closed || this.closed || this.drained || this.total >= this.options.size || this.tooOld(conn)) {
       conn.terminate();
       this.serveWaiters();
       this.checkDrained();
@@ -379,11 +396,18 @@ export class Pool implements ServerDataHandler, BudgetedPool {
     if (at >= 0) this.idle.splice(at, 1);
   }
 
+  /** pool.max_lifetime_ms is over for `conn` */
+  private tooOld(conn: ServerConnection, now?: number): boolean {
+    const lifetime = this.options.maxLifetimeMs ?? 0;
+    return lifetime > 0 && (now ?? Date.now()) - conn.openedAt >= lifetime;
+  }
+
   private closeIdleExpired(): void {
-    const cutoff = Date.now() - this.options.idleTimeoutMs;
+    const now = Date.now();
+    const cutoff = this.options.idleTimeoutMs > 0 ? now - this.options.idleTimeoutMs : -Infinity;
     for (let i = this.idle.length - 1; i >= 0; i--) {
       const conn = this.idle[i]!;
-      if (conn.lastUsedAt < cutoff) {
+      if (conn.lastUsedAt < cutoff || this.tooOld(conn, now)) {
         this.idle.splice(i, 1);
         conn.terminate();
         this.budget?.freed();

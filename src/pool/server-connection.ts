@@ -70,6 +70,8 @@ export class ServerConnection {
   unnamedToken = 0;
   closed = false;
   lastUsedAt = Date.now();
+  /** Date.now() when the connection was made (pool.max_lifetime_ms) */
+  readonly openedAt = this.lastUsedAt;
   /** transaction status from the last ReadyForQuery */
   txStatus = 0x49;
   private handler: ServerDataHandler | undefined;

@@ -108,3 +108,26 @@ describe('pools are reclaimed', () => {
     expect((await again.query<{ d: string }>('SELECT current_database() AS d')).rows).toEqual([{ d: otherDb }]);
   });
 });
+
+describe('pool.max_lifetime_ms (PgBouncer server_lifetime)', () => {
+  it('closes a server connection that old when it comes back, never while a transaction holds it; a new one serves the next unit', async () => {
+    const relay = await relayWith({ pool: { size: 1, max_lifetime_ms: 600 } });
+    const client = await connect(relay);
+    const pid = async () => (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+    const first = await pid();
+    expect(await pid()).toBe(first);
+    // a transaction that outlives the connection's lifetime keeps it to its end
+    await client.query('BEGIN');
+    expect(await pid()).toBe(first);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(await pid()).toBe(first);
+    await client.query('COMMIT');
+    const second = await pid();
+    expect(second).not.toBe(first);
+    // the old backend is gone from the server
+    await vi.waitFor(async () => expect(await queryNode(shared, primary, 'SELECT 1 FROM pg_stat_activity WHERE pid = $1', [first])).toEqual([]), { timeout: 10_000, interval: 50 });
+    // an idle connection past its lifetime is closed by the pool's sweep, without a unit
+    await vi.waitFor(() => expect(nodeConnections(relay)).toBe(0), { timeout: 10_000, interval: 50 });
+    expect(await pid()).not.toBe(second);
+  });
+});

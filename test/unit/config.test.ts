@@ -61,6 +61,13 @@ interface BrokenCase {
 
 const broken: BrokenCase[] = [
   {
+    name: 'a lifetime that is not a duration',
+    text: minimalNodes + 'pool:\n  max_lifetime_ms: forever\n',
+    path: 'pool.max_lifetime_ms',
+    line: 9,
+    says: ['forever'],
+  },
+  {
     name: 'wrong type: string for an integer',
     text: minimalNodes + 'pool:\n  size: lots\n',
     path: 'pool.size',
@@ -708,6 +715,12 @@ describe('parseConfig: values', () => {
     const config = parseConfig(minimalNodes + 'pool:\ntls:\n', { env: {} });
     expect(config.pool).toEqual(defaults.pool);
     expect(config.tls).toEqual({ required: false });
+  });
+
+  it('pool.max_lifetime_ms: an hour by default (PgBouncer\'s server_lifetime), a duration, 0 = never', () => {
+    expect(defaults.pool.max_lifetime_ms).toBe(3_600_000);
+    expect(parseConfig(minimalNodes + 'pool:\n  max_lifetime_ms: 2h\n', { env: {} }).pool.max_lifetime_ms).toBe(7_200_000);
+    expect(parseConfig(minimalNodes + 'pool:\n  max_lifetime_ms: 0\n', { env: {} }).pool.max_lifetime_ms).toBe(0);
   });
 
   it('returns fresh arrays, not the shared defaults', () => {
