@@ -30,7 +30,8 @@ export interface SyncStandbyKeeperDeps {
  * Multi-AZ standby that fails is replaced, it does not stop the primary's writes). PostgreSQL makes
  * every commit wait for a standby `synchronous_standby_names` lists; with none of them streaming,
  * every write waits forever. Once the primary's replication view (its health check) has shown no
- * listed standby streaming for `health.interval_ms + timeout_ms` (at least 1 s):
+ * listed standby streaming for `health.interval_ms + timeout_ms` (at least 1 s; at once when the
+ * health checks have found every listed standby down):
  * - another follower that streams (a configured standby first, then replicas, in config order)
  *   becomes the synchronous standby, once it has flushed the primary's WAL up to that moment — every
  *   commit acknowledged so far — so that a failover may promote it without losing one;
@@ -80,7 +81,9 @@ export class SyncStandbyKeeper {
     const now = Date.now();
     this.lostSince ??= now;
     const { interval_ms, timeout_ms } = this.deps.config().health;
-    if (now - this.lostSince < Math.max(MIN_GRACE_MS, interval_ms + timeout_ms)) return;
+    // no grace when the health checks have already found every listed standby down
+    const down = listed.length === 0 && names.names.every((name) => this.nodeOf(name)?.up === false);
+    if (!down && now - this.lostSince < Math.max(MIN_GRACE_MS, interval_ms + timeout_ms)) return;
     if (names.count > 1) {
       if (now - this.warnedAt < 60_000) return;
       this.warnedAt = now;
@@ -108,6 +111,12 @@ export class SyncStandbyKeeper {
     this.backSince ??= now;
     const { interval_ms, timeout_ms } = this.deps.config().health;
     if (now - this.backSince >= Math.max(MIN_GRACE_MS, interval_ms + timeout_ms)) this.settle(primary, view, undefined, false, back);
+  }
+
+  /** The node whose application_name is `applicationName` (lower case), if any. */
+  private nodeOf(applicationName: string): NodeStatus | undefined {
+    for (const node of this.deps.topology.nodes.values()) if (this.deps.health.applicationName(node.name).toLowerCase() === applicationName) return node;
+    return undefined;
   }
 
   /** Followers of `primary` that stream, as nodes of the topology: configured standbys first, then in config order. */

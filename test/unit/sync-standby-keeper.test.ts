@@ -73,6 +73,14 @@ describe('SyncStandbyKeeper', () => {
     expect(told.at(-1)).toMatchObject({ synchronousStandbyNames: '"replica1"', peers: [{ applicationName: 'replica1', syncState: 'sync' }] });
   });
 
+  it('replaces at once, without the grace, a standby the health checks have found down', async () => {
+    const { set, view, observe, topology } = setup();
+    topology.node('standby1')!.up = false;
+    observe(view('standby1', ['replica1', 'streaming']));
+    await settle();
+    expect(set).toEqual(['"replica1"']);
+  });
+
   it('prefers a configured standby among the followers; makes none synchronous that has not caught up', async () => {
     const { admin, set, view, observe, topology } = setup();
     topology.node('standby1')!.up = true;
