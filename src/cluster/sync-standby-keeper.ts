@@ -70,8 +70,10 @@ export class SyncStandbyKeeper {
       return;
     }
     if (this.cleared === primary.name) this.cleared = undefined;
-    // a walsender whose state this role may not read ('') counts as streaming: a dead standby's is gone
-    const listed = view.peers.filter((p) => listsStandby(names, p.applicationName));
+    // a walsender whose state this role may not read ('') counts as streaming: a dead standby's is
+    // gone; one of a standby the health checks found down (silent: stopped, a cut network) counts
+    // as lost, though the primary keeps it until wal_sender_timeout (a minute by default)
+    const listed = view.peers.filter((p) => listsStandby(names, p.applicationName) && this.nodeOf(p.applicationName.toLowerCase())?.up !== false);
     const streaming = listed.filter((p) => p.state === 'streaming' || p.state === '').length;
     if (streaming >= names.count) {
       this.lostSince = undefined;

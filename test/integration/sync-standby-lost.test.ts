@@ -14,7 +14,8 @@ import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
 // PostgreSQL makes every commit wait for the standby synchronous_standby_names lists: before,
 // every write through pgrelay then waited for as long as the standby stayed down. Now:
 // 1. the replica, once it has flushed the primary's WAL, becomes the synchronous standby, and the
-//    write that waited commits; the standby, back and caught up, takes its place again;
+//    write that waited commits; the standby, back and caught up, takes its place again (a standby
+//    stopped with SIGSTOP first, whose walsender the primary keeps for a minute, then kill -9);
 // 2. with the replica gone too, synchronous replication is cleared (the primary acknowledges
 //    alone, and says so); when the replica streams again, it is the synchronous standby again;
 // 3. the primary dies: the replica is promoted, with every acknowledged write.
@@ -34,6 +35,9 @@ beforeAll(async () => {
   await cluster.query('primary', 'CREATE TABLE ssl_orders (id bigserial PRIMARY KEY, note text)');
   await cluster.query('primary', 'GRANT SELECT, INSERT ON ssl_orders TO shop; GRANT USAGE ON SEQUENCE ssl_orders_id_seq TO shop');
   for (const name of ['standby1', 'replica1']) await cluster.waitForReplay(name);
+  // PostgreSQL's default (the local cluster's is 10 s): a silent standby's walsender stays a minute
+  await cluster.query('primary', "ALTER SYSTEM SET wal_sender_timeout = '60s'", [], { superuser: true, database: 'postgres' });
+  await cluster.query('primary', 'SELECT pg_reload_conf()', [], { superuser: true, database: 'postgres' });
   const destination = new Writable({
     write(chunk: Buffer, _encoding, done) {
       for (const line of chunk.toString().split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
@@ -75,6 +79,14 @@ describe('the synchronous standby dies', () => {
     await insert('both up');
     expect(await syncNames()).toMatch(/standby1/);
 
+    // a silent standby (stopped: the primary keeps its walsender until wal_sender_timeout, a
+    // minute): once the health checks find it down, the replica takes its place
+    await cluster.signalNode('standby1', 'SIGSTOP');
+    await insert('standby silent');
+    await vi.waitFor(() => expect(app.failover.syncKeeper.settled, 'replica1 synchronous while standby1 is silent').toEqual({ primary: 'primary', standby: 'replica1' }), WAIT);
+    await cluster.signalNode('standby1', 'SIGCONT');
+    await vi.waitFor(() => expect(app.failover.syncKeeper.settled, 'standby1 synchronous again once it answers').toEqual({ primary: 'primary', standby: 'standby1' }), WAIT);
+
     await cluster.signalNode('standby1', 'SIGKILL');
     await insert('standby gone');
     expect(await syncNames()).toBe('"replica1"');
@@ -105,7 +117,7 @@ describe('the synchronous standby dies', () => {
     await cluster.signalNode('primary', 'SIGKILL');
     await vi.waitFor(() => expect(app.topology.primaryName, 'replica1 promoted').toBe('replica1'), WAIT);
     const notes = (await client.query<{ note: string }>('SELECT note FROM ssl_orders ORDER BY id')).rows.map((r) => r.note);
-    expect(notes).toEqual(['both up', 'standby gone', 'standby back', 'no follower', 'replica back']);
+    expect(notes).toEqual(['both up', 'standby silent', 'standby gone', 'standby back', 'no follower', 'replica back']);
     expect(await cluster.query('replica1', 'SELECT pg_is_in_recovery() AS r')).toEqual([{ r: false }]);
   }, 180_000);
 });

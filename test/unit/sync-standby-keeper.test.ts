@@ -81,6 +81,14 @@ describe('SyncStandbyKeeper', () => {
     expect(set).toEqual(['"replica1"']);
   });
 
+  it('counts a standby the health checks found down as lost though its walsender is still there (a silent standby)', async () => {
+    const { set, view, observe, topology } = setup();
+    topology.node('standby1')!.up = false;
+    observe(view('standby1', ['standby1', 'streaming'], ['replica1', 'streaming']));
+    await settle();
+    expect(set).toEqual(['"replica1"']);
+  });
+
   it('prefers a configured standby among the followers; makes none synchronous that has not caught up', async () => {
     const { admin, set, view, observe, topology } = setup();
     topology.node('standby1')!.up = true;
