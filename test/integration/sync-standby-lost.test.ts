@@ -1,13 +1,10 @@
-import { Writable } from 'node:stream';
 import pg from 'pg';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import { stringify } from 'yaml';
-import { App } from '../../src/app.js';
-import { parseConfig } from '../../src/config/load.js';
+import type { App } from '../../src/app.js';
 import { LocalCluster } from '../../src/local/cluster.js';
-import { createLogger } from '../../src/util/log.js';
 import { useCleanups } from '../support/cleanups.js';
 import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
+import { capturedLog, startRelay, type Relay } from '../support/relay.js';
 
 // The synchronous standby dies (kill -9), with failover.mode managed and the README's
 // least-privilege roles, against a cluster of its own (primary, synchronous standby, one replica).
@@ -26,7 +23,8 @@ const cleanups = useCleanups();
 let cluster: LocalCluster;
 let app: App;
 let client: pg.Client;
-const logs: Record<string, unknown>[] = [];
+let relay: Relay;
+let logs: Record<string, unknown>[] = [];
 
 beforeAll(async () => {
   cluster = await LocalCluster.create({ replicas: 1, standby: true });
@@ -38,23 +36,19 @@ beforeAll(async () => {
   // PostgreSQL's default (the local cluster's is 10 s): a silent standby's walsender stays a minute
   await cluster.query('primary', "ALTER SYSTEM SET wal_sender_timeout = '60s'", [], { superuser: true, database: 'postgres' });
   await cluster.query('primary', 'SELECT pg_reload_conf()', [], { superuser: true, database: 'postgres' });
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString().split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
+  const captured = capturedLog();
+  logs = captured.lines;
+  relay = await startRelay(
+    { ...cluster, user: 'shop', password: PASSWORD.shop },
+    {
+      health: { interval_ms: 300, timeout_ms: 1000, failures: 3, user: 'pgrelay_monitor', password: PASSWORD.monitor },
+      failover: { mode: 'managed', wait_ms: 20_000, user: 'pgrelay_failover', password: PASSWORD.failover },
     },
-  });
-  const doc = {
-    listen: { host: '127.0.0.1', port: 0 },
-    admin: { host: '127.0.0.1', port: 0 },
-    nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
-    users: [{ name: 'shop', password: PASSWORD.shop }],
-    health: { interval_ms: 300, timeout_ms: 1000, failures: 3, user: 'pgrelay_monitor', password: PASSWORD.monitor },
-    failover: { mode: 'managed', wait_ms: 20_000, user: 'pgrelay_failover', password: PASSWORD.failover },
-  };
-  app = await App.start(parseConfig(stringify(doc), { source: 'test' }), { log: createLogger({ level: 'info', destination }), processMetrics: false });
-  cleanups.push(() => app.stop());
-  client = new pg.Client({ connectionString: `postgres://shop:${PASSWORD.shop}@127.0.0.1:${app.listenAddress!.port}/app` });
+    { log: captured.log },
+  );
+  app = relay.app;
+  cleanups.push(() => relay.stop());
+  client = new pg.Client({ connectionString: relay.url() });
   client.on('error', () => undefined);
   cleanups.push(() => client.end().catch(() => undefined));
   await client.connect();

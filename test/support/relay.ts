@@ -1,8 +1,9 @@
+import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
 import { App } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
-import { createLogger, silentLogger } from '../../src/util/log.js';
+import { createLogger, silentLogger, type Logger } from '../../src/util/log.js';
 import type { SharedCluster } from './shared-cluster.js';
 
 export interface Relay {
@@ -44,10 +45,22 @@ export function relayDocument(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'p
   return base;
 }
 
-/** Starts pgrelay in this process in front of `cluster`. Stop it in afterAll/afterEach. */
-export async function startRelay(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'password' | 'database'> & Partial<Pick<SharedCluster, 'superuser' | 'superuserPassword'>>, overrides: Overrides = {}): Promise<Relay> {
+/** A logger that keeps pgrelay's JSON log lines (level info and up) for a test to read. */
+export function capturedLog(): { log: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n')) if (line.trim()) lines.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { log: createLogger({ level: 'info', destination }), lines };
+}
+
+/** Starts pgrelay in this process in front of `cluster` (`log`: where its log goes). Stop it in afterAll/afterEach. */
+export async function startRelay(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'password' | 'database'> & Partial<Pick<SharedCluster, 'superuser' | 'superuserPassword'>>, overrides: Overrides = {}, options: { log?: Logger } = {}): Promise<Relay> {
   const config = parseConfig(stringify(relayDocument(cluster, overrides)), { source: 'test' });
-  const log = process.env.PGRELAY_TEST_LOG ? createLogger({ level: process.env.PGRELAY_TEST_LOG, pretty: true }) : silentLogger;
+  const log = options.log ?? (process.env.PGRELAY_TEST_LOG ? createLogger({ level: process.env.PGRELAY_TEST_LOG, pretty: true }) : silentLogger);
   const app = await App.start(config, { log, processMetrics: false });
   const port = app.listenAddress!.port;
   return {
