@@ -174,7 +174,7 @@ export class Failover {
 
   private observe(name: string, result: ProbeResult): void {
     const observation = { synchronousStandbyNames: result.synchronousStandbyNames, peers: result.peers, at: Date.now() };
-    this.observations.set(name, observation);
+    if (!this.syncKeeper.busy) this.observations.set(name, observation); // else the keeper hands over new evidence once it holds
     const node = this.deps.topology.node(name);
     if (this.mode === 'managed' && !this.busy && node?.up) this.syncKeeper.observe(node, observation);
     if (result.synchronousStandbyNames.trim() !== '') this.syncWanted = true;

@@ -40,10 +40,12 @@ export interface SyncStandbyKeeperDeps {
  *   the primary alone, which the log says (a failover then promotes nothing unless
  *   `failover.allow_data_loss`: no node is known to hold every acknowledged commit), and the first
  *   follower to stream again becomes the synchronous standby.
- * A replica the keeper made synchronous gives the place back to a configured standby that streams
- * again and has caught up. The operator's setting stands while a standby it lists streams; one
- * that asks for more than one synchronous standby (`FIRST 2 (…)`, `ANY 2 (…)`) is left alone
- * (logged).
+ * While it changes the setting, the failover keeps the evidence it had; the keeper hands it the
+ * new one once it holds (see `busy`). A standby that comes back is not made synchronous again over
+ * the follower that took its place (switching a live synchronous standby would leave a moment in
+ * which neither is known to hold every acknowledged commit). The operator's setting stands while a
+ * standby it lists streams; one that asks for more than one synchronous standby (`FIRST 2 (…)`,
+ * `ANY 2 (…)`) is left alone (logged).
  */
 export class SyncStandbyKeeper {
   /** Date.now() since which no listed standby has streamed (undefined: one does) */
@@ -55,10 +57,13 @@ export class SyncStandbyKeeper {
   /** what the keeper did last, once the failover has its evidence: the primary, and the node made its synchronous standby (undefined: cleared) */
   settled: { primary: string; standby: string | undefined } | undefined;
   private failedAt = 0;
-  /** Date.now() since which a configured standby streams while a replica the keeper chose is the synchronous one */
-  private backSince: number | undefined;
 
   constructor(private readonly deps: SyncStandbyKeeperDeps) {}
+
+  /** The keeper is changing synchronous_standby_names: a health check's view is not yet evidence of it. */
+  get busy(): boolean {
+    return this.working;
+  }
 
   /** The primary's replication view, from a health check (managed mode, no failover or switchover running). */
   observe(primary: NodeStatus, view: ReplicationObservation): void {
@@ -77,7 +82,6 @@ export class SyncStandbyKeeper {
     const streaming = listed.filter((p) => p.state === 'streaming' || p.state === '').length;
     if (streaming >= names.count) {
       this.lostSince = undefined;
-      this.standbyBack(primary, view);
       return;
     }
     const now = Date.now();
@@ -94,25 +98,6 @@ export class SyncStandbyKeeper {
     }
     // a listed standby still connected (catching up) is waited for unless another follower can take its place
     this.settle(primary, view, names.names, listed.length === 0);
-  }
-
-  /**
-   * A replica the keeper made the synchronous standby gives the place back to a configured
-   * standby that streams again (for the grace period), once that one has caught up: the
-   * operator's choice of standby, the RDS picture. A setting the keeper did not make stands.
-   */
-  private standbyBack(primary: NodeStatus, view: ReplicationObservation): void {
-    const mine = this.settled;
-    const replaced = mine !== undefined && mine.primary === primary.name && mine.standby !== undefined && this.deps.topology.node(mine.standby)?.configuredRole !== 'standby';
-    const back = replaced ? this.followers(primary, view).filter((n) => n.configuredRole === 'standby') : [];
-    if (back.length === 0) {
-      this.backSince = undefined;
-      return;
-    }
-    const now = Date.now();
-    this.backSince ??= now;
-    const { interval_ms, timeout_ms } = this.deps.config().health;
-    if (now - this.backSince >= Math.max(MIN_GRACE_MS, interval_ms + timeout_ms)) this.settle(primary, view, undefined, false, back);
   }
 
   /** The node whose application_name is `applicationName` (lower case), if any. */
@@ -141,10 +126,10 @@ export class SyncStandbyKeeper {
   }
 
   /** Makes a caught-up follower the synchronous standby, or clears the setting when none streams. `lost`: the names listed before. */
-  private settle(primary: NodeStatus, view: ReplicationObservation, lost: string[] | undefined, mayClear = true, only?: NodeStatus[]): void {
+  private settle(primary: NodeStatus, view: ReplicationObservation, lost: string[] | undefined, mayClear = true): void {
     this.working = true;
     const at: NodeAddress = { name: primary.name, host: primary.host, port: primary.port };
-    const followers = only ?? this.followers(primary, view);
+    const followers = this.followers(primary, view);
     const log = this.deps.log;
     void (async () => {
       if (followers.length === 0) {
@@ -176,9 +161,7 @@ export class SyncStandbyKeeper {
       this.cleared = undefined;
       this.lostSince = undefined;
       this.settled = { primary: primary.name, standby: byApplication.get(chosen)?.name };
-      this.backSince = undefined;
-      const why = lost ? 'the synchronous standby is lost: another replica is the synchronous standby now' : only ? 'the configured standby streams again: it is the synchronous standby again' : 'a replica streams again: it is the synchronous standby';
-      log.warn({ primary: primary.name, lost, standby: byApplication.get(chosen)?.name }, why);
+      log.warn({ primary: primary.name, lost, standby: byApplication.get(chosen)?.name }, lost ? 'the synchronous standby is lost: another replica is the synchronous standby now' : 'a replica streams again: it is the synchronous standby');
     })()
       .catch((error: unknown) => {
         if (Date.now() - this.failedAt < 10_000) return;
