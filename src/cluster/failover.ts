@@ -6,7 +6,7 @@ import type { Logger } from '../util/log.js';
 import { chooseFailoverTarget, discoverPrimary, evidenceMaxAgeMs, nodesToFence, type PlanNode, type ReplicationObservation } from './failover-plan.js';
 import { failoverLogin, type HealthChecker, type NodeDownEvent } from './health-checker.js';
 import type { ProbeResult } from './health-probe.js';
-import { NodeAdmin, sleep, type NodeAddress } from './node-admin.js';
+import { addressOf, NodeAdmin, sleep } from './node-admin.js';
 import { formatSyncStandbyNames, listsStandby, parseSyncStandbyNames } from './sync-standby-names.js';
 import { runSwitchover, type SwitchoverResult } from './switchover.js';
 import { SyncStandbyKeeper } from './sync-standby-keeper.js';
@@ -269,7 +269,7 @@ export class Failover {
       log.warn({ from: oldName, to: target.name, reason: choice.reason, dataLoss: choice.dataLoss, detectMs: event ? Math.round(event.downAt - event.firstFailureAt) : undefined }, 'primary is down: promoting');
       promoting = target.name;
       const promoteStartedAt = performance.now();
-      const { timeline, clearedSyncNames } = await this.admin.promote(address(target));
+      const { timeline, clearedSyncNames } = await this.admin.promote(addressOf(target));
       log.info({ node: target.name, timeline, promoteMs: Math.round(performance.now() - promoteStartedAt), clearedSyncNames }, 'promoted');
       this.fence(oldName, `former primary: ${target.name} was promoted on timeline ${timeline}`);
       target.inRecovery = false;
@@ -392,7 +392,7 @@ export class Failover {
       followers.map(async (follower) => {
         this.repointAttempts.set(follower.name, { primary: primary.name, at: Date.now() });
         try {
-          const { slot, followsLatest, changed } = await this.admin.repoint(address(follower), address(primary));
+          const { slot, followsLatest, changed } = await this.admin.repoint(addressOf(follower), addressOf(primary));
           this.pointedAt.set(follower.name, primary.name);
           repointed.push(follower);
           if (!followsLatest) log.warn({ node: follower.name }, 'replica has recovery_target_timeline other than latest: it cannot follow the new timeline without a restart');
@@ -413,7 +413,7 @@ export class Failover {
     const deadline = Date.now() + STREAMING_WAIT_MS;
     let waiting = followers;
     while (waiting.length > 0 && Date.now() < deadline && !this.stopped && !this.busy && this.deps.topology.primaryName === primary.name) {
-      const peers = await this.admin.streamingPeers(address(primary)).catch(() => []);
+      const peers = await this.admin.streamingPeers(addressOf(primary)).catch(() => []);
       const streaming = new Set(peers.filter((p) => p.state === 'streaming').map((p) => p.applicationName.toLowerCase()));
       waiting = waiting.filter((f) => !streaming.has(this.deps.health.applicationName(f.name).toLowerCase()));
       if (waiting.length > 0) await sleep(100);
@@ -432,8 +432,8 @@ export class Failover {
    */
   private async settleSynchronousStandby(primary: NodeStatus): Promise<void> {
     this.settleAttemptAt = Date.now();
-    const peers = (await this.admin.streamingPeers(address(primary))).filter((p) => p.state === 'streaming');
-    const current = parseSyncStandbyNames(await this.admin.synchronousStandbyNames(address(primary)));
+    const peers = (await this.admin.streamingPeers(addressOf(primary))).filter((p) => p.state === 'streaming');
+    const current = parseSyncStandbyNames(await this.admin.synchronousStandbyNames(addressOf(primary)));
     if (current.method !== 'none' && peers.some((p) => listsStandby(current, p.applicationName))) {
       this.syncSettledFor = primary.name;
       return;
@@ -448,7 +448,7 @@ export class Failover {
       return;
     }
     const applicationName = this.deps.health.applicationName(chosen.name);
-    await this.admin.setSynchronousStandbyNames(address(primary), formatSyncStandbyNames([applicationName]));
+    await this.admin.setSynchronousStandbyNames(addressOf(primary), formatSyncStandbyNames([applicationName]));
     this.syncSettledFor = primary.name;
     this.deps.log.info({ primary: primary.name, standby: chosen.name }, 'new synchronous standby');
     void this.deps.health.checkNow(primary.name);
@@ -483,9 +483,6 @@ export class Failover {
   }
 }
 
-export function address(node: NodeStatus): NodeAddress {
-  return { name: node.name, host: node.host, port: node.port };
-}
 
 function sameAddress(upstream: { host: string; port: number }, node: NodeStatus): boolean {
   return upstream.port === node.port && normalizeHost(upstream.host) === normalizeHost(node.host);

@@ -11,6 +11,11 @@ export interface NodeAddress {
   port: number;
 }
 
+/** A node's address as failover uses it (a copy: a reload may change the node's own fields meanwhile). */
+export function addressOf(node: NodeAddress): NodeAddress {
+  return { name: node.name, host: node.host, port: node.port };
+}
+
 export interface StreamingPeer {
   applicationName: string;
   state: string;

@@ -4,7 +4,7 @@ import type { PoolSet } from '../pool/pool-set.js';
 import type { Logger } from '../util/log.js';
 import { chooseFailoverTarget, type PlanNode, type ReplicationObservation } from './failover-plan.js';
 import type { HealthChecker } from './health-checker.js';
-import { sleep, type NodeAdmin, type NodeAddress } from './node-admin.js';
+import { addressOf, sleep, type NodeAdmin } from './node-admin.js';
 import { listsStandby, parseSyncStandbyNames } from './sync-standby-names.js';
 import type { NodeStatus, Topology } from './topology.js';
 
@@ -66,7 +66,7 @@ export async function runSwitchover(ctx: SwitchoverContext, targetName: string |
   const old = topology.primary();
   if (!old) throw new ProxyError(SqlState.cannotConnectNow, 'no primary is available to switch over from');
   const target = chooseTarget(ctx, old, targetName);
-  const peers = await admin.streamingPeers(address(old));
+  const peers = await admin.streamingPeers(addressOf(old));
   const targetApp = ctx.health.applicationName(target.name).toLowerCase();
   if (!peers.some((p) => p.state === 'streaming' && p.applicationName.toLowerCase() === targetApp)) {
     throw new ProxyError(SqlState.cannotConnectNow, `${target.name} is not streaming from ${old.name}: it cannot catch up`);
@@ -75,7 +75,7 @@ export async function runSwitchover(ctx: SwitchoverContext, targetName: string |
   // A follower the old primary's commits may wait for is moved only once it refuses writes. Its
   // sync_state lags a change of synchronous_standby_names (a walsender re-reads the setting on its
   // own time), so a standby the setting lists counts as synchronous too.
-  const syncNames = parseSyncStandbyNames(await admin.synchronousStandbyNames(address(old)));
+  const syncNames = parseSyncStandbyNames(await admin.synchronousStandbyNames(addressOf(old)));
   const synchronous = new Set(peers.filter((p) => p.syncState === 'sync' || p.syncState === 'quorum' || p.syncState === 'potential').map((p) => p.applicationName.toLowerCase()));
   const followers = [...topology.nodes.values()].filter((n) => n.name !== old.name && n.name !== target.name && n.up && !n.fenced && n.inRecovery === true);
   const isSynchronous = (n: NodeStatus) => {
@@ -102,18 +102,18 @@ export async function runSwitchover(ctx: SwitchoverContext, targetName: string |
     ctx.pools.closeNode(old.name);
     const users = [...new Set(ctx.config().users.map((u) => u.server_user ?? u.name))];
     readOnly = true;
-    const refused = await admin.refuseWrites(address(old), users);
+    const refused = await admin.refuseWrites(addressOf(old), users);
     finalLsn = refused.finalLsn;
     if (refused.sessionsEnded > 0) log.info({ node: old.name, sessions: refused.sessionsEnded }, 'switchover: ended sessions on the old primary');
     await cascade(ctx, followers.filter(isSynchronous), target);
 
     // 4. catch up
-    if (!(await admin.waitForReplay(address(target), finalLsn, CATCH_UP_MAX_MS))) {
+    if (!(await admin.waitForReplay(addressOf(target), finalLsn, CATCH_UP_MAX_MS))) {
       throw new ProxyError(SqlState.cannotConnectNow, `${target.name} did not replay ${formatLsn(finalLsn)} within ${CATCH_UP_MAX_MS} ms`);
     }
   } catch (error) {
     // nothing was promoted: the old primary takes writes again
-    if (readOnly) await admin.resetSystem(address(old), ['default_transaction_read_only']).catch(() => {});
+    if (readOnly) await admin.resetSystem(addressOf(old), ['default_transaction_read_only']).catch(() => {});
     ctx.unfence(old.name);
     log.error({ from: old.name, to: target.name, err: error instanceof Error ? error.message : String(error) }, 'switchover aborted: the old primary takes writes again');
     throw error;
@@ -122,7 +122,7 @@ export async function runSwitchover(ctx: SwitchoverContext, targetName: string |
   // 5. promote
   let timeline: number;
   try {
-    ({ timeline } = await admin.promote(address(target)));
+    ({ timeline } = await admin.promote(addressOf(target)));
   } catch (error) {
     // the promotion may have happened: discovery (out of recovery, newest timeline) finds it
     log.error({ from: old.name, to: target.name, err: error instanceof Error ? error.message : String(error) }, 'switchover: promotion failed; units wait for a primary');
@@ -146,7 +146,7 @@ async function cascade(ctx: SwitchoverContext, followers: NodeStatus[], target: 
   await Promise.all(
     followers.map(async (follower) => {
       try {
-        await ctx.admin.repoint(address(follower), address(target));
+        await ctx.admin.repoint(addressOf(follower), addressOf(target));
         moved.push(follower);
       } catch (error) {
         ctx.log.warn({ node: follower.name, target: target.name, err: error instanceof Error ? error.message : String(error) }, 'switchover: could not re-point replica to the target; it is re-pointed after the promotion');
@@ -157,7 +157,7 @@ async function cascade(ctx: SwitchoverContext, followers: NodeStatus[], target: 
   let waiting = apps(moved);
   const deadline = performance.now() + CASCADE_WAIT_MS;
   while (waiting.length > 0 && performance.now() < deadline) {
-    const streaming = new Set((await ctx.admin.streamingPeers(address(target)).catch(() => [])).filter((p) => p.state === 'streaming').map((p) => p.applicationName.toLowerCase()));
+    const streaming = new Set((await ctx.admin.streamingPeers(addressOf(target)).catch(() => [])).filter((p) => p.state === 'streaming').map((p) => p.applicationName.toLowerCase()));
     waiting = waiting.filter((app) => !streaming.has(app));
     if (waiting.length > 0) await sleep(20);
   }
@@ -197,9 +197,6 @@ async function waitUntil(timeoutMs: number, done: () => boolean): Promise<boolea
   return true;
 }
 
-function address(node: NodeStatus): NodeAddress {
-  return { name: node.name, host: node.host, port: node.port };
-}
 
 export function formatLsn(lsn: bigint): string {
   return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;

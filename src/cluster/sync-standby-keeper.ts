@@ -2,7 +2,7 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../util/log.js';
 import type { ReplicationObservation } from './failover-plan.js';
 import type { HealthChecker } from './health-checker.js';
-import { sleep, type NodeAdmin, type NodeAddress } from './node-admin.js';
+import { addressOf, sleep, type NodeAdmin, type NodeAddress } from './node-admin.js';
 import { formatSyncStandbyNames, listsStandby, parseSyncStandbyNames } from './sync-standby-names.js';
 import type { NodeStatus, Topology } from './topology.js';
 
@@ -128,7 +128,7 @@ export class SyncStandbyKeeper {
   /** Makes a caught-up follower the synchronous standby, or clears the setting when none streams. `lost`: the names listed before. */
   private settle(primary: NodeStatus, view: ReplicationObservation, lost: string[] | undefined, mayClear = true): void {
     this.working = true;
-    const at: NodeAddress = { name: primary.name, host: primary.host, port: primary.port };
+    const at = addressOf(primary);
     const followers = this.followers(primary, view);
     const log = this.deps.log;
     void (async () => {

@@ -1,13 +1,12 @@
-import { Writable } from 'node:stream';
 import pg from 'pg';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { stringify } from 'yaml';
 import { App } from '../../src/app.js';
 import { parseConfig } from '../../src/config/load.js';
 import { LocalCluster } from '../../src/local/cluster.js';
-import { createLogger } from '../../src/util/log.js';
 import { useCleanups } from '../support/cleanups.js';
 import { leastPrivilegeRoles } from '../support/least-privilege-roles.js';
+import { capturedLog } from '../support/relay.js';
 
 // Failover with least-privilege roles, against a cluster of its own (primary, synchronous
 // standby, one replica):
@@ -37,13 +36,7 @@ beforeAll(async () => {
 });
 
 async function startRelay(extra: Record<string, unknown>): Promise<{ app: App; url: string; logs: Record<string, unknown>[] }> {
-  const logs: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString().split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { log, lines: logs } = capturedLog();
   const doc = {
     listen: { host: '127.0.0.1', port: 0 },
     admin: { host: '127.0.0.1', port: 0 },
@@ -52,7 +45,7 @@ async function startRelay(extra: Record<string, unknown>): Promise<{ app: App; u
     health: { interval_ms: 300, timeout_ms: 1000, failures: 3 },
     ...extra,
   };
-  const app = await App.start(parseConfig(stringify(doc), { source: 'test' }), { log: createLogger({ level: 'info', destination }), processMetrics: false });
+  const app = await App.start(parseConfig(stringify(doc), { source: 'test' }), { log, processMetrics: false });
   cleanups.push(() => app.stop());
   return { app, url: `postgres://shop:${PASSWORD.shop}@127.0.0.1:${app.listenAddress!.port}/app`, logs };
 }

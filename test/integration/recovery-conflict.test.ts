@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LocalCluster } from '../../src/local/cluster.js';
-import type { Relay } from '../support/relay.js';
+import { unitsWithReason, type Relay } from '../support/relay.js';
 import { type ShopReplica, startShopReplica } from '../support/shop-replica.js';
 
 // A replica cancels a read that holds up the replay of the primary's WAL ("canceling statement
@@ -28,10 +28,7 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-async function rerouted(): Promise<number> {
-  const values = (await relay.app.metrics.unitsByReason.get()).values;
-  return values.filter((v) => v.labels.reason === 'rerouted_conflict').reduce((sum, v) => sum + v.value, 0);
-}
+const rerouted = () => unitsWithReason(relay, 'rerouted_conflict');
 
 describe('a read a replica cancels for a conflict with recovery', () => {
   it.each([

@@ -2,7 +2,7 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { dataRow, RawClient, serialize, STEADY, types } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { startRelay, unitsWithReason as units, type Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 import { usePgClients } from '../support/pg-clients.js';
 
@@ -29,11 +29,6 @@ async function relayWith(): Promise<Relay> {
     await probe.end();
   }
   return relay;
-}
-
-async function units(relay: Relay, reason: string): Promise<number> {
-  const values = (await relay.app.metrics.unitsByReason.get()).values;
-  return values.filter((v) => v.labels.reason === reason).reduce((sum, v) => sum + v.value, 0);
 }
 
 /** Rows the statements wrote with `tag`, on the primary, and the port of the server that wrote each. */

@@ -2,7 +2,7 @@ import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { STEADY } from '../support/protocol-client.js';
-import { startRelay, type Relay } from '../support/relay.js';
+import { startRelay, unitsWithReason, type Relay } from '../support/relay.js';
 import { queryNode, sharedCluster } from '../support/shared-cluster.js';
 
 // default_transaction_isolation = serializable set on the role (ALTER ROLE … SET) or the database
@@ -55,10 +55,7 @@ async function port(c: pg.Client, text = 'SELECT inet_server_port() AS p'): Prom
   return Number((await c.query(text)).rows[0].p);
 }
 
-async function rerouted(relay: Relay): Promise<number> {
-  const values = (await relay.app.metrics.unitsByReason.get()).values;
-  return values.filter((v) => v.labels.reason === 'rerouted_serializable').reduce((sum, v) => sum + v.value, 0);
-}
+const rerouted = (relay: Relay) => unitsWithReason(relay, 'rerouted_serializable');
 
 beforeAll(async () => {
   await queryNode(shared, primary.name, `DROP DATABASE IF EXISTS ${DATABASE}; DROP ROLE IF EXISTS ${ROLE}`, [], true).catch(() => undefined);

@@ -45,6 +45,12 @@ export function relayDocument(cluster: Pick<SharedCluster, 'nodes' | 'user' | 'p
   return base;
 }
 
+/** pgrelay_units_total{reason} so far, summed over the roles of the nodes. */
+export async function unitsWithReason(relay: Relay, reason: string): Promise<number> {
+  const values = (await relay.app.metrics.unitsByReason.get()).values;
+  return values.filter((v) => v.labels.reason === reason).reduce((sum, v) => sum + v.value, 0);
+}
+
 /** A logger that keeps pgrelay's JSON log lines (level info and up) for a test to read. */
 export function capturedLog(): { log: Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
